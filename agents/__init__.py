@@ -1,0 +1,30 @@
+"""ML agents for ophyd-stem: they decide where to measure next.
+
+Pure numpy/torch: no bluesky, ophyd or bridge imports. Heavy agents (torch, gpytorch,
+botorch) are imported lazily, on first attribute access, so ``import agents`` stays cheap
+and torch-free until an ML agent is actually used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import Agent, Suggestion, as_positions
+
+__all__ = ["Agent", "Suggestion", "as_positions"]
+
+# public name -> module that defines it; filled in as agents land
+_LAZY: dict[str, str] = {}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'agents' has no attribute {name!r}") from None
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(_LAZY))

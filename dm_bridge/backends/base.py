@@ -1,0 +1,657 @@
+"""The contract every instrument behind the bridge implements.
+
+A *backend* is the instrument as the bridge server sees it: DigitalMicrograph on the
+microscope PC, the digital twin, or a replay of recorded data. The server validates the wire
+format; this module validates the *values* (limits, allowed settings) once, for every
+backend, and then calls a small set of ``_do_*`` methods that each backend implements.
+
+Conventions (ARCHITECTURE.md, "Coordinates and units"):
+
+* beam positions are in pixels of the current scan field, ``x`` = column, ``y`` = row,
+  floats, ``(0, 0)`` the centre of the top-left pixel; the valid field is
+  ``-0.5 <= x <= width - 0.5`` (likewise ``y``);
+* energies in eV, times in seconds, lengths in nm unless a name says otherwise.
+
+The server calls a backend from one thread only (inside DigitalMicrograph: the thread that
+started the server), except :meth:`Backend.abort`, which may come from any thread.
+
+Standard library and numpy only, Python 3.8 syntax: this module runs inside DigitalMicrograph.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import Aborted, BadRequest, OutOfRange, Unsupported
+
+__all__ = [
+    "Backend",
+    "EELSParameters",
+    "ImageAcquisition",
+    "Limits",
+    "ScanParameters",
+    "SpectrumAcquisition",
+    "energy_axis",
+]
+
+
+@dataclass(frozen=True)
+class ScanParameters:
+    """DigiScan settings for a survey image.
+
+    Attributes:
+        width: pixels per scan line.
+        height: scan lines.
+        dwell_time: time the beam stays on each pixel, in seconds (DM's "pixel time").
+        rotation: scan rotation in degrees, counter-clockwise.
+        field_of_view: width of the scanned area in nm; pixels are square, so the pixel size
+            is ``field_of_view / width``.
+        signals: detector signals to record, e.g. ``("HAADF",)``.
+    """
+
+    width: int = 512
+    height: int = 512
+    dwell_time: float = 2e-6
+    rotation: float = 0.0
+    field_of_view: float = 16.0
+    signals: Tuple[str, ...] = ("HAADF",)
+
+    @property
+    def pixel_size(self) -> float:
+        """Pixel size in nm."""
+        return self.field_of_view / self.width
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["signals"] = list(self.signals)
+        return d
+
+
+@dataclass(frozen=True)
+class EELSParameters:
+    """EELS camera and spectrometer settings.
+
+    Attributes:
+        exposure: exposure time of one spectrum in seconds.
+        energy_offset: energy loss at the first channel, in eV (DM's "energy loss"/drift
+            tube setting).
+        dispersion: eV per sensor column (the spectrometer's dispersion setting).
+        binning: horizontal binning (1, 2, 4 or 8); each returned channel sums ``binning``
+            sensor columns, so a channel spans ``dispersion * binning`` eV.
+        channels: number of channels returned; at most ``sensor_channels // binning``.
+    """
+
+    exposure: float = 0.01
+    energy_offset: float = -20.0
+    dispersion: float = 0.25
+    binning: int = 1
+    channels: int = 2048
+
+    @property
+    def channel_width(self) -> float:
+        """Energy width of one returned channel, in eV."""
+        return self.dispersion * self.binning
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def energy_axis(params: EELSParameters) -> np.ndarray:
+    """Energy loss (eV) at the centre of each returned channel."""
+    return params.energy_offset + params.channel_width * np.arange(
+        params.channels, dtype=np.float64
+    )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the instrument (or its operator) allows; reported by ``hello``.
+
+    The bridge refuses anything outside these with an ``out_of_range`` error, before the
+    instrument sees it. ``max_exposure`` is the operator's cap (the issue's "exposure above a
+    configured cap"); the others protect the server from absurd requests.
+    """
+
+    image_size: Tuple[int, int] = (8, 4096)
+    dwell_time: Tuple[float, float] = (1e-7, 0.1)
+    field_of_view: Tuple[float, float] = (0.1, 1e5)
+    max_exposure: float = 10.0
+    min_exposure: float = 1e-4
+    energy_offset: Tuple[float, float] = (-200.0, 3000.0)
+    dispersion: Tuple[float, float] = (0.005, 5.0)
+    binnings: Tuple[int, ...] = (1, 2, 4, 8)
+    sensor_channels: int = 2048
+    max_points: int = 100_000
+    max_spectrum_image_positions: int = 512 * 512
+    signals: Tuple[str, ...] = ("HAADF", "BF", "ABF")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+@dataclass
+class ImageAcquisition:
+    """One survey image, possibly several signals recorded in the same scan.
+
+    Attributes:
+        images: signal name -> 2-D array (height, width), float32.
+        pixel_size: nm per pixel (square pixels).
+        origin: position of the centre of pixel (0, 0), in nm, ``(x, y)``.
+        units: length unit of ``pixel_size`` and ``origin`` (``"nm"``).
+        instrument_time: seconds the acquisition takes on the instrument.
+        scan: the scan parameters in force.
+        metadata: anything else worth keeping (drift applied, dose, DM tags).
+    """
+
+    images: Dict[str, np.ndarray]
+    pixel_size: float
+    origin: Tuple[float, float] = (0.0, 0.0)
+    units: str = "nm"
+    instrument_time: float = 0.0
+    scan: Optional[ScanParameters] = None
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SpectrumAcquisition:
+    """One spectrum, a stack at several positions, or a spectrum image.
+
+    Attributes:
+        spectra: ``(channels,)`` for one spectrum, ``(N, channels)`` for a stack,
+            ``(rows, cols, channels)`` for a spectrum image; float32 counts.
+        energy_axis: ``(channels,)`` float64, eV.
+        positions: ``(N, 2)`` beam positions ``(x, y)`` in pixels where each spectrum was
+            taken (the requested points for a stack, the grid for a spectrum image).
+        instrument_time: seconds the acquisition takes on the instrument.
+        eels: the EELS parameters in force.
+        metadata: anything else worth keeping.
+    """
+
+    spectra: np.ndarray
+    energy_axis: np.ndarray
+    positions: Optional[np.ndarray] = None
+    instrument_time: float = 0.0
+    eels: Optional[EELSParameters] = None
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+
+#: commands every backend answers (wire names, also the server's allow-list)
+STANDARD_COMMANDS = (
+    "hello",
+    "get_scan_parameters",
+    "set_scan_parameters",
+    "acquire_image",
+    "get_beam_position",
+    "set_beam_position",
+    "blank_beam",
+    "unblank_beam",
+    "get_eels_parameters",
+    "set_eels_parameters",
+    "acquire_spectrum",
+    "acquire_spectra_at_points",
+    "acquire_spectrum_image",
+    "status",
+    "abort",
+)
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise BadRequest(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, (float, np.floating)) and (
+        not math.isfinite(value) or value != int(value)
+    ):
+        raise BadRequest(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise BadRequest(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise BadRequest(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def _in_range(name: str, value: float, lo: float, hi: float, unit: str = "") -> None:
+    if not lo <= value <= hi:
+        raise OutOfRange(
+            f"{name} = {value:g}{unit} is outside the allowed range [{lo:g}, {hi:g}]{unit}"
+        )
+
+
+class Backend(ABC):
+    """Base class of every instrument behind the bridge.
+
+    Subclasses implement the ``_do_*`` methods (and :meth:`describe`); the public methods
+    here validate arguments against :attr:`limits`, keep the current settings, account for
+    instrument time and honour :meth:`abort`.
+
+    Args:
+        limits: what the instrument allows; defaults are generous but finite.
+        time_scale: 0 returns at once (tests), 1 waits as long as the real instrument would
+            (a live demo), 0.1 waits a tenth of it. Instrument time is always *reported* in
+            full, whatever the scale. Backends driving real hardware ignore it.
+    """
+
+    #: short name on the wire ("twin", "replay", "dm", "minimal")
+    kind = "abstract"
+
+    def __init__(self, limits: Optional[Limits] = None, time_scale: float = 0.0) -> None:
+        self.limits = limits or Limits()
+        if time_scale < 0:
+            raise ValueError("time_scale must be >= 0")
+        self.time_scale = float(time_scale)
+        self._scan = ScanParameters()
+        self._eels = EELSParameters(channels=self.limits.sensor_channels)
+        self._beam = (
+            (self._scan.width - 1) / 2.0,
+            (self._scan.height - 1) / 2.0,
+        )
+        self._blanked = False
+        self._abort = threading.Event()
+        self.instrument_time_total = 0.0
+        self.last_error: Optional[str] = None
+
+    # ---------------------------------------------------------------- description
+
+    @abstractmethod
+    def describe(self) -> Dict[str, Any]:
+        """Instrument description for ``hello``: name, high tension (kV), detectors,
+        spectrometer, probe. JSON-able. The base adds ``limits``."""
+
+    def capabilities(self) -> List[str]:
+        """Commands this backend answers. Backends with extras (``get_truth``) extend it."""
+        return list(STANDARD_COMMANDS)
+
+    def hello(self) -> Dict[str, Any]:
+        """Everything a client needs to know before its first real call."""
+        description = dict(self.describe())
+        description["limits"] = self.limits.to_dict()
+        return {
+            "backend": self.kind,
+            "capabilities": self.capabilities(),
+            "instrument": description,
+        }
+
+    def status(self) -> Dict[str, Any]:
+        """Instrument-side status; the server adds idle/busy and its queue."""
+        return {
+            "beam_blanked": self._blanked,
+            "instrument_time_total": self.instrument_time_total,
+            "last_error": self.last_error,
+        }
+
+    # ---------------------------------------------------------------- abort and time
+
+    def abort(self) -> None:
+        """Ask the running acquisition to stop as soon as it can (thread-safe)."""
+        self._abort.set()
+
+    def clear_abort(self) -> None:
+        """Forget a previous abort; the server calls this before each instrument command."""
+        self._abort.clear()
+
+    def check_abort(self) -> None:
+        """Raise :class:`Aborted` if an abort was requested. Call it inside long loops."""
+        if self._abort.is_set():
+            raise Aborted("acquisition aborted")
+
+    def spend(self, seconds: float) -> float:
+        """Account ``seconds`` of instrument time, waiting ``seconds * time_scale``.
+
+        The wait ends early with :class:`Aborted` when an abort arrives.
+        """
+        seconds = max(0.0, float(seconds))
+        self.instrument_time_total += seconds
+        wait = seconds * self.time_scale
+        if wait > 0:
+            if self._abort.wait(wait):
+                raise Aborted("acquisition aborted")
+        else:
+            self.check_abort()
+        return seconds
+
+    # ---------------------------------------------------------------- scan (DigiScan)
+
+    @property
+    def scan(self) -> ScanParameters:
+        return self._scan
+
+    def get_scan_parameters(self) -> Dict[str, Any]:
+        """Current scan parameters, as the instrument reports them."""
+        self._scan = self._do_read_scan_parameters(self._scan)
+        return self._scan.to_dict()
+
+    def set_scan_parameters(self, **changes: Any) -> Dict[str, Any]:
+        """Change some scan parameters; the others keep their value.
+
+        Raises:
+            BadRequest: unknown parameter names or wrong types.
+            OutOfRange: values outside :attr:`limits`.
+        """
+        new = self.validate_scan_parameters(changes)
+        old = self._scan
+        self._do_set_scan_parameters(new)
+        self._scan = new
+        if (new.width, new.height) != (old.width, old.height):
+            # Keep the beam at the same relative place in the new field.
+            bx, by = self._beam
+            self._beam = (
+                (bx + 0.5) * new.width / old.width - 0.5,
+                (by + 0.5) * new.height / old.height - 0.5,
+            )
+        return self._scan.to_dict()
+
+    def validate_scan_parameters(self, changes: Mapping[str, Any]) -> ScanParameters:
+        """Merge ``changes`` into the current scan parameters, checking each one."""
+        names = {f.name for f in fields(ScanParameters)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise BadRequest(f"unknown scan parameter(s) {unknown}; known: {sorted(names)}")
+        lim = self.limits
+        clean: Dict[str, Any] = {}
+        for name in ("width", "height"):
+            if name in changes:
+                v = _as_int(name, changes[name])
+                _in_range(name, v, lim.image_size[0], lim.image_size[1], " px")
+                clean[name] = v
+        if "dwell_time" in changes:
+            v = _as_float("dwell_time", changes["dwell_time"])
+            _in_range("dwell_time", v, lim.dwell_time[0], lim.dwell_time[1], " s")
+            clean["dwell_time"] = v
+        if "rotation" in changes:
+            v = _as_float("rotation", changes["rotation"])
+            _in_range("rotation", v, -360.0, 360.0, " deg")
+            clean["rotation"] = v
+        if "field_of_view" in changes:
+            v = _as_float("field_of_view", changes["field_of_view"])
+            _in_range("field_of_view", v, lim.field_of_view[0], lim.field_of_view[1], " nm")
+            clean["field_of_view"] = v
+        if "signals" in changes:
+            sig = changes["signals"]
+            if isinstance(sig, str):
+                sig = [sig]
+            if not isinstance(sig, (list, tuple)) or not sig:
+                raise BadRequest("signals must be a non-empty list of detector names")
+            for s in sig:
+                if not isinstance(s, str):
+                    raise BadRequest(f"signal names must be strings, got {s!r}")
+                if s not in lim.signals:
+                    raise OutOfRange(
+                        f"signal {s!r} is not available; available: {list(lim.signals)}"
+                    )
+            if len(set(sig)) != len(sig):
+                raise BadRequest(f"signals must not repeat: {list(sig)}")
+            clean["signals"] = tuple(sig)
+        return replace(self._scan, **clean)
+
+    def acquire_image(self) -> ImageAcquisition:
+        """Scan the field once and return the image of every selected signal."""
+        acq = self._do_acquire_image(self._scan)
+        for name, img in acq.images.items():
+            if img.shape != (self._scan.height, self._scan.width):
+                raise AssertionError(
+                    f"backend returned {name} image of shape {img.shape}, "
+                    f"expected {(self._scan.height, self._scan.width)}"
+                )
+        acq.scan = self._scan
+        return acq
+
+    # ---------------------------------------------------------------- beam
+
+    def get_beam_position(self) -> Tuple[float, float]:
+        """Beam position ``(x, y)`` in pixels of the current scan field."""
+        self._beam = self._do_read_beam_position(self._beam)
+        return self._beam
+
+    def check_position(self, x: Any, y: Any) -> Tuple[float, float]:
+        """Validate a beam position against the current scan field."""
+        x = _as_float("x", x)
+        y = _as_float("y", y)
+        w, h = self._scan.width, self._scan.height
+        if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
+            raise OutOfRange(
+                f"beam position ({x:g}, {y:g}) is outside the scan field: "
+                f"x in [-0.5, {w - 0.5:g}], y in [-0.5, {h - 0.5:g}] pixels"
+            )
+        return x, y
+
+    def check_points(self, points: Any) -> np.ndarray:
+        """Validate an ``(N, 2)`` array of ``(x, y)`` beam positions."""
+        try:
+            pts = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise BadRequest("points must be an (N, 2) array of numbers") from None
+        if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
+            raise BadRequest(f"points must have shape (N, 2) with N >= 1, got {pts.shape}")
+        if pts.shape[0] > self.limits.max_points:
+            raise OutOfRange(
+                f"{pts.shape[0]} points requested; at most {self.limits.max_points} per call"
+            )
+        if not np.all(np.isfinite(pts)):
+            raise BadRequest("points must be finite")
+        w, h = self._scan.width, self._scan.height
+        outside = (
+            (pts[:, 0] < -0.5) | (pts[:, 0] > w - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > h - 0.5)
+        )
+        if outside.any():
+            i = int(np.argmax(outside))
+            raise OutOfRange(
+                f"point {i} = ({pts[i, 0]:g}, {pts[i, 1]:g}) is outside the scan field "
+                f"{w}x{h} pixels "
+                f"({int(outside.sum())} of {len(pts)} points outside)"
+            )
+        return pts
+
+    def set_beam_position(self, x: Any, y: Any) -> Tuple[float, float]:
+        """Place the beam at ``(x, y)`` (pixels, sub-pixel allowed)."""
+        x, y = self.check_position(x, y)
+        self._do_set_beam_position(x, y)
+        self._beam = (x, y)
+        return self._beam
+
+    def blank_beam(self) -> None:
+        self._do_blank(True)
+        self._blanked = True
+
+    def unblank_beam(self) -> None:
+        self._do_blank(False)
+        self._blanked = False
+
+    @property
+    def beam_blanked(self) -> bool:
+        return self._blanked
+
+    # ---------------------------------------------------------------- EELS
+
+    @property
+    def eels(self) -> EELSParameters:
+        return self._eels
+
+    def get_eels_parameters(self) -> Dict[str, Any]:
+        """Current EELS parameters as the instrument reports them (read back, not assumed)."""
+        self._eels = self._do_read_eels_parameters(self._eels)
+        return self._eels.to_dict()
+
+    def validate_eels_parameters(self, changes: Mapping[str, Any]) -> EELSParameters:
+        names = {f.name for f in fields(EELSParameters)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise BadRequest(f"unknown EELS parameter(s) {unknown}; known: {sorted(names)}")
+        lim = self.limits
+        clean: Dict[str, Any] = {}
+        if "exposure" in changes:
+            v = _as_float("exposure", changes["exposure"])
+            _in_range("exposure", v, lim.min_exposure, lim.max_exposure, " s")
+            clean["exposure"] = v
+        if "energy_offset" in changes:
+            v = _as_float("energy_offset", changes["energy_offset"])
+            _in_range("energy_offset", v, lim.energy_offset[0], lim.energy_offset[1], " eV")
+            clean["energy_offset"] = v
+        if "dispersion" in changes:
+            v = _as_float("dispersion", changes["dispersion"])
+            _in_range("dispersion", v, lim.dispersion[0], lim.dispersion[1], " eV/channel")
+            clean["dispersion"] = v
+        binning = self._eels.binning
+        if "binning" in changes:
+            binning = _as_int("binning", changes["binning"])
+            if binning not in lim.binnings:
+                raise OutOfRange(
+                    f"binning {binning} is not available; choose one of {list(lim.binnings)}"
+                )
+            clean["binning"] = binning
+        max_channels = lim.sensor_channels // binning
+        if "channels" in changes:
+            v = _as_int("channels", changes["channels"])
+            _in_range("channels", v, 1, max_channels)
+            clean["channels"] = v
+        elif "binning" in changes:
+            # A new binning with no explicit channel count reads out the whole sensor.
+            clean["channels"] = max_channels
+        return replace(self._eels, **clean)
+
+    def set_eels_parameters(self, **changes: Any) -> Dict[str, Any]:
+        """Change some EELS parameters; the others keep their value."""
+        new = self.validate_eels_parameters(changes)
+        self._do_set_eels_parameters(new)
+        self._eels = new
+        return self._eels.to_dict()
+
+    def acquire_spectrum(self) -> SpectrumAcquisition:
+        """One spectrum at the current beam position."""
+        acq = self._do_acquire_spectrum(self._eels, self._beam)
+        acq.eels = self._eels
+        if acq.positions is None:
+            acq.positions = np.asarray([self._beam], dtype=np.float64)
+        return acq
+
+    def acquire_spectra_at_points(self, points: Any) -> SpectrumAcquisition:
+        """One spectrum at each ``(x, y)`` of ``points``, in the given order.
+
+        The beam is left at the last point. Aborting returns nothing (``Aborted``); the
+        positions reached so far are in :attr:`instrument_time_total` only.
+        """
+        pts = self.check_points(points)
+        acq = self._do_acquire_spectra_at_points(self._eels, pts)
+        self._beam = (float(pts[-1, 0]), float(pts[-1, 1]))
+        acq.eels = self._eels
+        acq.positions = pts
+        return acq
+
+    def acquire_spectrum_image(
+        self,
+        rows: Any,
+        cols: Any,
+        region: Optional[Sequence[Any]] = None,
+    ) -> SpectrumAcquisition:
+        """A ``rows x cols`` grid of spectra, rastered row by row.
+
+        Args:
+            rows, cols: grid shape.
+            region: ``(x0, y0, x1, y1)`` pixel coordinates of the first and last grid
+                positions; default: the whole scan field, ``(0, 0, width-1, height-1)``.
+        """
+        rows = _as_int("rows", rows)
+        cols = _as_int("cols", cols)
+        if rows < 1 or cols < 1:
+            raise OutOfRange("rows and cols must be >= 1")
+        if rows * cols > self.limits.max_spectrum_image_positions:
+            raise OutOfRange(
+                f"{rows}x{cols} = {rows * cols} positions; at most "
+                f"{self.limits.max_spectrum_image_positions} per spectrum image"
+            )
+        if region is None:
+            region = (0.0, 0.0, self._scan.width - 1.0, self._scan.height - 1.0)
+        if not isinstance(region, (list, tuple)) or len(region) != 4:
+            raise BadRequest("region must be [x0, y0, x1, y1]")
+        x0, y0 = self.check_position(region[0], region[1])
+        x1, y1 = self.check_position(region[2], region[3])
+        xs = np.linspace(x0, x1, cols)
+        ys = np.linspace(y0, y1, rows)
+        gx, gy = np.meshgrid(xs, ys)
+        pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
+        acq = self._do_acquire_spectra_at_points(self._eels, pts)
+        acq.spectra = acq.spectra.reshape(rows, cols, -1)
+        acq.positions = pts
+        acq.eels = self._eels
+        self._beam = (float(pts[-1, 0]), float(pts[-1, 1]))
+        return acq
+
+    # ---------------------------------------------------------------- for subclasses
+
+    def _do_read_scan_parameters(self, assumed: ScanParameters) -> ScanParameters:
+        """Read scan parameters back from the instrument; default: what was last set."""
+        return assumed
+
+    def _do_set_scan_parameters(self, params: ScanParameters) -> None:
+        """Apply validated scan parameters. Default: nothing to do (the twin keeps state)."""
+
+    @abstractmethod
+    def _do_acquire_image(self, scan: ScanParameters) -> ImageAcquisition:
+        """Acquire one image of each signal in ``scan.signals``."""
+
+    def _do_read_beam_position(self, assumed: Tuple[float, float]) -> Tuple[float, float]:
+        return assumed
+
+    def _do_set_beam_position(self, x: float, y: float) -> None:
+        """Move the beam; ``(x, y)`` is already validated, in pixels."""
+
+    def _do_blank(self, blank: bool) -> None:
+        """Blank (True) or unblank (False) the beam."""
+
+    def _do_read_eels_parameters(self, assumed: EELSParameters) -> EELSParameters:
+        return assumed
+
+    def _do_set_eels_parameters(self, params: EELSParameters) -> None:
+        """Apply validated EELS parameters."""
+
+    @abstractmethod
+    def _do_acquire_spectrum(
+        self, eels: EELSParameters, position: Tuple[float, float]
+    ) -> SpectrumAcquisition:
+        """Acquire one spectrum with the beam at ``position``."""
+
+    def _do_acquire_spectra_at_points(
+        self, eels: EELSParameters, points: np.ndarray
+    ) -> SpectrumAcquisition:
+        """Default: move and acquire point by point, checking for abort between points.
+
+        Backends that can do better (the twin vectorises, DigiScan can drive a list of
+        positions) override this.
+        """
+        spectra = np.empty((len(points), eels.channels), dtype=np.float32)
+        total = 0.0
+        axis = energy_axis(eels)
+        for i, (x, y) in enumerate(points):
+            self.check_abort()
+            self._do_set_beam_position(float(x), float(y))
+            self._beam = (float(x), float(y))
+            one = self._do_acquire_spectrum(eels, self._beam)
+            spectra[i] = one.spectra
+            total += one.instrument_time
+            axis = one.energy_axis
+        return SpectrumAcquisition(spectra=spectra, energy_axis=axis, instrument_time=total)
+
+    # ---------------------------------------------------------------- extras
+
+    def get_truth(self) -> Dict[str, Any]:
+        """Ground truth of a simulated sample. Only the twin has it."""
+        raise Unsupported(f"{self.kind} backend has no ground truth")
+
+    def close(self) -> None:
+        """Release the instrument (called when the server stops)."""
+
+
+def now() -> float:
+    """Wall-clock time stamp (seconds since the epoch) for replies."""
+    return time.time()

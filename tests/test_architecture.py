@@ -1,0 +1,86 @@
+"""Layer rules of ARCHITECTURE.md, enforced: import-linter contracts, the light server side,
+Python 3.8 syntax inside DigitalMicrograph, and plans importable without the ML stack."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+#: modules that run inside DigitalMicrograph's Python: stdlib, numpy and pyzmq only, Python 3.8
+SERVER_SIDE = [
+    "dm_bridge/__init__.py",
+    "dm_bridge/errors.py",
+    "dm_bridge/protocol.py",
+    "dm_bridge/server.py",
+    "dm_bridge/backends/__init__.py",
+    "dm_bridge/backends/base.py",
+    "dm_bridge/backends/minimal.py",
+    "dm_bridge/backends/digitalmicrograph.py",
+]
+ALLOWED_THIRD_PARTY = {"numpy", "zmq", "DigitalMicrograph"}
+
+
+def existing(paths):
+    return [REPO / p for p in paths if (REPO / p).exists()]
+
+
+def test_import_linter_contracts_hold():
+    result = subprocess.run(
+        [str(BIN / "lint-imports"), "--config", str(REPO / "setup.cfg")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", existing(SERVER_SIDE), ids=lambda p: str(p.relative_to(REPO)))
+def test_server_side_uses_only_stdlib_numpy_and_pyzmq(path):
+    foreign = {
+        name
+        for name in _top_level_imports(path)
+        if name not in sys.stdlib_module_names
+        and name not in ALLOWED_THIRD_PARTY
+        and name != "dm_bridge"
+    }
+    assert not foreign, f"{path.name} imports {sorted(foreign)}"
+
+
+def test_server_side_keeps_python_38_syntax():
+    files = [str(p) for p in existing(SERVER_SIDE)]
+    result = subprocess.run(
+        [str(BIN / "vermin"), "--no-tips", "--violations", "-t=3.8-", "--eval-annotations", *files],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("package", ["plans", "agents", "dm_bridge", "ophyd_stem"])
+def test_light_packages_do_not_load_torch(package):
+    code = (
+        f"import sys, {package}; "
+        "heavy = [m for m in ('torch', 'gpytorch', 'botorch') if m in sys.modules]; "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, f"import {package} loaded {result.stdout.strip()}"
