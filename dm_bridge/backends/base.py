@@ -262,6 +262,37 @@ class Backend(ABC):
         self.instrument_time_total = 0.0
         self.last_error: Optional[str] = None
 
+    # ---------------------------------------------------------------- construction from the CLI
+
+    @classmethod
+    def add_arguments(cls, parser: Any) -> None:
+        """Add this backend's options to ``dm-bridge serve`` (an ``argparse`` parser).
+
+        Subclasses call ``super().add_arguments(parser)`` and add their own; only the chosen
+        backend's module is imported, so options of other backends cost nothing.
+        """
+        parser.add_argument(
+            "--time-scale",
+            type=float,
+            default=0.0,
+            help="0: answer at once; 1: take as long as the real instrument; 0.1: ten times "
+            "faster (simulated backends only)",
+        )
+        parser.add_argument(
+            "--max-exposure",
+            type=float,
+            default=Limits.max_exposure,
+            help="refuse EELS exposures longer than this, in seconds",
+        )
+
+    @classmethod
+    def options_from_arguments(cls, args: Any) -> Dict[str, Any]:
+        """Keyword arguments for the constructor, from parsed ``dm-bridge serve`` options."""
+        return {
+            "time_scale": args.time_scale,
+            "limits": Limits(max_exposure=args.max_exposure),
+        }
+
     # ---------------------------------------------------------------- description
 
     @abstractmethod
