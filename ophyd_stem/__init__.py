@@ -1,5 +1,26 @@
-"""ophyd-stem: a STEM with an EELS spectrometer as Ophyd devices, over the DM bridge."""
+"""ophyd-stem: a STEM with an EELS spectrometer as Ophyd devices, over the DM bridge.
 
+>>> from ophyd_stem import Microscope
+>>> from ophyd_stem.sim import twin_microscope
+"""
+
+from ._bridge import AsyncBridge, BridgeHandle, BridgeParameterBackend
+from ._eels import EELSCamera
+from ._microscope import Microscope, assets_path_provider
+from ._scan_engine import ScanEngine
+from ._stem import STEM, Beam, BeamAxis
 from ._version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "STEM",
+    "AsyncBridge",
+    "Beam",
+    "BeamAxis",
+    "BridgeHandle",
+    "BridgeParameterBackend",
+    "EELSCamera",
+    "Microscope",
+    "ScanEngine",
+    "__version__",
+    "assets_path_provider",
+]

@@ -1,0 +1,274 @@
+"""The scan engine (DigiScan): survey images written to HDF5 and announced with
+StreamResource / StreamDatum, so the catalog references them instead of copying them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from contextlib import suppress
+from pathlib import Path
+
+import h5py
+import numpy as np
+from ophyd_async.core import (
+    DetectorAcquireLogic,
+    DetectorDataLogic,
+    DetectorTriggerLogic,
+    PathProvider,
+    StandardDetector,
+    StreamableDataProvider,
+    StreamResourceDataProvider,
+    StreamResourceInfo,
+    TriggerInfo,
+    soft_signal_r_and_setter,
+)
+from ophyd_async.core._status import AsyncStatus
+
+from dm_bridge.backends.base import ImageAcquisition
+
+from ._bridge import BridgeHandle, bridge_signal
+
+__all__ = ["ScanEngine"]
+
+#: HDF5 group holding one dataset per detector signal, ``/entry/HAADF`` etc.
+DATASET_GROUP = "/entry"
+
+
+class _SurveyState:
+    """What the trigger, acquire and data logics of one scan engine share."""
+
+    def __init__(self, handle: BridgeHandle) -> None:
+        self.handle = handle
+        self.images_written, self.set_images_written = soft_signal_r_and_setter(int)
+        self.to_acquire = 1
+        self.file: h5py.File | None = None
+        self.datasets: dict[str, h5py.Dataset] = {}
+        self.shape: tuple[int, int] | None = None
+        self.signals: tuple[str, ...] = ("HAADF",)
+        self.instrument_time_total = 0.0
+        self.count = 0
+        #: set by the device when it is connected in ophyd-async mock mode
+        self.mock = False
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file = None
+        self.datasets = {}
+
+
+class _SurveyTrigger(DetectorTriggerLogic):
+    def __init__(self, state: _SurveyState) -> None:
+        self.state = state
+
+    async def prepare_internal(self, num: int, livetime: float, deadtime: float) -> None:
+        # livetime/deadtime have no meaning for a scan: its length is pixels x dwell time.
+        self.state.to_acquire = max(int(num), 1)
+
+    async def default_trigger_info(self) -> TriggerInfo:
+        return TriggerInfo()
+
+
+class _SurveyAcquire(DetectorAcquireLogic):
+    def __init__(self, state: _SurveyState) -> None:
+        self.state = state
+        self.task: asyncio.Task | None = None
+
+    async def start_acquiring(self) -> None:
+        self.task = asyncio.create_task(self._acquire(self.state.to_acquire))
+
+    async def _acquire(self, count: int) -> None:
+        state = self.state
+        for _ in range(count):
+            if state.mock:
+                # Mock mode never talks to the bridge: blank images of the prepared size.
+                blank = np.zeros(state.shape or (1, 1), dtype=np.float32)
+                acquisition = ImageAcquisition(
+                    images=dict.fromkeys(state.signals, blank), pixel_size=1.0
+                )
+            else:
+                acquisition = await state.handle.require_client().acquire_image()
+            if state.file is None:
+                raise RuntimeError("survey image acquired but no HDF5 file is open")
+            for signal, dataset in state.datasets.items():
+                image = acquisition.images.get(signal)
+                if image is None:
+                    raise RuntimeError(
+                        f"the scan returned {sorted(acquisition.images)}, not {signal!r}: "
+                        "change the detector signals between runs, not during one"
+                    )
+                if image.shape != state.shape:
+                    raise RuntimeError(
+                        f"the scan returned a {image.shape} image but this run was prepared "
+                        f"for {state.shape}: change the scan size between runs, not during one"
+                    )
+                index = dataset.shape[0]
+                dataset.resize(index + 1, axis=0)
+                dataset[index] = image
+                dataset.flush()
+            state.instrument_time_total += float(acquisition.instrument_time)
+            state.count += 1
+            state.set_images_written(state.count)
+
+    async def wait_for_idle(self) -> None:
+        if self.task is not None:
+            await self.task
+
+    async def ensure_stopped(self) -> None:
+        if self.task is not None and not self.task.done():
+            with suppress(Exception):
+                if self.state.mock:
+                    raise RuntimeError("nothing to abort in mock mode")
+                await self.state.handle.require_client().abort()
+            self.task.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await self.task
+        self.task = None
+
+
+class _SurveyData(DetectorDataLogic):
+    def __init__(
+        self, state: _SurveyState, path_provider: PathProvider, device: ScanEngine
+    ) -> None:
+        self.state = state
+        self.path_provider = path_provider
+        self.device = device
+
+    async def prepare_unbounded(self, datakey_name: str) -> StreamableDataProvider:
+        state = self.state
+        # Through the signals, so mock mode (set_mock_value) works like the real thing.
+        height = int(await self.device.height.get_value())
+        width = int(await self.device.width.get_value())
+        state.signals = tuple(await self.device.signals.get_value()) or ("HAADF",)
+        state.shape = (height, width)
+        info = self.path_provider(datakey_name)
+        directory = Path(info.directory_path)
+        directory.mkdir(parents=True, exist_ok=True)
+        state.close()
+        state.file = h5py.File(directory / f"{info.filename}.h5", "w", libver="latest")
+        resources = []
+        for signal in state.signals:
+            path = f"{DATASET_GROUP}/{signal}"
+            state.datasets[signal] = state.file.create_dataset(
+                path,
+                shape=(0, height, width),
+                maxshape=(None, height, width),
+                chunks=(1, height, width),
+                dtype=np.float32,
+            )
+            resources.append(
+                StreamResourceInfo(
+                    data_key=_data_key(datakey_name, signal),
+                    shape=(height, width),
+                    chunk_shape=(1, height, width),
+                    dtype_numpy=np.dtype(np.float32).str,
+                    parameters={"dataset": path},
+                )
+            )
+        # Readers (the catalog) may open the file while the run is still writing it.
+        state.file.swmr_mode = True
+        state.count = 0
+        state.set_images_written(0)
+        return StreamResourceDataProvider(
+            uri=f"{info.directory_uri}{info.filename}.h5",
+            resources=resources,
+            mimetype="application/x-hdf5",
+            collections_written_signal=state.images_written,
+        )
+
+    def get_hinted_fields(self, datakey_name: str) -> Sequence[str]:
+        return [_data_key(datakey_name, self.state.signals[0])]
+
+    async def stop(self) -> None:
+        self.state.close()
+
+
+def _data_key(datakey_name: str, signal: str) -> str:
+    return f"{datakey_name}-{signal.lower()}"
+
+
+class ScanEngine(StandardDetector):
+    """The scan engine (DigiScan): triggering acquires a survey image of each signal.
+
+    Images go to an HDF5 file per run under the path provider's directory (the catalog's
+    assets directory) and are announced with StreamResource/StreamDatum; the data key of
+    each is ``<name>-<signal>``, e.g. ``scan-haadf``. The configuration holds the scan
+    parameters and the calibration (pixel size in nm), so every run records how its images
+    were taken.
+
+    Example:
+        >>> RE(bps.mv(scan.width, 256, scan.height, 256, scan.dwell_time, 4e-6))
+        >>> RE(bp.count([scan]))
+    """
+
+    def __init__(self, handle: BridgeHandle, path_provider: PathProvider, name: str = "") -> None:
+        self._handle = handle
+        self._state = _SurveyState(handle)
+        self.width = self._param(int, "width", "px")
+        self.height = self._param(int, "height", "px")
+        self.dwell_time = self._param(float, "dwell_time", "s", 9)
+        self.rotation = self._param(float, "rotation", "deg", 3)
+        self.field_of_view = self._param(float, "field_of_view", "nm", 4)
+        self.signals = self._param(Sequence[str], "signals", None)
+        self.pixel_size = bridge_signal(
+            float, handle, "scan/pixel_size", read=self._read_pixel_size, units="nm", precision=6
+        )
+        self.add_detector_logics(
+            _SurveyTrigger(self._state),
+            _SurveyAcquire(self._state),
+            _SurveyData(self._state, path_provider, self),
+        )
+        self.add_config_signals(
+            self.width,
+            self.height,
+            self.dwell_time,
+            self.rotation,
+            self.field_of_view,
+            self.signals,
+            self.pixel_size,
+        )
+        super().__init__(name=name)
+
+    def _param(self, datatype, key: str, units: str | None, precision: int | None = None):
+        async def read():
+            scan = await self._handle.read_group("scan")
+            value = scan[key]
+            return list(value) if key == "signals" else datatype(value)
+
+        async def write(value):
+            client = self._handle.require_client()
+            if key == "signals":
+                value = [value] if isinstance(value, str) else list(value)
+            else:
+                value = datatype(value)
+            await client.set_scan_parameters(**{key: value})
+
+        return bridge_signal(
+            datatype, self._handle, f"scan/{key}", read, write, units=units, precision=precision
+        )
+
+    async def _read_pixel_size(self) -> float:
+        scan = await self._handle.read_group("scan")
+        return float(scan["field_of_view"]) / float(scan["width"])
+
+    @property
+    def instrument_time_total(self) -> float:
+        """Seconds of microscope time the survey images of this session took."""
+        return self._state.instrument_time_total
+
+    async def expected_scan_time(self) -> float:
+        """How long one survey image takes on the instrument: pixels x dwell time."""
+        scan = await self._handle.read_group("scan")
+        return int(scan["width"]) * int(scan["height"]) * float(scan["dwell_time"])
+
+    async def connect(self, *args, **kwargs) -> None:  # type: ignore[override]
+        await super().connect(*args, **kwargs)
+        self._state.mock = self._mock is not None
+
+    @AsyncStatus.wrap
+    async def stage(self) -> None:
+        await super().stage()
+        if self._mock is None:
+            # The default TriggerInfo allows 10 s per image; a 1024² scan at 32 µs takes 34 s.
+            seconds = await self.expected_scan_time()
+            await self.prepare(TriggerInfo(exposure_timeout=max(30.0, 3 * seconds + 30.0)))
