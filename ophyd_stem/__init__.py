@@ -5,7 +5,7 @@
 """
 
 from ._bridge import AsyncBridge, BridgeHandle, BridgeParameterBackend
-from ._eels import EELSCamera
+from ._eels import EELSCamera, EELSPoints
 from ._microscope import Microscope, assets_path_provider
 from ._scan_engine import ScanEngine
 from ._stem import STEM, Beam, BeamAxis
@@ -19,6 +19,7 @@ __all__ = [
     "BridgeHandle",
     "BridgeParameterBackend",
     "EELSCamera",
+    "EELSPoints",
     "Microscope",
     "ScanEngine",
     "__version__",

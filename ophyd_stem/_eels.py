@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
 import numpy as np
-from bluesky.protocols import Triggerable
+from bluesky.protocols import EventPageCollectable, Flyable, Preparable, Reading, Triggerable
+from event_model import DataKey, PartialEventPage
 from ophyd_async.core import (
     Array1D,
+    AsyncConfigurable,
     AsyncStatus,
+    Device,
     StandardReadable,
     StandardReadableFormat,
+    WatchableAsyncStatus,
+    WatcherUpdate,
     soft_signal_r_and_setter,
 )
 
@@ -16,7 +26,7 @@ from dm_bridge.backends.base import SpectrumAcquisition
 
 from ._bridge import BridgeHandle, bridge_signal
 
-__all__ = ["EELSCamera"]
+__all__ = ["EELSCamera", "EELSPoints"]
 
 
 class EELSCamera(StandardReadable, Triggerable):
@@ -104,3 +114,139 @@ class EELSCamera(StandardReadable, Triggerable):
             return
         client = self._handle.require_client()
         self.publish(await client.acquire_spectrum())
+
+
+class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigurable):
+    """Spectra at many beam positions, one bridge call per chunk of positions.
+
+    The fast path of adaptive and exhaustive plans: instead of moving the beam and
+    triggering the camera once per position (two round trips each), the positions go to the
+    bridge in chunks (``acquire_spectra_at_points``), and the spectra come back as event
+    pages: one event per position, with ``stem-beam-x`` / ``stem-beam-y``, the spectrum, its
+    total intensity and the instrument time. Between chunks it honours ``stop()``.
+
+    Use it with ``declare_stream`` / ``prepare`` / ``kickoff`` / ``complete`` / ``collect``
+    (``plans.stubs.acquire_spectra_at_points`` does all of that).
+
+    Args:
+        handle: the microscope's bridge handle.
+        camera: the EELS camera whose settings (configuration) the spectra were taken with.
+        chunk_size: positions per bridge call; a chunk is also the granularity of progress
+            and of stopping.
+    """
+
+    def __init__(
+        self, handle: BridgeHandle, camera: EELSCamera, chunk_size: int = 256, name: str = ""
+    ) -> None:
+        self._handle = handle
+        # A reference, not a child: the camera belongs to the Microscope.
+        object.__setattr__(self, "_camera", camera)
+        self.chunk_size = int(chunk_size)
+        self._points = np.empty((0, 2))
+        self._pages: list[SpectrumAcquisition] = []
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self.acquired = 0
+        super().__init__(name=name)
+
+    @AsyncStatus.wrap
+    async def prepare(self, value: Any) -> None:
+        """Set the positions ``(N, 2)`` as ``(x, y)`` in scan-field pixels."""
+        points = np.asarray(value, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
+            raise ValueError(f"positions must be an (N, 2) array of (x, y), got {points.shape}")
+        if not np.isfinite(points).all():
+            raise ValueError("positions must be finite")
+        width, height = await self._handle.scan_size()
+        outside = (
+            (points[:, 0] < -0.5)
+            | (points[:, 0] > width - 0.5)
+            | (points[:, 1] < -0.5)
+            | (points[:, 1] > height - 0.5)
+        )
+        if outside.any():
+            raise ValueError(
+                f"{int(outside.sum())} of {len(points)} positions are outside the "
+                f"{width}x{height} px scan field"
+            )
+        self._points = points
+        self._pages = []
+        self.acquired = 0
+
+    @AsyncStatus.wrap
+    async def kickoff(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self._acquire())
+
+    async def _acquire(self) -> None:
+        client = self._handle.require_client()
+        for start in range(0, len(self._points), self.chunk_size):
+            if self._stopping:
+                break
+            chunk = self._points[start : start + self.chunk_size]
+            acquisition = await client.acquire_spectra_at_points(chunk)
+            self._pages.append(acquisition)
+            self.acquired += len(chunk)
+            self._camera.publish(acquisition, index=-1)
+
+    @WatchableAsyncStatus.wrap
+    async def complete(self):
+        task = self._task
+        if task is None:
+            raise RuntimeError(f"{self.name}: complete() before kickoff()")
+        total = len(self._points)
+        while not task.done():
+            yield WatcherUpdate(
+                name=self.name, current=self.acquired, initial=0, target=total, unit="spectra"
+            )
+            await asyncio.wait({task}, timeout=0.2)
+        await task
+        yield WatcherUpdate(
+            name=self.name, current=self.acquired, initial=0, target=total, unit="spectra"
+        )
+
+    async def stop(self, success: bool = True) -> None:
+        """Finish after the chunk in flight (its spectra are kept)."""
+        self._stopping = True
+
+    async def describe_collect(self) -> dict[str, DataKey]:
+        source = f"dm-bridge://{self._handle.address}/acquire_spectra_at_points"
+        channels = int(await self._camera.channels.get_value())
+
+        def key(shape, dtype, units, numpy):
+            return DataKey(source=source, shape=shape, dtype=dtype, units=units, dtype_numpy=numpy)
+
+        return {
+            "stem-beam-x": key([], "number", "px", "<f8"),
+            "stem-beam-y": key([], "number", "px", "<f8"),
+            "eels-spectrum": key([channels], "array", "counts", "<f4"),
+            "eels-intensity": key([], "number", "counts", "<f8"),
+            "eels-instrument_time": key([], "number", "s", "<f8"),
+        }
+
+    async def collect_pages(self) -> AsyncIterator[PartialEventPage]:
+        pages, self._pages = self._pages, []
+        for acquisition in pages:
+            spectra = np.asarray(acquisition.spectra, dtype=np.float32)
+            positions = np.asarray(acquisition.positions, dtype=np.float64)
+            n = len(spectra)
+            now = time.time()
+            per_point = float(acquisition.instrument_time) / max(n, 1)
+            data = {
+                "stem-beam-x": positions[:, 0].tolist(),
+                "stem-beam-y": positions[:, 1].tolist(),
+                "eels-spectrum": list(spectra),
+                "eels-intensity": spectra.sum(axis=1, dtype=np.float64).tolist(),
+                "eels-instrument_time": [per_point] * n,
+            }
+            yield PartialEventPage(
+                data=data,
+                timestamps={k: [now] * n for k in data},
+                time=[now] * n,
+            )
+
+    async def read_configuration(self) -> dict[str, Reading]:
+        return await self._camera.read_configuration()
+
+    async def describe_configuration(self) -> dict[str, DataKey]:
+        return await self._camera.describe_configuration()

@@ -1,4 +1,4 @@
-"""One device for the whole instrument: the STEM column, its scan engine, its EELS camera."""
+"""The whole instrument: the STEM column, its scan engine, its EELS camera, one bridge."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from ophyd_async.core import Device, PathProvider, UUIDFilenameProvider, YMDPathProvider
+from ophyd_async.core import (
+    DEFAULT_TIMEOUT,
+    Device,
+    PathProvider,
+    UUIDFilenameProvider,
+    YMDPathProvider,
+)
 
 from ._bridge import AsyncBridge, BridgeHandle
-from ._eels import EELSCamera
+from ._eels import EELSCamera, EELSPoints
 from ._scan_engine import ScanEngine
 from ._stem import STEM
 
@@ -21,23 +27,26 @@ def assets_path_provider(directory: str | Path) -> PathProvider:
     return YMDPathProvider(UUIDFilenameProvider(), Path(directory).expanduser().resolve())
 
 
-class Microscope(Device):
+class Microscope:
     """A STEM with a scan engine and an EELS spectrometer, driven over one DM bridge.
 
-    The three parts keep short names of their own (``stem``, ``scan``, ``eels``), whatever
-    the microscope is called, so data keys read ``stem-beam-x``, ``scan-haadf``,
-    ``eels-spectrum`` in every run.
+    The parts are separate top-level devices (``stem``, ``scan``, ``eels``,
+    ``eels_points``), not children of one device: Bluesky stages the *root* of every device
+    a plan uses, and a survey image must be staged (a new HDF5 file per run) only when the
+    scan engine itself takes part. They share one bridge connection.
 
     Args:
         client: an asyncio bridge client (:class:`dm_bridge.client.AsyncBridgeClient`, or
-            :class:`dm_bridge.local.AsyncLocalClient` for an in-process twin).
+            :class:`dm_bridge.local.AsyncLocalClient` for an in-process twin); ``None`` for
+            ophyd-async mock mode.
         assets_dir: where survey images are written (the catalog's assets directory).
+        path_provider: instead of ``assets_dir``, full control of file locations.
 
     Example:
         >>> RE = RunEngine()
-        >>> with init_devices():
-        ...     microscope = Microscope(client, assets_dir="~/stem-data/assets")
-        >>> stem, scan, eels = microscope.stem, microscope.scan, microscope.eels
+        >>> microscope = Microscope(client, assets_dir="~/stem-data/assets")
+        >>> call_in_bluesky_event_loop(microscope.connect())
+        >>> RE(bp.count([microscope.eels]))
     """
 
     def __init__(
@@ -45,29 +54,33 @@ class Microscope(Device):
         client: AsyncBridge | None,
         assets_dir: str | Path | None = None,
         path_provider: PathProvider | None = None,
-        name: str = "",
     ) -> None:
         if path_provider is None:
             if assets_dir is None:
                 raise ValueError("give assets_dir (where survey images go) or a path_provider")
             path_provider = assets_path_provider(assets_dir)
         self.handle = BridgeHandle(client)
-        self.stem = STEM(self.handle)
-        self.scan = ScanEngine(self.handle, path_provider)
-        self.eels = EELSCamera(self.handle)
+        self.stem = STEM(self.handle, name="stem")
+        self.scan = ScanEngine(self.handle, path_provider, name="scan")
+        self.eels = EELSCamera(self.handle, name="eels")
+        self.eels_points = EELSPoints(self.handle, self.eels, name="eels_points")
         self.handle.scan_size = self._scan_size
-        super().__init__(name=name)
+
+    def devices(self) -> dict[str, Device]:
+        """The devices by their names, e.g. to put them in a console namespace."""
+        return {d.name: d for d in (self.stem, self.scan, self.eels, self.eels_points)}
+
+    async def connect(self, mock: bool = False, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Connect every part (``mock=True``: ophyd-async mock mode, no bridge at all)."""
+        await asyncio.gather(
+            *(device.connect(mock=mock, timeout=timeout) for device in self.devices().values())
+        )
 
     async def _scan_size(self) -> tuple[int, int]:
         width, height = await asyncio.gather(
             self.scan.width.get_value(), self.scan.height.get_value()
         )
         return int(width), int(height)
-
-    def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
-        super().set_name(name, child_name_separator=child_name_separator)
-        for short in ("stem", "scan", "eels"):
-            getattr(self, short).set_name(short, child_name_separator=child_name_separator)
 
     @property
     def client(self) -> AsyncBridge | None:

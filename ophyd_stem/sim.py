@@ -107,7 +107,11 @@ class SimBridge:
             # The child keeps its own handle on the log file after ours is closed.
             self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         self.address = f"tcp://127.0.0.1:{port}"
-        self._wait_until_serving()
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.close()
+            raise
 
     def _wait_until_serving(self, timeout: float = 30.0) -> None:
         from dm_bridge.client import BridgeClient
@@ -186,12 +190,9 @@ def _default_assets_dir() -> Path:
     return base / "assets"
 
 
-async def connect_microscope(
-    bridge: SimBridge, assets_dir: str | Path | None = None, name: str = "microscope"
-) -> Microscope:
+async def connect_microscope(bridge: SimBridge, assets_dir: str | Path | None = None) -> Microscope:
     """Build a :class:`Microscope` on ``bridge`` and connect it (inside a running loop)."""
     microscope = Microscope(bridge.async_client(), assets_dir=assets_dir or _default_assets_dir())
-    microscope.set_name(name)
     await microscope.connect()
     microscope.sim_bridge = bridge  # keep the bridge alive as long as the devices
     return microscope
@@ -202,7 +203,6 @@ def twin_microscope(
     *,
     mode: Mode = "local",
     assets_dir: str | Path | None = None,
-    name: str = "microscope",
     backend: str = "twin",
     **options: Any,
 ) -> Microscope:
@@ -227,7 +227,7 @@ def twin_microscope(
         options = {"sample": sample, **options}
     bridge = SimBridge(backend, mode=mode, **options)
     try:
-        return call_in_bluesky_event_loop(connect_microscope(bridge, assets_dir, name))
+        return call_in_bluesky_event_loop(connect_microscope(bridge, assets_dir))
     except BaseException:
         bridge.close()
         raise

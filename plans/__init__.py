@@ -3,3 +3,14 @@
 Plans never import the ML stack: adaptive plans take their agent as an argument, so the
 queueserver (and anyone without torch) can import this package.
 """
+
+from .basic import spectrum_image, survey
+from .stubs import acquire_spectra_at_points, grid_positions, read_survey_image
+
+__all__ = [
+    "acquire_spectra_at_points",
+    "grid_positions",
+    "read_survey_image",
+    "spectrum_image",
+    "survey",
+]

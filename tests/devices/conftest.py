@@ -27,7 +27,8 @@ def bridge_modes() -> list:
     """Bridge modes to test devices over: in-process always; a real loopback bridge (in a
     thread and in a subprocess) once the server exists."""
     modes = ["local"]
-    if importlib.util.find_spec("dm_bridge.server") is not None:
+    ready = all(importlib.util.find_spec(m) for m in ("dm_bridge.server", "dm_bridge.client"))
+    if ready:
         modes += ["thread", "subprocess"]
     return modes
 

@@ -7,15 +7,16 @@ import bluesky.plans as bp
 import h5py
 import numpy as np
 import pytest
-from ophyd_async.core import get_mock_put, init_devices, set_mock_value
+from bluesky.run_engine import call_in_bluesky_event_loop
+from ophyd_async.core import get_mock_put, set_mock_value
 
 from ophyd_stem import Microscope
 
 
 @pytest.fixture
 def microscope(RE, tmp_path):
-    with init_devices(mock=True):
-        microscope = Microscope(None, assets_dir=tmp_path)
+    microscope = Microscope(None, assets_dir=tmp_path)
+    call_in_bluesky_event_loop(microscope.connect(mock=True))
     return microscope
 
 

@@ -158,3 +158,26 @@ def test_high_tension_and_instrument_come_from_hello(RE, microscope):
     hello = microscope.sim_bridge.client().hello()
     assert ht == pytest.approx(hello["instrument"]["high_tension_kv"])
     assert microscope.metadata()["bridge"]["backend"] == hello["backend"]
+
+
+def test_each_run_gets_its_own_survey_file_and_stream_resource(RE, microscope):
+    """Every run that takes a survey image stages the scan engine afresh: a new HDF5 file
+    and a new StreamResource, whatever stream the image goes to."""
+    from plans import survey
+    from plans.stubs import read_survey_image
+
+    RE(survey(microscope.scan))
+    RE(bp.count([microscope.eels, microscope.scan]))
+
+    import bluesky.preprocessors as bpp
+
+    @bpp.stage_decorator([microscope.scan])
+    @bpp.run_decorator()
+    def into_named_stream():
+        yield from read_survey_image(microscope.scan, stream_name="survey")
+
+    RE(into_named_stream())
+    resources = [d for n, d in RE.documents if n == "stream_resource"]
+    assert len(resources) == 3
+    assert len({r["uri"] for r in resources}) == 3
+    assert len({r["run_start"] for r in resources}) == 3
