@@ -1,0 +1,68 @@
+"""A progress bar for runs, driven by the documents (so it works for fly scans too)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from bluesky.callbacks.core import CallbackBase
+from tqdm import tqdm
+
+__all__ = ["RunProgress"]
+
+
+class RunProgress(CallbackBase):
+    """Shows how many points of the current run have been measured.
+
+    The total is the start document's ``num_points`` when the plan declares it; events and
+    event pages of every stream but the survey and decision streams advance the bar.
+
+    Args:
+        file: where to draw (default stderr, so stdout stays clean for results).
+        ignore_streams: streams that do not count as measured points.
+    """
+
+    def __init__(
+        self,
+        file: TextIO | None = None,
+        ignore_streams: tuple[str, ...] = ("survey", "baseline", "decisions", "agent"),
+    ) -> None:
+        super().__init__()
+        self.file = file or sys.stderr
+        self.ignore_streams = ignore_streams
+        self._bar: tqdm | None = None
+        self._counted: set[str] = set()
+
+    def start(self, doc: dict[str, Any]) -> None:
+        self._close()
+        self._counted = set()
+        self._bar = tqdm(
+            total=doc.get("num_points"),
+            desc=str(doc.get("plan_name", "run")),
+            unit="pt",
+            file=self.file,
+            dynamic_ncols=True,
+            leave=True,
+        )
+
+    def descriptor(self, doc: dict[str, Any]) -> None:
+        if doc.get("name") not in self.ignore_streams:
+            self._counted.add(doc["uid"])
+
+    def event(self, doc: dict[str, Any]) -> None:
+        if self._bar is not None and doc["descriptor"] in self._counted:
+            self._bar.update(1)
+
+    def event_page(self, doc: dict[str, Any]) -> None:
+        if self._bar is not None and doc["descriptor"] in self._counted:
+            self._bar.update(len(doc["seq_num"]))
+
+    def stop(self, doc: dict[str, Any]) -> None:
+        if self._bar is not None and doc.get("exit_status") != "success":
+            self._bar.set_postfix_str(doc.get("exit_status", ""))
+        self._close()
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
