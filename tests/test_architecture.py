@@ -23,6 +23,9 @@ SERVER_SIDE = [
     "dm_bridge/backends/base.py",
     "dm_bridge/backends/minimal.py",
     "dm_bridge/backends/digitalmicrograph.py",
+    "dm_bridge/backends/dm_calibration.py",
+    "dm_bridge/backends/dm_session.py",
+    "dm_bridge/backends/dm_options.py",
 ]
 ALLOWED_THIRD_PARTY = {"numpy", "zmq", "DigitalMicrograph"}
 

@@ -80,8 +80,11 @@ class EELSParameters:
 
     Attributes:
         exposure: exposure time of one spectrum in seconds.
-        energy_offset: energy loss at the first channel, in eV (DM's "energy loss"/drift
-            tube setting).
+        energy_offset: the spectrometer's energy-loss setting in eV (DM: ``IFSetEnergyLoss``,
+            the drift tube). The calibrated axis of an acquisition is
+            ``SpectrumAcquisition.energy_axis``; :func:`energy_axis` (``energy_offset`` at
+            channel 0) equals it only where the instrument puts the set loss at channel 0,
+            as the twin does.
         dispersion: eV per sensor column (the spectrometer's dispersion setting).
         binning: horizontal binning (1, 2, 4 or 8); each returned channel sums ``binning``
             sensor columns, so a channel spans ``dispersion * binning`` eV.
