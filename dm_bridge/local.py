@@ -41,16 +41,20 @@ class LocalClient:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._lock = threading.Lock()
+        self._current: Optional[str] = None
         self.address = "local://" + backend.kind
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             self.backend.clear_abort()
+            self._current = method
             try:
                 return getattr(self.backend, method)(*args, **kwargs)
             except Exception as exc:
                 self.backend.last_error = str(exc)
                 raise
+            finally:
+                self._current = None
 
     # The methods below mirror the wire commands one to one.
 
@@ -60,7 +64,13 @@ class LocalClient:
         return info
 
     def status(self, timeout: Optional[float] = None) -> Dict[str, Any]:
-        state = {"state": "busy" if self._lock.locked() else "idle", "queue": 0}
+        # The same keys as the bridge server's status (it adds queue_limit, uptime, ...).
+        current = self._current
+        state = {
+            "state": "busy" if current is not None else "idle",
+            "current_command": current,
+            "queue": 0,
+        }
         state.update(self.backend.status())
         return state
 

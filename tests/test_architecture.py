@@ -18,6 +18,8 @@ SERVER_SIDE = [
     "dm_bridge/__init__.py",
     "dm_bridge/errors.py",
     "dm_bridge/protocol.py",
+    "dm_bridge/commands.py",
+    "dm_bridge/keys.py",
     "dm_bridge/server.py",
     "dm_bridge/backends/__init__.py",
     "dm_bridge/backends/base.py",

@@ -41,19 +41,21 @@ class MinimalBackend(Backend):
         }
 
     def _do_acquire_image(self, scan: ScanParameters) -> ImageAcquisition:
-        self.spend(scan.width * scan.height * scan.dwell_time)
+        seconds = self.spend(scan.width * scan.height * scan.dwell_time)
         rows = np.arange(scan.height, dtype=np.float32)[:, None]
         cols = np.arange(scan.width, dtype=np.float32)[None, :]
         base = rows * scan.width + cols
         images = {s: base + np.float32(i) for i, s in enumerate(scan.signals)}
-        return ImageAcquisition(images=images, pixel_size=scan.pixel_size)
+        return ImageAcquisition(
+            images=images, pixel_size=scan.pixel_size, instrument_time=seconds
+        )
 
     def _do_acquire_spectrum(
         self, eels: EELSParameters, position: Tuple[float, float]
     ) -> SpectrumAcquisition:
-        self.spend(eels.exposure)
+        seconds = self.spend(eels.exposure)
         axis = energy_axis(eels)
         x, y = position
         height = 1000.0 + 10.0 * x + y
         spectrum = (height * np.exp(-0.5 * (axis / 1.0) ** 2)).astype(np.float32)
-        return SpectrumAcquisition(spectra=spectrum, energy_axis=axis)
+        return SpectrumAcquisition(spectra=spectrum, energy_axis=axis, instrument_time=seconds)

@@ -287,9 +287,10 @@ def read_signals(path: PathLike) -> List[Dict[str, Any]]:
         module_name = _RSCIIO_FORMATS[suffix]
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:  # the "twin" extra brings rosettasciio
+        except ImportError as exc:  # the "replay" extra brings rosettasciio
             raise RecordingError(
-                f"reading {suffix} files needs rosettasciio (pip install 'ophyd-stem[replay]'): {exc}"
+                f"reading {suffix} files needs rosettasciio "
+                f"(pip install 'ophyd-stem[replay]'): {exc}"
             ) from exc
         try:
             sigs = module.file_reader(str(path))

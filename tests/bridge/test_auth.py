@@ -1,0 +1,178 @@
+"""CurveZMQ: off loopback it is compulsory; wrong keys fail fast with BridgeAuthError."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterator
+
+import pytest
+import zmq
+
+from dm_bridge.aio import AsyncBridgeClient
+from dm_bridge.backends.minimal import MinimalBackend
+from dm_bridge.client import BridgeClient
+from dm_bridge.errors import BridgeAuthError
+from dm_bridge.keys import generate_keys, load_key_pair
+from dm_bridge.server import Server, is_loopback
+
+DM_BRIDGE = Path(sys.executable).parent / "dm-bridge"
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Dict[str, Any]:
+    """A server key pair, two allowed clients, and one stranger whose key is not allowed."""
+    made = generate_keys(tmp_path / "keys", clients=2)
+    stranger = generate_keys(tmp_path / "elsewhere", clients=1)
+    made["stranger"] = stranger["clients"][0]["secret"]
+    made["wrong_server"] = stranger["server_public"]
+    return made
+
+
+@pytest.fixture
+def curve_server(keys: Dict[str, Any]) -> Iterator[Server]:
+    """CurveZMQ forced on, on loopback (keys given turn it on wherever the server binds)."""
+    server = Server(
+        MinimalBackend(),
+        port=0,
+        server_secret_key=keys["server_secret"],
+        allowed_clients=keys["allowed_clients"],
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "*", "192.168.1.20", "::", "microscope.lab"])
+def test_binding_off_loopback_without_keys_is_refused(host):
+    with pytest.raises(ValueError, match="CurveZMQ"):
+        Server(MinimalBackend(), host=host, port=0)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True),
+     ("0.0.0.0", False), ("10.0.0.1", False), ("example.org", False)],
+)  # fmt: skip
+def test_loopback_detection(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+def test_half_a_key_configuration_is_refused(keys):
+    with pytest.raises(ValueError, match="both"):
+        Server(MinimalBackend(), port=0, server_secret_key=keys["server_secret"])
+    with pytest.raises(ValueError, match="secret"):  # a public key file is no secret key
+        Server(
+            MinimalBackend(),
+            port=0,
+            server_secret_key=keys["server_public"],
+            allowed_clients=keys["allowed_clients"],
+        )
+
+
+def test_the_cli_refuses_to_serve_off_loopback_without_keys():
+    result = subprocess.run(
+        [str(DM_BRIDGE), "serve", "--backend", "minimal", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "requires CurveZMQ" in result.stderr
+    assert "dm-bridge keys" in result.stderr
+
+
+def test_off_loopback_with_keys_serves_allowed_clients(keys):
+    server = Server(
+        MinimalBackend(),
+        host="0.0.0.0",
+        port=0,
+        server_secret_key=keys["server_secret"],
+        allowed_clients=keys["allowed_clients"],
+    ).start()
+    try:
+        port = server.endpoint.rsplit(":", 1)[1]
+        with BridgeClient(
+            f"tcp://127.0.0.1:{port}",
+            server_public_key=keys["server_public"],
+            client_secret_key=keys["clients"][1]["secret"],
+        ) as client:
+            assert client.hello()["server"]["curve"] is True
+    finally:
+        server.stop()
+
+
+def test_an_allowed_client_works(curve_server, keys):
+    with BridgeClient(
+        curve_server.endpoint,
+        server_public_key=keys["server_public"],
+        client_secret_key=keys["clients"][0]["secret"],
+    ) as client:
+        assert client.set_beam_position(4.5, 5.5) == (4.5, 5.5)
+        assert client.acquire_image().images["HAADF"].shape == (512, 512)
+
+
+def test_keys_can_be_given_as_z85_text(curve_server, keys):
+    _, secret = load_key_pair(keys["clients"][0]["secret"])
+    server_public, _ = zmq.auth.load_certificate(str(keys["server_public"]))
+    with BridgeClient(
+        curve_server.endpoint, server_public_key=server_public, client_secret_key=secret
+    ) as client:
+        assert client.hello()["backend"] == "minimal"
+
+
+@pytest.mark.parametrize(
+    ("server_key", "client_key", "reason"),
+    [
+        ("server_public", "stranger", "refused this client's key"),
+        ("wrong_server", "clients", "handshake failed"),
+        (None, None, "handshake failed"),  # no keys at all against a CurveZMQ server
+    ],
+)
+def test_wrong_keys_raise_bridge_auth_error_not_a_timeout(
+    curve_server, keys, server_key, client_key, reason
+):
+    kwargs = {}
+    if server_key is not None:
+        secret = keys[client_key]
+        kwargs = {
+            "server_public_key": keys[server_key],
+            "client_secret_key": secret[0]["secret"] if isinstance(secret, list) else secret,
+        }
+    # A generous timeout: the error must come from the handshake, long before it expires.
+    with BridgeClient(curve_server.endpoint, timeout=60, **kwargs) as client:
+        with pytest.raises(BridgeAuthError, match=reason):
+            client.hello()
+        with pytest.raises(BridgeAuthError):  # and again on the next call
+            client.get_beam_position()
+
+
+def test_a_curve_client_against_a_plain_server_raises_bridge_auth_error(bridge_server, keys):
+    with BridgeClient(
+        bridge_server.endpoint,
+        timeout=60,
+        server_public_key=keys["server_public"],
+        client_secret_key=keys["clients"][0]["secret"],
+    ) as client, pytest.raises(BridgeAuthError):
+        client.hello()
+
+
+async def test_the_async_client_reports_auth_failures_too(curve_server, keys):
+    client = AsyncBridgeClient(
+        curve_server.endpoint,
+        timeout=60,
+        server_public_key=keys["server_public"],
+        client_secret_key=keys["stranger"],
+    )
+    try:
+        with pytest.raises(BridgeAuthError, match="refused"):
+            await client.hello()
+    finally:
+        client.close()
+
+
+def test_clients_need_both_keys(keys):
+    with pytest.raises(ValueError, match="both"):
+        BridgeClient("tcp://127.0.0.1:1", server_public_key=keys["server_public"])
