@@ -10,7 +10,7 @@ STAMP := $(VENV)/.ophyd-stem-installed
 .PHONY: demo test setup lint bench clean-venv
 
 demo: $(STAMP)
-	$(BIN)/dm-bridge demo
+	$(BIN)/ophyd-stem run grid
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -5,7 +5,8 @@ The same settings serve the console and the ``ophyd-stem`` command. In order of 
 1. explicit arguments (``--bridge``, ``configure_session(bridge=...)``);
 2. environment variables ``OPHYD_STEM_BRIDGE``, ``OPHYD_STEM_SERVER_KEY`` (the bridge's public
    key file), ``OPHYD_STEM_CLIENT_KEY`` (this client's secret key file), ``OPHYD_STEM_CATALOG``,
-   ``OPHYD_STEM_API_KEY``, ``OPHYD_STEM_DATA_DIR``, ``OPHYD_STEM_OPERATOR``;
+   ``OPHYD_STEM_API_KEY``, ``OPHYD_STEM_DATA_DIR``, ``OPHYD_STEM_OPERATOR``,
+   ``OPHYD_STEM_SAMPLE``;
 3. the file ``$OPHYD_STEM_CONFIG`` or ``~/.config/ophyd-stem/config.toml``::
 
        [bridge]
@@ -47,6 +48,7 @@ ENV = {
     "api_key": "OPHYD_STEM_API_KEY",
     "data_dir": "OPHYD_STEM_DATA_DIR",
     "operator": "OPHYD_STEM_OPERATOR",
+    "sample": "OPHYD_STEM_SAMPLE",
 }
 
 FILE_KEYS = {
@@ -57,6 +59,7 @@ FILE_KEYS = {
     "api_key": ("catalog", "api_key"),
     "data_dir": ("session", "data_dir"),
     "operator": ("session", "operator"),
+    "sample": ("session", "sample"),
 }
 
 

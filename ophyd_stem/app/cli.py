@@ -1,0 +1,290 @@
+"""``ophyd-stem``: run an experiment, list runs, look at one, open the console.
+
+Examples::
+
+    ophyd-stem run survey                       # the digital twin, the embedded catalog
+    ophyd-stem run grid --rows 64 --cols 64     # the exhaustive baseline
+    ophyd-stem run survey --bridge tcp://microscope-pc:5555 --server-key keys/server.key \\
+        --client-key keys/clients/client-1.key_secret --catalog https://tiled/api --api-key ...
+    ophyd-stem runs
+    ophyd-stem show 3f2a9c                      # summary + PNG of its images and spectra
+    ophyd-stem console                          # the IPython console (profile_collection)
+    ophyd-stem import-spool                     # write runs the catalog missed
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _session_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where (default: the digital twin and the local catalog)")
+    group.add_argument("--bridge", help="address of a DM bridge, e.g. tcp://host:5555")
+    group.add_argument("--server-key", help="the bridge's CurveZMQ public key file")
+    group.add_argument("--client-key", help="this client's CurveZMQ secret key file")
+    group.add_argument("--catalog", help="Tiled URI of the catalog of runs")
+    group.add_argument("--api-key", help="API key of that catalog")
+    group.add_argument("--data-dir", help="data directory of the embedded catalog")
+    group.add_argument("--operator", help="recorded in the run")
+
+
+def _twin_arguments(parser: argparse.ArgumentParser, default_sample: str) -> None:
+    group = parser.add_argument_group("digital twin (when no --bridge is given)")
+    group.add_argument(
+        "--sample",
+        default=default_sample,
+        help=f"graphene, srtio3, nanowire or nanoparticles (default {default_sample})",
+    )
+    group.add_argument("--seed", type=int, default=0, help="same seed, same sample and noise")
+    group.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.0,
+        help="0: instant; 1: as slow as the real microscope; 0.1: ten times faster",
+    )
+    group.add_argument(
+        "--twin-mode",
+        choices=("thread", "subprocess", "local"),
+        default="thread",
+        help="how the twin's bridge runs (default: a real bridge on loopback, in-process)",
+    )
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .registry import PLANS
+    from .session import configure_session
+
+    entry = PLANS[args.plan]
+    twin_options = {"seed": args.seed, "time_scale": args.time_scale}
+    session = configure_session(
+        plots=False,
+        mode=args.twin_mode,
+        suspenders=args.bridge is not None,
+        twin_options=twin_options,
+        bridge=args.bridge,
+        server_key=args.server_key,
+        client_key=args.client_key,
+        catalog=args.catalog,
+        api_key=args.api_key,
+        data_dir=args.data_dir,
+        operator=args.operator,
+        sample=args.sample,
+    )
+    # The progress bar tells the story on the command line; the table would repeat it.
+    session.bec.disable_table()
+    session.bec.disable_baseline()
+    exit_code = 0
+    try:
+        before = session.instrument_time()
+        started = time.monotonic()
+        uids = session.RE(entry.build(session, args))
+        wall = time.monotonic() - started
+        instrument = session.instrument_time() - before
+        print("\nwaiting for the catalog to have everything...", file=sys.stderr)
+        written = session.writer.flush(timeout=args.catalog_timeout)
+        for uid in uids:
+            _print_run_summary(session, uid, wall, instrument, written)
+        if not written:
+            exit_code = 3
+    finally:
+        if not session.close(timeout=args.catalog_timeout):
+            print(
+                "the catalog did not take every document in time: they are kept in "
+                f"{session.settings.spool_dir}; `ophyd-stem import-spool` writes them later",
+                file=sys.stderr,
+            )
+            exit_code = 3
+    return exit_code
+
+
+def _print_run_summary(session: Any, uid: str, wall: float, instrument: float, ok: bool) -> None:
+    config = session.config
+    data_dir = session.settings.data_dir
+    where = config.catalog or f"{session.catalog_uri} (embedded; data in {data_dir})"
+    source = config.bridge or f"digital twin, sample {config.sample}"
+    print(f"run {uid}")
+    print(f"  instrument  {source}")
+    print(f"  catalog     {where}")
+    print(f"  images      {session.settings.assets_dir}")
+    print(f"  microscope  would have taken {_format_duration(instrument)} (here: {wall:.1f} s)")
+    print(f"  stored      {'yes' if ok else 'NOT YET (spooled locally)'}")
+    print(f"  look at it  ophyd-stem show {uid[:8]}")
+
+
+def _open_catalog(args: argparse.Namespace) -> Any:
+    from ophyd_stem.catalog import CatalogSettings, open_catalog
+
+    from .config import load_config
+
+    config = load_config(catalog=args.catalog, api_key=args.api_key, data_dir=args.data_dir)
+    if config.catalog:
+        return open_catalog(config.catalog, config.api_key)
+    settings = CatalogSettings(data_dir=Path(config.data_dir) if config.data_dir else None)
+    return open_catalog(settings=settings)
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from ophyd_stem.catalog import recent_runs
+
+    catalog = _open_catalog(args)
+    runs = recent_runs(catalog, args.limit)
+    if not runs:
+        print("no runs in the catalog yet; try `ophyd-stem run survey`")
+        return 0
+    print(f"{'scan':>5}  {'uid':8}  {'time':19}  {'plan':16}  {'sample':14}  {'events':>7}  status")
+    for run in runs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.time))
+        events = "" if run.num_events is None else run.num_events
+        print(
+            f"{run.scan_id!s:>5}  {run.uid[:8]}  {when:19}  {run.plan_name or '':16.16}  "
+            f"{run.sample or '':14.14}  {events!s:>7}  {run.exit_status or 'running?'}"
+        )
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from ophyd_stem.catalog import get_run
+
+    from .report import run_report
+
+    catalog = _open_catalog(args)
+    run = get_run(catalog, args.run)
+    text, png = run_report(run, Path(args.out))
+    print(text)
+    print(f"figure: {png}")
+    return 0
+
+
+def _cmd_import_spool(args: argparse.Namespace) -> int:
+    from ophyd_stem.catalog import CatalogSettings, import_spool
+
+    from .config import load_config
+
+    config = load_config(catalog=args.catalog, api_key=args.api_key, data_dir=args.data_dir)
+    settings = CatalogSettings(data_dir=Path(config.data_dir) if config.data_dir else None)
+    report = import_spool(settings, config.catalog, config.api_key)
+    print(report)
+    return 0 if getattr(report, "ok", True) else 3
+
+
+def _profile_dir() -> Path:
+    repo = Path(__file__).resolve().parents[2]
+    profile = repo / "profile_collection" / "profile_ophyd_stem"
+    if profile.is_dir():
+        return profile
+    # An installed copy without the repository: a minimal profile that does the same.
+    fallback = Path("~/.ipython/profile_ophyd_stem").expanduser()
+    startup = fallback / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-session.py").write_text(
+        "from ophyd_stem.app.session import configure_session\n"
+        "session = configure_session(get_ipython().user_ns)\n"
+    )
+    return fallback
+
+
+def _cmd_console(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    for name, value in (
+        ("OPHYD_STEM_BRIDGE", args.bridge),
+        ("OPHYD_STEM_SERVER_KEY", args.server_key),
+        ("OPHYD_STEM_CLIENT_KEY", args.client_key),
+        ("OPHYD_STEM_CATALOG", args.catalog),
+        ("OPHYD_STEM_API_KEY", args.api_key),
+        ("OPHYD_STEM_DATA_DIR", args.data_dir),
+        ("OPHYD_STEM_OPERATOR", args.operator),
+        ("OPHYD_STEM_SAMPLE", args.sample),
+    ):
+        if value:
+            env[name] = value
+    command = [sys.executable, "-m", "IPython", f"--profile-dir={_profile_dir()}", *args.ipython]
+    os.execvpe(command[0], command, env)
+    return 0  # not reached
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .registry import PLANS
+
+    parser = argparse.ArgumentParser(
+        prog="ophyd-stem",
+        description="Autonomous STEM-EELS with Bluesky: run experiments, browse and replay runs.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a plan on the twin or a microscope")
+    plans = run.add_subparsers(dest="plan", required=True, metavar="PLAN")
+    for entry in PLANS.values():
+        sub = plans.add_parser(entry.name, help=entry.summary, description=entry.summary)
+        entry.add_arguments(sub)
+        _twin_arguments(sub, entry.default_sample)
+        _session_arguments(sub)
+        sub.add_argument(
+            "--catalog-timeout",
+            type=float,
+            default=120.0,
+            help="seconds to wait for the catalog at the end (the spool keeps the rest)",
+        )
+        sub.set_defaults(func=_cmd_run)
+
+    runs = commands.add_parser("runs", help="list recent runs in the catalog")
+    runs.add_argument("--limit", type=int, default=20)
+    _session_arguments(runs)
+    runs.set_defaults(func=_cmd_runs)
+
+    show = commands.add_parser("show", help="summarise one run and draw its data to a PNG")
+    show.add_argument("run", help="uid (or its first characters), scan id, or -1 for the last")
+    show.add_argument("--out", default=".", help="folder for the PNG (default: here)")
+    _session_arguments(show)
+    show.set_defaults(func=_cmd_show)
+
+    spool = commands.add_parser(
+        "import-spool", help="write runs that never reached the catalog (kept locally)"
+    )
+    _session_arguments(spool)
+    spool.set_defaults(func=_cmd_import_spool)
+
+    console = commands.add_parser("console", help="open the IPython RunEngine console")
+    _session_arguments(console)
+    console.add_argument("--sample", help="the twin's sample")
+    console.add_argument("ipython", nargs=argparse.REMAINDER, help="arguments for IPython")
+    console.set_defaults(func=_cmd_console)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ophyd-stem`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a clear line for the user; the traceback with --debug
+        if os.environ.get("OPHYD_STEM_DEBUG"):
+            raise
+        print(f"ophyd-stem: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("(set OPHYD_STEM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""Everything a console session (or the ``ophyd-stem`` command) sets up, in one place.
+
+The IPython startup files of ``profile_collection/`` stay one line each: they call the
+functions here, in name order, NSLS-II style:
+
+=====================  ===================================================================
+``00-base.py``         :func:`configure_base`: RunEngine, BestEffortCallback, progress bar,
+                       the catalog writer, persistent run metadata (scan ids survive restarts)
+``10-devices.py``      :func:`configure_devices`: the digital twin by default, a real bridge
+                       when an address is configured (``$OPHYD_STEM_BRIDGE`` or the file)
+``15-suspenders.py``   :func:`configure_suspenders`: pause when the bridge stops answering
+``20-plans.py``        :func:`configure_plans`: the project's plans, ``bp``, ``bps``
+``30-agents.py``       :func:`configure_agents`: agent classes, imported when first used
+=====================  ===================================================================
+
+:func:`configure_session` does all of it, for scripts, tests and the command.
+
+Example (a script):
+    >>> from ophyd_stem.app.session import configure_session
+    >>> session = configure_session(plots=False)
+    >>> session.RE(session.plans.survey(session.microscope.scan))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import SessionConfig, load_config
+
+__all__ = [
+    "Session",
+    "configure_agents",
+    "configure_base",
+    "configure_devices",
+    "configure_plans",
+    "configure_session",
+    "configure_suspenders",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """What a session made; also exposed by name in the console's namespace."""
+
+    config: SessionConfig
+    RE: Any
+    settings: Any
+    writer: Any = None
+    bec: Any = None
+    progress: Any = None
+    microscope: Any = None
+    bridge: Any = None
+    watchdog: Any = None
+    catalog_uri: str | None = None
+    plans: Any = None
+    namespace: dict[str, Any] = field(default_factory=dict)
+
+    def catalog(self) -> Any:
+        """The catalog of runs this session writes to (a tiled client)."""
+        from ophyd_stem.catalog import open_catalog
+
+        if self.config.catalog:
+            return open_catalog(self.config.catalog, self.config.api_key)
+        return open_catalog(settings=self.settings)
+
+    def instrument_time(self) -> float:
+        """Seconds of microscope time spent so far, as the bridge accounts it."""
+        from bluesky.run_engine import call_in_bluesky_event_loop
+
+        status = call_in_bluesky_event_loop(self.microscope.client.status())
+        return float(status.get("instrument_time_total", 0.0))
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Flush the catalog writer and stop the simulated bridge; True if all was written."""
+        written = True
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self.writer is not None:
+            written = self.writer.close(timeout=timeout)
+        if self.bridge is not None:
+            self.bridge.close()
+        return written
+
+
+class _MetadataMemory:
+    """Keeps ``RE.md`` (scan id, operator, sample...) in a small JSON file of the data
+    directory, rewritten atomically at the start of every run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.path, exc)
+            return {}
+
+    def saver(self, RE: Any):
+        def save(name: str, doc: dict[str, Any]) -> None:
+            keep = {}
+            for key, value in RE.md.items():
+                try:
+                    json.dumps(value)
+                except TypeError:
+                    continue
+                keep[key] = value
+            keep["scan_id"] = doc.get("scan_id", keep.get("scan_id"))
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(keep, indent=1))
+            os.replace(tmp, self.path)
+
+        return save
+
+
+def _export(target: Session, user_ns: dict[str, Any] | None, **names: Any) -> None:
+    target.namespace.update(names)
+    if user_ns is not None:
+        user_ns.update(names)
+
+
+def _in_ipython() -> Any:
+    with contextlib.suppress(ImportError):
+        from IPython import get_ipython
+
+        return get_ipython()
+    return None
+
+
+def configure_base(
+    user_ns: dict[str, Any] | None = None,
+    *,
+    plots: bool | None = None,
+    progress: bool = True,
+    write_catalog: bool = True,
+    **settings: Any,
+) -> Session:
+    """Create the RunEngine and the callbacks every session has.
+
+    Args:
+        user_ns: a namespace to fill (the console's); names added: ``RE``, ``bec``,
+            ``session``.
+        plots: BestEffortCallback plots; default on when matplotlib has a screen.
+        progress: a progress bar per run (stderr).
+        write_catalog: subscribe the catalog writer (embedded catalog unless a URI is set).
+        settings: :class:`~ophyd_stem.app.config.SessionConfig` fields (``catalog=``,
+            ``api_key=``, ``data_dir=``, ``operator=``, ``sample=``, ``bridge=``...).
+    """
+    from bluesky import RunEngine
+    from bluesky.callbacks.best_effort import BestEffortCallback
+
+    from ophyd_stem.catalog import CatalogSettings, CatalogWriter
+
+    config = load_config(**{k: v for k, v in settings.items() if v is not None})
+    catalog_settings = CatalogSettings(
+        data_dir=Path(config.data_dir).expanduser() if config.data_dir else None
+    ).ensure_dirs()
+    RE = RunEngine()
+    # Scan ids and the operator's metadata survive a restart of the console.
+    memory = _MetadataMemory(catalog_settings.data_dir / "session-metadata.json")
+    RE.md.update(memory.load())
+    RE.subscribe(memory.saver(RE), "start")
+    if config.operator:
+        RE.md["operator"] = config.operator
+    RE.md["sample"] = config.sample if config.uses_twin else RE.md.get("sample", "unknown")
+    session = Session(config=config, RE=RE, settings=catalog_settings)
+
+    ip = _in_ipython()
+    if ip is not None:
+        from bluesky.utils import register_transform
+
+        with contextlib.suppress(Exception):
+            register_transform("RE", prefix="<")
+        with contextlib.suppress(Exception):
+            from bluesky.run_engine import autoawait_in_bluesky_event_loop
+
+            autoawait_in_bluesky_event_loop()
+
+    bec = BestEffortCallback()
+    if plots is None:
+        import matplotlib
+
+        plots = matplotlib.get_backend().lower() not in {"agg", "pdf", "svg", "ps", "template"}
+    if not plots:
+        bec.disable_plots()
+    RE.subscribe(bec)
+    session.bec = bec
+    if progress:
+        from .progress import RunProgress
+
+        session.progress = RunProgress()
+        RE.subscribe(session.progress)
+    if write_catalog:
+        if config.catalog:
+            session.writer = CatalogWriter(
+                config.catalog, config.api_key, settings=catalog_settings
+            )
+            session.catalog_uri = config.catalog
+        else:
+            session.writer = CatalogWriter.to_embedded(catalog_settings)
+            from ophyd_stem.catalog import EmbeddedServer
+
+            server = EmbeddedServer.find(catalog_settings)
+            session.catalog_uri = server.uri if server is not None else None
+        RE.subscribe(session.writer)
+    _export(session, user_ns, RE=RE, bec=bec, session=session)
+    return session
+
+
+def configure_devices(
+    session: Session,
+    user_ns: dict[str, Any] | None = None,
+    *,
+    mode: str = "thread",
+    **twin_options: Any,
+) -> Any:
+    """Connect the microscope: a real bridge when one is configured, else the digital twin.
+
+    Args:
+        session: from :func:`configure_base`.
+        user_ns: names added: ``microscope``, ``stem``, ``scan``, ``eels``, ``eels_points``.
+        mode: for the twin, ``"thread"`` (a real bridge on loopback in this process),
+            ``"subprocess"`` or ``"local"`` (no sockets).
+        twin_options: twin options (``seed=1``, ``time_scale=0.05``...).
+    """
+    from bluesky.run_engine import call_in_bluesky_event_loop
+
+    from ophyd_stem import Microscope
+    from ophyd_stem.sim import SimBridge
+
+    config = session.config
+    assets = session.settings.assets_dir
+    if config.uses_twin:
+        session.bridge = SimBridge("twin", mode=mode, sample=config.sample, **twin_options)
+        client = session.bridge.async_client()
+    else:
+        from dm_bridge.aio import AsyncBridgeClient
+
+        client = AsyncBridgeClient(
+            config.bridge,
+            server_public_key=config.server_key,
+            client_secret_key=config.client_key,
+        )
+    microscope = Microscope(client, assets_dir=assets)
+    call_in_bluesky_event_loop(microscope.connect())
+    session.microscope = microscope
+    session.RE.md.update(_instrument_md(microscope))
+    _export(session, user_ns, microscope=microscope, **microscope.devices())
+    return microscope
+
+
+def _instrument_md(microscope: Any) -> dict[str, Any]:
+    meta = microscope.metadata()
+    instrument = dict(meta["instrument"])
+    # Limits are long and live in every run's hello anyway; keep the start document short.
+    instrument.pop("limits", None)
+    return {"instrument": instrument, "bridge": meta["bridge"]}
+
+
+def configure_suspenders(
+    session: Session, period: float = 1.0, timeout: float = 2.0, resume_after: float = 2.0
+) -> Any:
+    """Pause the RunEngine when the bridge stops answering; resume when it is back."""
+    from bluesky.suspenders import SuspendBoolLow
+
+    from ophyd_stem.watchdog import BridgeWatchdog
+
+    config = session.config
+    if session.bridge is not None and session.bridge.mode == "local":
+        return None  # an in-process twin cannot go away
+    if session.bridge is not None:
+        make_client = session.bridge.client
+    else:
+        from dm_bridge.client import BridgeClient
+
+        def make_client() -> Any:
+            return BridgeClient(
+                config.bridge,
+                server_public_key=config.server_key,
+                client_secret_key=config.client_key,
+            )
+
+    watchdog = BridgeWatchdog(make_client, period=period, timeout=timeout)
+    session.RE.install_suspender(
+        SuspendBoolLow(
+            watchdog,
+            sleep=resume_after,
+            tripped_message="the DM bridge stopped answering; the run resumes when it is back",
+        )
+    )
+    session.watchdog = watchdog
+    return watchdog
+
+
+def configure_plans(session: Session, user_ns: dict[str, Any] | None = None) -> Any:
+    """Make the plans available: ``plans`` (this project), ``bp``, ``bps``."""
+    import bluesky.plan_stubs as bps
+    import bluesky.plans as bp
+
+    import plans
+
+    session.plans = plans
+    names = {name: getattr(plans, name) for name in plans.__all__}
+    _export(session, user_ns, plans=plans, bp=bp, bps=bps, **names)
+    return plans
+
+
+def configure_agents(session: Session, user_ns: dict[str, Any] | None = None) -> Any:
+    """Make the agents available (``agents``); torch is imported only when one is used."""
+    import agents
+
+    _export(session, user_ns, agents=agents)
+    return agents
+
+
+def configure_session(
+    user_ns: dict[str, Any] | None = None,
+    *,
+    mode: str = "thread",
+    suspenders: bool = True,
+    twin_options: dict[str, Any] | None = None,
+    **base: Any,
+) -> Session:
+    """All of the above: base, devices, suspenders, plans, agents.
+
+    Args:
+        user_ns: the namespace to fill (an IPython ``user_ns``); None for scripts.
+        mode: how to run the twin when no bridge is configured.
+        suspenders: install the bridge suspender.
+        twin_options: passed to the twin.
+        base: :func:`configure_base` arguments and session settings.
+    """
+    session = configure_base(user_ns, **base)
+    try:
+        configure_devices(session, user_ns, mode=mode, **(twin_options or {}))
+        if suspenders:
+            configure_suspenders(session)
+        configure_plans(session, user_ns)
+        configure_agents(session, user_ns)
+    except BaseException:
+        session.close(timeout=5)
+        raise
+    return session

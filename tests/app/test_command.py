@@ -1,0 +1,61 @@
+"""The ``ophyd-stem`` command end to end, as a user runs it: twin bridge + embedded catalog."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import matplotlib.image as mpimg
+import numpy as np
+
+from .conftest import BIN
+
+
+def ophyd_stem(env, *args, timeout=300):
+    result = subprocess.run(
+        [str(BIN / "ophyd-stem"), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    return result
+
+
+def test_run_survey_then_grid_then_list_and_show(app_env, tmp_path):
+    survey = ophyd_stem(app_env, "run", "survey", "--size", "64")
+    assert survey.returncode == 0, survey.stderr[-3000:]
+    uid_survey = re.search(r"^run ([0-9a-f-]{36})", survey.stdout, re.M).group(1)
+    assert "stored      yes" in survey.stdout
+    assert "would have taken" in survey.stdout
+
+    grid = ophyd_stem(app_env, "run", "grid", "--rows", "4", "--cols", "5", "--size", "32")
+    assert grid.returncode == 0, grid.stderr[-3000:]
+    uid_grid = re.search(r"^run ([0-9a-f-]{36})", grid.stdout, re.M).group(1)
+    # 20 spectra of the twin's timing model: the microscope would take seconds, not zero.
+    took = re.search(r"would have taken ([0-9.]+) s", grid.stdout)
+    assert took is not None and float(took.group(1)) > 1.0
+    assert "sample nanowire" in grid.stdout
+
+    runs = ophyd_stem(app_env, "runs")
+    assert runs.returncode == 0, runs.stderr
+    lines = [line for line in runs.stdout.splitlines() if uid_grid[:8] in line]
+    assert len(lines) == 1
+    assert "spectrum_image" in lines[0]
+    assert " 21 " in lines[0]  # 1 survey event + 20 spectra
+    assert uid_survey[:8] in runs.stdout
+
+    show = ophyd_stem(app_env, "show", uid_grid[:8], "--out", str(tmp_path / "figs"))
+    assert show.returncode == 0, show.stderr
+    assert "spectra     20 x 2048 channels" in show.stdout
+    png = re.search(r"figure: (\S+\.png)", show.stdout).group(1)
+    image = mpimg.imread(png)
+    assert image.ndim == 3 and image.shape[0] > 100
+    # Something was drawn: the figure is not a blank canvas.
+    assert np.std(image[..., :3]) > 0.05
+
+
+def test_bad_input_gives_one_clear_line(app_env):
+    result = ophyd_stem(app_env, "show", "does-not-exist")
+    assert result.returncode == 1
+    assert result.stderr.startswith("ophyd-stem: ")
+    assert "Traceback" not in result.stderr
+    result = ophyd_stem(app_env, "run", "survey", "--size", "100000")
+    assert result.returncode == 1
+    assert "width" in result.stderr or "outside" in result.stderr
