@@ -1,4 +1,4 @@
 # IPython configuration of the ophyd-stem console (startup/ files run in name order).
-c = get_config()  # noqa: F821
+c = get_config()
 c.InteractiveShellApp.exec_lines = []
 c.TerminalIPythonApp.display_banner = False

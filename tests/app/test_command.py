@@ -30,7 +30,8 @@ def test_run_survey_then_grid_then_list_and_show(app_env, tmp_path):
     uid_grid = re.search(r"^run ([0-9a-f-]{36})", grid.stdout, re.M).group(1)
     # 20 spectra of the twin's timing model: the microscope would take seconds, not zero.
     took = re.search(r"would have taken ([0-9.]+) s", grid.stdout)
-    assert took is not None and float(took.group(1)) > 1.0
+    assert took is not None
+    assert float(took.group(1)) > 1.0
     assert "sample nanowire" in grid.stdout
 
     runs = ophyd_stem(app_env, "runs")
@@ -46,7 +47,8 @@ def test_run_survey_then_grid_then_list_and_show(app_env, tmp_path):
     assert "spectra     20 x 2048 channels" in show.stdout
     png = re.search(r"figure: (\S+\.png)", show.stdout).group(1)
     image = mpimg.imread(png)
-    assert image.ndim == 3 and image.shape[0] > 100
+    assert image.ndim == 3
+    assert image.shape[0] > 100
     # Something was drawn: the figure is not a blank canvas.
     assert np.std(image[..., :3]) > 0.05
 

@@ -41,7 +41,7 @@ def test_broken_file_and_unknown_settings_are_reported(tmp_path, monkeypatch):
     bad = tmp_path / "bad.toml"
     bad.write_text("[bridge\naddress=")
     monkeypatch.setenv("OPHYD_STEM_CONFIG", str(bad))
-    with pytest.raises(ValueError, match="bad.toml is not valid TOML"):
+    with pytest.raises(ValueError, match=r"bad\.toml is not valid TOML"):
         load_config()
     monkeypatch.setenv("OPHYD_STEM_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(TypeError, match="unknown session setting"):

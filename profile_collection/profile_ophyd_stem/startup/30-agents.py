@@ -2,5 +2,5 @@
 from ophyd_stem.app.session import configure_agents
 
 configure_agents(session, get_ipython().user_ns)
-print(f"ophyd-stem console: {session.config.bridge or 'digital twin (' + session.config.sample + ')'}"
-      f", catalog {session.catalog_uri}. Try: RE(bp.count([eels]))")
+_where = session.config.bridge or f"digital twin ({session.config.sample})"
+print(f"ophyd-stem console: {_where}, catalog {session.catalog_uri}. Try: RE(bp.count([eels]))")
