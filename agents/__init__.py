@@ -15,7 +15,11 @@ from .base import Agent, Suggestion, as_positions
 __all__ = ["Agent", "Suggestion", "as_positions"]
 
 # public name -> module that defines it; filled in as agents land
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "LoGStarAgent": "agents.logstar",
+    "LoGStarOptimizer": "agents.logstar",
+    "optimize_log": "agents.logstar",
+}
 
 
 def __getattr__(name: str) -> Any:

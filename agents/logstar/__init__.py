@@ -1,0 +1,97 @@
+"""LoG*: reward-driven, unsupervised atom finding with a Pareto front the operator steers.
+
+After Barakati et al., "Unsupervised reward-driven image segmentation in automated STEM"
+(``../shared/seeds/004_*.txt``): the parameters of a Laplacian-of-Gaussian atom finder are
+optimised by multi-objective Bayesian optimisation against physics-based rewards (right
+number of atoms for the lattice, no two atoms closer than the lattice allows), no labels.
+
+Modules, by job:
+
+* :mod:`~agents.logstar.lattice` -- expected column density and spacing of a lattice;
+* :mod:`~agents.logstar.params` -- one trial's parameters and the search box;
+* :mod:`~agents.logstar.scalespace` -- the cached LoG scale space (identical to ``blob_log``);
+* :mod:`~agents.logstar.rewards` -- QC, ER and the user-reward interface;
+* :mod:`~agents.logstar.pareto` -- the front and the operator's choice (numpy only);
+* :mod:`~agents.logstar.optimizer` -- botorch multi-objective BO (torch);
+* :mod:`~agents.logstar.windows` -- sliding-window optimisation and stitching;
+* :mod:`~agents.logstar.clustering` -- GMM classes of atoms, centroid/dispersion images;
+* :mod:`~agents.logstar.plot` -- matplotlib figures;
+* :mod:`~agents.logstar.agent` -- :class:`LoGStarAgent`.
+
+Importing this package is cheap and torch-free; the names that need torch (the optimiser,
+the agent) load on first access.
+
+Example:
+    >>> from agents.logstar import LoGStarAgent
+    >>> agent = LoGStarAgent("graphene", pixel_size_nm=0.0079)
+    >>> agent.observe(survey_image)
+    >>> agent.select(weight=0.8, chooser="jane")
+    >>> agent.suggest(2)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .lattice import Lattice, get_lattice, graphene, srtio3
+from .params import LoGParameters, SearchSpace
+from .pareto import Choice, ParetoPoint, non_dominated, select_point
+from .rewards import ErrorRate, QualityCount, RewardContext
+from .scalespace import ImageScaleSpaces, ScaleSpace, blob_log_reference, prepare_image
+
+__all__ = [
+    "AtomClusters",
+    "Choice",
+    "ErrorRate",
+    "ImageScaleSpaces",
+    "Lattice",
+    "LoGParameters",
+    "LoGStarAgent",
+    "LoGStarOptimizer",
+    "OptimizationResult",
+    "ParetoPoint",
+    "QualityCount",
+    "RewardContext",
+    "ScaleSpace",
+    "SearchSpace",
+    "WindowMap",
+    "apply_windows",
+    "blob_log_reference",
+    "cluster_atoms",
+    "get_lattice",
+    "graphene",
+    "non_dominated",
+    "optimize_log",
+    "optimize_windows",
+    "prepare_image",
+    "select_point",
+    "sliding_windows",
+    "srtio3",
+]
+
+# names whose modules import torch (or scikit-learn): loaded on first access
+_LAZY = {
+    "LoGStarAgent": ".agent",
+    "LoGStarOptimizer": ".optimizer",
+    "OptimizationResult": ".optimizer",
+    "optimize_log": ".optimizer",
+    "AtomClusters": ".clustering",
+    "cluster_atoms": ".clustering",
+    "WindowMap": ".windows",
+    "apply_windows": ".windows",
+    "optimize_windows": ".windows",
+    "sliding_windows": ".windows",
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'agents.logstar' has no attribute {name!r}") from None
+    return getattr(importlib.import_module(module, __name__), name)
+
+
+def __dir__() -> list:
+    return sorted(set(__all__) | set(globals()))

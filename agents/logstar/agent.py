@@ -1,0 +1,516 @@
+"""``LoGStarAgent``: atom finding an operator can steer, and EELS positions at chosen atoms.
+
+The agent's cycle on a microscope:
+
+1. ``observe(survey_image, pixel_size_nm)``: on the first image (or when asked, or when the
+   magnification changed) LoG* optimises the atom-finding parameters and returns a Pareto
+   front; the agent picks a point by its default weight and records that it did so. On later
+   images the picked parameters are simply applied (no re-optimisation).
+2. ``select(index=...)`` or ``select(weight=...)``: the operator moves along the front; the
+   choice (who, how, when) is recorded and applied to the current and the next images.
+3. The atoms are classified (GMM on atom-centred patches); ``suggest(n)`` returns EELS
+   positions at atoms of the target class (by default the brightest class, e.g. the dopants),
+   brightest first, each atom once per image, as ``x`` = column, ``y`` = row.
+4. ``report()`` is small and JSON-able: the front, the chosen point, the history of choices.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from ..base import Agent, Suggestion
+from .clustering import AtomClusters, cluster_atoms
+from .lattice import Lattice, check_pixel_size, get_lattice
+from .optimizer import LoGStarOptimizer, OptimizationResult
+from .params import LoGParameters, SearchSpace
+from .pareto import Choice, ParetoPoint, select_point
+from .rewards import DEFAULT_MIN_SEPARATION, Reward, RewardContext, evaluate_rewards
+from .scalespace import ImageScaleSpaces, prepare_image
+from .windows import WindowMap, apply_windows, optimize_windows
+
+__all__ = ["LoGStarAgent"]
+
+Target = Union[str, int]
+
+
+class LoGStarAgent(Agent):
+    """Reward-driven, unsupervised atom finding with a Pareto front the operator steers.
+
+    Args:
+        lattice: the sample's lattice: ``"graphene"``, ``"SrTiO3"`` (Sr and Ti-O columns),
+            ``"SrTiO3:Sr"``, or a :class:`~agents.logstar.lattice.Lattice`.
+        pixel_size_nm: survey image pixel size, nm (can also come with each image).
+        budget: trials per optimisation.
+        n_initial: Sobol trials before BO (default 60 % of the budget, at least 8).
+        batch_size: candidates per BO round.
+        rewards: rewards to minimise (default QC and ER).
+        space: search box (default scaled to the lattice spacing).
+        prefilter: with the default box, also search a ``"gaussian"`` or ``"median"``
+            pre-filter.
+        min_separation: ER's distance as a fraction of the nearest-neighbour distance.
+        default_weight: weight of the automatic pick (1 = all on QC, 0 = all on ER).
+        n_clusters: GMM classes of atoms (0 or 1: no classification).
+        target: atoms :meth:`suggest` picks: ``"brightest"`` (class), ``"all"``, or a class
+            number.
+        seed: seeds the optimiser and the GMM.
+        num_threads: torch/BLAS threads while optimising (``None``: leave alone).
+
+    Example:
+        >>> agent = LoGStarAgent("graphene", pixel_size_nm=0.0079, budget=40)
+        >>> agent.observe(survey_image)                  # optimises, picks weight 0.5
+        >>> agent.select(weight=0.8, chooser="jane")     # fewer missed atoms, please
+        >>> agent.suggest(3)                             # EELS at the 3 brightest dopants
+        [{'_id': 0, 'x': 97.0, 'y': 137.0, 'cluster': 1, ...}, ...]
+        >>> agent.observe(next_image)                    # same parameters, no optimisation
+    """
+
+    name = "logstar"
+
+    def __init__(
+        self,
+        lattice: Any = "graphene",
+        pixel_size_nm: Optional[float] = None,
+        budget: int = 40,
+        n_initial: Optional[int] = None,
+        batch_size: int = 4,
+        rewards: Optional[Sequence[Reward]] = None,
+        space: Optional[SearchSpace] = None,
+        prefilter: str = "none",
+        min_separation: float = DEFAULT_MIN_SEPARATION,
+        default_weight: float = 0.5,
+        n_clusters: int = 2,
+        target: Target = "brightest",
+        seed: int = 0,
+        num_threads: Optional[int] = 1,
+    ) -> None:
+        super().__init__()
+        self.lattice: Lattice = get_lattice(lattice)
+        self.pixel_size_nm = None if pixel_size_nm is None else check_pixel_size(pixel_size_nm)
+        if budget < 1:
+            raise ValueError(f"budget must be >= 1, got {budget}")
+        if not 0 <= default_weight <= 1:
+            raise ValueError(f"default_weight must lie in [0, 1], got {default_weight}")
+        if n_clusters < 0:
+            raise ValueError(f"n_clusters must be >= 0, got {n_clusters}")
+        self.budget = int(budget)
+        self.n_initial = n_initial
+        self.batch_size = int(batch_size)
+        self.rewards = list(rewards) if rewards is not None else None
+        self.space = space
+        self.prefilter = prefilter
+        self.min_separation = float(min_separation)
+        self.default_weight = float(default_weight)
+        self.n_clusters = int(n_clusters)
+        self.target = self._check_target(target)
+        self.seed = int(seed)
+        self.num_threads = num_threads
+
+        self.result: Optional[OptimizationResult] = None
+        self.choice: Optional[Choice] = None
+        self.params: Optional[LoGParameters] = None
+        self.params_pixel_size_nm: Optional[float] = None
+        self.choices: List[Dict[str, Any]] = []
+        self.window_map: Optional[WindowMap] = None
+        self.window_mode: Optional[str] = None
+        self.image: Optional[np.ndarray] = None
+        self.image_pixel_size_nm: Optional[float] = None
+        self.atoms = np.empty((0, 3))
+        self.clusters: Optional[AtomClusters] = None
+        self.images_seen = 0
+        self.optimisations = 0
+        self._suggested: set = set()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_target(self, target: Target) -> Target:
+        if isinstance(target, str):
+            if target not in ("brightest", "all"):
+                raise ValueError(f"target must be 'brightest', 'all' or a class number: {target!r}")
+            return target
+        if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            if not 0 <= int(target) < max(1, self.n_clusters):
+                raise ValueError(f"class {target} does not exist ({self.n_clusters} classes)")
+            return int(target)
+        raise ValueError(f"target must be 'brightest', 'all' or a class number, got {target!r}")
+
+    def _pixel_for(self, pixel_size_nm: Optional[float]) -> float:
+        if pixel_size_nm is not None:
+            return check_pixel_size(pixel_size_nm)
+        if self.pixel_size_nm is None and self.image_pixel_size_nm is not None:
+            return self.image_pixel_size_nm  # the last survey image's calibration
+        if self.pixel_size_nm is None:
+            raise ValueError(
+                "pixel_size_nm is unknown: give it with the image (the survey image's "
+                "calibration) or to the agent"
+            )
+        return self.pixel_size_nm
+
+    @property
+    def front(self) -> List[ParetoPoint]:
+        """The current Pareto front (empty before the first optimisation)."""
+        return self.result.front if self.result is not None else []
+
+    # ------------------------------------------------------------------ optimise
+
+    def optimize(
+        self,
+        images: Union[np.ndarray, Sequence[np.ndarray]],
+        pixel_size_nm: Optional[float] = None,
+        budget: Optional[int] = None,
+    ) -> OptimizationResult:
+        """Run LoG* on one or several survey images and pick a point automatically.
+
+        The automatic pick uses the operator's last weight if their last choice was by weight,
+        else the agent's ``default_weight``; it is recorded with ``chooser="agent"``.
+        """
+        px = self._pixel_for(pixel_size_nm)
+        if isinstance(images, np.ndarray) and images.ndim == 2:
+            images = [images]
+        space = self.space
+        if space is None:
+            space = SearchSpace.for_spacing(self.lattice.nn_distance_px(px), self.prefilter)
+        opt = LoGStarOptimizer(
+            images,
+            self.lattice,
+            px,
+            rewards=self.rewards,
+            space=space,
+            min_separation=self.min_separation,
+        )
+        initial = (
+            [self.params]
+            if self.params is not None and self.params.sigma_step == space.sigma_step
+            else []
+        )
+        self.result = opt.run(
+            budget=int(budget or self.budget),
+            n_initial=self.n_initial,
+            batch_size=self.batch_size,
+            seed=self.seed + self.optimisations,
+            num_threads=self.num_threads,
+            initial_params=initial,
+        )
+        self.optimisations += 1
+        self.window_map, self.window_mode = None, None
+        self._record(select_point(self.front, weight=self._auto_weight(), chooser="agent"))
+        self.params_pixel_size_nm = px
+        return self.result
+
+    def _auto_weight(self) -> Union[float, List[float]]:
+        """The weight of an automatic pick: the operator's last weight if they chose by
+        weight, else ``default_weight``; equal weights with more than two rewards."""
+        names = self.result.reward_names if self.result is not None else []
+        operator = [c for c in self.choices if c["chooser"] != "agent" and c["method"] == "weight"]
+        if operator and list(operator[-1]["weights"] or {}) == list(names):
+            weights = list(operator[-1]["weights"].values())
+            return weights[0] if len(weights) == 2 else weights
+        return self.default_weight if len(names) == 2 else [1.0] * len(names)
+
+    def select(
+        self,
+        index: Optional[int] = None,
+        weight: Union[float, Sequence[float], None] = None,
+        chooser: str = "operator",
+    ) -> ParetoPoint:
+        """Pick a point of the front (by index, or by a weight between the rewards).
+
+        The choice is recorded (see :meth:`report`) and applied at once to the current image
+        (atoms and classes are recomputed) and to every later image.
+
+        Raises:
+            ValueError: no front yet, or a bad index/weight.
+        """
+        if self.result is None:
+            raise ValueError("no Pareto front yet: observe a survey image first")
+        choice = select_point(self.front, index=index, weight=weight, chooser=chooser)
+        self._record(choice)
+        if self.image is not None:
+            self._analyse(self.image, self.image_pixel_size_nm or self._pixel_for(None))
+        return self.front[choice.index]
+
+    def _record(self, choice: Choice) -> None:
+        point = self.front[choice.index]
+        self.choice = choice
+        self.params = point.params
+        self.window_mode = None
+        entry = choice.as_dict()
+        entry.update(
+            {
+                "params": point.params.as_dict(),
+                "rewards": dict(point.rewards),
+                "optimisation": self.optimisations,
+            }
+        )
+        self.choices.append(entry)
+
+    def optimize_windows(
+        self,
+        image: np.ndarray,
+        pixel_size_nm: Optional[float] = None,
+        window: int = 128,
+        stride: Optional[int] = None,
+        mode: str = "global",
+        budget: Optional[int] = None,
+        chooser: str = "operator",
+    ) -> WindowMap:
+        """LoG* on sliding windows of one image (paper section III), then apply one
+        parameter set everywhere (``mode="global"``, the windows' median) or each window's own
+        (``mode="local"``, only for images of this shape). The decision is recorded."""
+        if mode not in ("global", "local"):
+            raise ValueError(f"mode must be 'global' or 'local', got {mode!r}")
+        px = self._pixel_for(pixel_size_nm)
+        space = self.space or SearchSpace.for_spacing(
+            self.lattice.nn_distance_px(px), self.prefilter
+        )
+        wmap = optimize_windows(
+            image,
+            self.lattice,
+            px,
+            window=window,
+            stride=stride,
+            budget=int(budget or self.budget),
+            weight=self.default_weight,
+            seed=self.seed,
+            space=space,
+            rewards=self.rewards,
+            min_separation=self.min_separation,
+            n_initial=self.n_initial,
+            batch_size=self.batch_size,
+            num_threads=self.num_threads,
+        )
+        self.window_map = wmap
+        self.choice = None  # no point of a front stands for the windows' parameters
+        self.params = wmap.global_params()
+        self.params_pixel_size_nm = px
+        self.window_mode = mode
+        self.choices.append(
+            {
+                "index": None,
+                "method": f"windows:{mode}",
+                "chooser": chooser,
+                "weights": None,
+                "time": time.time(),
+                "params": self.params.as_dict(),
+                "rewards": None,
+                "optimisation": self.optimisations,
+                "windows": len(wmap.windows),
+            }
+        )
+        self._analyse(prepare_image(image), px)
+        return wmap
+
+    # ------------------------------------------------------------------ images
+
+    def observe(
+        self,
+        survey_image: np.ndarray,
+        pixel_size_nm: Optional[float] = None,
+        optimize: Optional[bool] = None,
+    ) -> Dict[str, Any]:
+        """Take a new survey image: optimise if needed, find and classify its atoms.
+
+        Args:
+            survey_image: the 2-D image.
+            pixel_size_nm: its pixel size, nm (the calibration of the survey image).
+            optimize: ``True`` re-optimises, ``False`` never does; ``None`` (default)
+                optimises on the first image and when the pixel size changed by more than 1 %
+                (the parameters are in pixels).
+
+        Returns:
+            A short summary: number of atoms, atoms per class, whether it optimised.
+        """
+        px = self._pixel_for(pixel_size_nm)
+        prepared = prepare_image(survey_image)
+        if optimize is None:
+            optimize = self.params is None or (
+                self.params_pixel_size_nm is not None
+                and abs(px / self.params_pixel_size_nm - 1) > 0.01
+            )
+        if optimize:
+            self.optimize([survey_image], px)
+        elif self.params is None:
+            raise ValueError("no parameters chosen yet: call observe(..., optimize=True)")
+        self.images_seen += 1
+        self._analyse(prepared, px)
+        return {
+            "image": self.images_seen,
+            "optimised": bool(optimize),
+            "n_atoms": len(self.atoms),
+            "clusters": self.clusters.summary()["counts"] if self.clusters is not None else None,
+        }
+
+    def _analyse(self, prepared: np.ndarray, px: float) -> None:
+        self.image, self.image_pixel_size_nm = prepared, px
+        self.atoms = self._find(prepared, px)
+        self._suggested = set()
+        self.clusters = None
+        if self.n_clusters >= 2 and len(self.atoms) >= max(3, self.n_clusters):
+            self.clusters = cluster_atoms(
+                prepared,
+                self.atoms,
+                self.n_clusters,
+                nn_distance_px=self.lattice.nn_distance_px(px),
+                seed=self.seed,
+            )
+
+    def _find(self, prepared: np.ndarray, px: float) -> np.ndarray:
+        if self.params is None:
+            raise ValueError("no parameters chosen yet: observe a survey image first")
+        if (
+            self.window_mode == "local"
+            and self.window_map is not None
+            and tuple(prepared.shape) == tuple(self.window_map.shape)
+        ):
+            return apply_windows(
+                prepared,
+                self.window_map,
+                mode="local",
+                lattice=self.lattice,
+                pixel_size_nm=px,
+                min_separation=self.min_separation,
+            )
+        atoms = ImageScaleSpaces(prepared, self.params.sigma_step).detect(self.params)
+        return atoms.astype(np.float64, copy=False)
+
+    def find_atoms(self, image: np.ndarray, pixel_size_nm: Optional[float] = None) -> np.ndarray:
+        """Atoms of an image with the chosen parameters, without re-optimising and without
+        changing the agent's state: ``(N, 3)`` rows ``(row, col, sigma)``, pixels."""
+        return self._find(prepare_image(image), self._pixel_for(pixel_size_nm))
+
+    def rewards_of(
+        self, image: np.ndarray, pixel_size_nm: Optional[float] = None
+    ) -> Dict[str, float]:
+        """The rewards the chosen parameters earn on an image (to watch for drift)."""
+        from .rewards import default_rewards, reward_name
+
+        px = self._pixel_for(pixel_size_nm)
+        prepared = prepare_image(image)
+        atoms = self._find(prepared, px)
+        rewards = self.rewards or default_rewards()
+        ctx = RewardContext.build(self.lattice, px, prepared.shape, self.min_separation)
+        values = evaluate_rewards(rewards, [atoms], [prepared], [ctx])
+        return {reward_name(r, m): float(v) for m, (r, v) in enumerate(zip(rewards, values))}
+
+    def atoms_table(self) -> Dict[str, np.ndarray]:
+        """The current image's atoms as columns, for a run's own stream: ``row``, ``col``,
+        ``sigma`` (pixels) and ``cluster`` (-1 when not classified)."""
+        n = len(self.atoms)
+        cluster = self.clusters.labels if self.clusters is not None else np.full(n, -1)
+        return {
+            "row": self.atoms[:, 0].astype(float) if n else np.empty(0),
+            "col": self.atoms[:, 1].astype(float) if n else np.empty(0),
+            "sigma": self.atoms[:, 2].astype(float) if n else np.empty(0),
+            "cluster": np.asarray(cluster, dtype=int),
+        }
+
+    # ------------------------------------------------------------------ the Agent interface
+
+    def suggest(self, n: int = 1, target: Optional[Target] = None) -> List[Suggestion]:
+        """EELS positions at atoms of the target class, brightest first, each atom once per
+        image; fewer than ``n`` when the class runs out.
+
+        Args:
+            n: how many positions.
+            target: overrides the agent's ``target`` (``"brightest"``, ``"all"``, a class).
+
+        Returns:
+            ``[{"_id", "x" (column), "y" (row), "atom", "cluster", "intensity"}, ...]``.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be an integer >= 0, got {n!r}")
+        if self.image is None:
+            raise ValueError("no survey image yet: observe one first")
+        tgt = self._check_target(target) if target is not None else self.target
+        labels = self.clusters.labels if self.clusters is not None else None
+        if tgt == "all" or labels is None:
+            candidates = np.arange(len(self.atoms))
+        else:
+            cls = self.clusters.brightest if tgt == "brightest" else int(tgt)  # type: ignore[union-attr]
+            candidates = np.flatnonzero(labels == cls)
+        candidates = np.array([i for i in candidates if int(i) not in self._suggested], dtype=int)
+        if len(candidates) == 0 or n == 0:
+            return []
+        smooth = ndi.gaussian_filter(self.image, 1.0)
+        r = np.clip(np.rint(self.atoms[candidates, 0]).astype(int), 0, self.image.shape[0] - 1)
+        c = np.clip(np.rint(self.atoms[candidates, 1]).astype(int), 0, self.image.shape[1] - 1)
+        brightness = smooth[r, c]
+        order = np.argsort(-brightness, kind="stable")[: int(n)]
+        out = []
+        for k in order:
+            i = int(candidates[k])
+            self._suggested.add(i)
+            out.append(
+                self.make_suggestion(
+                    float(self.atoms[i, 1]),
+                    float(self.atoms[i, 0]),
+                    atom=i,
+                    cluster=int(labels[i]) if labels is not None else -1,
+                    intensity=float(brightness[k]),
+                )
+            )
+        return out
+
+    def report(self) -> Dict[str, Any]:
+        """Small and JSON-able: the lattice, the front (no atom positions), the chosen
+        point, who chose it and how, every choice so far, and the current image's counts."""
+        chosen = None
+        if self.choices:
+            chosen = dict(self.choices[-1])
+        return {
+            "agent": self.name,
+            "lattice": self.lattice.as_dict(),
+            "pixel_size_nm": self.image_pixel_size_nm or self.pixel_size_nm,
+            "reward_names": list(self.result.reward_names) if self.result else [],
+            "front": [p.summary() for p in self.front],
+            "chosen": chosen,
+            "choices": [dict(c) for c in self.choices],
+            "params": self.params.as_dict() if self.params is not None else None,
+            "optimisations": self.optimisations,
+            "optimisation": (
+                {
+                    "n_trials": len(self.result.trials),
+                    "timings_s": {k: round(float(v), 4) for k, v in self.result.timings.items()},
+                    "space": self.result.space.as_dict(),
+                }
+                if self.result is not None
+                else None
+            ),
+            "windows": self.window_map.summary() if self.window_map is not None else None,
+            "window_mode": self.window_mode,
+            "images_seen": self.images_seen,
+            "n_atoms": len(self.atoms),
+            "clusters": self.clusters.summary() if self.clusters is not None else None,
+            "target": self.target,
+            "suggested": len(self._suggested),
+            "measured": len(self.values),
+        }
+
+    # ------------------------------------------------------------------ figures
+
+    def plot_selection(self) -> Any:
+        """The front (choice highlighted) beside the atoms of the chosen point over the
+        current image (a matplotlib Figure)."""
+        from .plot import plot_selection
+
+        if self.result is None or self.image is None:
+            raise ValueError("nothing to plot yet: observe a survey image first")
+        return plot_selection(
+            self.image,
+            self.front,
+            self.choice.index if self.choice is not None else None,
+            atoms=self.atoms,
+            all_values=self.result.values,
+            params=self.params,
+        )
+
+    def plot_clusters(self) -> Any:
+        """Classes over the image, PCA scatter, centroid and dispersion images."""
+        from .plot import plot_clusters
+
+        if self.clusters is None or self.image is None:
+            raise ValueError("no classes yet: observe a survey image with n_clusters >= 2")
+        return plot_clusters(self.image, self.atoms, self.clusters)
