@@ -1,0 +1,144 @@
+"""Reading the catalog: open it (embedded or remote), list recent runs, fetch one run."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, List, Optional, Union
+
+from . import _runs
+from .settings import CatalogSettings
+
+__all__ = ["RunSummary", "get_run", "open_catalog", "recent_runs"]
+
+
+def open_catalog(
+    uri: Optional[str] = None,
+    api_key: Optional[str] = None,
+    settings: Optional[CatalogSettings] = None,
+) -> Any:
+    """The catalog of runs, as a tiled ``CatalogOfBlueskyRuns`` client.
+
+    Args:
+        uri: a Tiled server's container of runs, e.g. ``http://tiled.example.org:8000`` or
+            ``https://host/api/v1/metadata/stem``; None: the embedded local catalog of
+            ``settings.data_dir``, started if it is not running.
+        api_key: the server's API key (default: ``$TILED_API_KEY``); ignored when ``uri`` is
+            None (the embedded server's key is read from its data directory).
+        settings: the embedded catalog's data directory (default: ``$OPHYD_STEM_DATA_DIR`` or
+            the per-user data directory).
+
+    Returns:
+        The container: ``catalog[-1]`` (latest run), ``catalog[scan_id]``, ``catalog[uid]``,
+        ``catalog.search(Key("sample") == "Au")``.
+
+    Raises:
+        CatalogUnreachable: nothing answers at ``uri``.
+        CatalogAuthError: the API key is missing or wrong.
+        CatalogError: ``uri`` is malformed or is not a container of Bluesky runs.
+
+    Example:
+        >>> catalog = open_catalog()                          # doctest: +SKIP
+        >>> run = catalog[-1]                                 # doctest: +SKIP
+        >>> run["primary"]["eels-spectrum"].read().shape      # doctest: +SKIP
+        (100, 2048)
+    """
+    if uri is None:
+        from .server import EmbeddedServer
+
+        server = EmbeddedServer.start(settings)
+        uri, api_key = server.uri, server.api_key
+    catalog = _runs.connect(uri, api_key)
+    names = {spec.name for spec in getattr(catalog, "specs", ())}
+    if "CatalogOfBlueskyRuns" not in names:
+        raise _runs.CatalogError(
+            f"{uri} is a Tiled container without the CatalogOfBlueskyRuns spec, so searches "
+            "by sample or scan_id would find nothing: point the URI at the container of runs "
+            "(see docs/catalog.md, 'Using a remote server')"
+        )
+    return catalog
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of ``ophyd-stem runs``.
+
+    Attributes:
+        uid: the run's start uid.
+        scan_id: the RunEngine's scan counter.
+        plan_name: e.g. ``"count"``, ``"grid_scan"``.
+        sample: the ``sample`` metadata (None when not given).
+        time: start time, seconds since the epoch.
+        num_events: events in all streams (None while the run is in progress).
+        exit_status: ``"success"``, ``"abort"``, ``"fail"``, or None while running.
+    """
+
+    uid: str
+    scan_id: Optional[int]
+    plan_name: Optional[str]
+    sample: Optional[str]
+    time: float
+    num_events: Optional[int]
+    exit_status: Optional[str]
+
+
+def _summary(run: Any) -> RunSummary:
+    start = run.metadata.get("start", {})
+    stop = run.metadata.get("stop") or {}
+    num_events = stop.get("num_events")
+    sample = start.get("sample")
+    if isinstance(sample, dict):  # a structured sample description: its name
+        sample = sample.get("name", str(sample))
+    return RunSummary(
+        uid=start.get("uid", ""),
+        scan_id=start.get("scan_id"),
+        plan_name=start.get("plan_name"),
+        sample=None if sample is None else str(sample),
+        time=float(start.get("time", 0.0)),
+        num_events=None if num_events is None else int(sum(num_events.values())),
+        exit_status=stop.get("exit_status"),
+    )
+
+
+def recent_runs(catalog: Any, n: int = 10) -> List[RunSummary]:
+    """The ``n`` most recently started runs, newest first.
+
+    Example:
+        >>> for run in recent_runs(open_catalog(), 5):            # doctest: +SKIP
+        ...     print(run.scan_id, run.plan_name, run.sample, run.num_events)
+    """
+    if n <= 0:
+        return []
+    runs = [_summary(run) for run in catalog.values().tail(n)]
+    return sorted(runs, key=lambda summary: summary.time, reverse=True)
+
+
+def get_run(catalog: Any, uid_or_scan_id: Union[str, int]) -> Any:
+    """One run by uid (at least 5 leading characters), scan_id, or -1 for the latest.
+
+    A string of digits is read as a scan_id; with duplicates the latest run wins.
+
+    Raises:
+        KeyError: no such run (the message says what was looked for).
+        ValueError: a partial uid that is too short or matches several runs.
+
+    Example:
+        >>> run = get_run(open_catalog(), "3f9a2c")               # doctest: +SKIP
+    """
+    key: Union[str, int] = uid_or_scan_id
+    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+        key = int(key.strip())
+    if isinstance(key, numbers.Integral):
+        key = int(key)
+        if key == 0:
+            raise KeyError("scan_id 0 does not exist: scan ids start at 1 (use -1 for the latest)")
+        if key < 0 and -key > len(catalog):
+            raise KeyError(f"the catalog holds {len(catalog)} run(s); there is no run {key}")
+        try:
+            return catalog[key]
+        except (KeyError, IndexError):
+            raise KeyError(f"no run with scan_id {key} in the catalog") from None
+    try:
+        return catalog[str(key).strip()]
+    except KeyError:
+        raise KeyError(f"no run with uid {key!r} in the catalog") from None

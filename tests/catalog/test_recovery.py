@@ -1,0 +1,130 @@
+"""Failures the writer must survive without losing or doubling data, and import_spool."""
+
+from __future__ import annotations
+
+import bluesky.plans as bp
+import httpx
+import numpy as np
+import pytest
+
+from ophyd_stem.catalog import import_spool, open_catalog
+from ophyd_stem.catalog._runs import default_writer_factory, verify_run
+from ophyd_stem.catalog.spool import RunSpool, spooled_runs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def catalog(shared_server):
+    client = open_catalog(shared_server.uri, shared_server.api_key)
+    yield client
+    client.context.close()
+
+
+def failing_factory(should_fail, error, write_first):
+    """Writers that raise ``error`` where ``should_fail(name, doc)`` says, optionally after
+    the catalog took the document (a reply lost on the way back)."""
+    made = []
+
+    def factory(client):
+        tiled_writer = default_writer_factory(client)
+        made.append(tiled_writer)
+
+        def write(name, doc):
+            if should_fail(name, doc):
+                if write_first:
+                    tiled_writer(name, doc)
+                raise error
+            tiled_writer(name, doc)
+
+        return write
+
+    factory.made = made
+    return factory
+
+
+def test_a_reply_lost_mid_run_is_rewritten_without_doubles(
+    RE, devices, shared_server, settings, make_writer, catalog
+):
+    det, eels = devices
+    failed = []
+
+    def once_at_second_event(name, doc):
+        if name == "event" and doc["seq_num"] == 2 and not failed:
+            failed.append(doc["uid"])
+            return True
+        return False
+
+    factory = failing_factory(once_at_second_event, httpx.ReadError("reply lost"), write_first=True)
+    writer = make_writer(shared_server.uri, shared_server.api_key, settings, writer_factory=factory)
+    RE.subscribe(writer)
+    (uid,) = RE(bp.count([det, eels], num=4), sample="lost reply")
+    assert writer.flush(timeout=60), writer.status()
+
+    status = writer.status()
+    assert failed
+    assert len(factory.made) == 2
+    assert "reply lost" in status.last_error
+    assert status.written == status.received == len(RE.documents)
+    run = catalog[uid]
+    verify_run(catalog, uid, run.metadata["stop"])  # seq_num 1..4, each once
+    np.testing.assert_array_equal(run["primary"]["eels-spectrum"].read(), np.stack(eels.produced))
+    assert run["primary"][det.name].shape[0] == 4
+
+
+def test_a_run_the_catalog_keeps_refusing_is_held_then_imported(
+    RE, devices, shared_server, settings, make_writer, catalog
+):
+    det, eels = devices
+    factory = failing_factory(lambda name, doc: name == "event", ValueError("bad document"), False)
+    writer = make_writer(shared_server.uri, shared_server.api_key, settings, writer_factory=factory)
+    RE.subscribe(writer)
+    (uid,) = RE(bp.count([det, eels], num=3), sample="refused")
+
+    assert not writer.flush(timeout=60)  # returns once the run is given up on
+    status = writer.status()
+    assert status.queued == 0
+    assert status.held == status.received - status.written > 0
+    assert uid in status.spooled_runs
+    assert "bad document" in status.last_error
+    writer.close()
+    (spooled,) = [run for run in spooled_runs(settings.spool_dir) if run.run_uid == uid]
+    assert spooled.complete
+    assert spooled.documents == len(RE.documents)
+
+    report = import_spool(settings, shared_server.uri, shared_server.api_key)
+    assert uid in report.imported
+    assert report.ok
+    assert not report.failed
+    run = catalog[uid]
+    verify_run(catalog, uid, run.metadata["stop"])
+    np.testing.assert_array_equal(run["primary"]["eels-spectrum"].read(), np.stack(eels.produced))
+    assert uid not in [run.run_uid for run in spooled_runs(settings.spool_dir)]
+
+
+def test_import_leaves_a_live_run_alone_and_writes_an_unfinished_one(
+    RE, devices, shared_server, settings, catalog
+):
+    """A session killed after its third point left an unfinished run in the spool."""
+    det, eels = devices
+    (uid,) = RE(bp.count([det, eels], num=5), sample="killed session")
+    third_event = [i for i, (name, _) in enumerate(RE.documents) if name == "event"][2]
+    spool = RunSpool(settings.spool_dir, uid)
+    for name, doc in RE.documents[: third_event + 1]:
+        spool.append(name, doc)
+
+    # While a session holds the run's spool, import leaves it alone.
+    report = import_spool(settings, shared_server.uri, shared_server.api_key)
+    assert uid in report.in_use
+    assert uid not in report.imported
+    spool.close()  # the session is gone
+
+    report = import_spool(settings, shared_server.uri, shared_server.api_key)
+    assert uid in report.imported
+    assert uid in report.incomplete
+    run = catalog[uid]
+    assert "stop" not in run.metadata or not run.metadata["stop"]
+    np.testing.assert_array_equal(
+        run["primary"]["eels-spectrum"].read(), np.stack(eels.produced[:3])
+    )
+    assert uid not in [run.run_uid for run in spooled_runs(settings.spool_dir)]
