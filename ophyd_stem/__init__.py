@@ -7,6 +7,7 @@
 from ._bridge import AsyncBridge, BridgeHandle, BridgeParameterBackend
 from ._eels import EELSCamera, EELSPoints
 from ._microscope import Microscope, assets_path_provider
+from ._records import Record, Table
 from ._scan_engine import ScanEngine
 from ._stem import STEM, Beam, BeamAxis
 from ._version import __version__
@@ -21,7 +22,9 @@ __all__ = [
     "EELSCamera",
     "EELSPoints",
     "Microscope",
+    "Record",
     "ScanEngine",
+    "Table",
     "__version__",
     "assets_path_provider",
 ]

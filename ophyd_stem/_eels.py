@@ -125,8 +125,10 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
     pages: one event per position, with ``stem-beam-x`` / ``stem-beam-y``, the spectrum, its
     total intensity and the instrument time. Between chunks it honours ``stop()``.
 
-    Use it with ``declare_stream`` / ``prepare`` / ``kickoff`` / ``complete`` / ``collect``
-    (``plans.stubs.acquire_spectra_at_points`` does all of that).
+    Use it with ``prepare`` / ``kickoff`` / ``complete`` / ``collect``
+    (``plans.stubs.acquire_spectra_at_points`` does all of that). The spectra go to the
+    stream named by :attr:`stream` (default ``"primary"``); Bluesky describes it once per run,
+    however many batches of positions a plan collects into it.
 
     Args:
         handle: the microscope's bridge handle.
@@ -142,6 +144,8 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
         # A reference, not a child: the camera belongs to the Microscope.
         object.__setattr__(self, "_camera", camera)
         self.chunk_size = int(chunk_size)
+        #: the stream the spectra go to
+        self.stream = "primary"
         self._points = np.empty((0, 2))
         self._pages: list[SpectrumAcquisition] = []
         self._task: asyncio.Task | None = None
@@ -209,7 +213,7 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
         """Finish after the chunk in flight (its spectra are kept)."""
         self._stopping = True
 
-    async def describe_collect(self) -> dict[str, DataKey]:
+    async def describe_collect(self) -> dict[str, dict[str, DataKey]]:
         source = f"dm-bridge://{self._handle.address}/acquire_spectra_at_points"
         channels = int(await self._camera.channels.get_value())
 
@@ -217,11 +221,13 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
             return DataKey(source=source, shape=shape, dtype=dtype, units=units, dtype_numpy=numpy)
 
         return {
-            "stem-beam-x": key([], "number", "px", "<f8"),
-            "stem-beam-y": key([], "number", "px", "<f8"),
-            "eels-spectrum": key([channels], "array", "counts", "<f4"),
-            "eels-intensity": key([], "number", "counts", "<f8"),
-            "eels-instrument_time": key([], "number", "s", "<f8"),
+            self.stream: {
+                "stem-beam-x": key([], "number", "px", "<f8"),
+                "stem-beam-y": key([], "number", "px", "<f8"),
+                "eels-spectrum": key([channels], "array", "counts", "<f4"),
+                "eels-intensity": key([], "number", "counts", "<f8"),
+                "eels-instrument_time": key([], "number", "s", "<f8"),
+            }
         }
 
     async def collect_pages(self) -> AsyncIterator[PartialEventPage]:

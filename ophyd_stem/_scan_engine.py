@@ -47,6 +47,7 @@ class _SurveyState:
         self.signals: tuple[str, ...] = ("HAADF",)
         self.instrument_time_total = 0.0
         self.count = 0
+        self.last: ImageAcquisition | None = None
         #: set by the device when it is connected in ophyd-async mock mode
         self.mock = False
 
@@ -107,6 +108,7 @@ class _SurveyAcquire(DetectorAcquireLogic):
                 dataset[index] = image
                 dataset.flush()
             state.instrument_time_total += float(acquisition.instrument_time)
+            state.last = acquisition
             state.count += 1
             state.set_images_written(state.count)
 
@@ -250,6 +252,13 @@ class ScanEngine(StandardDetector):
     async def _read_pixel_size(self) -> float:
         scan = await self._handle.read_group("scan")
         return float(scan["field_of_view"]) / float(scan["width"])
+
+    @property
+    def last_acquisition(self) -> ImageAcquisition | None:
+        """The last survey image in memory (images by signal, pixel size in nm): what an
+        adaptive plan hands to its agent right after ``trigger_and_read``, without reading
+        the HDF5 file back."""
+        return self._state.last
 
     @property
     def instrument_time_total(self) -> float:

@@ -5,12 +5,22 @@ queueserver (and anyone without torch) can import this package.
 """
 
 from .basic import spectrum_image, survey
-from .stubs import acquire_spectra_at_points, grid_positions, read_survey_image
+from .logstar import logstar
+from .stubs import (
+    acquire_spectra_at_points,
+    grid_positions,
+    read_survey_image,
+    record,
+    record_table,
+)
 
 __all__ = [
     "acquire_spectra_at_points",
     "grid_positions",
+    "logstar",
     "read_survey_image",
+    "record",
+    "record_table",
     "spectrum_image",
     "survey",
 ]

@@ -44,6 +44,12 @@ def _twin_arguments(parser: argparse.ArgumentParser, default_sample: str) -> Non
     )
     group.add_argument("--seed", type=int, default=0, help="same seed, same sample and noise")
     group.add_argument(
+        "--noise-level",
+        type=float,
+        default=None,
+        help="0 (clean) ... 1 (very noisy) survey images; default: the physical dose",
+    )
+    group.add_argument(
         "--time-scale",
         type=float,
         default=0.0,
@@ -74,6 +80,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     entry = PLANS[args.plan]
     twin_options = {"seed": args.seed, "time_scale": args.time_scale}
+    if args.noise_level is not None:
+        twin_options["noise_level"] = args.noise_level
     session = configure_session(
         plots=False,
         mode=args.twin_mode,
@@ -102,6 +110,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         written = session.writer.flush(timeout=args.catalog_timeout)
         for uid in uids:
             _print_run_summary(session, uid, wall, instrument, written)
+            if entry.summarize is not None:
+                print("\n".join(entry.summarize(session, args)))
         if not written:
             exit_code = 3
     finally:

@@ -33,6 +33,8 @@ class PlanEntry:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     build: Callable[[Any, argparse.Namespace], Generator]
     default_sample: str = "graphene"
+    #: extra lines for the summary printed after the run: ``(session, args) -> [str]``
+    summarize: Callable[[Any, argparse.Namespace], list[str]] | None = None
 
 
 PLANS: dict[str, PlanEntry] = {}
@@ -107,5 +109,74 @@ register(
         _grid_arguments,
         _build_grid,
         default_sample="nanowire",
+    )
+)
+
+
+def _logstar_arguments(parser: argparse.ArgumentParser) -> None:
+    _scan_arguments(parser, 256)
+    parser.add_argument("--images", type=int, default=1, help="survey images to analyse")
+    parser.add_argument("--lattice", default=None, help="graphene or SrTiO3 (default: sample)")
+    parser.add_argument("--budget", type=int, default=40, help="LoG* trials per optimisation")
+    parser.add_argument(
+        "--weight",
+        type=float,
+        default=0.5,
+        help="Pareto choice: 1 = all on the atom count (QC), 0 = all on spacing errors (ER)",
+    )
+    parser.add_argument("--clusters", type=int, default=2, help="GMM classes of atoms")
+    parser.add_argument("--eels", type=int, default=0, help="spectra at the brightest class")
+
+
+def _build_logstar(session: Any, args: argparse.Namespace) -> Generator:
+    from agents.logstar import LoGStarAgent
+    from plans import logstar
+
+    lattice = args.lattice or (
+        "SrTiO3" if session.config.sample.lower() == "srtio3" else "graphene"
+    )
+    agent = LoGStarAgent(
+        lattice,
+        budget=args.budget,
+        default_weight=args.weight,
+        n_clusters=args.clusters,
+        seed=args.seed,
+    )
+    args.agent = agent
+    yield from _setup_scan(session, args)
+    m = session.microscope
+    return (
+        yield from logstar(
+            m.scan, agent, images=args.images, eels_points=m.eels_points, n_eels=args.eels
+        )
+    )
+
+
+def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
+    agent = args.agent
+    report = agent.report()
+    lines = [f"  atoms       {report['n_atoms']} found with the chosen LoG parameters"]
+    if report.get("clusters"):
+        lines.append(f"  classes     {report['clusters'].get('counts')} (GMM)")
+    chosen = report.get("chosen") or {}
+    front = report.get("front") or []
+    if chosen and front:
+        point = front[chosen["index"]]
+        rewards = ", ".join(f"{k} {v:.3f}" for k, v in point["rewards"].items())
+        lines.append(
+            f"  front       {len(front)} points; chosen #{chosen['index']} ({rewards}) "
+            f"by {chosen['chooser']} ({chosen['method']})"
+        )
+    return lines
+
+
+register(
+    PlanEntry(
+        "logstar",
+        "LoG*: unsupervised atom finding with a Pareto front (and EELS at the dopants)",
+        _logstar_arguments,
+        _build_logstar,
+        default_sample="graphene",
+        summarize=_summarize_logstar,
     )
 )

@@ -1,0 +1,206 @@
+"""Devices that record what a plan computed, so decisions land in the run beside the data.
+
+An adaptive plan measures, then decides: the edge map it derived from the survey, the
+points it chose, the agent's acquisition values and beliefs, the atoms LoG* found, the
+Pareto front and the operator's pick. Bluesky records only what devices produce, so these
+two small devices make computed values readable:
+
+:class:`Record`
+    one event per call (``plans.stubs.record``): a step's decision, a map, a report. Fields
+    are typed on first use; the values must keep their shape within a run.
+:class:`Table`
+    one event page per call (``plans.stubs.record_table``): a table of rows of any length,
+    one event per row (atoms, candidate points, the Pareto front).
+
+Both run in the RunEngine's own thread; nothing here touches hardware.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import numpy as np
+from bluesky.protocols import EventPageCollectable, Flyable, Reading, Triggerable
+from event_model import DataKey, PartialEventPage
+from ophyd_async.core import AsyncStatus, Device
+
+__all__ = ["Record", "Table", "as_field_value"]
+
+
+def as_field_value(value: Any) -> Any:
+    """A value Bluesky and Tiled can store: numbers, strings, arrays; dicts and lists of
+    mixed content become JSON strings."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (bool, int, float, str, np.number, np.bool_)):
+        return value.item() if isinstance(value, (np.number, np.bool_)) else value
+    if isinstance(value, (list, tuple)):
+        arr = np.asarray(value)
+        if arr.dtype.kind in "biuf":
+            return arr
+    return json.dumps(value, default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.number, np.bool_)):
+        return obj.item()
+    return str(obj)
+
+
+def _datakey(source: str, value: Any, units: str | None) -> DataKey:
+    if isinstance(value, np.ndarray):
+        key = DataKey(
+            source=source, shape=list(value.shape), dtype="array", dtype_numpy=value.dtype.str
+        )
+    elif isinstance(value, str):
+        # Same convention as ophyd-async string signals; the real length may exceed 40.
+        key = DataKey(source=source, shape=[], dtype="string", dtype_numpy="|S40")
+    elif isinstance(value, bool):
+        key = DataKey(source=source, shape=[], dtype="boolean", dtype_numpy="|b1")
+    elif isinstance(value, int):
+        key = DataKey(source=source, shape=[], dtype="integer", dtype_numpy="<i8")
+    else:
+        key = DataKey(source=source, shape=[], dtype="number", dtype_numpy="<f8")
+    if units:
+        key["units"] = units
+    return key
+
+
+class Record(Device, Triggerable):
+    """Values a plan computed, read as one event of a stream.
+
+    Args:
+        name: data keys are ``<name>-<field>``.
+        units: optional units per field name.
+
+    Example:
+        >>> decisions = Record("decision", units={"x": "px", "y": "px"})
+        >>> yield from plans.stubs.record(decisions, "decisions", x=12.0, y=40.5, step=3)
+    """
+
+    def __init__(self, name: str = "", units: Mapping[str, str] | None = None) -> None:
+        self._units = dict(units or {})
+        self._values: dict[str, Any] = {}
+        self._keys: dict[str, DataKey] | None = None
+        self._time = time.time()
+        super().__init__(name=name)
+
+    def load(self, **values: Any) -> None:
+        """Set the values the next ``read`` returns (the set of fields is fixed by the first
+        load of a run; :meth:`reset` clears it)."""
+        values = {k: as_field_value(v) for k, v in values.items()}
+        if self._keys is not None and set(values) != {
+            k.removeprefix(f"{self.name}-") for k in self._keys
+        }:
+            raise ValueError(
+                f"{self.name}: fields {sorted(values)} differ from this run's "
+                f"{sorted(k.removeprefix(f'{self.name}-') for k in self._keys)}"
+            )
+        self._values = values
+        self._time = time.time()
+        if self._keys is None:
+            self._keys = {
+                f"{self.name}-{k}": _datakey(f"computed://{self.name}/{k}", v, self._units.get(k))
+                for k, v in values.items()
+            }
+
+    def reset(self) -> None:
+        self._values, self._keys = {}, None
+
+    @AsyncStatus.wrap
+    async def trigger(self) -> None:
+        """Nothing to acquire: the values were computed by the plan."""
+
+    async def describe(self) -> dict[str, DataKey]:
+        if self._keys is None:
+            raise RuntimeError(f"{self.name}: load() values before reading")
+        return dict(self._keys)
+
+    async def read(self) -> dict[str, Reading]:
+        return {
+            f"{self.name}-{k}": Reading(value=v, timestamp=self._time)
+            for k, v in self._values.items()
+        }
+
+
+class Table(Device, Flyable, EventPageCollectable):
+    """Rows a plan computed (atoms, candidate points, a Pareto front), one event per row,
+    in the stream ``stream``.
+
+    The stream is fixed per table, so Bluesky creates its descriptor once per run however
+    many times rows are collected (``plans.stubs.record_table``).
+
+    Args:
+        name: data keys are ``<name>-<column>``.
+        stream: the stream the rows go to (default: ``name``).
+        units: optional units per column.
+    """
+
+    def __init__(
+        self, name: str = "", stream: str | None = None, units: Mapping[str, str] | None = None
+    ) -> None:
+        self.stream = stream or name
+        self._units = dict(units or {})
+        self._columns: dict[str, np.ndarray] = {}
+        self._keys: dict[str, DataKey] | None = None
+        super().__init__(name=name)
+
+    def load(self, **columns: Any) -> None:
+        """Set the rows of the next page: equal-length columns (1-D, or N x ... arrays)."""
+        cols = {}
+        for key, value in columns.items():
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "biufU":
+                arr = np.asarray([json.dumps(v, default=_json_default) for v in value])
+            cols[key] = arr
+        lengths = {len(v) for v in cols.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"{self.name}: columns have different lengths {sorted(lengths)}")
+        self._columns = cols
+        keys = {}
+        for key, arr in cols.items():
+            sample = arr[0] if len(arr) else np.zeros(arr.shape[1:], arr.dtype)
+            value = as_field_value(sample if np.ndim(sample) else sample.item())
+            if arr.dtype.kind == "U":
+                value = str(sample)
+            keys[f"{self.name}-{key}"] = _datakey(
+                f"computed://{self.name}/{key}", value, self._units.get(key)
+            )
+        if self._keys is not None and set(keys) != set(self._keys):
+            raise ValueError(f"{self.name}: columns changed within a run")
+        self._keys = keys
+
+    def reset(self) -> None:
+        self._columns, self._keys = {}, None
+
+    @AsyncStatus.wrap
+    async def kickoff(self) -> None:
+        """The rows are already computed."""
+
+    @AsyncStatus.wrap
+    async def complete(self) -> None:
+        """The rows are already computed."""
+
+    async def describe_collect(self) -> dict[str, dict[str, DataKey]]:
+        if self._keys is None:
+            raise RuntimeError(f"{self.name}: load() rows before collecting")
+        return {self.stream: dict(self._keys)}
+
+    async def collect_pages(self) -> AsyncIterator[PartialEventPage]:
+        columns, self._columns = self._columns, {}
+        if not columns:
+            return
+        n = len(next(iter(columns.values())))
+        if n == 0:
+            return
+        now = time.time()
+        data = {}
+        for key, arr in columns.items():
+            values = list(arr) if arr.ndim > 1 else arr.tolist()
+            data[f"{self.name}-{key}"] = values
+        yield PartialEventPage(data=data, timestamps={k: [now] * n for k in data}, time=[now] * n)

@@ -1,0 +1,116 @@
+"""LoG* in a run: survey image -> reward-driven atom finding -> atoms, front, choice -> EELS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import numpy as np
+from bluesky.utils import MsgGenerator
+
+from ophyd_stem import Record, Table
+
+from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table
+
+__all__ = ["logstar"]
+
+
+def logstar(
+    scan: Any,
+    agent: Any,
+    *,
+    images: int = 1,
+    eels_points: Any = None,
+    n_eels: int = 0,
+    signal: str = "HAADF",
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """Find atoms without labels (LoG*), record the Pareto front and the operator's choice,
+    and optionally measure EELS at a chosen class of atoms.
+
+    For each of ``images`` survey images: the image goes to the ``survey`` stream; the agent
+    optimises (on the first image, or when the pixel size changed) or reuses the parameters
+    the operator picked; the front goes to ``logstar_front`` (one event per point, the chosen
+    one flagged), the atoms to ``atoms`` (``x`` = column, ``y`` = row, sigma, cluster), and the
+    agent's report (parameters, choice and who made it) to ``logstar``. With ``n_eels`` > 0,
+    spectra at the agent's suggested atoms (its ``target`` class, e.g. the brightest: the
+    dopants) go to ``primary``.
+
+    Parameters
+    ----------
+    scan : ophyd_stem.ScanEngine
+    agent : agents.logstar.LoGStarAgent
+        Chosen by the caller; pick a front point between runs with ``agent.select(...)``.
+    images : int
+        Survey images to analyse.
+    eels_points : ophyd_stem.EELSPoints, optional
+        Needed when ``n_eels`` > 0.
+    n_eels : int
+        Spectra per image at the suggested atoms.
+    signal : str
+        Detector signal whose image is analysed.
+    md : dict, optional
+    """
+    if n_eels and eels_points is None:
+        raise ValueError("n_eels > 0 needs the eels_points device")
+    _md = {
+        "plan_name": "logstar",
+        "plan_args": {"images": images, "n_eels": n_eels, "signal": signal},
+        "agent": {"name": getattr(agent, "name", type(agent).__name__), "class": repr(agent)},
+        "detectors": [scan.name] + ([eels_points.name] if eels_points is not None else []),
+        "num_points": images * max(n_eels, 0),
+        "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
+        **(md or {}),
+    }
+    report = Record("logstar")
+    atoms = Table("atoms", units={"x": "px", "y": "px", "sigma": "px"})
+    front = Table("logstar_front", stream="logstar_front")
+
+    @bpp.stage_decorator([scan])
+    @bpp.run_decorator(md=_md)
+    def inner():
+        for index in range(images):
+            yield from read_survey_image(scan)
+            acquisition = scan.last_acquisition
+            image = np.asarray(acquisition.images[signal], dtype=np.float64)
+            summary = agent.observe(image, pixel_size_nm=acquisition.pixel_size)
+            table = agent.atoms_table()
+            yield from record_table(
+                atoms,
+                image=np.full(len(table["row"]), index),
+                x=table["col"],
+                y=table["row"],
+                sigma=table["sigma"],
+                cluster=table["cluster"],
+            )
+            points = agent.front
+            chosen = agent.choice.index if agent.choice is not None else -1
+            if points:
+                names = list(points[0].rewards)
+                yield from record_table(
+                    front,
+                    image=np.full(len(points), index),
+                    point=np.arange(len(points)),
+                    chosen=np.arange(len(points)) == chosen,
+                    parameters=[p.params.as_dict() for p in points],
+                    **{name: np.array([p.rewards[name] for p in points]) for name in names},
+                )
+            yield from record(
+                report,
+                "logstar",
+                image=index,
+                n_atoms=int(summary["n_atoms"]),
+                optimised=bool(summary["optimised"]),
+                chosen=int(chosen),
+                report=agent.report(),
+            )
+            if n_eels:
+                suggestions = agent.suggest(n_eels)
+                if suggestions:
+                    positions = np.array([[s["x"], s["y"]] for s in suggestions])
+                    yield from acquire_spectra_at_points(eels_points, positions)
+                    agent.ingest(positions, np.zeros(len(positions)))
+            yield from bps.checkpoint()
+
+    return (yield from inner())

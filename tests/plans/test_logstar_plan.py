@@ -1,0 +1,78 @@
+"""The LoG* plan on the twin: atoms, front, choice and EELS at the dopants, all in one run."""
+
+from __future__ import annotations
+
+import json
+
+import bluesky.plan_stubs as bps
+import numpy as np
+import pytest
+
+from agents.metrics import match_atoms
+from ophyd_stem.sim import twin_microscope
+from plans import logstar
+
+
+@pytest.fixture
+def microscope(RE, tmp_path):
+    microscope = twin_microscope(
+        "graphene", mode="local", assets_dir=tmp_path, noise_level=0.2, seed=3
+    )
+    RE(bps.mv(microscope.scan.width, 128, microscope.scan.height, 128))
+    yield microscope
+    microscope.sim_bridge.close()
+
+
+def stream_events(RE, name):
+    uids = {d["uid"] for n, d in RE.documents if n == "descriptor" and d["name"] == name}
+    rows = []
+    for n, d in RE.documents:
+        if n == "event" and d["descriptor"] in uids:
+            rows.append(d["data"])
+        elif n == "event_page" and d["descriptor"] in uids:
+            keys = list(d["data"])
+            rows += [{k: d["data"][k][i] for k in keys} for i in range(len(d["seq_num"]))]
+    return rows
+
+
+def test_logstar_run_records_atoms_front_choice_and_eels(RE, microscope):
+    from agents.logstar import LoGStarAgent
+
+    agent = LoGStarAgent("graphene", budget=16, n_initial=10, seed=0)
+    RE(logstar(microscope.scan, agent, eels_points=microscope.eels_points, n_eels=2))
+
+    atoms = stream_events(RE, "atoms")
+    found = np.array([[a["atoms-x"], a["atoms-y"]] for a in atoms])
+    truth = microscope.sim_bridge.backend.get_truth()["atoms"]
+    true_xy = np.asarray(truth["xy_px"])
+    inside = (true_xy >= 0).all(axis=1) & (true_xy < 127.5).all(axis=1)
+    score = match_atoms(found, true_xy[inside], max_distance=3.0)
+    assert score.f1 > 0.8, score.as_dict()
+
+    front = stream_events(RE, "logstar_front")
+    assert len(front) >= 1
+    assert sum(bool(p["logstar_front-chosen"]) for p in front) == 1
+    report = json.loads(stream_events(RE, "logstar")[0]["logstar-report"])
+    assert report["chosen"]["chooser"] == "agent"
+
+    spectra = stream_events(RE, "primary")
+    assert len(spectra) == 2
+    positions = {(s["stem-beam-x"], s["stem-beam-y"]) for s in spectra}
+    assert positions <= {(a["atoms-x"], a["atoms-y"]) for a in atoms}
+
+
+def test_operator_choice_is_applied_to_the_next_run_without_reoptimising(RE, microscope):
+    from agents.logstar import LoGStarAgent
+
+    agent = LoGStarAgent("graphene", budget=16, n_initial=10, seed=0)
+    RE(logstar(microscope.scan, agent))
+    last = len(agent.front) - 1
+    agent.select(index=last, chooser="jane")
+    RE.documents.clear()
+    RE(logstar(microscope.scan, agent))
+    record = stream_events(RE, "logstar")[0]
+    assert record["logstar-optimised"] is False
+    assert record["logstar-chosen"] == last
+    report = json.loads(record["logstar-report"])
+    assert report["chosen"]["chooser"] == "jane"
+    assert report["chosen"]["method"] == "index"
