@@ -35,9 +35,9 @@ from ._client_core import (
     region_argument,
     slice_ms,
 )
-from .backends.base import ImageAcquisition, SpectrumAcquisition
 from .errors import BridgeConnectionError
 from .keys import KeySource
+from .types import ImageAcquisition, SpectrumAcquisition
 
 __all__ = ["AsyncBridgeClient"]
 

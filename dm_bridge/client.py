@@ -42,9 +42,9 @@ from ._client_core import (
     slice_ms,
 )
 from .aio import AsyncBridgeClient
-from .backends.base import ImageAcquisition, SpectrumAcquisition
 from .errors import BridgeConnectionError
 from .keys import KeySource
+from .types import ImageAcquisition, SpectrumAcquisition
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncBridgeClient", "BridgeClient"]
 

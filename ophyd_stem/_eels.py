@@ -22,7 +22,7 @@ from ophyd_async.core import (
     soft_signal_r_and_setter,
 )
 
-from dm_bridge.backends.base import SpectrumAcquisition
+from dm_bridge.types import SpectrumAcquisition
 
 from ._bridge import BridgeHandle, bridge_signal
 

@@ -24,7 +24,7 @@ from ophyd_async.core import (
 )
 from ophyd_async.core._status import AsyncStatus
 
-from dm_bridge.backends.base import ImageAcquisition
+from dm_bridge.types import ImageAcquisition
 
 from ._bridge import BridgeHandle, bridge_signal
 

@@ -17,6 +17,7 @@ BIN = Path(sys.executable).parent
 SERVER_SIDE = [
     "dm_bridge/__init__.py",
     "dm_bridge/errors.py",
+    "dm_bridge/types.py",
     "dm_bridge/protocol.py",
     "dm_bridge/commands.py",
     "dm_bridge/keys.py",
