@@ -148,6 +148,7 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
         self.stream = "primary"
         self._points = np.empty((0, 2))
         self._pages: list[SpectrumAcquisition] = []
+        self._acquired: list[SpectrumAcquisition] = []
         self._task: asyncio.Task | None = None
         self._stopping = False
         self.acquired = 0
@@ -175,6 +176,7 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
             )
         self._points = points
         self._pages = []
+        self._acquired = []
         self.acquired = 0
 
     @AsyncStatus.wrap
@@ -190,6 +192,7 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
             chunk = self._points[start : start + self.chunk_size]
             acquisition = await client.acquire_spectra_at_points(chunk)
             self._pages.append(acquisition)
+            self._acquired.append(acquisition)
             self.acquired += len(chunk)
             self._camera.publish(acquisition, index=-1)
 
@@ -207,6 +210,22 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
         await task
         yield WatcherUpdate(
             name=self.name, current=self.acquired, initial=0, target=total, unit="spectra"
+        )
+
+    @property
+    def last_acquisition(self) -> SpectrumAcquisition | None:
+        """All spectra of the last ``prepare``/``kickoff`` in one acquisition (what an
+        adaptive plan scalarises and feeds to its agent), or ``None`` before any."""
+        if not self._acquired:
+            return None
+        parts = self._acquired
+        return SpectrumAcquisition(
+            spectra=np.concatenate(
+                [np.asarray(p.spectra).reshape(-1, p.spectra.shape[-1]) for p in parts]
+            ),
+            energy_axis=np.asarray(parts[0].energy_axis),
+            positions=np.concatenate([np.asarray(p.positions) for p in parts]),
+            instrument_time=float(sum(p.instrument_time for p in parts)),
         )
 
     async def stop(self, success: bool = True) -> None:

@@ -4,6 +4,7 @@ Plans never import the ML stack: adaptive plans take their agent as an argument,
 queueserver (and anyone without torch) can import this package.
 """
 
+from .adaptive import adaptive_eels, edge_eels
 from .basic import spectrum_image, survey
 from .logstar import logstar
 from .stubs import (
@@ -16,6 +17,8 @@ from .stubs import (
 
 __all__ = [
     "acquire_spectra_at_points",
+    "adaptive_eels",
+    "edge_eels",
     "grid_positions",
     "logstar",
     "read_survey_image",

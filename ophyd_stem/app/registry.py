@@ -13,6 +13,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = ["PLANS", "PlanEntry", "register"]
 
 
@@ -178,5 +180,175 @@ register(
         _build_logstar,
         default_sample="graphene",
         summarize=_summarize_logstar,
+    )
+)
+
+
+def _twin_truth(session: Any) -> dict[str, Any] | None:
+    """The twin's ground truth of the last image, or None on a real microscope."""
+    if session.bridge is None:
+        return None
+    try:
+        return session.bridge.client().get_truth()
+    except Exception:  # a replay or another backend without truth
+        return None
+
+
+def _edge_arguments(parser: argparse.ArgumentParser) -> None:
+    _scan_arguments(parser, 128)
+    parser.add_argument("--budget", type=int, default=150, help="most points to measure")
+    parser.add_argument("--sigma", type=float, default=1.5, help="edge smoothing, px")
+    parser.add_argument("--spacing", type=float, default=1.5, help="least spacing of points, px")
+    parser.add_argument("--method", choices=("canny", "sobel"), default="canny", help="edge filter")
+    parser.add_argument("--scalarizer", default=None, help="e.g. band:5:15 (recorded per point)")
+
+
+def _build_edge(session: Any, args: argparse.Namespace) -> Generator:
+    from agents.edges import EdgeAgent
+    from plans import edge_eels
+
+    scalarizer = None
+    if args.scalarizer:
+        from agents.scalarizers import get_scalarizer
+
+        scalarizer = get_scalarizer(args.scalarizer)
+
+    def make_agent(image):
+        args.agent = EdgeAgent(
+            image, method=args.method, sigma=args.sigma, spacing=args.spacing, budget=args.budget
+        )
+        return args.agent
+
+    yield from _setup_scan(session, args)
+    m = session.microscope
+    return (yield from edge_eels(m.scan, m.eels_points, make_agent, scalarizer=scalarizer))
+
+
+def _summarize_edge(session: Any, args: argparse.Namespace) -> list[str]:
+    agent = args.agent
+    n, pixels = len(agent.candidates), int(np.prod(agent.image_shape))
+    lines = [f"  measured    {n} of {pixels} pixels ({100 * n / pixels:.2f} %) along the edges"]
+    truth = _twin_truth(session)
+    if truth is not None and "interface" in truth.get("label_names", []):
+        from agents.edges import evaluate_edge_points
+
+        label = list(truth["label_names"]).index("interface")
+        score = evaluate_edge_points(truth["labels"], agent.candidates, interface_label=label)
+        lines.append(
+            f"  truth       {100 * score['interface_within_1px']:.1f} % of the "
+            f"{score['n_interface']} true interface pixels lie within 1 px of a measured point"
+        )
+    per_point = session.microscope.eels_points.last_acquisition
+    if per_point is not None and n:
+        seconds = per_point.instrument_time / n
+        lines.append(
+            f"  full grid   {pixels} spectra would take {_minutes(seconds * pixels)} "
+            f"on the microscope, against {_minutes(seconds * n)} here"
+        )
+    return lines
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def _dkl_arguments(parser: argparse.ArgumentParser) -> None:
+    _scan_arguments(parser, 128)
+    parser.add_argument("--steps", type=int, default=30, help="measurements the agent chooses")
+    parser.add_argument(
+        "--acquisition", choices=("ei", "ucb", "uncertainty"), default="ei", help="how to choose"
+    )
+    parser.add_argument("--xi", type=float, default=0.01, help="EI exploration margin")
+    parser.add_argument("--beta", type=float, default=4.0, help="UCB exploration weight")
+    parser.add_argument(
+        "--scalarizer", default="band:20:30", help="what to maximise, e.g. band:20:30 (eV)"
+    )
+    parser.add_argument("--window", type=int, default=16, help="patch size around each pixel")
+    parser.add_argument("--seeds", type=int, default=5, help="random first measurements")
+    parser.add_argument("--maps-every", type=int, default=5, help="record maps every k steps")
+
+
+def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
+    from agents.dkl import DKLAgent
+    from agents.scalarizers import get_scalarizer
+    from plans import adaptive_eels
+
+    scalarizer = get_scalarizer(args.scalarizer)
+
+    def make_agent(image):
+        args.agent = DKLAgent(
+            image,
+            window=args.window,
+            acquisition=args.acquisition,
+            xi=args.xi,
+            beta=args.beta,
+            n_seed=args.seeds,
+            seed=args.seed,
+        )
+        return args.agent
+
+    yield from _setup_scan(session, args)
+    m = session.microscope
+    return (
+        yield from adaptive_eels(
+            m.scan,
+            m.eels_points,
+            make_agent,
+            scalarizer,
+            steps=args.steps,
+            maps_every=args.maps_every,
+        )
+    )
+
+
+def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
+    agent = args.agent
+    values = np.asarray(agent.values)
+    if not len(values):
+        return ["  measured    nothing"]
+    best = int(np.argmax(values))
+    x, y = agent.positions[best]
+    lines = [
+        f"  best        {values[best]:.4g} at ({x:.1f}, {y:.1f}) px, "
+        f"step {best + 1} of {len(values)}"
+    ]
+    truth = _twin_truth(session)
+    target = None if truth is None else truth.get("target_map")
+    if target is not None and args.scalarizer == "band:20:30":
+        # The twin's noise-free map of the same band, looked up where the agent measured.
+        target = np.asarray(target, dtype=float)
+        rows = np.clip(np.rint(agent.positions[:, 1]).astype(int), 0, target.shape[0] - 1)
+        cols = np.clip(np.rint(agent.positions[:, 0]).astype(int), 0, target.shape[1] - 1)
+        found = target[rows, cols]
+        first = (
+            int(np.argmax(found >= 0.9 * target.max())) + 1
+            if (found >= 0.9 * target.max()).any()
+            else None
+        )
+        lines.append(
+            f"  truth       best measured position holds {100 * found.max() / target.max():.0f} % "
+            f"of the true maximum" + (f" (>= 90 % from step {first})" if first else "")
+        )
+    return lines
+
+
+register(
+    PlanEntry(
+        "edge",
+        "edge-guided EELS: spectra only along the edges of the survey image",
+        _edge_arguments,
+        _build_edge,
+        default_sample="nanowire",
+        summarize=_summarize_edge,
+    )
+)
+register(
+    PlanEntry(
+        "dkl",
+        "Deep Kernel Learning: find where the spectral response is strongest",
+        _dkl_arguments,
+        _build_dkl,
+        default_sample="nanoparticles",
+        summarize=_summarize_dkl,
     )
 )

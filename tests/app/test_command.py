@@ -61,3 +61,21 @@ def test_bad_input_gives_one_clear_line(app_env):
     result = ophyd_stem(app_env, "run", "survey", "--size", "100000")
     assert result.returncode == 1
     assert "width" in result.stderr or "outside" in result.stderr
+
+
+def test_edge_and_dkl_commands_run_on_the_embedded_default(app_env):
+    edge = ophyd_stem(app_env, "run", "edge")
+    assert edge.returncode == 0, edge.stderr[-3000:]
+    assert "stored      yes" in edge.stdout
+    coverage = re.search(r"truth\s+([0-9.]+) % of the \d+ true interface pixels", edge.stdout)
+    assert coverage is not None
+    assert float(coverage.group(1)) >= 90.0
+    fraction = re.search(r"pixels \(([0-9.]+) %\) along the edges", edge.stdout)
+    assert float(fraction.group(1)) <= 1.0
+    assert "full grid" in edge.stdout
+
+    dkl = ophyd_stem(app_env, "run", "dkl", "--steps", "8", "--seeds", "3")
+    assert dkl.returncode == 0, dkl.stderr[-3000:]
+    assert "stored      yes" in dkl.stdout
+    assert re.search(r"best\s+\S+ at \(", dkl.stdout)
+    assert "of the true maximum" in dkl.stdout

@@ -1,0 +1,232 @@
+"""Adaptive EELS: measure where an agent says, learn, repeat -- data and decisions in one run.
+
+Two workflows from the first paper (``../shared/seeds/000_*.txt``, section V):
+
+:func:`edge_eels`
+    forward: the survey image's edges decide every point up front; the spectra at those
+    points are measured in one go (137 of 16,384 pixels instead of the full grid).
+:func:`adaptive_eels`
+    inverse: an active-learning agent (Deep Kernel Learning, say) picks the next point from
+    what it has measured so far, step by step.
+
+Plans never import the ML stack: the agent arrives through a factory that receives the
+survey image (``make_agent(image) -> agent``), and the spectrum-to-number function
+(``scalarizer(spectra, energy_axis) -> values``) is passed in too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import numpy as np
+from bluesky.utils import MsgGenerator
+
+from ophyd_stem import Record, Table
+
+from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table
+
+__all__ = ["adaptive_eels", "edge_eels"]
+
+Scalarizer = Callable[[np.ndarray, np.ndarray], Any]
+
+
+def _survey(scan: Any, signal: str) -> MsgGenerator[tuple[np.ndarray, float]]:
+    yield from read_survey_image(scan)
+    acquisition = scan.last_acquisition
+    if acquisition is None or signal not in acquisition.images:
+        raise RuntimeError(f"the survey image has no {signal!r} signal")
+    return np.asarray(acquisition.images[signal], dtype=np.float64), acquisition.pixel_size
+
+
+def _agent_md(agent: Any) -> dict[str, Any]:
+    return {"name": getattr(agent, "name", type(agent).__name__), "class": type(agent).__name__}
+
+
+def edge_eels(
+    scan: Any,
+    eels_points: Any,
+    make_agent: Callable[[np.ndarray], Any],
+    *,
+    scalarizer: Scalarizer | None = None,
+    signal: str = "HAADF",
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """Edge-guided EELS: spectra only where the survey image shows an edge or interface.
+
+    One run holds the survey image (``survey``), the edge map (``edge_map``), the chosen
+    points in beam order (``edge_points``) and the spectra (``primary``); with a
+    ``scalarizer`` each spectrum's value goes to ``decisions`` too.
+
+    Parameters
+    ----------
+    scan, eels_points : the microscope's scan engine and multi-point EELS device
+    make_agent : callable
+        ``make_agent(survey_image)`` returns an agent with ``edges`` (the edge map),
+        ``candidates`` (``(N, 2)`` x, y in beam order) and ``suggest(n)``; e.g.
+        ``lambda image: agents.edges.EdgeAgent(image, budget=150)``.
+    scalarizer : callable, optional
+        ``scalarizer(spectra, energy_axis) -> values`` recorded per point.
+    signal : str
+        The survey signal the edges are found in.
+    """
+    _md = {
+        "plan_name": "edge_eels",
+        "plan_args": {"signal": signal, "scalarizer": getattr(scalarizer, "__name__", None)},
+        "detectors": [scan.name, eels_points.name],
+        "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
+        **(md or {}),
+    }
+    edge_record = Record("edge")
+    points_table = Table("edge_points", units={"x": "px", "y": "px"})
+    decisions = Record("decision", units={"x": "px", "y": "px"})
+
+    @bpp.stage_decorator([scan])
+    @bpp.run_decorator(md=_md)
+    def inner():
+        image, _ = yield from _survey(scan, signal)
+        agent = make_agent(image)
+        points = np.asarray(agent.candidates, dtype=np.float64)
+        yield from record(
+            edge_record,
+            "edge_map",
+            edge_map=np.asarray(agent.edges, dtype=np.float32),
+            n_points=len(points),
+            fraction_of_pixels=len(points) / image.size,
+            report=agent.report(),
+        )
+        if len(points) == 0:
+            return
+        yield from record_table(
+            points_table,
+            order=np.arange(len(points)),
+            x=points[:, 0],
+            y=points[:, 1],
+            edge_strength=np.asarray(getattr(agent, "strength", np.zeros(len(points)))),
+        )
+        suggestions = agent.suggest(len(points))
+        positions = np.array([[s["x"], s["y"]] for s in suggestions])
+        yield from acquire_spectra_at_points(eels_points, positions)
+        if scalarizer is not None:
+            acquisition = eels_points.last_acquisition
+            values = np.asarray(scalarizer(acquisition.spectra, acquisition.energy_axis))
+            agent.ingest(acquisition.positions, values)
+            for i, (x, y) in enumerate(acquisition.positions):
+                yield from record(
+                    decisions, "decisions", step=i, x=float(x), y=float(y), value=float(values[i])
+                )
+
+    return (yield from inner())
+
+
+def adaptive_eels(
+    scan: Any,
+    eels_points: Any,
+    make_agent: Callable[[np.ndarray], Any],
+    scalarizer: Scalarizer,
+    *,
+    steps: int = 30,
+    batch: int = 1,
+    maps_every: int = 5,
+    control: Any = None,
+    signal: str = "HAADF",
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """The inverse workflow: an agent chooses each next EELS position from what it learnt.
+
+    Each step: the agent suggests ``batch`` positions; the spectra there go to ``primary``;
+    the scalarizer turns each into a number the agent ingests; the step's decision (position,
+    value, the agent's acquisition value, predicted mean and uncertainty there, and its
+    report) goes to ``decisions``; every ``maps_every`` steps the predicted mean, uncertainty
+    and acquisition maps go to ``agent_maps``. Data and decisions both, so the run can be
+    replayed and audited.
+
+    Parameters
+    ----------
+    scan, eels_points : the microscope's scan engine and multi-point EELS device
+    make_agent : callable
+        ``make_agent(survey_image)`` returns an agent (``suggest``, ``ingest``, ``report``;
+        ``predict_maps`` for the maps), e.g. ``lambda image: agents.DKLAgent(image)``.
+    scalarizer : callable
+        ``scalarizer(spectra, energy_axis) -> values`` (``agents.scalarizers``).
+    steps : int
+        Agent steps (each measures ``batch`` positions).
+    batch : int
+        Positions per step.
+    maps_every : int
+        Record the agent's maps every this many steps (0: never); also after the last step.
+    control : optional
+        A human-in-the-loop controller with a plan stub ``review(step, suggestions, agent)``
+        returning the suggestions to measure (approve, veto, redirect); None runs freely.
+    signal : str
+        The survey signal the agent sees.
+    """
+    if steps < 1 or batch < 1:
+        raise ValueError("steps and batch must be >= 1")
+    _md = {
+        "plan_name": "adaptive_eels",
+        "plan_args": {
+            "steps": steps,
+            "batch": batch,
+            "maps_every": maps_every,
+            "signal": signal,
+            "scalarizer": getattr(scalarizer, "__name__", repr(scalarizer)),
+        },
+        "detectors": [scan.name, eels_points.name],
+        "num_points": steps * batch,
+        "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
+        **(md or {}),
+    }
+    decisions = Record("decision", units={"x": "px", "y": "px"})
+    maps = Record("agent_maps")
+
+    def record_maps(agent: Any, step: int):
+        predict = getattr(agent, "predict_maps", None)
+        if predict is None or len(getattr(agent, "values", ())) < 2:
+            return
+        m = predict()
+        yield from record(maps, "agent_maps", step=step, **{k: np.asarray(v) for k, v in m.items()})
+
+    @bpp.stage_decorator([scan])
+    @bpp.run_decorator(md=_md)
+    def inner():
+        image, _ = yield from _survey(scan, signal)
+        agent = make_agent(image)
+        yield from bps.checkpoint()
+        for step in range(1, steps + 1):
+            suggestions = agent.suggest(batch)
+            if control is not None:
+                suggestions = yield from control.review(step, suggestions, agent)
+            if not suggestions:
+                break
+            positions = np.array([[s["x"], s["y"]] for s in suggestions], dtype=np.float64)
+            yield from acquire_spectra_at_points(eels_points, positions)
+            acquisition = eels_points.last_acquisition
+            values = np.atleast_1d(
+                np.asarray(
+                    scalarizer(acquisition.spectra, acquisition.energy_axis), dtype=np.float64
+                )
+            )
+            agent.ingest(acquisition.positions, values)
+            report = agent.report()
+            for s, (x, y), value in zip(suggestions, acquisition.positions, values):
+                yield from record(
+                    decisions,
+                    "decisions",
+                    step=step,
+                    x=float(x),
+                    y=float(y),
+                    value=float(value),
+                    acquisition=float(s.get("acquisition", np.nan)),
+                    predicted_mean=float(s.get("mean", np.nan)),
+                    predicted_std=float(s.get("std", np.nan)),
+                    source=str(s.get("source", "agent")),
+                    report=report,
+                )
+            if maps_every and (step % maps_every == 0 or step == steps):
+                yield from record_maps(agent, step)
+            yield from bps.checkpoint()
+
+    return (yield from inner())
