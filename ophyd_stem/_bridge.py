@@ -13,6 +13,7 @@ limits in its DataKey.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -30,7 +31,13 @@ from ophyd_async.core._signal import Signal
 
 from dm_bridge.errors import BridgeError
 
-__all__ = ["AsyncBridge", "BridgeHandle", "BridgeParameterBackend", "bridge_signal"]
+__all__ = [
+    "AsyncBridge",
+    "BridgeHandle",
+    "BridgeParameterBackend",
+    "abandon_on_pause",
+    "bridge_signal",
+]
 
 T = TypeVar("T")
 
@@ -213,3 +220,28 @@ def bridge_signal(
     )
     cls: type[Signal] = SignalR if write is None else SignalRW
     return cls(backend)
+
+
+async def abandon_on_pause(work: Awaitable[T], paused: asyncio.Event) -> T | None:
+    """Run ``work`` until it finishes or ``paused`` is set, whichever comes first.
+
+    When the RunEngine suspends (the bridge stopped answering) or pauses, it calls
+    ``pause()`` on every device, rewinds to the last checkpoint, and later replays the
+    operation. A bridge call still in flight would fail afterwards and, as a status Bluesky
+    no longer waits for, fail the whole run; instead the device abandons it (cancelled,
+    ``None`` returned, the status completes) and the replay repeats it.
+    """
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(paused.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return None
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()

@@ -24,7 +24,7 @@ from ophyd_async.core import (
 
 from dm_bridge.types import SpectrumAcquisition
 
-from ._bridge import BridgeHandle, bridge_signal
+from ._bridge import BridgeHandle, abandon_on_pause, bridge_signal
 
 __all__ = ["EELSCamera", "EELSPoints"]
 
@@ -65,6 +65,7 @@ class EELSCamera(StandardReadable, Triggerable):
             self.intensity, self._set_intensity = soft_signal_r_and_setter(
                 float, units="counts", precision=1
             )
+        self._paused = asyncio.Event()
         super().__init__(name=name)
 
     def _param(self, datatype, key: str, units: str | None, precision: int | None):
@@ -113,7 +114,18 @@ class EELSCamera(StandardReadable, Triggerable):
             self.publish(SpectrumAcquisition(spectra=empty, energy_axis=axis))
             return
         client = self._handle.require_client()
-        self.publish(await client.acquire_spectrum())
+        self._paused.clear()
+        acquisition = await abandon_on_pause(client.acquire_spectrum(), self._paused)
+        if acquisition is not None:
+            self.publish(acquisition)
+
+    def pause(self) -> None:
+        """The RunEngine paused or suspended: abandon an acquisition in flight (it is
+        repeated when the run resumes)."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
 
 class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigurable):
@@ -151,6 +163,7 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
         self._acquired: list[SpectrumAcquisition] = []
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._paused = asyncio.Event()
         self.acquired = 0
         super().__init__(name=name)
 
@@ -182,7 +195,8 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
     @AsyncStatus.wrap
     async def kickoff(self) -> None:
         self._stopping = False
-        self._task = asyncio.create_task(self._acquire())
+        self._paused.clear()
+        self._task = asyncio.create_task(abandon_on_pause(self._acquire(), self._paused))
 
     async def _acquire(self) -> None:
         client = self._handle.require_client()
@@ -231,6 +245,15 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
     async def stop(self, success: bool = True) -> None:
         """Finish after the chunk in flight (its spectra are kept)."""
         self._stopping = True
+
+    def pause(self) -> None:
+        """The RunEngine paused or suspended: abandon the positions in flight; the plan's
+        last checkpoint (before this batch) makes the run measure them again on resume."""
+        self._paused.set()
+        self._pages = []
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     async def describe_collect(self) -> dict[str, dict[str, DataKey]]:
         source = f"dm-bridge://{self._handle.address}/acquire_spectra_at_points"

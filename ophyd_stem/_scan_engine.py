@@ -26,7 +26,7 @@ from ophyd_async.core._status import AsyncStatus
 
 from dm_bridge.types import ImageAcquisition
 
-from ._bridge import BridgeHandle, bridge_signal
+from ._bridge import BridgeHandle, abandon_on_pause, bridge_signal
 
 __all__ = ["ScanEngine"]
 
@@ -206,6 +206,7 @@ class ScanEngine(StandardDetector):
     def __init__(self, handle: BridgeHandle, path_provider: PathProvider, name: str = "") -> None:
         self._handle = handle
         self._state = _SurveyState(handle)
+        self._paused = asyncio.Event()
         self.width = self._param(int, "width", "px")
         self.height = self._param(int, "height", "px")
         self.dwell_time = self._param(float, "dwell_time", "s", 9)
@@ -273,6 +274,26 @@ class ScanEngine(StandardDetector):
     async def connect(self, *args, **kwargs) -> None:  # type: ignore[override]
         await super().connect(*args, **kwargs)
         self._state.mock = self._mock is not None
+
+    def trigger(self):  # type: ignore[override]
+        status = super().trigger()
+        self._paused.clear()
+        return AsyncStatus(self._until_done_or_paused(status))
+
+    async def _until_done_or_paused(self, status) -> None:
+        # Waiting on the detector's own status, or abandoning the scan when the RunEngine
+        # pauses: then the acquisition task is cancelled, no frame is written, and the
+        # trigger is repeated after the resume (see ophyd_stem._bridge.abandon_on_pause).
+        await abandon_on_pause(status, self._paused)
+        if not status.done:
+            await self._acquire_logic.ensure_stopped()
+
+    def pause(self) -> None:
+        """The RunEngine paused or suspended: abandon a scan in flight (repeated on resume)."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     @AsyncStatus.wrap
     async def stage(self) -> None:

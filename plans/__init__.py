@@ -6,6 +6,7 @@ queueserver (and anyone without torch) can import this package.
 
 from .adaptive import adaptive_eels, edge_eels
 from .basic import spectrum_image, survey
+from .control import OperatorControl
 from .logstar import logstar
 from .stubs import (
     acquire_spectra_at_points,
@@ -16,6 +17,7 @@ from .stubs import (
 )
 
 __all__ = [
+    "OperatorControl",
     "acquire_spectra_at_points",
     "adaptive_eels",
     "edge_eels",

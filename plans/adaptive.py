@@ -108,9 +108,8 @@ def edge_eels(
         )
         suggestions = agent.suggest(len(points))
         positions = np.array([[s["x"], s["y"]] for s in suggestions])
-        yield from acquire_spectra_at_points(eels_points, positions)
+        acquisition = yield from acquire_spectra_at_points(eels_points, positions)
         if scalarizer is not None:
-            acquisition = eels_points.last_acquisition
             values = np.asarray(scalarizer(acquisition.spectra, acquisition.energy_axis))
             agent.ingest(acquisition.positions, values)
             for i, (x, y) in enumerate(acquisition.positions):
@@ -157,9 +156,12 @@ def adaptive_eels(
         Positions per step.
     maps_every : int
         Record the agent's maps every this many steps (0: never); also after the last step.
-    control : optional
-        A human-in-the-loop controller with a plan stub ``review(step, suggestions, agent)``
-        returning the suggestions to measure (approve, veto, redirect); None runs freely.
+    control : plans.OperatorControl, optional
+        The operator's hand on the loop (approve, veto, add points, change the acquisition
+        function or the scalarizer; see :mod:`plans.control`): its plan stubs
+        ``prepare(step, agent)`` and ``review(step, suggestions, agent)`` run before and after
+        the agent suggests, and ``scalarize`` applies the scalarizer in force. None: the agent
+        runs freely.
     signal : str
         The survey signal the agent sees.
     """
@@ -196,19 +198,20 @@ def adaptive_eels(
         agent = make_agent(image)
         yield from bps.checkpoint()
         for step in range(1, steps + 1):
+            if control is not None:  # the operator's changes made while paused
+                yield from control.prepare(step, agent)
             suggestions = agent.suggest(batch)
             if control is not None:
                 suggestions = yield from control.review(step, suggestions, agent)
             if not suggestions:
                 break
             positions = np.array([[s["x"], s["y"]] for s in suggestions], dtype=np.float64)
-            yield from acquire_spectra_at_points(eels_points, positions)
-            acquisition = eels_points.last_acquisition
-            values = np.atleast_1d(
-                np.asarray(
-                    scalarizer(acquisition.spectra, acquisition.energy_axis), dtype=np.float64
-                )
-            )
+            acquisition = yield from acquire_spectra_at_points(eels_points, positions)
+            if control is not None:  # the operator may have changed the scalarizer
+                raw = control.scalarize(acquisition.spectra, acquisition.energy_axis, scalarizer)
+            else:
+                raw = scalarizer(acquisition.spectra, acquisition.energy_axis)
+            values = np.atleast_1d(np.asarray(raw, dtype=np.float64))
             agent.ingest(acquisition.positions, values)
             report = agent.report()
             for s, (x, y), value in zip(suggestions, acquisition.positions, values):

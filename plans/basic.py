@@ -52,6 +52,7 @@ def spectrum_image(
     rows: int,
     cols: int,
     region: Sequence[float] | None = None,
+    batch: int = 256,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """The exhaustive baseline: a survey image, then a spectrum at every grid position.
@@ -67,6 +68,9 @@ def spectrum_image(
         Grid shape.
     region : (x0, y0, x1, y1), optional
         First and last grid positions in scan-field pixels; default the whole field.
+    batch : int
+        Positions per checkpoint: after a pause or a bridge outage, only the batch in flight
+        is measured again.
     md : dict, optional
     """
     _md = {
@@ -87,6 +91,6 @@ def spectrum_image(
         width = yield from bps.rd(scan.width)
         height = yield from bps.rd(scan.height)
         points = grid_positions(rows, cols, int(width), int(height), region)
-        yield from acquire_spectra_at_points(eels_points, points)
+        yield from acquire_spectra_at_points(eels_points, points, batch=batch)
 
     return (yield from inner())

@@ -16,6 +16,14 @@ from .stubs import acquire_spectra_at_points, read_survey_image, record, record_
 __all__ = ["logstar"]
 
 
+def _settings(agent: Any) -> dict[str, Any]:
+    """The agent's public settings that are plain numbers or strings (seed, budget...)."""
+    plain = (bool, int, float, str, type(None))
+    return {
+        k: v for k, v in vars(agent).items() if not k.startswith("_") and isinstance(v, plain)
+    }
+
+
 def logstar(
     scan: Any,
     agent: Any,
@@ -24,6 +32,7 @@ def logstar(
     eels_points: Any = None,
     n_eels: int = 0,
     signal: str = "HAADF",
+    control: Any = None,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Find atoms without labels (LoG*), record the Pareto front and the operator's choice,
@@ -50,6 +59,9 @@ def logstar(
         Spectra per image at the suggested atoms.
     signal : str
         Detector signal whose image is analysed.
+    control : plans.OperatorControl, optional
+        The operator's hand: its front pick (``control.pick_front``) is applied to each
+        image, and in approve mode the plan pauses at each front and before the EELS points.
     md : dict, optional
     """
     if n_eels and eels_points is None:
@@ -57,7 +69,12 @@ def logstar(
     _md = {
         "plan_name": "logstar",
         "plan_args": {"images": images, "n_eels": n_eels, "signal": signal},
-        "agent": {"name": getattr(agent, "name", type(agent).__name__), "class": repr(agent)},
+        "agent": {
+            "name": getattr(agent, "name", type(agent).__name__),
+            "class": repr(agent),
+            # its settings and state at the start, so forensics can rebuild it
+            "config": _settings(agent),
+        },
         "detectors": [scan.name] + ([eels_points.name] if eels_points is not None else []),
         "num_points": images * max(n_eels, 0),
         "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
@@ -75,6 +92,8 @@ def logstar(
             acquisition = scan.last_acquisition
             image = np.asarray(acquisition.images[signal], dtype=np.float64)
             summary = agent.observe(image, pixel_size_nm=acquisition.pixel_size)
+            if control is not None:  # the operator's pick on the front (recorded)
+                yield from control.review_front(index, agent)
             table = agent.atoms_table()
             yield from record_table(
                 atoms,
@@ -100,13 +119,15 @@ def logstar(
                 report,
                 "logstar",
                 image=index,
-                n_atoms=int(summary["n_atoms"]),
+                n_atoms=len(table["row"]),
                 optimised=bool(summary["optimised"]),
                 chosen=int(chosen),
                 report=agent.report(),
             )
             if n_eels:
                 suggestions = agent.suggest(n_eels)
+                if control is not None and suggestions:
+                    suggestions = yield from control.review(index, suggestions, agent)
                 if suggestions:
                     positions = np.array([[s["x"], s["y"]] for s in suggestions])
                     yield from acquire_spectra_at_points(eels_points, positions)

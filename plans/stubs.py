@@ -9,6 +9,8 @@ import bluesky.plan_stubs as bps
 import numpy as np
 from bluesky.utils import MsgGenerator
 
+from dm_bridge.types import SpectrumAcquisition
+
 __all__ = [
     "acquire_spectra_at_points",
     "grid_positions",
@@ -36,30 +38,42 @@ def grid_positions(
 
 
 def acquire_spectra_at_points(
-    eels_points: Any, points: np.ndarray, stream_name: str = "primary"
+    eels_points: Any, points: np.ndarray, stream_name: str = "primary", batch: int = 256
 ) -> MsgGenerator[int]:
     """Acquire a spectrum at each ``(x, y)`` of ``points`` into ``stream_name``.
 
     Uses the microscope's multi-point EELS device (one bridge call per chunk of positions),
-    one event per position. Must run inside an open run; may run several times in one run
-    (the stream is described once). Returns the number of spectra.
+    one event per position. The positions go in batches of ``batch``, each behind a
+    checkpoint and collected when done: if the run is paused or suspended (the bridge stopped
+    answering), only the batch in flight is measured again on resume, and no event is
+    emitted twice. Must run inside an open run; may run several times in one run (the stream
+    is described once).
+
+    Returns:
+        All the spectra, their positions and energy axis in one
+        :class:`~dm_bridge.types.SpectrumAcquisition` (for the plan's agent), or None when
+        ``points`` is empty.
     """
     points = np.asarray(points, dtype=np.float64)
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
     eels_points.stream = stream_name
-    yield from bps.prepare(eels_points, points, wait=True)
-    yield from bps.kickoff(eels_points, wait=True)
-    status = yield from bps.complete(eels_points, wait=False)
-    # Emit pages while the acquisition runs, so the catalog and live views keep up.
-    while not status.done:
+    parts = []
+    for start in range(0, len(points), batch):
+        yield from bps.checkpoint()
+        yield from bps.prepare(eels_points, points[start : start + batch], wait=True)
+        yield from bps.kickoff(eels_points, wait=True)
+        yield from bps.complete(eels_points, wait=True)
         yield from bps.collect(eels_points)
-        yield from bps.sleep(0.5)
-    yield from bps.wait_for([lambda: _status_coroutine(status)])
-    yield from bps.collect(eels_points)
-    return len(points)
-
-
-async def _status_coroutine(status: Any) -> None:
-    await status
+        parts.append(eels_points.last_acquisition)
+    if not parts:
+        return None
+    return SpectrumAcquisition(
+        spectra=np.concatenate([p.spectra for p in parts]),
+        energy_axis=parts[0].energy_axis,
+        positions=np.concatenate([p.positions for p in parts]),
+        instrument_time=float(sum(p.instrument_time for p in parts)),
+    )
 
 
 def read_survey_image(scan: Any, stream_name: str = "survey") -> MsgGenerator[str]:

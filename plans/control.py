@@ -1,0 +1,535 @@
+"""The operator in the loop: approve, veto, redirect an adaptive plan from the console.
+
+The console is blocked while ``RE(plan)`` runs (the NSLS-II way), so the operator acts while
+the RunEngine is *paused*, and every act is recorded in the run:
+
+``mode="approve"``
+    nothing is measured without approval. At each step the plan records the agent's
+    suggestions, sets a checkpoint and pauses; the operator looks (``control.pending``),
+    calls :meth:`~OperatorControl.approve`, :meth:`~OperatorControl.veto`,
+    :meth:`~OperatorControl.add`, :meth:`~OperatorControl.set_acquisition`,
+    :meth:`~OperatorControl.set_scalarizer`... and ``RE.resume()``.
+``mode="free"``
+    the agent runs freely. The operator can still step in: Ctrl-C (the RunEngine pauses at
+    the end of the current step), the same methods, ``RE.resume()``; the changes apply
+    from the next step.
+
+The pause always comes right after a checkpoint, so ``RE.resume()`` rewinds nothing: no
+spectrum is measured twice and no decision is lost. ``RE.abort()`` ends the run with its
+stop document and everything measured so far.
+
+Every intervention (who, what, when, before and after) goes to the run's ``interventions``
+stream, so a replay shows it and forensics re-applies it to the agent in the same order.
+
+Example (in the console)::
+
+    >>> control = OperatorControl(mode="approve", operator="jane")
+    >>> RE(adaptive_eels(scan, eels_points, make_agent, get_scalarizer("band:20:30"),
+    ...                  steps=30, control=control))
+    step 1: the agent suggests ... -- approve, veto or add, then RE.resume()
+    >>> control.pending
+    [{'index': 0, 'x': 40.0, 'y': 12.0, 'source': 'seed'}]
+    >>> control.veto(0); control.add(64, 64); control.approve()
+    >>> RE.resume()
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import numpy as np
+from bluesky.utils import MsgGenerator
+
+from ophyd_stem import Record
+
+from .stubs import record
+
+__all__ = ["MODES", "OperatorControl", "relabel"]
+
+MODES = ("free", "approve")
+
+#: actions that change what the agent suggests (applied before the agent is asked)
+_SETTINGS = ("set_acquisition", "set_scalarizer", "set_mode", "pick_front")
+
+
+def relabel(agent: Any, values: Sequence[float]) -> None:
+    """Give an agent new values for the measurements it has (after a scalarizer change).
+
+    The last ``len(values)`` measurements get the new values; an agent with a model refits it
+    now (``fit()``), so its next suggestion already reflects them. Agents may provide their
+    own ``relabel(values)``.
+
+    Raises:
+        ValueError: more values than the agent has measurements, or non-finite values.
+    """
+    new = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(new)):
+        raise ValueError("relabelled values must be finite")
+    own = getattr(agent, "relabel", None)
+    if callable(own):
+        own(new)
+        return
+    current = np.asarray(agent.values, dtype=np.float64)
+    if len(new) > len(current):
+        raise ValueError(f"{len(new)} values for an agent with {len(current)} measurements")
+    agent.values = np.concatenate([current[: len(current) - len(new)], new])
+    fit = getattr(agent, "fit", None)
+    if callable(fit) and len(agent.values) >= 2:
+        fit()
+
+
+@dataclass
+class _Action:
+    kind: str
+    who: str
+    requested: float
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def _point(s: dict[str, Any]) -> dict[str, Any]:
+    """A suggestion as it is shown and recorded: position, source and the agent's numbers."""
+    out: dict[str, Any] = {"x": float(s["x"]), "y": float(s["y"])}
+    for key in ("source", "acquisition", "mean", "std", "atom", "cluster"):
+        if key in s and s[key] is not None:
+            value = s[key]
+            out[key] = value.item() if isinstance(value, np.generic) else value
+    return out
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+
+
+class OperatorControl:
+    """Human-in-the-loop control of adaptive plans (``adaptive_eels``, ``logstar``).
+
+    Args:
+        mode: ``"free"`` (the agent runs; intervene with Ctrl-C) or ``"approve"`` (the plan
+            pauses for approval before every measurement).
+        operator: recorded as ``who`` (default ``$OPHYD_STEM_OPERATOR`` or the login name).
+        notify: how the plan tells the operator it waits (default ``print``).
+        scalarizers: resolves a scalarizer name such as ``"band:5:15"`` (default
+            ``agents.scalarizers.get_scalarizer``, imported when first needed).
+
+    Console methods (:meth:`approve`, :meth:`veto`, :meth:`add`, :meth:`set_acquisition`,
+    :meth:`set_scalarizer`, :meth:`pick_front`, :meth:`set_mode`) only queue the act; the plan
+    applies and records it when the RunEngine resumes, in the RunEngine's thread.
+
+    Example:
+        >>> control = OperatorControl(mode="free")
+        >>> RE(adaptive_eels(..., control=control))      # Ctrl-C: paused at the step's end
+        >>> control.set_acquisition("ucb", beta=9)
+        >>> control.set_scalarizer("band:5:15")
+        >>> RE.resume()
+    """
+
+    def __init__(
+        self,
+        mode: str = "free",
+        operator: str | None = None,
+        notify: Callable[[str], Any] | None = print,
+        scalarizers: Callable[[str], Callable] | None = None,
+    ) -> None:
+        self._mode = self._check_mode(mode)
+        self.operator = operator or os.environ.get("OPHYD_STEM_OPERATOR") or _login()
+        self.notify = notify
+        self._resolve = scalarizers
+        self._lock = threading.Lock()
+        self._queue: list[_Action] = []
+        self._pending: list[dict[str, Any]] | None = None  # shown for approval
+        self._front: dict[str, Any] | None = None  # shown for a LoG* pick
+        self._recorder = Record("intervention")
+        self._scalarizer: Callable | None = None
+        self._spectra: list[tuple[np.ndarray, np.ndarray]] = []
+        self._agent: Any = None
+        #: every intervention recorded so far (also in the run's ``interventions`` stream)
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ console side
+
+    @staticmethod
+    def _check_mode(mode: str) -> str:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        return mode
+
+    @property
+    def mode(self) -> str:
+        """``"free"`` or ``"approve"``."""
+        return self._mode
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        """The points waiting for approval, numbered as :meth:`veto` counts them (empty
+        when nothing waits), with the operator's queued vetoes and additions applied."""
+        with self._lock:
+            if self._pending is None:
+                return []
+            points = [dict(p) for p in self._pending]
+            for action in self._queue:
+                points = _edit(points, action)
+        return [{"index": i, **p} for i, p in enumerate(points)]
+
+    @property
+    def waiting(self) -> bool:
+        """True while a plan waits for the operator's approval."""
+        return self._pending is not None or self._front is not None
+
+    def _queue_action(self, kind: str, **args: Any) -> None:
+        with self._lock:
+            self._queue.append(_Action(kind, self.operator, time.time(), args))
+
+    def approve(self) -> list[dict[str, Any]]:
+        """Approve the pending points (as :attr:`pending` shows them); ``RE.resume()``
+        measures them. Returns them.
+
+        Raises:
+            RuntimeError: nothing is waiting for approval.
+        """
+        if not self.waiting:
+            raise RuntimeError(
+                "nothing waits for approval (in free mode the agent's points are measured at "
+                "once: set_mode('approve') to review them)"
+            )
+        self._queue_action("approve")
+        return self.pending
+
+    def veto(self, *indices: int) -> list[dict[str, Any]]:
+        """Refuse pending points by their index in :attr:`pending` (none given: all).
+
+        Vetoed points are not measured; if none is left, the agent is asked again (for other
+        points) when the RunEngine resumes. Returns what is left.
+
+        Raises:
+            RuntimeError: nothing is waiting for approval.
+            IndexError: an index that :attr:`pending` does not have.
+        """
+        if self._pending is None:
+            raise RuntimeError("no points wait for approval; veto works in approve mode")
+        current = self.pending
+        chosen = list(range(len(current))) if not indices else [int(i) for i in indices]
+        for i in chosen:
+            if not 0 <= i < len(current):
+                raise IndexError(f"no pending point {i}: pending are 0..{len(current) - 1}")
+        points = [{k: v for k, v in current[i].items() if k != "index"} for i in chosen]
+        self._queue_action("veto", indices=chosen, points=points)
+        return self.pending
+
+    def add(self, x: float, y: float) -> list[dict[str, Any]]:
+        """Measure ``(x, y)`` (pixels of the survey image: x = column, y = row) too: in
+        approve mode with the pending points, in free mode at the next step.
+
+        Raises:
+            ValueError: positions that are not finite numbers.
+        """
+        x, y = float(x), float(y)
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise ValueError(f"positions must be finite numbers, got ({x}, {y})")
+        self._queue_action("add", x=x, y=y)
+        return self.pending
+
+    def set_acquisition(self, name: str | None = None, **parameters: float) -> None:
+        """Change the agent's acquisition function or its exploration parameter, e.g.
+        ``set_acquisition("ucb", beta=9)`` or ``set_acquisition(xi=0.1)``.
+
+        Applied (and recorded) when the RunEngine resumes, before the agent is next asked;
+        points already pending are asked for again unless approved in the same pause.
+        """
+        if name is None and not parameters:
+            raise ValueError("give an acquisition name and/or its parameters (xi=, beta=)")
+        for key, value in parameters.items():
+            if not np.isfinite(float(value)):
+                raise ValueError(f"{key} must be a finite number, got {value!r}")
+        args = {"acquisition": None if name is None else str(name).lower(), **parameters}
+        self._queue_action("set_acquisition", **{k: v for k, v in args.items() if v is not None})
+
+    def set_scalarizer(self, scalarizer: str | Callable) -> None:
+        """Change what the agent maximises, e.g. ``set_scalarizer("band:5:15")``.
+
+        Every spectrum measured so far is scalarized again and the agent relearns from the
+        new values (recorded with the intervention); new spectra use it too.
+
+        Raises:
+            ValueError: an unknown scalarizer name (from ``agents.scalarizers``).
+        """
+        func = self._resolve_scalarizer(scalarizer)
+        self._queue_action("set_scalarizer", name=getattr(func, "__name__", repr(func)), func=func)
+
+    def set_mode(self, mode: str) -> None:
+        """Switch between ``"free"`` and ``"approve"`` (applied when the RunEngine resumes)."""
+        self._queue_action("set_mode", mode=self._check_mode(mode))
+
+    def pick_front(
+        self, index: int | None = None, weight: float | Sequence[float] | None = None
+    ) -> None:
+        """Pick a point of the LoG* Pareto front by index or by a weight between the rewards
+        (1 = all on the first); applied to the current image and the next ones.
+
+        Raises:
+            ValueError: neither or both of index and weight.
+        """
+        if (index is None) == (weight is None):
+            raise ValueError("give either index= or weight=")
+        self._queue_action("pick_front", index=index, weight=weight)
+
+    def _resolve_scalarizer(self, scalarizer: str | Callable) -> Callable:
+        if callable(scalarizer):
+            return scalarizer
+        resolve = self._resolve
+        if resolve is None:
+            from agents.scalarizers import get_scalarizer  # numpy only; loaded when used
+
+            resolve = get_scalarizer
+        return resolve(str(scalarizer))
+
+    def __repr__(self) -> str:
+        waiting = f", {len(self.pending)} point(s) pending" if self._pending is not None else ""
+        return f"OperatorControl(mode={self._mode!r}, operator={self.operator!r}{waiting})"
+
+    # ------------------------------------------------------------------ plan side
+
+    def scalarize(self, spectra: Any, energy_axis: Any, default: Callable) -> Any:
+        """The scalarizer in force (the operator's, else ``default``) applied to new spectra,
+        which are kept so that a later scalarizer change can relabel them."""
+        spectra = np.asarray(spectra)
+        axis = np.asarray(energy_axis)
+        values = (self._scalarizer or default)(spectra, axis)
+        self._spectra.append((spectra.reshape(-1, spectra.shape[-1]).copy(), axis.copy()))
+        return values
+
+    def _take(self) -> list[_Action]:
+        with self._lock:
+            actions, self._queue = self._queue, []
+        return actions
+
+    def _record(
+        self,
+        step: int,
+        phase: str,
+        kind: str,
+        who: str | None = None,
+        requested: float | None = None,
+        before: Any = None,
+        after: Any = None,
+        detail: Any = None,
+    ) -> MsgGenerator[None]:
+        entry = {
+            "step": int(step),
+            "phase": phase,
+            "kind": kind,
+            "who": who or "agent",
+            "requested": float(requested if requested is not None else time.time()),
+            "mode": self._mode,
+            "before": _dumps(before),
+            "after": _dumps(after),
+            "detail": _dumps(detail or {}),
+        }
+        self.history.append(entry)
+        yield from record(self._recorder, "interventions", **entry)
+
+    def _apply_setting(self, action: _Action, step: int, phase: str, agent: Any):
+        """Apply one setting change to the agent and record it; refusals are recorded too."""
+        try:
+            if action.kind == "set_mode":
+                before, self._mode = self._mode, action.args["mode"]
+                after, detail = self._mode, {}
+            elif action.kind == "set_acquisition":
+                set_exploration = getattr(agent, "set_exploration", None)
+                if set_exploration is None:
+                    raise ValueError(f"{type(agent).__name__} has no acquisition function")
+                before = dict(getattr(agent, "exploration", {}) or {})
+                after = set_exploration(**action.args)
+                detail = dict(action.args)
+            elif action.kind == "set_scalarizer":
+                func = action.args["func"]
+                before = getattr(self._scalarizer, "__name__", None)
+                values = self._relabelled(func)
+                relabel(agent, values)
+                self._scalarizer = func
+                after, detail = action.args["name"], {"values": values.tolist()}
+            else:  # pick_front
+                previous = getattr(agent, "choice", None)
+                before = None if previous is None else int(previous.index)
+                point = agent.select(
+                    index=action.args["index"], weight=action.args["weight"], chooser=action.who
+                )
+                after = {"index": int(agent.choice.index), "params": point.params.as_dict()}
+                detail = {k: v for k, v in action.args.items() if v is not None}
+        except (ValueError, TypeError, RuntimeError) as exc:
+            self._say(f"step {step}: {action.kind} refused: {exc}")
+            args = {k: v for k, v in action.args.items() if k != "func"}
+            yield from self._record(
+                step, phase, "refused", action.who, action.requested,
+                before=action.kind, after=str(exc), detail=args,
+            )  # fmt: skip
+            return
+        yield from self._record(
+            step, phase, action.kind, action.who, action.requested, before, after, detail
+        )
+
+    def _relabelled(self, func: Callable) -> np.ndarray:
+        if not self._spectra:
+            return np.empty(0)
+        parts = [np.atleast_1d(np.asarray(func(s, a), dtype=np.float64)) for s, a in self._spectra]
+        return np.concatenate(parts)
+
+    def _say(self, text: str) -> None:
+        if self.notify is not None:
+            self.notify(text)
+
+    def prepare(self, step: int, agent: Any) -> MsgGenerator[None]:
+        """Plan stub, before the agent suggests: apply the operator's setting changes made
+        while the RunEngine was paused (free mode: after Ctrl-C)."""
+        if agent is not self._agent:  # a new run: its own spectra and scalarizer
+            self._agent, self._spectra, self._scalarizer = agent, [], None
+        keep = []
+        for action in self._take():
+            if action.kind in _SETTINGS:
+                yield from self._apply_setting(action, step, "prepare", agent)
+            else:
+                keep.append(action)
+        with self._lock:
+            self._queue = keep + self._queue
+
+    def review(
+        self, step: int, suggestions: Sequence[dict[str, Any]], agent: Any
+    ) -> MsgGenerator[list[dict[str, Any]]]:
+        """Plan stub: the suggestions to measure at this step.
+
+        Free mode: the agent's suggestions plus any points the operator added. Approve mode:
+        record them, pause, apply the operator's acts on resume, and repeat until the
+        operator approves a non-empty list (see the module docstring).
+        """
+        suggestions = [dict(s) for s in suggestions]
+        batch = max(len(suggestions), 1)
+        if self._mode == "free":
+            for action in self._take():
+                if action.kind == "add":
+                    point = {"x": action.args["x"], "y": action.args["y"], "source": "operator"}
+                    yield from self._record(step, "review", "add", action.who, action.requested,
+                                            after=point)  # fmt: skip
+                    suggestions.append(point)
+                elif action.kind in _SETTINGS:  # made during a hard pause: from the next step
+                    yield from self._apply_setting(action, step, "review", agent)
+            return suggestions
+        pending = [_point(s) for s in suggestions]
+        vetoed: list[tuple[float, float]] = []
+        yield from self._record(step, "review", "suggested", after=pending, detail={"n": batch})
+        while True:
+            self._pending = pending
+            self._say(_describe(step, self.pending))
+            yield from bps.checkpoint()
+            yield from bps.pause()
+            approved, changed = False, False
+            self._pending = None
+            for action in self._take():
+                if action.kind == "approve":
+                    approved = True
+                    yield from self._record(step, "review", "approve", action.who,
+                                            action.requested, after=pending)  # fmt: skip
+                elif action.kind in ("veto", "add"):
+                    before = [dict(p) for p in pending]
+                    pending = _edit(pending, action)
+                    if action.kind == "veto":
+                        vetoed += [(p["x"], p["y"]) for p in action.args["points"]]
+                    yield from self._record(step, "review", action.kind, action.who,
+                                            action.requested, before, pending,
+                                            {k: v for k, v in action.args.items()})  # fmt: skip
+                else:
+                    yield from self._apply_setting(action, step, "review", agent)
+                    changed = changed or action.kind in ("set_acquisition", "set_scalarizer")
+            if self._mode == "free" and pending:
+                return pending
+            if approved and pending:
+                return pending
+            if not pending or (changed and not approved):
+                # ask the agent again, for as many points as it had pending, avoiding vetoes
+                ours = [p for p in pending if p.get("source") == "operator"]
+                want = max(batch - len(ours), 1)
+                fresh = agent.suggest(want + len(vetoed))
+                yield from self._record(step, "review", "suggested",
+                                        after=[_point(s) for s in fresh],
+                                        detail={"n": want + len(vetoed)})  # fmt: skip
+                new = [_point(s) for s in fresh if (s["x"], s["y"]) not in set(vetoed)]
+                pending = new[:want] + ours
+                if not pending:
+                    self._say(f"step {step}: the agent has nothing more to suggest")
+                    return []
+                if self._mode == "free":
+                    return pending
+
+    def review_front(self, image: int, agent: Any) -> MsgGenerator[None]:
+        """Plan stub for LoG*: apply the operator's front pick; in approve mode pause until
+        the operator picks a point (:meth:`pick_front`) or approves the agent's pick."""
+        for action in self._take():
+            if action.kind in _SETTINGS:
+                yield from self._apply_setting(action, image, "front", agent)
+        if self._mode != "approve" or not getattr(agent, "front", None):
+            return
+        while True:
+            chosen = getattr(agent.choice, "index", None)
+            front = [
+                {"index": i, **{k: float(v) for k, v in p.rewards.items()}}
+                for i, p in enumerate(agent.front)
+            ]
+            self._front = {"chosen": chosen, "front": front}
+            yield from self._record(image, "front", "front", after=self._front)
+            self._say(
+                f"image {image}: LoG* front of {len(front)} points, the agent picked #{chosen}; "
+                "control.pick_front(index=|weight=) or control.approve(), then RE.resume()"
+            )
+            yield from bps.checkpoint()
+            yield from bps.pause()
+            self._front = None
+            done = False
+            for action in self._take():
+                if action.kind == "approve":
+                    done = True
+                    yield from self._record(image, "front", "approve", action.who,
+                                            action.requested, after=chosen)  # fmt: skip
+                elif action.kind in _SETTINGS:
+                    yield from self._apply_setting(action, image, "front", agent)
+                    done = done or action.kind == "pick_front" or self._mode == "free"
+            if done:
+                return
+
+
+def _edit(points: list[dict[str, Any]], action: _Action) -> list[dict[str, Any]]:
+    """``points`` after a queued veto or addition (other acts leave them as they are)."""
+    if action.kind == "veto":
+        gone = set(action.args["indices"])
+        return [p for i, p in enumerate(points) if i not in gone]
+    if action.kind == "add":
+        return [*points, {"x": action.args["x"], "y": action.args["y"], "source": "operator"}]
+    return points
+
+
+def _describe(step: int, pending: list[dict[str, Any]]) -> str:
+    lines = [f"step {step}: the agent suggests (nothing is measured without approval):"]
+    for p in pending:
+        extra = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in p.items()
+            if k not in ("index", "x", "y")
+        )
+        lines.append(f"  {p['index']}: x {p['x']:.1f}, y {p['y']:.1f}  ({extra})")
+    lines.append(
+        "control.approve() / control.veto(i) / control.add(x, y) / control.set_acquisition(...)"
+        ", then RE.resume()"
+    )
+    return "\n".join(lines)
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "operator"
