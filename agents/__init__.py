@@ -16,6 +16,13 @@ __all__ = ["Agent", "Suggestion", "as_positions"]
 
 # public name -> module that defines it; filled in as agents land
 _LAZY: dict[str, str] = {
+    "DKLAgent": "agents.dkl",
+    "EdgeAgent": "agents.edges",
+    "evaluate_edge_points": "agents.edges",
+    "get_scalarizer": "agents.scalarizers",
+    "register_scalarizer": "agents.scalarizers",
+    "extract_patches": "agents.patches",
+    "acquisition_values": "agents.acquisition",
     "LoGStarAgent": "agents.logstar",
     "LoGStarOptimizer": "agents.logstar",
     "optimize_log": "agents.logstar",

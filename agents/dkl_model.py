@@ -1,0 +1,144 @@
+"""The pieces of the DKL model: patch features, the network, the deep-kernel GP, threads.
+
+Kept apart from :mod:`agents.dkl` (the agent: data, decisions, reports) so each stays small.
+Like :mod:`agents.dkl`, this module imports torch and gpytorch; ``import agents`` does not
+load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, List, Optional, Sequence
+
+import gpytorch
+import numpy as np
+import torch
+
+__all__ = ["DeepKernelGP", "FeatureNet", "PatchProjection", "torch_threads"]
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: Optional[int]) -> Iterator[None]:
+    """Run a block with ``torch.set_num_threads(num_threads)``, then restore the old value.
+
+    ``None`` leaves torch's setting alone. Example::
+
+        with torch_threads(1):
+            model(x)
+    """
+    if num_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    if previous != num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        if previous != num_threads:
+            torch.set_num_threads(previous)
+
+
+class PatchProjection:
+    """Patches -> network inputs: centred, projected on principal components, scaled.
+
+    The components are those of the image's own candidate patches (no labels needed): a
+    network on 16 components has far fewer weights to learn from a few dozen spectra than
+    one on 576 raw pixels. ``n_components=None`` keeps the raw pixels (centred, scaled).
+
+    Args:
+        patches: ``(N, window * window)`` patches of all candidates.
+        n_components: number of principal components to keep, or None.
+        num_threads: torch threads for the decomposition (numpy's multi-threaded LAPACK
+            took 100x longer on two busy cores).
+
+    Example:
+        >>> project = PatchProjection(candidate_patches, n_components=16)
+        >>> project(candidate_patches).shape
+        (4096, 16)
+    """
+
+    def __init__(
+        self, patches: np.ndarray, n_components: Optional[int], num_threads: Optional[int] = 1
+    ) -> None:
+        self.num_threads = num_threads
+        self.mean = patches.mean(axis=0).astype(np.float32)
+        centred = patches - self.mean
+        self.components: Optional[np.ndarray] = None
+        if n_components is None:
+            self.scale = float(centred.std()) or 1.0
+            return
+        with torch_threads(num_threads):
+            x = torch.from_numpy(centred.astype(np.float64))
+            eigenvalues, vectors = torch.linalg.eigh(x.T @ x / len(x))
+        k = min(int(n_components), vectors.shape[1])
+        top = vectors[:, -k:].flip(1).numpy()  # largest variance first
+        # eigenvectors have no sign of their own: fix one so every platform agrees
+        sign = np.sign(top[np.argmax(np.abs(top), axis=0), np.arange(k)])
+        self.components = (top * sign).astype(np.float32)
+        # one scale for all components keeps their relative weight (the first is ~1)
+        self.scale = float(np.sqrt(max(float(eigenvalues[-1]), 0.0))) or 1.0
+
+    @property
+    def n_features(self) -> int:
+        """Length of each projected patch."""
+        return len(self.mean) if self.components is None else self.components.shape[1]
+
+    def __call__(self, patches: np.ndarray) -> np.ndarray:
+        """Project ``(N, window * window)`` patches to float32 ``(N, n_features)``."""
+        with torch_threads(self.num_threads):
+            x = torch.from_numpy(np.ascontiguousarray(patches - self.mean, dtype=np.float32))
+            if self.components is not None:
+                x = x @ torch.from_numpy(self.components)
+            return (x / self.scale).numpy()
+
+
+class FeatureNet(torch.nn.Sequential):
+    """Projected patch -> ``feature_dim`` features in ``[-1, 1]`` (an MLP).
+
+    The final tanh bounds the features, so the GP's length scales live on a known range
+    whatever the network does to its weights.
+
+    Example:
+        >>> FeatureNet(16, (64, 32), 3)(torch.zeros(5, 16)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(self, n_inputs: int, hidden: Sequence[int], feature_dim: int) -> None:
+        layers: List[torch.nn.Module] = []
+        width = n_inputs
+        for h in hidden:
+            layers += [torch.nn.Linear(width, int(h)), torch.nn.ReLU()]
+            width = int(h)
+        layers += [torch.nn.Linear(width, feature_dim), torch.nn.Tanh()]
+        super().__init__(*layers)
+
+
+class DeepKernelGP(gpytorch.models.ExactGP):
+    """Exact GP whose RBF kernel acts on ``feature_net(x)`` (``Identity``: a plain GP).
+
+    Args:
+        train_x, train_y: training inputs ``(N, d)`` and standardised targets ``(N,)``.
+        likelihood: Gaussian noise model.
+        feature_net: the network (trained jointly through the marginal likelihood).
+        ard_dims: one length scale per feature (``feature_dim``) or one for all (None).
+    """
+
+    def __init__(
+        self,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        likelihood: gpytorch.likelihoods.GaussianLikelihood,
+        feature_net: torch.nn.Module,
+        ard_dims: Optional[int],
+    ) -> None:
+        super().__init__(train_x, train_y, likelihood)
+        self.feature_net = feature_net
+        self.mean_module = gpytorch.means.ConstantMean()
+        self.covar_module = gpytorch.kernels.ScaleKernel(
+            gpytorch.kernels.RBFKernel(ard_num_dims=ard_dims)
+        )
+
+    def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
+        z = self.feature_net(x)
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
