@@ -8,6 +8,7 @@ Examples::
         --client-key keys/clients/client-1.key_secret --catalog https://tiled/api --api-key ...
     ophyd-stem runs
     ophyd-stem show 3f2a9c                      # summary + PNG of its images and spectra
+    ophyd-stem replay 3f2a9c --callbacks table plot --forensics --counterfactual ucb
     ophyd-stem console                          # the IPython console (profile_collection)
     ophyd-stem import-spool                     # write runs the catalog missed
 """
@@ -183,6 +184,54 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from ophyd_stem.catalog import get_run
+
+    from .replay import RunTable, as_experiment, replay
+
+    catalog = _open_catalog(args)
+    run = get_run(catalog, args.run)
+    uid = run.metadata["start"]["uid"]
+    out = Path(args.out)
+    callbacks: list[Any] = []
+    view = None
+    if "table" in args.callbacks:
+        callbacks.append(RunTable())
+    if "plot" in args.callbacks:
+        from .views import LiveView
+
+        view = LiveView(out_dir=out)
+        callbacks.append(view)
+    if callbacks:
+        count = replay(run, callbacks)
+        print(f"replayed {count} documents of run {uid[:8]}")
+        if view is not None:
+            print(f"figure: {view.last_png}")
+    exit_code = 0
+    if args.forensics:
+        from .forensics import forensics
+
+        report = forensics(run)
+        print(report.text())
+        exit_code = 0 if report.ok else 4
+    for alternative in args.counterfactual or []:
+        from .counterfactual import counterfactual
+
+        print(counterfactual(run, alternative, out_dir=out).text())
+    if args.as_experiment:
+        recording = as_experiment(run, out)
+        print(f"recording: {recording.path}  ({recording.metadata['note']})")
+        print(
+            "  serve it: dm-bridge serve --backend replay --file "
+            f"{recording.path} --port 5555, then: ophyd-stem run dkl --bridge "
+            "tcp://127.0.0.1:5555; in Python: ophyd_stem.app.replay.replay_microscope(path)"
+        )
+    if not (callbacks or args.forensics or args.counterfactual or args.as_experiment):
+        print("nothing asked: give --callbacks, --forensics, --counterfactual or --as-experiment")
+        return 2
+    return exit_code
+
+
 def _cmd_import_spool(args: argparse.Namespace) -> int:
     from ophyd_stem.catalog import CatalogSettings, import_spool
 
@@ -193,6 +242,22 @@ def _cmd_import_spool(args: argparse.Namespace) -> int:
     report = import_spool(settings, config.catalog, config.api_key)
     print(report)
     return 0 if getattr(report, "ok", True) else 3
+
+
+def _cmd_train_ensemble(args: argparse.Namespace) -> int:
+    from .registry import train_default_ensemble
+
+    train_default_ensemble(
+        args.name,
+        members=args.members,
+        steps=args.steps,
+        images=args.images,
+        size=args.size,
+        seed=args.seed,
+        overwrite=args.force,
+        log=lambda line: print(line, flush=True),
+    )
+    return 0
 
 
 def _profile_dir() -> Path:
@@ -265,11 +330,60 @@ def build_parser() -> argparse.ArgumentParser:
     _session_arguments(show)
     show.set_defaults(func=_cmd_show)
 
+    replay = commands.add_parser(
+        "replay",
+        help="replay a run: its figures, forensics, counterfactuals, or as an experiment",
+        description="Replay a run's documents into callbacks; re-run its agent on the "
+        "recorded measurements (--forensics) or swap it (--counterfactual); write its data "
+        "as a recording for the replay backend (--as-experiment).",
+    )
+    replay.add_argument("run", help="uid (or its first characters), scan id, or -1 for the last")
+    replay.add_argument(
+        "--callbacks",
+        nargs="*",
+        choices=("table", "plot"),
+        default=[],
+        help="replay the documents into a text table and/or the live figure (PNG in --out)",
+    )
+    replay.add_argument(
+        "--forensics",
+        action="store_true",
+        help="re-run the agent offline: same suggestions? (exit status 4 when not)",
+    )
+    replay.add_argument(
+        "--counterfactual",
+        action="append",
+        metavar="ALTERNATIVE",
+        help="what another choice would have done: ucb, ei, uncertainty (e.g. ucb:beta=9), "
+        "random, raster, dkl:window=8; canny/gradient for edge runs; weight=W or index=I "
+        "for LoG*; repeat for several",
+    )
+    replay.add_argument(
+        "--as-experiment",
+        action="store_true",
+        help="write the survey image and spectra as a recording the replay backend serves",
+    )
+    replay.add_argument("--out", default=".", help="folder for figures and recordings")
+    _session_arguments(replay)
+    replay.set_defaults(func=_cmd_replay)
+
     spool = commands.add_parser(
         "import-spool", help="write runs that never reached the catalog (kept locally)"
     )
     _session_arguments(spool)
     spool.set_defaults(func=_cmd_import_spool)
+
+    train = commands.add_parser(
+        "train-ensemble", help="train the U-Net ensemble of the dcnn workflow on twin images"
+    )
+    train.add_argument("--name", default="default", help="saved under this name")
+    train.add_argument("--members", type=int, default=5, help="number of U-Nets")
+    train.add_argument("--steps", type=int, default=300, help="training steps per U-Net")
+    train.add_argument("--images", type=int, default=160, help="labelled twin images")
+    train.add_argument("--size", type=int, default=128, help="image side, px")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--force", action="store_true", help="replace an existing ensemble")
+    train.set_defaults(func=_cmd_train_ensemble)
 
     console = commands.add_parser("console", help="open the IPython RunEngine console")
     _session_arguments(console)

@@ -352,3 +352,122 @@ register(
         summarize=_summarize_dkl,
     )
 )
+
+
+def train_default_ensemble(
+    name: str = "default",
+    members: int = 5,
+    steps: int = 300,
+    images: int = 160,
+    size: int = 128,
+    seed: int = 0,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> Any:
+    """Train an ensemble of U-Nets on twin images and save it under ``name``.
+
+    The images span the out-of-distribution shifts the papers name (dose, sampling, rotation,
+    probe size) for graphene and SrTiO3 (``ophyd_stem.app.training_data``).
+    """
+    import time
+
+    from agents.ensemble import TrainingSettings, save_ensemble, train_ensemble
+
+    from .training_data import make_training_set
+
+    started = time.monotonic()
+    log(f"making {images} labelled twin images ({size}x{size}, graphene and SrTiO3)...")
+    data, atoms = make_training_set(n_images=images, size=size, noise_levels=(0.0, 1.0), seed=seed)
+    log(f"training {members} U-Nets x {steps} steps (a few minutes on 2 cores)...")
+    ensemble = train_ensemble(
+        data,
+        atoms,
+        TrainingSettings(members=members, steps=steps, seed=seed),
+        description={
+            "source": "ophyd-stem digital twin",
+            "samples": ["graphene", "SrTiO3"],
+            "images": images,
+            "size": size,
+            "noise_levels": [0.0, 1.0],
+            "seed": seed,
+        },
+    )
+    path = save_ensemble(ensemble, name, overwrite=overwrite)
+    log(f"saved ensemble {name!r} to {path} in {time.monotonic() - started:.0f} s")
+    return ensemble
+
+
+def _dcnn_arguments(parser: argparse.ArgumentParser) -> None:
+    _scan_arguments(parser, 256)
+    parser.add_argument("--images", type=int, default=1, help="survey images to analyse")
+    parser.add_argument("--ensemble", default="default", help="name or folder of the ensemble")
+    parser.add_argument(
+        "--target",
+        choices=("uncertain", "brightest", "confident"),
+        default="uncertain",
+        help="where EELS goes: the most uncertain sites, the brightest atoms, the surest",
+    )
+    parser.add_argument("--eels", type=int, default=0, help="spectra per image")
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="fail instead of training the default ensemble when it does not exist yet",
+    )
+
+
+def _build_dcnn(session: Any, args: argparse.Namespace) -> Generator:
+    from agents.ensemble import EnsembleAgent, EnsembleNotFoundError
+    from plans.dcnn import dcnn
+
+    try:
+        agent = EnsembleAgent(args.ensemble, target=args.target)
+    except EnsembleNotFoundError:
+        if args.no_train or args.ensemble != "default":
+            raise
+        # "A default ensemble is produced on first use": train it now, once.
+        train_default_ensemble("default")
+        agent = EnsembleAgent("default", target=args.target)
+    args.agent = agent
+    yield from _setup_scan(session, args)
+    m = session.microscope
+    return (
+        yield from dcnn(
+            m.scan, agent, images=args.images, eels_points=m.eels_points, n_eels=args.eels
+        )
+    )
+
+
+def _summarize_dcnn(session: Any, args: argparse.Namespace) -> list[str]:
+    report = args.agent.report()
+    lines = [
+        f"  atoms       {report.get('atoms')} found by {report['members']} U-Nets "
+        f"(ensemble {report['ensemble']!r})",
+        f"  uncertainty image {report.get('image_uncertainty', 0):.2e}, "
+        f"median atom {report.get('atom_uncertainty_median') or 0:.2e}",
+    ]
+    truth = _twin_truth(session)
+    if truth is not None and "atoms" in truth and args.agent.prediction is not None:
+        from agents.metrics import match_atoms
+
+        xy = np.asarray(truth["atoms"]["xy_px"])
+        height, width = args.agent.prediction.mean.shape
+        inside = (
+            (xy[:, 0] >= 0) & (xy[:, 0] <= width - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= height - 1)
+        )
+        score = match_atoms(args.agent.prediction.xy, xy[inside], max_distance=3.0)
+        lines.append(
+            f"  truth       F1 {score.f1:.3f} (TP {score.tp}, FP {score.fp}, FN {score.fn})"
+        )
+    return lines
+
+
+register(
+    PlanEntry(
+        "dcnn",
+        "ensemble of U-Nets: atoms with uncertainty (and EELS at the uncertain sites)",
+        _dcnn_arguments,
+        _build_dcnn,
+        default_sample="graphene",
+        summarize=_summarize_dcnn,
+    )
+)

@@ -79,3 +79,21 @@ def test_edge_and_dkl_commands_run_on_the_embedded_default(app_env):
     assert "stored      yes" in dkl.stdout
     assert re.search(r"best\s+\S+ at \(", dkl.stdout)
     assert "of the true maximum" in dkl.stdout
+
+
+def test_train_ensemble_then_run_dcnn(app_env, tmp_path):
+    app_env["OPHYD_STEM_CACHE"] = str(tmp_path / "cache")
+    missing = ophyd_stem(app_env, "run", "dcnn", "--ensemble", "tiny", "--size", "64")
+    assert missing.returncode == 1
+    assert "train-ensemble" in missing.stderr  # the error says how to get one
+    train = ophyd_stem(
+        app_env,
+        "train-ensemble", "--name", "tiny", "--members", "2", "--steps", "10",
+        "--images", "4", "--size", "64",
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "saved ensemble 'tiny'" in train.stdout
+    run = ophyd_stem(app_env, "run", "dcnn", "--ensemble", "tiny", "--size", "64", "--eels", "2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "found by 2 U-Nets" in run.stdout
+    assert re.search(r"truth\s+F1 [0-9.]+", run.stdout)

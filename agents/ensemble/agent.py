@@ -1,0 +1,201 @@
+"""The forward "DCNN" workflow as an agent: survey image -> atoms -> where to take EELS.
+
+``observe(survey_image)`` runs the ensemble and keeps the atoms with their probability,
+uncertainty and image intensity; ``suggest(n)`` proposes EELS positions at a chosen class
+of atoms: the *most uncertain* ones (where a spectrum tells the most about what the network
+could not decide), the *brightest* (heavy atoms such as Si dopants in graphene, bright in
+HAADF), or the most *confident*. Positions come out as beam coordinates ``x`` = column,
+``y`` = row, pixels of the survey image's scan field.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Union
+
+import numpy as np
+from scipy import ndimage
+
+from ..base import Agent, Suggestion
+from ._runtime import as_image
+from .members import Ensemble
+from .predict import Prediction, predict
+from .store import load_ensemble
+
+__all__ = ["TARGETS", "EnsembleAgent"]
+
+#: the atom classes ``suggest`` can aim at
+TARGETS = ("uncertain", "brightest", "confident")
+
+
+class EnsembleAgent(Agent):
+    """Find atoms with the U-Net ensemble and suggest EELS positions among them.
+
+    Args:
+        ensemble: an :class:`Ensemble`, or the name or folder of a saved one (loaded now,
+            so a missing ensemble fails here with a message saying how to train it).
+        target: which atoms ``suggest`` returns first: ``"uncertain"`` (highest ensemble
+            variance), ``"brightest"`` (highest image intensity) or ``"confident"``.
+        min_separation: suggestions stay at least this far (pixels) from positions already
+            suggested for the current image or measured; default: half the median distance
+            between the found atoms.
+        num_threads: torch threads for prediction (``None``: the free cores, at most 4).
+        **predict_kwargs: passed to :func:`agents.ensemble.predict` (threshold, tile_size...).
+
+    Example:
+        >>> agent = EnsembleAgent("default", target="uncertain")
+        >>> prediction = agent.observe(survey_image)
+        >>> agent.suggest(3)
+        [{'_id': 0, 'x': 41.2, 'y': 17.9, 'uncertainty': 0.031, ...}, ...]
+    """
+
+    name = "ensemble"
+
+    def __init__(
+        self,
+        ensemble: Union[Ensemble, str, os.PathLike] = "default",
+        *,
+        target: str = "uncertain",
+        min_separation: float | None = None,
+        num_threads: int | None = None,
+        **predict_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        if min_separation is not None and min_separation < 0:
+            raise ValueError(f"min_separation must be >= 0, got {min_separation}")
+        self.ensemble = ensemble if isinstance(ensemble, Ensemble) else load_ensemble(ensemble)
+        self.target = target
+        self.min_separation = min_separation
+        self.num_threads = num_threads
+        self.predict_kwargs = predict_kwargs
+        self.prediction: Prediction | None = None
+        self.intensity = np.empty(0)
+        self._suggested = np.empty((0, 2))
+        self._observed = 0
+
+    # ------------------------------------------------------------------ observe
+
+    def observe(self, survey_image: Any) -> Prediction:
+        """Find the atoms in a survey image (replaces the previous image's atoms).
+
+        Args:
+            survey_image: ``(H, W)`` image, atoms bright (HAADF).
+
+        Returns:
+            the ensemble's :class:`Prediction`; atom ``(x, y)`` are ``prediction.xy``.
+        """
+        image = as_image(survey_image, "survey_image")
+        self.prediction = predict(
+            self.ensemble, image, num_threads=self.num_threads, **self.predict_kwargs
+        )
+        self.intensity = _atom_intensity(image, self.prediction)
+        self._suggested = np.empty((0, 2))
+        self._observed += 1
+        return self.prediction
+
+    def atoms(self) -> dict[str, list[float]]:
+        """The current atoms as JSON-able columns: x, y, probability, uncertainty, intensity."""
+        p = self._require_prediction()
+        xy = p.xy
+        return {
+            "x": xy[:, 0].tolist(),
+            "y": xy[:, 1].tolist(),
+            "probability": p.probability.tolist(),
+            "uncertainty": p.uncertainty.tolist(),
+            "intensity": self.intensity.tolist(),
+        }
+
+    # ------------------------------------------------------------------ suggest
+
+    def suggest(self, n: int = 1) -> list[Suggestion]:
+        """The next ``n`` atoms of the target class to put the beam on, best first.
+
+        Atoms near a position already suggested for this image, or already measured, are
+        skipped, so repeated calls walk down the list. Fewer than ``n`` come back when the
+        image has no more atoms.
+
+        Raises:
+            RuntimeError: before the first :meth:`observe`.
+        """
+        if int(n) < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        p = self._require_prediction()
+        score = {
+            "uncertain": p.uncertainty,
+            "brightest": self.intensity,
+            "confident": p.probability,
+        }[self.target]
+        order = np.argsort(-score, kind="stable")
+        xy = p.xy
+        sep = self._separation(p)
+        taken = np.concatenate([self._suggested, self.positions])
+        out: list[Suggestion] = []
+        for i in order:
+            if len(out) >= int(n):
+                break
+            if len(taken) and np.min(np.hypot(*(taken - xy[i]).T)) < sep:
+                continue
+            out.append(
+                self.make_suggestion(
+                    xy[i, 0],
+                    xy[i, 1],
+                    atom=int(i),
+                    target=self.target,
+                    probability=float(p.probability[i]),
+                    uncertainty=float(p.uncertainty[i]),
+                    intensity=float(self.intensity[i]),
+                )
+            )
+            taken = np.vstack([taken, xy[i]])
+        if out:
+            self._suggested = np.vstack([self._suggested, [[s["x"], s["y"]] for s in out]])
+        return out
+
+    def _separation(self, p: Prediction) -> float:
+        if self.min_separation is not None:
+            return float(self.min_separation)
+        if len(p.atoms) < 2:
+            return 1.0
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(p.atoms).query(p.atoms, k=2)
+        return 0.5 * float(np.median(d[:, 1]))
+
+    def _require_prediction(self) -> Prediction:
+        if self.prediction is None:
+            raise RuntimeError("no survey image yet: call observe(survey_image) first")
+        return self.prediction
+
+    # ------------------------------------------------------------------ report
+
+    def report(self) -> dict[str, Any]:
+        """Small JSON-able state: ensemble, target, atom count and uncertainty figures."""
+        meta = self.ensemble.metadata
+        out: dict[str, Any] = {
+            "agent": self.name,
+            "ensemble": self.ensemble.name,
+            "members": len(self.ensemble),
+            "trained": meta.get("created"),
+            "target": self.target,
+            "images_observed": self._observed,
+            "suggested": len(self._suggested),
+            "measured": len(self.values),
+        }
+        if self.prediction is not None:
+            out.update(self.prediction.summary())
+        return out
+
+
+def _atom_intensity(image: np.ndarray, p: Prediction) -> np.ndarray:
+    """Mean image intensity over a disc the size of each atom's footprint.
+
+    Smoothing the image with a Gaussian of the footprint's radius and reading it at each
+    atom averages out the shot noise, which would otherwise decide "brightest" on its own.
+    """
+    if len(p.atoms) == 0:
+        return np.empty(0)
+    radius = float(np.sqrt(np.median(p.area) / np.pi))
+    smooth = ndimage.gaussian_filter(image.astype(np.float64), sigma=max(0.5, radius / 2))
+    return ndimage.map_coordinates(smooth, p.atoms.T, order=1, mode="nearest")

@@ -1,0 +1,115 @@
+"""The ensemble itself: K U-Nets of one architecture and what they were trained on."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .unet import UNet, UNetConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .predict import Prediction
+
+__all__ = ["Ensemble"]
+
+
+def _inference_copy(member: UNet) -> nn.Module:
+    """An evaluation-only copy: BatchNorm folded into the preceding convolution, channels-last.
+
+    Both are exact rewrites of the same function (differences ~1e-7) and together made a
+    2-level, 16-filter member ~2-3x faster on a CPU.
+    """
+    net = copy.deepcopy(member).eval()
+    for module in net.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in zip(names, names[1:]):
+            conv, norm = module._modules[a], module._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                module._modules[a] = fuse_conv_bn_eval(conv, norm)
+                module._modules[b] = nn.Identity()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.to(memory_format=torch.channels_last)
+
+
+class Ensemble:
+    """K U-Net members with a common architecture, plus their metadata.
+
+    Members differ by their random seed (initial weights, crop order) and optionally by
+    augmentation; the spread of their predictions is the ensemble's uncertainty.
+
+    Args:
+        members: the trained networks (at least one, all with the same ``UNetConfig``).
+        metadata: JSON-able facts about the training (settings, data, seeds, metrics);
+            :func:`agents.ensemble.train.train_ensemble` fills it in.
+        name: the name it was saved or loaded under, if any.
+
+    Example:
+        >>> ensemble = train_ensemble(images, atoms, TrainingSettings(members=5))
+        >>> prediction = ensemble.predict(survey_image)
+        >>> prediction.atoms, prediction.uncertainty
+    """
+
+    def __init__(
+        self,
+        members: Sequence[UNet],
+        metadata: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        members = list(members)
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if not all(isinstance(m, UNet) for m in members):
+            raise TypeError("ensemble members must be agents.ensemble.UNet instances")
+        configs = {m.config for m in members}
+        if len(configs) != 1:
+            raise ValueError(f"all members must share one architecture, got {configs}")
+        self.members: list[UNet] = members
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.name = name
+        self._inference: list[nn.Module] | None = None
+
+    @property
+    def config(self) -> UNetConfig:
+        """The members' common architecture."""
+        return self.members[0].config
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __repr__(self) -> str:
+        c = self.config
+        label = f" {self.name!r}" if self.name else ""
+        return (
+            f"<Ensemble{label}: {len(self)} U-Nets, {c.levels} levels, "
+            f"{c.base_filters} filters, {c.norm} norm>"
+        )
+
+    def inference_members(self) -> list[nn.Module]:
+        """Fast evaluation copies of the members (cached until :meth:`invalidate`)."""
+        if self._inference is None:
+            self._inference = [_inference_copy(m) for m in self.members]
+        return self._inference
+
+    def invalidate(self) -> None:
+        """Forget the cached inference copies; call after changing the members' weights."""
+        self._inference = None
+
+    def predict(self, image: Any, **kwargs: Any) -> Prediction:
+        """Atoms with uncertainty in one survey image; see :func:`agents.ensemble.predict`."""
+        from .predict import predict
+
+        return predict(self, image, **kwargs)
+
+    def clone(self) -> Ensemble:
+        """An independent deep copy (training the copy leaves this ensemble untouched)."""
+        return Ensemble(
+            [copy.deepcopy(m) for m in self.members], copy.deepcopy(self.metadata), self.name
+        )

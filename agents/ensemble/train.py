@@ -1,0 +1,350 @@
+"""Training the ensemble: K U-Nets of one architecture from different seeds.
+
+Each member is the same small U-Net trained from a different seed (initial weights, the
+order and place of its random crops, its augmentation draws); optionally each member also
+gets a different augmentation strength. Training data are arrays: images ``(N, H, W)`` (or a
+list of 2-D images of any sizes) and, per image, atom positions ``(row, col)`` or a ready
+target mask. The digital twin makes such data (``ophyd_stem.app.training_data``); so does a
+labelled experiment. Retraining on unlabelled images (ELIT) is in :mod:`.elit`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..metrics import match_atoms
+from ._runtime import torch_threads
+from .data import TrainingData, as_image_list, prepare_training_data
+from .masks import Radius, as_atom_positions, nearest_neighbour_distance
+from .members import Ensemble
+from .predict import predict
+from .unet import UNet, UNetConfig
+
+__all__ = [
+    "METADATA_FORMAT",
+    "TrainingSettings",
+    "evaluate",
+    "train_ensemble",
+    "train_member",
+]
+
+#: format of the metadata written with an ensemble
+METADATA_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How to train the ensemble.
+
+    Attributes:
+        members: number of U-Nets K.
+        steps: optimiser steps per member.
+        batch_size: crops per step.
+        crop_size: side of the square training crops, pixels (rounded up to the
+            architecture's size multiple).
+        learning_rate: Adam's initial learning rate (cosine-annealed to 5 % of it).
+        levels, base_filters, norm: the U-Net architecture (see ``UNetConfig``).
+        mask_radius: target disc radius in pixels, or ``"auto"`` (a quarter of each image's
+            nearest-neighbour distance, see ``masks.auto_radius``).
+        augment: random 90° rotations and flips.
+        intensity_jitter: relative contrast scaling and offset drawn per crop (0 = none).
+        noise_jitter: std of extra Gaussian noise (in units of the image's std) drawn per
+            crop from ``[0, noise_jitter]``.
+        vary_augmentation: give member k a jitter scaled by ``0.5 + k / (K - 1)`` so the
+            members also differ in what they were taught to ignore.
+        seed: member k uses seed ``seed + k``.
+        num_threads: torch threads while training (``None``: the free cores, at most 4).
+
+    Example:
+        >>> TrainingSettings(members=5, steps=600)   # twice the default: ~2x the time
+    """
+
+    members: int = 5
+    steps: int = 300
+    batch_size: int = 8
+    crop_size: int = 64
+    learning_rate: float = 3e-3
+    levels: int = 3
+    base_filters: int = 8
+    norm: str = "batch"
+    mask_radius: Radius = "auto"
+    augment: bool = True
+    intensity_jitter: float = 0.2
+    noise_jitter: float = 0.3
+    vary_augmentation: bool = False
+    seed: int = 0
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("members", "steps", "batch_size", "crop_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.intensity_jitter < 0 or self.noise_jitter < 0:
+            raise ValueError("intensity_jitter and noise_jitter must be >= 0")
+        self.unet_config()  # validates the architecture
+
+    def unet_config(self) -> UNetConfig:
+        return UNetConfig(levels=self.levels, base_filters=self.base_filters, norm=self.norm)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainingSettings:
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# ---------------------------------------------------------------------------- one member
+
+
+def _sample_batch(
+    data: TrainingData, rng: np.random.Generator, batch: int, crop: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random crops (image, mask, weight), images picked in proportion to their area."""
+    areas = np.array([im.size for im in data.images], dtype=np.float64)
+    picks = rng.choice(len(data.images), size=batch, p=areas / areas.sum())
+    out = np.empty((3, batch, crop, crop), dtype=np.float32)
+    for j, i in enumerate(picks):
+        arrays = (data.images[i], data.masks[i], data.weights[i])
+        h, w = arrays[0].shape
+        if h < crop or w < crop:  # small images: mirror them up to the crop size
+            ph, pw = max(0, crop - h), max(0, crop - w)
+            arrays = tuple(np.pad(a, ((0, ph), (0, pw)), mode="symmetric") for a in arrays)
+            h, w = arrays[0].shape
+        r = int(rng.integers(0, h - crop + 1))
+        c = int(rng.integers(0, w - crop + 1))
+        for k, a in enumerate(arrays):
+            out[k, j] = a[r : r + crop, c : c + crop]
+    return out[0], out[1], out[2]
+
+
+def _augment(
+    x: np.ndarray,
+    y: np.ndarray,
+    wt: np.ndarray,
+    rng: np.random.Generator,
+    settings: TrainingSettings,
+    strength: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if settings.augment:
+        for j in range(len(x)):
+            k = int(rng.integers(4))
+            flip = bool(rng.integers(2))
+            for arr in (x, y, wt):
+                a = np.rot90(arr[j], k)
+                arr[j] = a[:, ::-1] if flip else a
+    b = len(x)
+    ij = settings.intensity_jitter * strength
+    if ij > 0:
+        scale = rng.uniform(1 - ij, 1 + ij, size=(b, 1, 1)).astype(np.float32)
+        offset = rng.normal(0.0, ij, size=(b, 1, 1)).astype(np.float32)
+        x = x * scale + offset
+    nj = settings.noise_jitter * strength
+    if nj > 0:
+        sigma = rng.uniform(0, nj, size=(b, 1, 1)).astype(np.float32)
+        x = x + sigma * rng.standard_normal(x.shape, dtype=np.float32)
+    return x, y, wt
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted binary cross-entropy plus soft Dice.
+
+    Atoms cover a few per cent of the pixels; cross-entropy alone lets a network get away
+    with faint, shrunken atoms, and the Dice term rewards getting the whole disc.
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
+    bce = bce / weight.sum().clamp_min(1.0)
+    p = torch.sigmoid(logits) * weight
+    t = target * weight
+    dice = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+    return bce + dice
+
+
+def train_member(
+    data: TrainingData,
+    settings: TrainingSettings,
+    seed: int,
+    *,
+    start: UNet | None = None,
+    strength: float = 1.0,
+) -> tuple[UNet, list[float]]:
+    """Train one U-Net (or continue training ``start``) and return it with its loss curve.
+
+    Deterministic: the same data, settings and seed give the same weights. The global torch
+    random state is left as it was.
+
+    Args:
+        data: from :func:`prepare_training_data`.
+        settings: steps, batch, crops, learning rate, augmentation.
+        seed: seeds the initial weights, the crops and the augmentation draws.
+        start: a trained member to fine-tune (ELIT's retraining) instead of a fresh one.
+        strength: multiplies the augmentation jitters of ``settings``.
+    """
+    config = settings.unet_config() if start is None else start.config
+    crop = -(-int(settings.crop_size) // config.size_multiple) * config.size_multiple
+    rng = np.random.default_rng(seed)
+    losses: list[float] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if start is None:
+            net = UNet(config)
+        else:
+            net = UNet(config)
+            net.load_state_dict(start.state_dict())
+        net.train()
+        opt = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=settings.steps, eta_min=0.05 * settings.learning_rate
+        )
+        for _ in range(settings.steps):
+            x, y, wt = _sample_batch(data, rng, settings.batch_size, crop)
+            x, y, wt = _augment(x, y, wt, rng, settings, strength)
+            xt = torch.from_numpy(np.ascontiguousarray(x))[:, None]
+            yt = torch.from_numpy(np.ascontiguousarray(y))[:, None]
+            wtt = torch.from_numpy(np.ascontiguousarray(wt))[:, None]
+            loss = _loss(net(xt), yt, wtt)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+    net.eval()
+    return net, losses
+
+
+# ---------------------------------------------------------------------------- the ensemble
+
+
+def _strengths(k: int, vary: bool) -> list[float]:
+    if not vary or k == 1:
+        return [1.0] * k
+    return [0.5 + i / (k - 1) for i in range(k)]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    try:
+        package = metadata.version("ophyd-stem")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        package = "unknown"
+    return {"ophyd_stem": package, "torch": torch.__version__.split("+")[0]}
+
+
+def train_ensemble(
+    images: Any,
+    atoms: Sequence[Any] | None = None,
+    settings: TrainingSettings | None = None,
+    *,
+    masks: Sequence[Any] | None = None,
+    data: TrainingData | None = None,
+    validation: tuple[Any, Sequence[Any]] | None = None,
+    description: dict[str, Any] | None = None,
+) -> Ensemble:
+    """Train K U-Nets from different seeds on the same labelled images.
+
+    Args:
+        images: ``(N, H, W)`` images or a list of 2-D images (ignored if ``data`` is given).
+        atoms: per image, atom positions ``(row, col)`` in pixels.
+        settings: see :class:`TrainingSettings` (default: 5 members, 300 steps).
+        masks: per image, target masks instead of ``atoms``.
+        data: ready :class:`TrainingData` (e.g. labelled plus pseudo-labelled).
+        validation: ``(images, atoms)`` held out to score the ensemble (F1 etc. go into
+            ``metadata["metrics"]``).
+        description: what the training images are (samples, doses...), for the metadata.
+
+    Returns:
+        the trained :class:`Ensemble`, its metadata filled in.
+
+    Example:
+        >>> images, atoms = make_training_set(n_images=64, size=256)   # from the twin
+        >>> ensemble = train_ensemble(images, atoms, TrainingSettings(members=5))
+    """
+    settings = settings or TrainingSettings()
+    if data is None:
+        data = prepare_training_data(
+            images, atoms, masks=masks, radius=settings.mask_radius, description=description
+        )
+    seeds = [int(settings.seed) + k for k in range(settings.members)]
+    strengths = _strengths(settings.members, settings.vary_augmentation)
+    t0 = time.perf_counter()
+    members, final_losses = [], []
+    with torch_threads(settings.num_threads) as threads:
+        for seed, strength in zip(seeds, strengths):
+            net, losses = train_member(data, settings, seed, strength=strength)
+            members.append(net)
+            final_losses.append(float(np.mean(losses[-20:])))
+    seconds = time.perf_counter() - t0
+    metadata = {
+        "format": METADATA_FORMAT,
+        "created": _now(),
+        "versions": _versions(),
+        "architecture": settings.unet_config().to_dict(),
+        "training": settings.to_dict(),
+        "seeds": seeds,
+        "data": data.description,
+        "train_seconds": round(seconds, 2),
+        "threads": threads,
+        "final_loss": final_losses,
+        "history": [],
+    }
+    ensemble = Ensemble(members, metadata)
+    if validation is not None:
+        ensemble.metadata["metrics"] = evaluate(ensemble, *validation)
+    return ensemble
+
+
+def evaluate(
+    ensemble: Ensemble,
+    images: Any,
+    atoms: Sequence[Any],
+    *,
+    max_distance: float | None = None,
+    **predict_kwargs: Any,
+) -> dict[str, float]:
+    """Score the ensemble's atoms against known atoms with :func:`agents.metrics.match_atoms`.
+
+    Args:
+        ensemble: the ensemble to score.
+        images: images to predict on.
+        atoms: true positions ``(row, col)`` per image.
+        max_distance: matching distance in pixels; default half the median
+            nearest-neighbour distance of each image's true atoms (a detection can then be
+            near one true atom only).
+        **predict_kwargs: passed to :func:`agents.ensemble.predict`.
+
+    Returns:
+        summed ``tp``, ``fp``, ``fn`` and the resulting ``precision``, ``recall``, ``f1``.
+    """
+    imgs = as_image_list(images)
+    atoms = list(atoms)
+    if len(imgs) != len(atoms):
+        raise ValueError(f"{len(imgs)} images but {len(atoms)} atom lists")
+    tp = fp = fn = 0
+    for im, truth in zip(imgs, atoms):
+        truth = as_atom_positions(truth)
+        found = predict(ensemble, im, **predict_kwargs).atoms
+        d = max_distance if max_distance is not None else 0.5 * nearest_neighbour_distance(truth)
+        if not np.isfinite(d):
+            raise ValueError("max_distance is needed for images with fewer than two atoms")
+        r = match_atoms(found, truth, d)
+        tp, fp, fn = tp + r.tp, fp + r.fp, fn + r.fn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 1.0
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
