@@ -2,26 +2,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import pytest
-from bluesky import RunEngine
-from event_model import DocumentNames, schema_validators
-
-
-@pytest.fixture
-def RE():
-    """A real RunEngine whose every document is validated against event-model's schemas."""
-    engine = RunEngine({})
-    engine.documents = []
-
-    def validate(name, doc):
-        schema_validators[DocumentNames(name)].validate(doc)
-        engine.documents.append((name, doc))
-
-    engine.subscribe(validate)
-    yield engine
-    if engine.state != "idle":
-        engine.halt()
-
 
 def bridge_modes() -> list:
     """Bridge modes to test devices over: in-process always; a real loopback bridge (in a
