@@ -7,6 +7,7 @@ queueserver (and anyone without torch) can import this package.
 from .adaptive import adaptive_eels, edge_eels
 from .basic import spectrum_image, survey
 from .control import OperatorControl
+from .dcnn import dcnn
 from .logstar import logstar
 from .stubs import (
     acquire_spectra_at_points,
@@ -20,6 +21,7 @@ __all__ = [
     "OperatorControl",
     "acquire_spectra_at_points",
     "adaptive_eels",
+    "dcnn",
     "edge_eels",
     "grid_positions",
     "logstar",

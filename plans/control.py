@@ -367,9 +367,15 @@ class OperatorControl:
             self._say(f"step {step}: {action.kind} refused: {exc}")
             args = {k: v for k, v in action.args.items() if k != "func"}
             yield from self._record(
-                step, phase, "refused", action.who, action.requested,
-                before=action.kind, after=str(exc), detail=args,
-            )  # fmt: skip
+                step,
+                phase,
+                "refused",
+                action.who,
+                action.requested,
+                before=action.kind,
+                after=str(exc),
+                detail=args,
+            )
             return
         yield from self._record(
             step, phase, action.kind, action.who, action.requested, before, after, detail
@@ -414,12 +420,17 @@ class OperatorControl:
             for action in self._take():
                 if action.kind == "add":
                     point = {"x": action.args["x"], "y": action.args["y"], "source": "operator"}
-                    yield from self._record(step, "review", "add", action.who, action.requested,
-                                            after=point)  # fmt: skip
+                    yield from self._record(
+                        step, "review", "add", action.who, action.requested, after=point
+                    )
                     suggestions.append(point)
                 elif action.kind in _SETTINGS:  # made during a hard pause: from the next step
                     yield from self._apply_setting(action, step, "review", agent)
             return suggestions
+        with self._lock:
+            adds = any(a.kind == "add" for a in self._queue)
+        if not suggestions and not adds:
+            return []  # the agent has nothing more to suggest: the plan ends
         pending = [_point(s) for s in suggestions]
         vetoed: list[tuple[float, float]] = []
         yield from self._record(step, "review", "suggested", after=pending, detail={"n": batch})
@@ -433,16 +444,24 @@ class OperatorControl:
             for action in self._take():
                 if action.kind == "approve":
                     approved = True
-                    yield from self._record(step, "review", "approve", action.who,
-                                            action.requested, after=pending)  # fmt: skip
+                    yield from self._record(
+                        step, "review", "approve", action.who, action.requested, after=pending
+                    )
                 elif action.kind in ("veto", "add"):
                     before = [dict(p) for p in pending]
                     pending = _edit(pending, action)
                     if action.kind == "veto":
                         vetoed += [(p["x"], p["y"]) for p in action.args["points"]]
-                    yield from self._record(step, "review", action.kind, action.who,
-                                            action.requested, before, pending,
-                                            {k: v for k, v in action.args.items()})  # fmt: skip
+                    yield from self._record(
+                        step,
+                        "review",
+                        action.kind,
+                        action.who,
+                        action.requested,
+                        before,
+                        pending,
+                        {k: v for k, v in action.args.items()},
+                    )
                 else:
                     yield from self._apply_setting(action, step, "review", agent)
                     changed = changed or action.kind in ("set_acquisition", "set_scalarizer")
@@ -455,9 +474,13 @@ class OperatorControl:
                 ours = [p for p in pending if p.get("source") == "operator"]
                 want = max(batch - len(ours), 1)
                 fresh = agent.suggest(want + len(vetoed))
-                yield from self._record(step, "review", "suggested",
-                                        after=[_point(s) for s in fresh],
-                                        detail={"n": want + len(vetoed)})  # fmt: skip
+                yield from self._record(
+                    step,
+                    "review",
+                    "suggested",
+                    after=[_point(s) for s in fresh],
+                    detail={"n": want + len(vetoed)},
+                )
                 new = [_point(s) for s in fresh if (s["x"], s["y"]) not in set(vetoed)]
                 pending = new[:want] + ours
                 if not pending:
@@ -493,8 +516,9 @@ class OperatorControl:
             for action in self._take():
                 if action.kind == "approve":
                     done = True
-                    yield from self._record(image, "front", "approve", action.who,
-                                            action.requested, after=chosen)  # fmt: skip
+                    yield from self._record(
+                        image, "front", "approve", action.who, action.requested, after=chosen
+                    )
                 elif action.kind in _SETTINGS:
                     yield from self._apply_setting(action, image, "front", agent)
                     done = done or action.kind == "pick_front" or self._mode == "free"

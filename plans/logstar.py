@@ -19,9 +19,7 @@ __all__ = ["logstar"]
 def _settings(agent: Any) -> dict[str, Any]:
     """The agent's public settings that are plain numbers or strings (seed, budget...)."""
     plain = (bool, int, float, str, type(None))
-    return {
-        k: v for k, v in vars(agent).items() if not k.startswith("_") and isinstance(v, plain)
-    }
+    return {k: v for k, v in vars(agent).items() if not k.startswith("_") and isinstance(v, plain)}
 
 
 def logstar(

@@ -1,14 +1,25 @@
-"""``ophyd-stem show``: a run summarised in a few lines and drawn in one PNG."""
+"""``ophyd-stem show``: a run summarised in a few lines, drawn in PNGs, kept as HTML.
+
+Every run gets the overview figure (survey image with the measured positions, spectra, a
+grid's map). Runs with decisions (``adaptive_eels``, ``edge_eels``, ``logstar``) also get
+their workflow's figure, the same one the live view draws (:mod:`ophyd_stem.app.views`),
+and the summary says what was decided: best value, decisions by source, the operator's
+interventions, where the data is. The text and the figures go into one HTML page beside
+the PNGs.
+"""
 
 from __future__ import annotations
 
+import collections
+import html
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["run_report"]
+__all__ = ["decision_summary", "run_report"]
 
 
 def _streams(run: Any) -> list[str]:
@@ -121,4 +132,98 @@ def run_report(run: Any, out_dir: Path) -> tuple[str, Path]:
     png = out_dir / f"run-{start.get('scan_id')}-{uid[:8]}.png"
     fig.savefig(png, dpi=90)
     plt.close(fig)
+
+    figures = [png]
+    if start.get("plan_name") in ("adaptive_eels", "edge_eels", "logstar", "dcnn"):
+        from agents.runs import unpack_run
+
+        from .views import render
+
+        data = unpack_run(run)
+        lines += decision_summary(data)
+        workflow, _ = render(data, out_dir / f"run-{start.get('scan_id')}-{uid[:8]}-workflow.png")
+        figures.append(workflow)
+        lines.append(f"  workflow    {workflow}")
+    lines += _where(run, image_ref)
+    page = _write_html(out_dir / f"run-{start.get('scan_id')}-{uid[:8]}.html", lines, figures)
+    lines.append(f"  summary     {page}")
     return "\n".join(lines), png
+
+
+def decision_summary(data: Any) -> list[str]:
+    """Lines on what a run decided: best value, decisions by source, interventions, atoms.
+
+    Args:
+        data: an unpacked run (:class:`agents.runs.RunData`).
+    """
+    lines = []
+    values = data.values
+    if len(values):
+        best = int(np.argmax(values))
+        sources = collections.Counter(data.decisions.get("source", []))
+        lines.append(
+            f"  best value  {values[best]:.5g} at ({data.decisions['x'][best]:.1f}, "
+            f"{data.decisions['y'][best]:.1f}) px, measurement {best + 1} of {len(values)} "
+            f"(step {int(data.decisions['step'][best])})"
+        )
+        lines.append(
+            "  decisions   "
+            + ", ".join(f"{n} {k}" for k, n in sorted(sources.items()))
+            + f"; scalarizer {data.plan_args.get('scalarizer')}"
+        )
+    if len(data.edge_points):
+        lines.append(f"  edge points {len(data.edge_points)} chosen along the edges")
+    for record in data.logstar:
+        lines.append(
+            f"  LoG* image {record.get('image')}: {record.get('n_atoms')} atoms, front point "
+            f"#{record.get('chosen')}" + (" (optimised)" if record.get("optimised") else "")
+        )
+    if data.interventions:
+        acts = [iv for iv in data.interventions if iv.get("who") != "agent"]
+        kinds = collections.Counter(iv.get("kind") for iv in acts)
+        who = sorted({str(iv.get("who")) for iv in acts})
+        lines.append(
+            f"  operator    {len(acts)} intervention(s) by {', '.join(who) or '-'}: "
+            + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        )
+        for iv in acts:
+            when = time.strftime("%H:%M:%S", time.localtime(iv.get("requested", iv["time"])))
+            after = json.dumps(iv.get("after"))
+            lines.append(
+                f"    {when} step {iv.get('step')}: {iv.get('kind')} by {iv.get('who')} -> "
+                + (after if len(after) <= 70 else after[:67] + "...")
+            )
+    return lines
+
+
+def _where(run: Any, image_ref: tuple[str, str] | None) -> list[str]:
+    """Where the run's data lives: the catalog entry and the image files."""
+    lines = []
+    uri = getattr(run, "uri", None)
+    if uri:
+        lines.append(f"  catalog     {uri}")
+    if image_ref is not None:
+        try:
+            sources = run[image_ref[0]][image_ref[1]].data_sources()
+            files = sorted({a.data_uri for ds in sources for a in ds.assets})
+        except Exception:  # an older server or a run without files: nothing to add
+            files = []
+        for uri in files:
+            lines.append(f"  image file  {uri.replace('file://localhost', '')}")
+    return lines
+
+
+def _write_html(path: Path, lines: list[str], figures: list[Path]) -> Path:
+    images = "\n".join(
+        f'<p><img src="{html.escape(f.name)}" style="max-width:100%"></p>' for f in figures
+    )
+    path.write_text(
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>"
+        + html.escape(lines[0])
+        + "</title></head><body>\n<pre>"
+        + html.escape("\n".join(lines))
+        + "</pre>\n"
+        + images
+        + "\n</body></html>\n"
+    )
+    return path

@@ -11,6 +11,8 @@ functions here, in name order, NSLS-II style:
 ``15-suspenders.py``   :func:`configure_suspenders`: pause when the bridge stops answering
 ``20-plans.py``        :func:`configure_plans`: the project's plans, ``bp``, ``bps``
 ``30-agents.py``       :func:`configure_agents`: agent classes, imported when first used
+(``35-views.py``)      :func:`configure_views`: the live figure of adaptive runs (when plots
+                       are on) and ``control``, the operator's hand on them
 =====================  ===================================================================
 
 :func:`configure_session` does all of it, for scripts, tests and the command.
@@ -41,6 +43,7 @@ __all__ = [
     "configure_plans",
     "configure_session",
     "configure_suspenders",
+    "configure_views",
 ]
 
 log = logging.getLogger(__name__)
@@ -323,6 +326,41 @@ def configure_agents(session: Session, user_ns: dict[str, Any] | None = None) ->
     return agents
 
 
+def configure_views(
+    session: Session,
+    user_ns: dict[str, Any] | None = None,
+    plots: bool | None = None,
+    out_dir: str | Path | None = None,
+) -> Any:
+    """The live figure of adaptive and LoG* runs, and the operator's hand on them.
+
+    Subscribes a :class:`~ophyd_stem.app.views.LiveView` when plots are on (as the
+    BestEffortCallback's) or PNGs are wanted (``out_dir``), and adds ``control``, a free-mode
+    :class:`plans.OperatorControl`, to pass as ``adaptive_eels(..., control=control)``.
+    Names added: ``live_view`` (None without plots), ``control``.
+    """
+    from plans import OperatorControl
+
+    if plots is None:
+        plots = bool(getattr(session.bec, "_plots_enabled", False))
+    view = None
+    if plots or out_dir is not None:
+        import matplotlib
+
+        from .views import LiveView
+
+        if plots and "qt" in matplotlib.get_backend().lower():
+            from bluesky.callbacks.mpl_plotting import initialize_qt_teleporter
+
+            with contextlib.suppress(RuntimeError):  # not the main thread: no teleporter
+                initialize_qt_teleporter()
+        view = LiveView(out_dir=out_dir, show=plots)
+        session.RE.subscribe(view)
+    control = OperatorControl(operator=session.config.operator)
+    _export(session, user_ns, live_view=view, control=control)
+    return view
+
+
 def configure_session(
     user_ns: dict[str, Any] | None = None,
     *,
@@ -347,6 +385,7 @@ def configure_session(
             configure_suspenders(session)
         configure_plans(session, user_ns)
         configure_agents(session, user_ns)
+        configure_views(session, user_ns)
     except BaseException:
         session.close(timeout=5)
         raise

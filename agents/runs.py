@@ -1,0 +1,508 @@
+"""Runs from the catalog as plain arrays, so agents can be re-run on what was measured.
+
+A Bluesky run holds an experiment's data *and* its decisions: the survey image, the beam
+positions and spectra (``primary``), each step's decision with the agent's report
+(``decisions``), the agent's maps (``agent_maps``), the edge map and points (``edge_map``,
+``edge_points``), the atoms and the LoG* front (``atoms``, ``logstar_front``, ``logstar``)
+and the operator's interventions (``interventions``). :func:`unpack_run` turns either form
+of a run into one :class:`RunData` of numpy arrays and decoded JSON:
+
+* a tiled client of a run (``catalog[uid]``), read stream by stream through the server;
+* a list of ``(name, doc)`` documents (a RunEngine's, or ``run.documents()``); survey
+  images written to HDF5 are read from the files their ``stream_resource`` names.
+
+This is the one module of ``agents`` that may know about the catalog; it needs no import of
+tiled itself (the client is used through its mapping interface), and h5py only for external
+images in documents.
+
+Example:
+    >>> from ophyd_stem.catalog import open_catalog
+    >>> data = unpack_run(open_catalog()[-1])                     # doctest: +SKIP
+    >>> data.survey_image.shape, data.positions.shape             # doctest: +SKIP
+    ((128, 128), (30, 2))
+    >>> data.decisions["source"][:3]                              # doctest: +SKIP
+    ['seed', 'seed', 'seed']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["RunData", "StreamData", "decode_json", "streams_from_documents", "unpack_run"]
+
+
+def decode_json(value: Any) -> Any:
+    """A JSON string recorded by ``ophyd_stem.Record``/``Table`` back as Python objects;
+    anything that is not JSON text is returned unchanged."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+@dataclass
+class StreamData:
+    """One stream of a run: a column per data key, one row per event (in ``seq_num`` order).
+
+    Attributes:
+        name: the stream name (``"primary"``, ``"decisions"``...).
+        columns: data key -> array of rows (``(N, ...)``; strings as a numpy str array).
+        time: event times, seconds since the epoch.
+        configuration: every configuration value of the stream's devices, by data key.
+        data_keys: the descriptor's data keys (shape, dtype, units, source).
+    """
+
+    name: str
+    columns: Dict[str, np.ndarray] = field(default_factory=dict)
+    time: np.ndarray = field(default_factory=lambda: np.empty(0))
+    configuration: Dict[str, Any] = field(default_factory=dict)
+    data_keys: Dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A column by its full data key (``"decision-x"``), or ``default``."""
+        return self.columns.get(key, default)
+
+    def field(self, name: str, default: Any = None) -> Any:
+        """A column by the part after the device prefix (``"x"`` for ``"decision-x"``)."""
+        for key, value in self.columns.items():
+            if key.split("-", 1)[-1] == name:
+                return value
+        return default
+
+
+@dataclass
+class RunData:
+    """What a run holds, unpacked: data and decisions as arrays, ready for an agent.
+
+    Positions follow the project's convention: ``(x, y)`` = (column, row) pixels of the survey
+    image's scan field. Attributes are empty (or None) when the run has no such stream.
+
+    Attributes:
+        uid: the run's start uid.
+        start, stop: the start and stop documents (``stop`` is ``{}`` for a run still open).
+        plan_name, plan_args: from the start document.
+        streams: every stream, as :class:`StreamData`.
+        survey_image: the first survey image of the plan's signal (2-D), or None.
+        survey_images: every survey image of that signal, in order.
+        survey_signal: the detector signal of the survey image (``"HAADF"``).
+        pixel_size: nm per survey pixel (None when not recorded).
+        positions: ``(N, 2)`` beam positions of the spectra (``primary``).
+        spectra: ``(N, C)`` the spectra, as stored (float32 from the spectrometer).
+        energy_axis: ``(C,)`` eV.
+        decisions: ``decisions`` stream by field name (``step``, ``x``, ``y``, ``value``,
+            ``acquisition``, ``predicted_mean``, ``predicted_std``, ``source``, ``time``),
+            and ``reports``: each decision's agent report, decoded.
+        maps: the agent's maps, one dict per record (``step``, ``mean``, ``std``,
+            ``acquisition``, ``x``, ``y``).
+        edge_map: the edge map of an edge-guided run.
+        edge_points: ``(M, 2)`` the points it chose, in beam order.
+        edge_report: the edge agent's report (its parameters).
+        atoms: LoG* atoms by column (``image``, ``x``, ``y``, ``sigma``, ``cluster``).
+        front: LoG* Pareto front, one dict per point (``image``, ``point``, ``chosen``,
+            ``parameters``, and one entry per reward).
+        logstar: LoG* reports, one dict per image (``image``, ``n_atoms``, ``optimised``,
+            ``chosen``, ``report``).
+        interventions: the operator's interventions, one dict per record, in order.
+    """
+
+    uid: str
+    start: Dict[str, Any]
+    stop: Dict[str, Any]
+    streams: Dict[str, StreamData]
+    survey_image: Optional[np.ndarray] = None
+    survey_images: List[np.ndarray] = field(default_factory=list)
+    survey_signal: str = "HAADF"
+    pixel_size: Optional[float] = None
+    positions: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
+    spectra: Optional[np.ndarray] = None
+    energy_axis: Optional[np.ndarray] = None
+    decisions: Dict[str, Any] = field(default_factory=dict)
+    maps: List[Dict[str, Any]] = field(default_factory=list)
+    edge_map: Optional[np.ndarray] = None
+    edge_points: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
+    edge_report: Dict[str, Any] = field(default_factory=dict)
+    atoms: Dict[str, np.ndarray] = field(default_factory=dict)
+    front: List[Dict[str, Any]] = field(default_factory=list)
+    logstar: List[Dict[str, Any]] = field(default_factory=list)
+    interventions: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def plan_name(self) -> Optional[str]:
+        return self.start.get("plan_name")
+
+    @property
+    def plan_args(self) -> Dict[str, Any]:
+        return dict(self.start.get("plan_args") or {})
+
+    @property
+    def exit_status(self) -> Optional[str]:
+        return self.stop.get("exit_status")
+
+    @property
+    def values(self) -> np.ndarray:
+        """The scalar of each decision (empty without decisions)."""
+        return np.asarray(self.decisions.get("value", np.empty(0)), dtype=np.float64)
+
+    def decisions_at(self, step: int) -> List[int]:
+        """Row indices of the decisions of one step."""
+        steps = np.asarray(self.decisions.get("step", np.empty(0)))
+        return [int(i) for i in np.flatnonzero(steps == step)]
+
+
+# ---------------------------------------------------------------------- documents
+
+
+def _h5_path(uri: str) -> str:
+    for prefix in ("file://localhost", "file://"):
+        if uri.startswith(prefix):
+            return uri[len(prefix) :]
+    return uri
+
+
+def _read_external(resource: Mapping[str, Any], start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of an HDF5 dataset a ``stream_resource`` names."""
+    import h5py  # only for external images; agents otherwise need no HDF5
+
+    params = resource.get("parameters") or {}
+    uri = resource.get("uri") or resource.get("root", "") + resource.get("resource_path", "")
+    path, dataset = _h5_path(uri), params.get("dataset", "/entry/data")
+    try:  # in the writing process (a live view) the writer's own locking flags must match
+        with h5py.File(path, "r", swmr=bool(params.get("swmr"))) as f:
+            return np.asarray(f[dataset][start:stop])
+    except OSError:  # another process may hold the file's lock
+        with h5py.File(path, "r", swmr=bool(params.get("swmr")), locking=False) as f:
+            return np.asarray(f[dataset][start:stop])
+
+
+def streams_from_documents(
+    documents: Iterable[Tuple[str, Mapping[str, Any]]], fill_external: Any = True
+) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, StreamData]]:
+    """``(start, stop, streams)`` from a run's documents (events and event pages alike).
+
+    Args:
+        documents: ``(name, doc)`` pairs of one run.
+        fill_external: how to get data written to files (survey images): True reads the
+            HDF5 file a ``stream_resource`` names, False leaves them out, a callable
+            ``(stream_resource, stream_datum) -> rows`` gets them some other way.
+
+    Raises:
+        ValueError: the documents hold no start document, or an image file is unreadable.
+    """
+    start: Dict[str, Any] = {}
+    stop: Dict[str, Any] = {}
+    descriptors: Dict[str, Mapping[str, Any]] = {}
+    rows: Dict[str, List[Tuple[int, float, Dict[str, Any]]]] = {}
+    resources: Dict[str, Mapping[str, Any]] = {}
+    external: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    for name, doc in documents:
+        if name == "start":
+            start = dict(doc)
+        elif name == "stop":
+            stop = dict(doc)
+        elif name == "descriptor":
+            descriptors[doc["uid"]] = doc
+            rows.setdefault(doc["name"], [])
+        elif name == "event":
+            stream = descriptors[doc["descriptor"]]["name"]
+            rows[stream].append((int(doc["seq_num"]), float(doc["time"]), dict(doc["data"])))
+        elif name == "event_page":
+            stream = descriptors[doc["descriptor"]]["name"]
+            keys = list(doc["data"])
+            for i, seq in enumerate(doc["seq_num"]):
+                data = {k: doc["data"][k][i] for k in keys}
+                rows[stream].append((int(seq), float(doc["time"][i]), data))
+        elif name == "stream_resource":
+            resources[doc["uid"]] = doc
+        elif name == "stream_datum" and fill_external is not False:
+            resource = resources[doc["stream_resource"]]
+            stream = descriptors[doc["descriptor"]]["name"]
+            if callable(fill_external):
+                frames = fill_external(resource, doc)
+            else:
+                try:
+                    frames = _read_external(
+                        resource, doc["indices"]["start"], doc["indices"]["stop"]
+                    )
+                except (OSError, KeyError) as exc:
+                    raise ValueError(
+                        f"cannot read {resource['data_key']} from {resource.get('uri')}: {exc}"
+                    ) from exc
+            if frames is None:
+                continue
+            first = int(doc["seq_nums"]["start"])
+            for i, frame in enumerate(frames):
+                external.setdefault(stream, {}).setdefault(first + i, {})[resource["data_key"]] = (
+                    frame
+                )
+    if not start:
+        raise ValueError("the documents hold no start document: not a Bluesky run")
+    by_name: Dict[str, List[Mapping[str, Any]]] = {}
+    for desc in descriptors.values():
+        by_name.setdefault(desc["name"], []).append(desc)
+    streams = {}
+    for stream, entries in rows.items():
+        # A rewind after a pause re-emits events with the same seq_num: the last one counts.
+        latest: Dict[int, Tuple[float, Dict[str, Any]]] = {}
+        for seq, t, data in entries:
+            latest[seq] = (t, data)
+        for seq, data in external.get(stream, {}).items():
+            if seq in latest:
+                latest[seq][1].update(data)
+        ordered = [latest[s] for s in sorted(latest)]
+        descs = by_name[stream]
+        streams[stream] = _stream_data(stream, ordered, descs)
+    return start, stop, streams
+
+
+def _stream_data(
+    name: str, ordered: List[Tuple[float, Dict[str, Any]]], descs: List[Mapping[str, Any]]
+) -> StreamData:
+    data_keys: Dict[str, Any] = {}
+    configuration: Dict[str, Any] = {}
+    for desc in descs:
+        data_keys.update(desc.get("data_keys") or {})
+        for obj in (desc.get("configuration") or {}).values():
+            configuration.update(obj.get("data") or {})
+    columns: Dict[str, np.ndarray] = {}
+    for key in data_keys:
+        values = [data[key] for _, data in ordered if key in data]
+        if len(values) == len(ordered):
+            columns[key] = _column(values)
+    return StreamData(
+        name=name,
+        columns=columns,
+        time=np.asarray([t for t, _ in ordered], dtype=np.float64),
+        configuration=configuration,
+        data_keys=data_keys,
+    )
+
+
+def _column(values: List[Any]) -> np.ndarray:
+    if values and all(isinstance(v, str) for v in values):
+        return np.asarray(values, dtype=str)
+    try:
+        return np.asarray(values)
+    except ValueError:  # ragged rows: keep them apart
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+
+
+# ---------------------------------------------------------------------- tiled
+
+
+def _streams_from_tiled(run: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, StreamData]]:
+    metadata = run.metadata
+    start = dict(metadata.get("start") or {})
+    stop = dict(metadata.get("stop") or {})
+    streams = {}
+    for name in list(run):
+        node = run[name]
+        meta = node.metadata
+        keys = [k for k in node if not k.startswith("ts_") and k not in ("seq_num", "time")]
+        configuration: Dict[str, Any] = {}
+        for obj in (meta.get("configuration") or {}).values():
+            configuration.update(obj.get("data") or {})
+        columns = {k: np.asarray(node[k].read()) for k in keys}
+        for key, column in columns.items():
+            if column.dtype.kind == "S":
+                columns[key] = column.astype(str)
+        times = np.asarray(node["time"].read(), dtype=np.float64) if "time" in node else None
+        if times is None:
+            n = min((len(c) for c in columns.values()), default=0)
+            times = np.zeros(n)
+        streams[name] = StreamData(
+            name=name,
+            columns=columns,
+            time=times,
+            configuration=configuration,
+            data_keys=dict(meta.get("data_keys") or {}),
+        )
+    return start, stop, streams
+
+
+# ---------------------------------------------------------------------- interpretation
+
+
+def unpack_run(run: Any, fill_external: Any = True) -> RunData:
+    """A run as plain arrays: survey image, positions, spectra, decisions, maps, atoms...
+
+    Args:
+        run: a tiled client of a Bluesky run (``catalog[uid]``), or its documents as an
+            iterable of ``(name, doc)`` pairs.
+        fill_external: for documents, how survey images written to files are read (see
+            :func:`streams_from_documents`).
+
+    Returns:
+        The :class:`RunData`.
+
+    Raises:
+        ValueError: not a Bluesky run (no start document).
+
+    Example:
+        >>> data = unpack_run(RE_documents)                       # doctest: +SKIP
+        >>> data.decisions["x"], data.decisions["value"]          # doctest: +SKIP
+    """
+    if hasattr(run, "metadata") and hasattr(run, "__getitem__") and not isinstance(run, list):
+        start, stop, streams = _streams_from_tiled(run)
+        if not start:
+            raise ValueError("this node has no start document: not a Bluesky run")
+    else:
+        start, stop, streams = streams_from_documents(run, fill_external)
+    data = RunData(uid=start.get("uid", ""), start=start, stop=stop, streams=streams)
+    _survey(data)
+    _primary(data)
+    _decisions(data)
+    _maps(data)
+    _edges(data)
+    _logstar(data)
+    _interventions(data)
+    return data
+
+
+def _survey(data: RunData) -> None:
+    survey = data.streams.get("survey")
+    if survey is None or not len(survey):  # a plain survey run reads into primary
+        survey = data.streams.get("primary")
+        if survey is None or not len(survey):
+            return
+    signal = str(data.plan_args.get("signal") or "HAADF")
+    key = f"scan-{signal.lower()}"
+    if key not in survey.columns:
+        images = [k for k, c in survey.columns.items() if k.startswith("scan-") and c.ndim >= 3]
+        if not images:
+            return
+        key = images[0]
+        signal = key.split("-", 1)[1].upper()
+    stack = np.asarray(survey.columns[key])
+    frames = stack.reshape(-1, *stack.shape[-2:])
+    per_event = len(frames) // max(len(survey), 1) if len(survey) else 1
+    data.survey_images = [frames[i * per_event + per_event - 1] for i in range(len(survey))] or [
+        frames[-1]
+    ]
+    data.survey_image = data.survey_images[0]
+    data.survey_signal = signal
+    pixel = survey.configuration.get("scan-pixel_size")
+    data.pixel_size = None if pixel is None else float(pixel)
+
+
+def _primary(data: RunData) -> None:
+    primary = data.streams.get("primary")
+    if primary is None:
+        return
+    x, y = primary.get("stem-beam-x"), primary.get("stem-beam-y")
+    if x is not None and y is not None:
+        data.positions = np.column_stack([np.asarray(x, float), np.asarray(y, float)])
+    spectra = primary.get("eels-spectrum")
+    if spectra is not None:
+        data.spectra = np.asarray(spectra)
+        if data.spectra.dtype.kind == "f" and data.spectra.dtype != np.float32:
+            # the spectrometer's spectra are float32; JSON replay widens them
+            declared = (primary.data_keys.get("eels-spectrum") or {}).get("dtype_numpy")
+            if declared == "<f4":
+                data.spectra = data.spectra.astype(np.float32)
+    axis = primary.configuration.get("eels-energy_axis")
+    if axis is not None:
+        data.energy_axis = np.asarray(axis, dtype=np.float64)
+
+
+def _decisions(data: RunData) -> None:
+    stream = data.streams.get("decisions")
+    if stream is None:
+        return
+    out: Dict[str, Any] = {"time": stream.time}
+    for key, column in stream.columns.items():
+        name = key.split("-", 1)[-1]
+        if name == "report":
+            out["reports"] = [decode_json(str(v)) for v in column]
+        elif column.dtype.kind in "US":
+            out[name] = [str(v) for v in column]
+        else:
+            out[name] = np.asarray(column)
+    data.decisions = out
+
+
+def _maps(data: RunData) -> None:
+    stream = data.streams.get("agent_maps")
+    if stream is None:
+        return
+    for i in range(len(stream)):
+        data.maps.append(
+            {key.split("-", 1)[-1]: np.asarray(col[i]) for key, col in stream.columns.items()}
+        )
+    for record in data.maps:
+        if "step" in record:
+            record["step"] = int(record["step"])
+
+
+def _edges(data: RunData) -> None:
+    edge = data.streams.get("edge_map")
+    if edge is not None and len(edge):
+        column = edge.field("edge_map")
+        if column is not None:
+            data.edge_map = np.asarray(column[-1])
+        report = edge.field("report")
+        if report is not None:
+            data.edge_report = decode_json(str(report[-1]))
+    points = data.streams.get("edge_points")
+    if points is not None and len(points):
+        x, y = points.field("x"), points.field("y")
+        order = points.field("order")
+        xy = np.column_stack([np.asarray(x, float), np.asarray(y, float)])
+        data.edge_points = xy[np.argsort(order, kind="stable")] if order is not None else xy
+
+
+def _logstar(data: RunData) -> None:
+    atoms = data.streams.get("atoms")
+    if atoms is not None:
+        data.atoms = {key.split("-", 1)[-1]: np.asarray(col) for key, col in atoms.columns.items()}
+    front = data.streams.get("logstar_front")
+    if front is not None:
+        names = [key.split("-", 1)[-1] for key in front.columns]
+        for i in range(len(front)):
+            row = {}
+            for name, col in zip(names, front.columns.values()):
+                value = col[i]
+                row[name] = decode_json(str(value)) if name == "parameters" else value.item()
+            data.front.append(row)
+    records = data.streams.get("logstar")
+    if records is not None:
+        for i in range(len(records)):
+            row = {}
+            for key, col in records.columns.items():
+                name = key.split("-", 1)[-1]
+                value = col[i]
+                row[name] = decode_json(str(value)) if name == "report" else value.item()
+            data.logstar.append(row)
+
+
+def _interventions(data: RunData) -> None:
+    stream = data.streams.get("interventions")
+    if stream is None:
+        return
+    for i in range(len(stream)):
+        row: Dict[str, Any] = {"time": float(stream.time[i])}
+        for key, col in stream.columns.items():
+            name = key.split("-", 1)[-1]
+            value = col[i]
+            if isinstance(value, np.generic):
+                value = value.item()
+            if name in ("before", "after", "detail") and isinstance(value, str):
+                # always JSON (plans.control writes them so), strings and null too
+                with contextlib.suppress(ValueError):
+                    value = json.loads(value)
+            row[name] = decode_json(value) if isinstance(value, str) else value
+        data.interventions.append(row)

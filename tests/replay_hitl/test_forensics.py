@@ -1,0 +1,88 @@
+"""Forensics and counterfactuals on real runs read back from the catalog."""
+
+from __future__ import annotations
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from agents.runs import unpack_run
+from ophyd_stem.app.counterfactual import counterfactual, parse
+from ophyd_stem.app.forensics import forensics
+
+from .conftest import dkl_factory
+
+
+def test_forensics_finds_the_same_suggestions_in_a_dkl_run(dkl_run):
+    report = forensics(dkl_run.run)
+    assert report.ok, report.text()
+    assert [c.step for c in report.checks] == [1, 2, 3, 4, 5, 6]
+    # rebuilt from the run's own records: the settings the run used
+    assert report.agent["seed"] == 1
+    assert report.agent["window"] == 8
+    assert report.agent["n_seed"] == 3
+    assert report.value_error == pytest.approx(0.0, abs=1e-9)
+    # the documents give the same answer as the catalog
+    assert forensics(dkl_run.documents).as_dict()["matches"] == report.matches
+
+
+def test_forensics_reports_a_changed_agent(dkl_run):
+    changed = forensics(dkl_run.run, make_agent=dkl_factory([], seed=7))
+    assert not changed.ok
+    assert changed.mismatches
+    assert "MISMATCH" in changed.text()
+    # the seed points differ from the first step on
+    assert changed.as_dict()["mismatched_steps"][0] == 1
+
+
+def test_counterfactual_with_the_recorded_acquisition_agrees_everywhere(dkl_run, tmp_path):
+    same = counterfactual(dkl_run.run, "ei", out_dir=None)
+    assert same.agree.all()
+    np.testing.assert_allclose(same.chosen, same.recorded)
+
+
+@pytest.mark.parametrize("alternative", ["ucb:beta=9", "random", "raster"])
+def test_counterfactual_draws_both_trajectories(dkl_run, tmp_path, alternative):
+    result = counterfactual(dkl_run.run, alternative, out_dir=tmp_path)
+    data = unpack_run(dkl_run.documents)
+    assert result.recorded.shape == result.chosen.shape == (len(data.values), 2)
+    np.testing.assert_allclose(result.recorded, data.positions)
+    if alternative != "ucb:beta=9":
+        assert not result.agree.all()
+    assert result.png.exists()
+    image = mpimg.imread(result.png)
+    assert image.shape[0] > 300
+    assert np.std(image[..., :3]) > 0.05
+    assert alternative in result.text()
+
+
+def test_edge_forensics_and_counterfactual(edge_run, tmp_path):
+    report = forensics(edge_run.run)
+    assert report.ok, report.text()
+    result = counterfactual(edge_run.run, "gradient", out_dir=tmp_path)
+    assert len(result.recorded) == len(unpack_run(edge_run.run).edge_points)
+    assert len(result.chosen) > 0
+    assert result.png.exists()
+
+
+def test_bad_alternatives_are_refused_clearly(dkl_run):
+    assert parse("ucb:beta=9,xi=0.1") == ("ucb", {"beta": 9, "xi": 0.1})
+    assert parse("weight=0.2") == ("front", {"weight": 0.2})
+    with pytest.raises(ValueError, match="key=value"):
+        parse("ucb:beta")
+    with pytest.raises(ValueError, match="unknown alternative"):
+        counterfactual(dkl_run.run, "telepathy", out_dir=None)
+
+
+def test_logstar_counterfactual_shows_another_front_point(logstar_run, tmp_path):
+    other = (logstar_run.pick + 1) % logstar_run.front_size
+    result = counterfactual(logstar_run.run, f"index={other}", out_dir=tmp_path)
+    assert result.summary["front point"] == f"#{other} instead of #{logstar_run.pick}"
+    data = unpack_run(logstar_run.run)
+    assert len(result.recorded) == len(data.atoms["x"])
+    assert len(result.chosen) > 0
+    # the recorded point itself finds exactly the recorded atoms
+    same = counterfactual(logstar_run.run, f"index={logstar_run.pick}", out_dir=None)
+    assert same.agree.all()
+    assert len(same.chosen) == len(same.recorded)
+    assert np.std(mpimg.imread(result.png)[..., :3]) > 0.05
