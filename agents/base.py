@@ -137,6 +137,15 @@ class Agent(ABC):
     def report(self) -> dict[str, Any]:
         """What the agent believes now: small, JSON-able, stored with the run."""
 
+    def config(self) -> dict[str, Any]:
+        """The settings this agent was made with, JSON-able: what a replay needs to build
+        the same agent again (forensics). Default: the public attributes that are plain
+        numbers, strings, booleans or None; agents with more to say override it."""
+        plain = (bool, int, float, str, type(None))
+        return {
+            k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, plain)
+        }
+
     def get_best_points(self) -> list[tuple[Any, dict, dict]]:
         """The best measurement so far, as bluesky-adaptive's ``(id, parameters, outcomes)``."""
         if len(self.values) == 0:

@@ -132,6 +132,18 @@ class DKLAgent(Agent):
         self.learning_rate = float(learning_rate)
         self.max_train_points = int(max_train_points)
         self.exclude_measured = bool(exclude_measured)
+        #: spacing of the candidate grid, px (None with explicit candidates)
+        self.grid_step = None if candidates is not None else int(step)
+        # ``seed_points`` as given (positions are recorded as a list), for config()
+        self._seed_points = (
+            seed_points if isinstance(seed_points, str) else np.asarray(seed_points).tolist()
+        )
+        self._n_seed = int(n_seed)
+        self._initial_exploration = {
+            "acquisition": acquisition,
+            "xi": float(xi),
+            "beta": float(beta),
+        }
         self._acquisition = "ei"
         self._xi = 0.0
         self._beta = 0.0
@@ -524,11 +536,35 @@ class DKLAgent(Agent):
             "y_std": self._y_std,
         }
 
+    def config(self) -> Dict[str, Any]:
+        """The constructor's settings (JSON-able), so a replay can build the same agent on
+        the same survey image: same candidates, same seeds, same network, same choices."""
+        return {
+            "window": self.window,
+            "step": self.grid_step,
+            "normalise": self.normalise,
+            "border": self.border,
+            **self._initial_exploration,
+            "hidden": None if self.hidden is None else list(self.hidden),
+            "feature_dim": self.feature_dim,
+            "n_components": self.n_components,
+            "seed_points": self._seed_points,
+            "n_seed": self._n_seed,
+            "seed": self.seed,
+            "num_threads": self.num_threads,
+            "train_iters": self.train_iters,
+            "finetune_iters": self.finetune_iters,
+            "learning_rate": self.learning_rate,
+            "max_train_points": self.max_train_points,
+            "exclude_measured": self.exclude_measured,
+        }
+
     def report(self) -> Dict[str, Any]:
         """Step, measurements, best so far, hyper-parameters, acquisition, training loss."""
         best = self.get_best_points()
         return {
             "agent": self.name,
+            "config": self.config(),
             "step": self.step,
             "n_measured": len(self.values),
             "n_train_points": int(min(len(self.values), self.max_train_points)),

@@ -353,6 +353,10 @@ class EdgeAgent(Agent):
         self._cursor = stop
         return out
 
+    def config(self) -> Dict[str, Any]:
+        """The constructor's settings (JSON-able), to build the same agent again."""
+        return {**self.params, "start": None if self.start is None else list(self.start)}
+
     def report(self) -> Dict[str, Any]:
         """Edge parameters, candidate count, budget, progress and path length (JSON-able)."""
         return {

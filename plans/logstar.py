@@ -71,7 +71,7 @@ def logstar(
             "name": getattr(agent, "name", type(agent).__name__),
             "class": repr(agent),
             # its settings and state at the start, so forensics can rebuild it
-            "config": _settings(agent),
+            "config": agent.config() if hasattr(agent, "config") else _settings(agent),
         },
         "detectors": [scan.name] + ([eels_points.name] if eels_points is not None else []),
         "num_points": images * max(n_eels, 0),

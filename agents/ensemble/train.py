@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from ..metrics import match_atoms
 from ._runtime import torch_threads
@@ -178,6 +179,7 @@ def train_member(
     *,
     start: UNet | None = None,
     strength: float = 1.0,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[UNet, list[float]]:
     """Train one U-Net (or continue training ``start``) and return it with its loss curve.
 
@@ -190,6 +192,7 @@ def train_member(
         seed: seeds the initial weights, the crops and the augmentation draws.
         start: a trained member to fine-tune (ELIT's retraining) instead of a fresh one.
         strength: multiplies the augmentation jitters of ``settings``.
+        on_step: called after every optimiser step (a progress bar).
     """
     config = settings.unet_config() if start is None else start.config
     crop = -(-int(settings.crop_size) // config.size_multiple) * config.size_multiple
@@ -219,6 +222,8 @@ def train_member(
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step()
     net.eval()
     return net, losses
 
@@ -255,6 +260,7 @@ def train_ensemble(
     data: TrainingData | None = None,
     validation: tuple[Any, Sequence[Any]] | None = None,
     description: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> Ensemble:
     """Train K U-Nets from different seeds on the same labelled images.
 
@@ -284,9 +290,16 @@ def train_ensemble(
     strengths = _strengths(settings.members, settings.vary_augmentation)
     t0 = time.perf_counter()
     members, final_losses = [], []
-    with torch_threads(settings.num_threads) as threads:
+    bar = tqdm(
+        total=settings.members * settings.steps,
+        desc=f"training {settings.members} U-Nets",
+        unit="step",
+        leave=False,
+        disable=not progress,
+    )
+    with torch_threads(settings.num_threads) as threads, bar:
         for seed, strength in zip(seeds, strengths):
-            net, losses = train_member(data, settings, seed, strength=strength)
+            net, losses = train_member(data, settings, seed, strength=strength, on_step=bar.update)
             members.append(net)
             final_losses.append(float(np.mean(losses[-20:])))
     seconds = time.perf_counter() - t0

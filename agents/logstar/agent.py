@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import scipy.ndimage as ndi
+from tqdm import tqdm
 
 from ..base import Agent, Suggestion
 from .clustering import AtomClusters, cluster_atoms
@@ -58,6 +59,7 @@ class LoGStarAgent(Agent):
             number.
         seed: seeds the optimiser and the GMM.
         num_threads: torch/BLAS threads while optimising (``None``: leave alone).
+        progress: show a progress bar of the trials while optimising (stderr).
 
     Example:
         >>> agent = LoGStarAgent("graphene", pixel_size_nm=0.0079, budget=40)
@@ -86,6 +88,7 @@ class LoGStarAgent(Agent):
         target: Target = "brightest",
         seed: int = 0,
         num_threads: Optional[int] = 1,
+        progress: bool = False,
     ) -> None:
         super().__init__()
         self.lattice: Lattice = get_lattice(lattice)
@@ -108,6 +111,7 @@ class LoGStarAgent(Agent):
         self.target = self._check_target(target)
         self.seed = int(seed)
         self.num_threads = num_threads
+        self.progress = bool(progress)
 
         self.result: Optional[OptimizationResult] = None
         self.choice: Optional[Choice] = None
@@ -186,14 +190,19 @@ class LoGStarAgent(Agent):
             if self.params is not None and self.params.sigma_step == space.sigma_step
             else []
         )
-        self.result = opt.run(
-            budget=int(budget or self.budget),
-            n_initial=self.n_initial,
-            batch_size=self.batch_size,
-            seed=self.seed + self.optimisations,
-            num_threads=self.num_threads,
-            initial_params=initial,
-        )
+        total = int(budget or self.budget)
+        with tqdm(
+            total=total, desc="LoG* trials", unit="trial", leave=False, disable=not self.progress
+        ) as bar:
+            self.result = opt.run(
+                budget=total,
+                n_initial=self.n_initial,
+                batch_size=self.batch_size,
+                seed=self.seed + self.optimisations,
+                num_threads=self.num_threads,
+                initial_params=initial,
+                callback=lambda trial: bar.update(1),
+            )
         self.optimisations += 1
         self.window_map, self.window_mode = None, None
         self._record(select_point(self.front, weight=self._auto_weight(), chooser="agent"))

@@ -25,7 +25,20 @@ class RunProgress(CallbackBase):
     def __init__(
         self,
         file: TextIO | None = None,
-        ignore_streams: tuple[str, ...] = ("survey", "baseline", "decisions", "agent"),
+        ignore_streams: tuple[str, ...] = (
+            "survey",
+            "baseline",
+            "decisions",
+            "agent_maps",
+            "interventions",
+            "edge_map",
+            "edge_points",
+            "atoms",
+            "logstar",
+            "logstar_front",
+            "dcnn",
+            "dcnn_maps",
+        ),
     ) -> None:
         super().__init__()
         self.file = file or sys.stderr

@@ -143,6 +143,7 @@ def _build_logstar(session: Any, args: argparse.Namespace) -> Generator:
         default_weight=args.weight,
         n_clusters=args.clusters,
         seed=args.seed,
+        progress=True,
     )
     args.agent = agent
     yield from _setup_scan(session, args)
@@ -199,7 +200,12 @@ def _edge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=150, help="most points to measure")
     parser.add_argument("--sigma", type=float, default=1.5, help="edge smoothing, px")
     parser.add_argument("--spacing", type=float, default=1.5, help="least spacing of points, px")
-    parser.add_argument("--method", choices=("canny", "sobel"), default="canny", help="edge filter")
+    parser.add_argument(
+        "--method",
+        choices=("canny", "gradient"),
+        default="canny",
+        help="edge filter: Canny, or the smoothed gradient magnitude",
+    )
     parser.add_argument("--scalarizer", default=None, help="e.g. band:5:15 (recorded per point)")
 
 
@@ -354,6 +360,11 @@ register(
 )
 
 
+#: twin noise levels of the training images: up to 0.8, where atoms are still visible
+#: (docs/decisions/0007-twin-noise-scale.md); noisier labels only teach noise
+TRAINING_NOISE = (0.0, 0.8)
+
+
 def train_default_ensemble(
     name: str = "default",
     members: int = 5,
@@ -377,18 +388,21 @@ def train_default_ensemble(
 
     started = time.monotonic()
     log(f"making {images} labelled twin images ({size}x{size}, graphene and SrTiO3)...")
-    data, atoms = make_training_set(n_images=images, size=size, noise_levels=(0.0, 1.0), seed=seed)
+    data, atoms = make_training_set(
+        n_images=images, size=size, noise_levels=TRAINING_NOISE, seed=seed
+    )
     log(f"training {members} U-Nets x {steps} steps (a few minutes on 2 cores)...")
     ensemble = train_ensemble(
         data,
         atoms,
         TrainingSettings(members=members, steps=steps, seed=seed),
+        progress=True,
         description={
             "source": "ophyd-stem digital twin",
             "samples": ["graphene", "SrTiO3"],
             "images": images,
             "size": size,
-            "noise_levels": [0.0, 1.0],
+            "noise_levels": list(TRAINING_NOISE),
             "seed": seed,
         },
     )
