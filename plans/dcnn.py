@@ -11,7 +11,7 @@ from bluesky.utils import MsgGenerator
 
 from ophyd_stem import Record, Table
 
-from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table
+from .stubs import eels_at_suggestions, read_survey_image, record, record_table
 
 __all__ = ["dcnn"]
 
@@ -81,11 +81,7 @@ def dcnn(
             yield from record_table(atoms, image=np.full(len(columns["x"]), index), **columns)
             yield from record(report, "dcnn", image=index, report=agent.report())
             if n_eels:
-                suggestions = agent.suggest(n_eels)
-                if suggestions:
-                    positions = np.array([[s["x"], s["y"]] for s in suggestions])
-                    yield from acquire_spectra_at_points(eels_points, positions)
-                    agent.ingest(positions, np.zeros(len(positions)))
+                yield from eels_at_suggestions(agent, eels_points, n_eels)
             yield from bps.checkpoint()
 
     return (yield from inner())

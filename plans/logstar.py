@@ -11,7 +11,7 @@ from bluesky.utils import MsgGenerator
 
 from ophyd_stem import Record, Table
 
-from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table
+from .stubs import eels_at_suggestions, read_survey_image, record, record_table
 
 __all__ = ["logstar"]
 
@@ -123,13 +123,7 @@ def logstar(
                 report=agent.report(),
             )
             if n_eels:
-                suggestions = agent.suggest(n_eels)
-                if control is not None and suggestions:
-                    suggestions = yield from control.review(index, suggestions, agent)
-                if suggestions:
-                    positions = np.array([[s["x"], s["y"]] for s in suggestions])
-                    yield from acquire_spectra_at_points(eels_points, positions)
-                    agent.ingest(positions, np.zeros(len(positions)))
+                yield from eels_at_suggestions(agent, eels_points, n_eels, control, index)
             yield from bps.checkpoint()
 
     return (yield from inner())

@@ -13,6 +13,7 @@ from dm_bridge.types import SpectrumAcquisition
 
 __all__ = [
     "acquire_spectra_at_points",
+    "eels_at_suggestions",
     "grid_positions",
     "read_survey_image",
     "record",
@@ -97,3 +98,24 @@ def record_table(table: Any, **columns: Any) -> MsgGenerator[None]:
     """
     table.load(**columns)
     yield from bps.collect(table)
+
+
+def eels_at_suggestions(
+    agent: Any, eels_points: Any, n: int, control: Any = None, step: int = 0
+) -> MsgGenerator[SpectrumAcquisition | None]:
+    """Spectra at the agent's next ``n`` suggestions (atoms of its target class, say), into
+    ``primary``, after the operator's review when a ``control`` is given.
+
+    The agent is told where it measured (``ingest`` with zeros: forward workflows rank by
+    the image, not by the spectra), so it never suggests the same place twice. Returns the
+    spectra, or None when there was nothing to measure.
+    """
+    suggestions = agent.suggest(n)
+    if control is not None and suggestions:
+        suggestions = yield from control.review(step, suggestions, agent)
+    if not suggestions:
+        return None
+    positions = np.array([[s["x"], s["y"]] for s in suggestions], dtype=np.float64)
+    acquisition = yield from acquire_spectra_at_points(eels_points, positions)
+    agent.ingest(positions, np.zeros(len(positions)))
+    return acquisition

@@ -29,6 +29,13 @@ SERVER_SIDE = [
     "dm_bridge/backends/dm_calibration.py",
     "dm_bridge/backends/dm_session.py",
     "dm_bridge/backends/dm_options.py",
+    # The clients and the command keep the same rules, so one DigitalMicrograph can drive
+    # another's bridge from its own Python.
+    "dm_bridge/_client_core.py",
+    "dm_bridge/client.py",
+    "dm_bridge/aio.py",
+    "dm_bridge/local.py",
+    "dm_bridge/cli.py",
 ]
 ALLOWED_THIRD_PARTY = {"numpy", "zmq", "DigitalMicrograph"}
 

@@ -13,8 +13,6 @@ from typing import Iterator, List
 import h5py
 import numpy as np
 import pytest
-from bluesky import RunEngine
-from event_model import DocumentNames, schema_validators
 from ophyd_async.core import (
     Array1D,
     AsyncStatus,
@@ -57,22 +55,6 @@ class SimSpectrometer(StandardReadable):
 
 async def _no_wait(_seconds: float) -> None:
     await asyncio.sleep(0)  # frames as fast as the file takes them: tests stay quick
-
-
-@pytest.fixture
-def RE() -> Iterator[RunEngine]:
-    """A real RunEngine; every document validated against event-model and recorded."""
-    engine = RunEngine({})
-    engine.documents = []
-
-    def record(name, doc):
-        schema_validators[DocumentNames(name)].validate(doc)
-        engine.documents.append((name, doc))
-
-    engine.subscribe(record)
-    yield engine
-    if engine.state != "idle":
-        engine.halt()
 
 
 @pytest.fixture
