@@ -1,7 +1,7 @@
 # $BACKGROUND$
 # ^ Keep that first line: it makes DigitalMicrograph run this script on a background thread,
-#   so DM stays responsive while the bridge serves. (TODO(lead): confirm on the first GMS
-#   install that the Python marker is honoured; see docs/dm-install.md, "Start".)
+#   so DM stays responsive while the bridge serves. (To confirm on the first GMS install
+#   that the Python marker is honoured; see docs/dm-install.md, "Start".)
 """Start the ophyd-stem DM bridge inside Gatan DigitalMicrograph.
 
 Open this file in DigitalMicrograph (File > Open), edit the settings below, and run it
@@ -80,7 +80,7 @@ def main():
         microscope_name=MICROSCOPE_NAME,
         show_images=SHOW_IMAGES,
     )
-    # TODO(lead): keep in step with dm_bridge.server.Server's signature.
+    # tests/bridge/dm/test_start_script.py runs this script, so these names stay current.
     server = Server(
         backend,
         host=HOST,
