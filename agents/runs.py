@@ -115,6 +115,7 @@ class RunData:
             ``parameters``, and one entry per reward).
         logstar: LoG* reports, one dict per image (``image``, ``n_atoms``, ``optimised``,
             ``chosen``, ``report``).
+        dcnn: DCNN reports, one dict per image (``image``, ``report``).
         interventions: the operator's interventions, one dict per record, in order.
     """
 
@@ -137,6 +138,7 @@ class RunData:
     atoms: Dict[str, np.ndarray] = field(default_factory=dict)
     front: List[Dict[str, Any]] = field(default_factory=list)
     logstar: List[Dict[str, Any]] = field(default_factory=list)
+    dcnn: List[Dict[str, Any]] = field(default_factory=list)
     interventions: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -369,6 +371,7 @@ def unpack_run(run: Any, fill_external: Any = True) -> RunData:
     _maps(data)
     _edges(data)
     _logstar(data)
+    _dcnn(data)
     _interventions(data)
     return data
 
@@ -487,6 +490,19 @@ def _logstar(data: RunData) -> None:
                 value = col[i]
                 row[name] = decode_json(str(value)) if name == "report" else value.item()
             data.logstar.append(row)
+
+
+def _dcnn(data: RunData) -> None:
+    records = data.streams.get("dcnn")
+    if records is None:
+        return
+    for i in range(len(records)):
+        row: Dict[str, Any] = {}
+        for key, col in records.columns.items():
+            name = key.split("-", 1)[-1]
+            value = col[i]
+            row[name] = decode_json(str(value)) if name == "report" else value.item()
+        data.dcnn.append(row)
 
 
 def _interventions(data: RunData) -> None:

@@ -170,11 +170,23 @@ class EnsembleAgent(Agent):
 
     # ------------------------------------------------------------------ report
 
+    def config(self) -> dict[str, Any]:
+        """How this agent was made (JSON-able): the ensemble by name with its weights'
+        checksum (a replay must load the same weights), the target and prediction settings."""
+        return {
+            "ensemble": self.ensemble.name,
+            "weights_sha256": self.ensemble.metadata.get("weights_sha256"),
+            "target": self.target,
+            "min_separation": self.min_separation,
+            "predict": dict(self.predict_kwargs),
+        }
+
     def report(self) -> dict[str, Any]:
         """Small JSON-able state: ensemble, target, atom count and uncertainty figures."""
         meta = self.ensemble.metadata
         out: dict[str, Any] = {
             "agent": self.name,
+            "config": self.config(),
             "ensemble": self.ensemble.name,
             "members": len(self.ensemble),
             "trained": meta.get("created"),

@@ -17,6 +17,9 @@ Alternatives, as ``name[:key=value,...]``:
 ``canny``, ``gradient``  edge runs: the edge agent with this filter (``canny:sigma=3``)
 ``weight=0.2``,        LoG* runs: another point of the recorded Pareto front
 ``index=3``
+``uncertain``,         DCNN runs: the same ensemble sending the beam to another target
+``brightest``,
+``confident``
 =====================  ==================================================================
 
 Example:
@@ -257,6 +260,45 @@ def _run_edge(data: RunData, name: str, options: dict[str, Any]) -> Counterfactu
     )
 
 
+def _run_dcnn(data: RunData, name: str, options: dict[str, Any]) -> CounterfactualResult:
+    """Where the ensemble would have sent the beam with another target."""
+    from agents.ensemble import TARGETS
+
+    if name not in TARGETS:
+        raise ValueError(f"DCNN counterfactuals pick another target: {', '.join(TARGETS)}")
+    n_eels = int(data.plan_args.get("n_eels") or 0)
+    if not n_eels:
+        raise ValueError("the run measured no EELS: there are no decisions to compare")
+    make, _ = agent_factory(data, target=name, **options)
+    agent = make(None)
+    recorded = np.asarray(data.positions, dtype=float)
+    chosen = np.full_like(recorded, np.nan)
+    used = 0
+    for record in data.dcnn:
+        agent.observe(np.asarray(data.survey_images[int(record["image"])], dtype=np.float64))
+        picks = _xy(agent.suggest(n_eels))
+        rows = slice(used, used + len(picks))
+        chosen[rows] = picks[: len(recorded[rows])]
+        agent.ingest(recorded[rows], np.zeros(len(recorded[rows])))
+        used += len(picks)
+    agree = np.all(np.abs(chosen - recorded) < 0.5, axis=1)
+    summary = {
+        "target recorded": (data.dcnn[0].get("report") or {}).get("target"),
+        "target alternative": name,
+        "same EELS position": f"{int(agree.sum())} of {len(agree)}",
+    }
+    return CounterfactualResult(
+        data.uid,
+        data.plan_name,
+        "",
+        recorded,
+        chosen,
+        np.zeros(len(recorded), int),
+        agree,
+        summary=summary,
+    )
+
+
 def _xy(suggestions: list[dict]) -> np.ndarray:
     return np.array([[s["x"], s["y"]] for s in suggestions], dtype=float).reshape(-1, 2)
 
@@ -396,6 +438,8 @@ def counterfactual(
         result = _run_edge(data, name, options)
     elif data.plan_name == "logstar":
         result = _run_logstar(data, name, options)
+    elif data.plan_name == "dcnn":
+        result = _run_dcnn(data, name, options)
     else:
         raise ValueError(f"no decisions to compare in a {data.plan_name!r} run")
     result.alternative = alternative

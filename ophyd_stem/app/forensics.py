@@ -255,7 +255,43 @@ def agent_factory(data: RunData, **overrides: Any) -> tuple[Callable[[np.ndarray
             return agent
 
         return make, {"class": "LoGStarAgent", **options}
-    raise ValueError(f"no agent to rebuild for plan {plan!r} (adaptive_eels, edge_eels, logstar)")
+    if plan == "dcnn":
+        return _dcnn_factory(data, **overrides)
+    raise ValueError(
+        f"no agent to rebuild for plan {plan!r} (adaptive_eels, edge_eels, logstar, dcnn)"
+    )
+
+
+def _dcnn_factory(data: RunData, **overrides: Any) -> tuple[Callable[[Any], Any], dict]:
+    """The same EnsembleAgent: the ensemble loaded by name and checked against the weights'
+    checksum the run recorded (the weights themselves are not in the run)."""
+    from agents.ensemble import EnsembleAgent, load_ensemble
+
+    if not data.dcnn:
+        raise ValueError("the run records no DCNN report: forensics needs its settings")
+    config = dict((data.dcnn[0].get("report") or {}).get("config") or {})
+    name = config.get("ensemble")
+    if not name:
+        raise ValueError("the run does not name its ensemble (it was never saved)")
+    ensemble = load_ensemble(name)
+    recorded, actual = config.get("weights_sha256"), ensemble.metadata.get("weights_sha256")
+    if recorded and actual != recorded:
+        raise ValueError(
+            f"the ensemble {name!r} has changed since the run (weights {str(actual)[:12]} now, "
+            f"{str(recorded)[:12]} then): forensics needs the same weights"
+        )
+    options = {
+        "target": config.get("target", "uncertain"),
+        "min_separation": config.get("min_separation"),
+        **(config.get("predict") or {}),
+        **overrides,
+    }
+    options = {k: v for k, v in options.items() if v is not None or k == "min_separation"}
+    return (lambda image: EnsembleAgent(ensemble, **options)), {
+        "class": "EnsembleAgent",
+        "ensemble": name,
+        **options,
+    }
 
 
 # ---------------------------------------------------------------------- replays
@@ -390,6 +426,27 @@ def _logstar(data: RunData, make_agent: Callable, report: ForensicsReport) -> No
         report.checks.append(Check(index, "atoms", record["n_atoms"], n, n == record["n_atoms"]))
 
 
+def _dcnn(data: RunData, make_agent: Callable, report: ForensicsReport) -> None:
+    agent = make_agent(None)
+    n_eels = int(data.plan_args.get("n_eels") or 0)
+    atoms = data.atoms
+    images = np.asarray(atoms.get("image", []), dtype=int)
+    measured = np.asarray(data.positions, dtype=float)
+    used = 0
+    for record in data.dcnn:
+        index = int(record["image"])
+        agent.observe(np.asarray(data.survey_images[index], dtype=np.float64))
+        keep = images == index
+        recorded = np.column_stack([np.asarray(atoms["x"])[keep], np.asarray(atoms["y"])[keep]])
+        report.checks.append(_compare(index, "atoms", recorded, agent.prediction.xy))
+        if n_eels:
+            suggestions = agent.suggest(n_eels)
+            taken = measured[used : used + len(suggestions)]
+            used += len(suggestions)
+            report.checks.append(_compare(index, "suggestions", taken, suggestions))
+            agent.ingest(taken, np.zeros(len(taken)))  # as the plan does
+
+
 def forensics(run: Any, make_agent: Callable[[np.ndarray], Any] | None = None) -> ForensicsReport:
     """Re-run the run's agent on its recorded measurements and compare every decision.
 
@@ -418,6 +475,8 @@ def forensics(run: Any, make_agent: Callable[[np.ndarray], Any] | None = None) -
         _adaptive(data, factory, report)
     elif data.plan_name == "edge_eels":
         _edge(data, factory, report)
+    elif data.plan_name == "dcnn":
+        _dcnn(data, factory, report)
     else:
         _logstar(data, factory, report)
     if data.exit_status not in (None, "success"):
