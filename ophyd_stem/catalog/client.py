@@ -116,7 +116,9 @@ def recent_runs(catalog: Any, n: int = 10) -> List[RunSummary]:
 def get_run(catalog: Any, uid_or_scan_id: Union[str, int]) -> Any:
     """One run by uid (at least 5 leading characters), scan_id, or -1 for the latest.
 
-    A string of digits is read as a scan_id; with duplicates the latest run wins.
+    A string of digits is read as a scan_id; with duplicates the latest run wins. When no run
+    has that scan_id and the string is long enough to be a uid prefix, it is looked up as
+    one: uids are hexadecimal, and about one in 40 begins with eight digits.
 
     Raises:
         KeyError: no such run (the message says what was looked for).
@@ -127,7 +129,17 @@ def get_run(catalog: Any, uid_or_scan_id: Union[str, int]) -> Any:
     """
     key: Union[str, int] = uid_or_scan_id
     if isinstance(key, str) and key.strip().lstrip("-").isdigit():
-        key = int(key.strip())
+        text = key.strip()
+        try:
+            return get_run(catalog, int(text))
+        except KeyError:
+            if text.startswith("-") or len(text) < 5:
+                raise
+            try:
+                return catalog[text]
+            except KeyError:
+                message = f"no run with scan_id {text} or a uid starting with {text}"
+                raise KeyError(message) from None
     if isinstance(key, numbers.Integral):
         key = int(key)
         if key == 0:

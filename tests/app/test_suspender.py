@@ -133,9 +133,10 @@ def test_runs_survive_a_bridge_restart(tmp_path, plan, expected):
     assert sorted(seq) == list(range(1, expected + 1))
     assert len(seq) == expected
     # The watchdog saw the bridge go away and come back: the run was suspended, not failed.
+    # (Not "the last value was True": on a loaded machine a poll after the run may time out.)
     assert seen[0] is True
     assert False in seen
-    assert seen[-1] is True
+    assert True in seen[seen.index(False) :]
 
 
 def test_without_the_suspender_the_same_outage_fails_the_run(tmp_path):

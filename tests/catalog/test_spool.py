@@ -106,3 +106,29 @@ def test_the_data_directory_comes_from_the_environment(tmp_path, monkeypatch):
         assert directory.parent == settings.data_dir
     monkeypatch.delenv(DATA_DIR_ENV)
     assert default_data_dir().name == "ophyd-stem"  # the per-user data directory
+
+
+def test_a_uid_prefix_of_digits_is_found_when_no_scan_id_matches():
+    """About one uid in 40 begins with eight digits: `ophyd-stem show 92497077` must find it."""
+    from ophyd_stem.catalog import get_run
+
+    class Catalog:  # the two lookups get_run makes, as the tiled client answers them
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, key):
+            if isinstance(key, int):
+                if key in (1, 2, 3):
+                    return f"run with scan_id {key}"
+                raise KeyError(key)
+            if "92497077-7638-4bd0-a3f2-3b5b99dd0d9d".startswith(key):
+                return "run 92497077"
+            raise KeyError(key)
+
+    catalog = Catalog()
+    assert get_run(catalog, "92497077") == "run 92497077"
+    assert get_run(catalog, "2") == "run with scan_id 2"
+    with pytest.raises(KeyError, match="no run with scan_id 98765 or a uid starting with 98765"):
+        get_run(catalog, "98765")
+    with pytest.raises(KeyError, match="scan_id 7"):
+        get_run(catalog, "7")
