@@ -48,6 +48,10 @@ class _SurveyState:
         self.instrument_time_total = 0.0
         self.count = 0
         self.last: ImageAcquisition | None = None
+        #: why the last acquisition failed; ``failed`` is set with it, so a trigger can fail
+        #: at once instead of waiting for an image that will not come
+        self.error: BaseException | None = None
+        self.failed = asyncio.Event()
         #: set by the device when it is connected in ophyd-async mock mode
         self.mock = False
 
@@ -79,6 +83,14 @@ class _SurveyAcquire(DetectorAcquireLogic):
         self.task = asyncio.create_task(self._acquire(self.state.to_acquire))
 
     async def _acquire(self, count: int) -> None:
+        try:
+            await self._acquire_images(count)
+        except Exception as exc:
+            self.state.error = exc
+            self.state.failed.set()
+            raise
+
+    async def _acquire_images(self, count: int) -> None:
         state = self.state
         for _ in range(count):
             if state.mock:
@@ -185,6 +197,10 @@ class _SurveyData(DetectorDataLogic):
         self.state.close()
 
 
+async def _awaited(status) -> None:
+    await status
+
+
 def _data_key(datakey_name: str, signal: str) -> str:
     return f"{datakey_name}-{signal.lower()}"
 
@@ -276,17 +292,34 @@ class ScanEngine(StandardDetector):
         self._state.mock = self._mock is not None
 
     def trigger(self):  # type: ignore[override]
-        status = super().trigger()
+        self._state.error = None
+        self._state.failed.clear()
         self._paused.clear()
+        status = super().trigger()
         return AsyncStatus(self._until_done_or_paused(status))
 
     async def _until_done_or_paused(self, status) -> None:
-        # Waiting on the detector's own status, or abandoning the scan when the RunEngine
-        # pauses: then the acquisition task is cancelled, no frame is written, and the
-        # trigger is repeated after the resume (see ophyd_stem._bridge.abandon_on_pause).
-        await abandon_on_pause(status, self._paused)
-        if not status.done:
+        # Wait for the detector's own status, unless the acquisition fails (then fail now,
+        # with its error, instead of waiting out the detector's timeout for an image that
+        # will not come) or the RunEngine pauses (then stop the acquisition: no frame is
+        # written, and the trigger is repeated after the resume; see abandon_on_pause).
+        await abandon_on_pause(self._done_or_failed(status), self._paused)
+        if self._paused.is_set():
             await self._acquire_logic.ensure_stopped()
+
+    async def _done_or_failed(self, status) -> None:
+        failure = asyncio.ensure_future(self._state.failed.wait())
+        finished = asyncio.ensure_future(_awaited(status))
+        try:
+            await asyncio.wait({failure, finished}, return_when=asyncio.FIRST_COMPLETED)
+            if self._state.error is not None:
+                status.task.cancel()
+                raise self._state.error
+            await finished
+        finally:
+            failure.cancel()
+            if not finished.done():
+                finished.cancel()
 
     def pause(self) -> None:
         """The RunEngine paused or suspended: abandon a scan in flight (repeated on resume)."""

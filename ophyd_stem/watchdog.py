@@ -16,12 +16,15 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["BridgeWatchdog"]
+
+log = logging.getLogger(__name__)
 
 
 class BridgeWatchdog:
@@ -50,7 +53,10 @@ class BridgeWatchdog:
         self._value = True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: why the bridge last failed to answer
         self.last_error: str | None = None
+        #: why a subscriber (a suspender) last failed when told the bridge's state
+        self.last_subscriber_error: str | None = None
 
     # ----------------------------------------------------------- ophyd-style signal API
 
@@ -98,12 +104,20 @@ class BridgeWatchdog:
 
     def _set(self, alive: bool) -> None:
         old, self._value = self._value, alive
-        if old == alive:
+        # While the bridge is down, say so at every poll, not only on the change: a suspender
+        # called from this thread can fail to trip (bluesky gives the RunEngine's loop 0.1 s
+        # to make its event and raises otherwise, which happens on a loaded machine), and
+        # must be asked again. Suspenders ignore repeats.
+        if old == alive and alive:
             return
         with self._lock:
             callbacks = list(self._callbacks)
         for callback in callbacks:
-            callback(value=alive, old_value=old, obj=self, timestamp=time.time())
+            try:
+                callback(value=alive, old_value=old, obj=self, timestamp=time.time())
+            except Exception as exc:  # never let a subscriber stop the watchdog
+                self.last_subscriber_error = f"{type(exc).__name__}: {exc}"
+                log.warning("bridge watchdog: %s failed: %s (asked again next poll)", callback, exc)
 
     def _run(self) -> None:
         client = self._make_client()

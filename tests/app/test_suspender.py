@@ -47,6 +47,10 @@ def start_bridge(port: int) -> subprocess.Popen:
             "minimal",
             "--port",
             str(port),
+            # acquisitions take their instrument time, so every plan is still running
+            # when the bridge goes away
+            "--time-scale",
+            "1",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -67,9 +71,10 @@ def count_spectra(microscope):
 
 
 def count_images(microscope):
-    yield from bps.mv(microscope.scan.width, 32, microscope.scan.height, 32)
-    yield from bps.mv(microscope.scan.dwell_time, 2e-4)  # 0.2 s per image
-    return (yield from bp.count([microscope.scan], num=20))
+    # The bridge's own default field (512², 2 µs: 0.52 s per image), which a restarted
+    # bridge comes back with; a field set before the outage would be lost with the process
+    # (see test_a_failed_scan_fails_its_trigger_at_once).
+    return (yield from bp.count([microscope.scan], num=8))
 
 
 def grid_of_spectra(microscope):
@@ -116,7 +121,7 @@ def run_through_outage(tmp_path, suspend: bool, plan=count_spectra):
 
 @pytest.mark.parametrize(
     ("plan", "expected"),
-    [(count_spectra, 30), (count_images, 20), (grid_of_spectra, 80)],
+    [(count_spectra, 30), (count_images, 8), (grid_of_spectra, 80)],
     ids=["spectra", "survey images", "multi-point grid"],
 )
 def test_runs_survive_a_bridge_restart(tmp_path, plan, expected):
@@ -142,3 +147,64 @@ def test_runs_survive_a_bridge_restart(tmp_path, plan, expected):
 def test_without_the_suspender_the_same_outage_fails_the_run(tmp_path):
     with pytest.raises(Exception, match=r"timeout|did not answer|Timeout"):
         run_through_outage(tmp_path, suspend=False)
+
+
+def test_the_watchdog_survives_a_failing_subscriber_and_keeps_saying_down():
+    """A suspender can fail to trip when the RunEngine is busy; the watchdog must live on and
+    ask again while the bridge stays down, then report its return."""
+    answers = iter([True, False, False, False, True, True])
+
+    class Client:
+        def status(self, timeout=None):
+            if not next(answers):
+                raise TimeoutError("no reply")
+
+        def close(self):
+            pass
+
+    watchdog = BridgeWatchdog(Client, period=0.01, timeout=0.01)
+    calls = []
+
+    def flaky(value, **kw):
+        calls.append(value)
+        if len(calls) == 2:  # the first "down" fails, as bluesky's can under load
+            raise RuntimeError("Could not create the suspender event")
+
+    watchdog.subscribe(flaky)
+    deadline = time.monotonic() + 5
+    while True not in calls[2:] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    watchdog.stop()
+    assert calls[0] is True
+    assert calls[1:4] == [False, False, False]  # asked again after the failure
+    assert True in calls[4:]
+    assert "Could not create the suspender event" in watchdog.last_subscriber_error
+
+
+def test_a_failed_scan_fails_its_trigger_at_once(tmp_path):
+    """A bridge restarted with other scan settings returns an image of another size: the
+    scan engine refuses it (the run's file holds another shape) and the trigger fails with
+    that reason straight away, not after the detector's 30 s timeout."""
+    port = free_port()
+    process = start_bridge(port)
+    RE = RunEngine({})
+    microscope = Microscope(AsyncBridgeClient(f"tcp://127.0.0.1:{port}"), assets_dir=tmp_path)
+    call_in_bluesky_event_loop(microscope.connect())
+    client = BridgeClient(f"tcp://127.0.0.1:{port}")
+
+    def plan():
+        yield from bps.mv(microscope.scan.width, 32, microscope.scan.height, 32)
+        yield from bps.stage(microscope.scan, wait=True)  # the run's file is made for 32²
+        client.set_scan_parameters(width=64, height=64)  # behind the devices' back
+        yield from bps.trigger(microscope.scan, wait=True)
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception, match=r"prepared for \(32, 32\)"):
+            RE(plan())
+        assert time.monotonic() - started < 10
+    finally:
+        client.close()
+        microscope.client.close()
+        process.kill()
+        process.wait()
