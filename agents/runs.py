@@ -481,28 +481,27 @@ def _logstar(data: RunData) -> None:
                 value = col[i]
                 row[name] = decode_json(str(value)) if name == "parameters" else value.item()
             data.front.append(row)
-    records = data.streams.get("logstar")
-    if records is not None:
-        for i in range(len(records)):
-            row = {}
-            for key, col in records.columns.items():
-                name = key.split("-", 1)[-1]
-                value = col[i]
-                row[name] = decode_json(str(value)) if name == "report" else value.item()
-            data.logstar.append(row)
+    data.logstar = _records(data.streams.get("logstar"))
 
 
-def _dcnn(data: RunData) -> None:
-    records = data.streams.get("dcnn")
-    if records is None:
-        return
-    for i in range(len(records)):
+def _records(stream: Optional[StreamData]) -> List[Dict[str, Any]]:
+    """One dict per event of a record stream (``logstar``, ``dcnn``): fields by their short
+    name, the agent's ``report`` decoded from JSON."""
+    if stream is None:
+        return []
+    rows = []
+    for i in range(len(stream)):
         row: Dict[str, Any] = {}
-        for key, col in records.columns.items():
+        for key, col in stream.columns.items():
             name = key.split("-", 1)[-1]
             value = col[i]
             row[name] = decode_json(str(value)) if name == "report" else value.item()
-        data.dcnn.append(row)
+        rows.append(row)
+    return rows
+
+
+def _dcnn(data: RunData) -> None:
+    data.dcnn = _records(data.streams.get("dcnn"))
 
 
 def _interventions(data: RunData) -> None:

@@ -157,6 +157,22 @@ class CounterfactualResult:
     png: Path | None = None
     summary: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls,
+        data: RunData,
+        recorded: np.ndarray,
+        chosen: np.ndarray,
+        agree: np.ndarray,
+        summary: dict[str, Any],
+        steps: np.ndarray | None = None,
+    ) -> CounterfactualResult:
+        """A result for ``data``'s run (the alternative's name is filled in by the caller);
+        without ``steps`` every row counts as step 0."""
+        if steps is None:
+            steps = np.zeros(len(recorded), int)
+        return cls(data.uid, data.plan_name, "", recorded, chosen, steps, agree, summary=summary)
+
     def text(self) -> str:
         lines = [
             f"counterfactual of {self.uid[:8]} ({self.plan_name}): {self.alternative} instead",
@@ -218,9 +234,7 @@ def _run_adaptive(data: RunData, name: str, options: dict[str, Any]) -> Counterf
         "best recorded value": f"{values.max():.4g}" if len(values) else "-",
         "choices measured anyway": sum(k is not None for k in known),
     }
-    return CounterfactualResult(
-        data.uid, data.plan_name, "", recorded, chosen, steps, agree, summary=summary
-    )
+    return CounterfactualResult.of(data, recorded, chosen, agree, summary, steps)
 
 
 def _run_edge(data: RunData, name: str, options: dict[str, Any]) -> CounterfactualResult:
@@ -248,16 +262,7 @@ def _run_edge(data: RunData, name: str, options: dict[str, Any]) -> Counterfactu
         "points alternative": len(chosen),
         "recorded within 1.5 px": f"{int(agree.sum())} of {len(recorded)}",
     }
-    return CounterfactualResult(
-        data.uid,
-        data.plan_name,
-        "",
-        recorded,
-        chosen,
-        np.zeros(len(recorded), int),
-        agree,
-        summary=summary,
-    )
+    return CounterfactualResult.of(data, recorded, chosen, agree, summary)
 
 
 def _run_dcnn(data: RunData, name: str, options: dict[str, Any]) -> CounterfactualResult:
@@ -287,16 +292,7 @@ def _run_dcnn(data: RunData, name: str, options: dict[str, Any]) -> Counterfactu
         "target alternative": name,
         "same EELS position": f"{int(agree.sum())} of {len(agree)}",
     }
-    return CounterfactualResult(
-        data.uid,
-        data.plan_name,
-        "",
-        recorded,
-        chosen,
-        np.zeros(len(recorded), int),
-        agree,
-        summary=summary,
-    )
+    return CounterfactualResult.of(data, recorded, chosen, agree, summary)
 
 
 def _xy(suggestions: list[dict]) -> np.ndarray:
@@ -342,16 +338,7 @@ def _run_logstar(data: RunData, name: str, options: dict[str, Any]) -> Counterfa
         "atoms alternative": len(chosen),
         "shared (1.5 px)": int(match.tp),
     }
-    return CounterfactualResult(
-        data.uid,
-        data.plan_name,
-        "",
-        recorded,
-        chosen,
-        np.zeros(len(recorded), int),
-        agree,
-        summary=summary,
-    )
+    return CounterfactualResult.of(data, recorded, chosen, agree, summary)
 
 
 def _figure(data: RunData, result: CounterfactualResult, path: Path) -> Path:

@@ -319,20 +319,26 @@ def _draw_logstar(fig: Any, data: RunData) -> dict[str, int]:
             gid="atoms",
         )
         drawn["atoms"] = int(keep.sum())
-    if len(data.positions):
-        ax_image.scatter(
-            data.positions[:, 0],
-            data.positions[:, 1],
-            marker="x",
-            c="tab:red",
-            s=40,
-            gid="eels",
-            label="EELS",
-        )
-        _legend(ax_image, fontsize=8)
-        drawn["eels"] = len(data.positions)
+    _draw_eels(ax_image, data, drawn, colour="tab:red")
     ax_image.set_title(f"atoms, image {image_index}")
     return drawn
+
+
+def _draw_eels(ax: Any, data: RunData, drawn: dict[str, int], colour: str) -> None:
+    """The EELS positions of a forward workflow (LoG*, DCNN) as crosses over its image."""
+    if not len(data.positions):
+        return
+    ax.scatter(
+        data.positions[:, 0],
+        data.positions[:, 1],
+        marker="x",
+        c=colour,
+        s=40,
+        gid="eels",
+        label="EELS",
+    )
+    _legend(ax, fontsize=8)
+    drawn["eels"] = len(data.positions)
 
 
 def _draw_dcnn(fig: Any, data: RunData) -> dict[str, int]:
@@ -359,18 +365,7 @@ def _draw_dcnn(fig: Any, data: RunData) -> dict[str, int]:
         )
         fig.colorbar(dots, ax=ax_image, shrink=0.8, label="uncertainty")
         drawn["atoms"] = int(keep.sum())
-    if len(data.positions):
-        ax_image.scatter(
-            data.positions[:, 0],
-            data.positions[:, 1],
-            marker="x",
-            c="tab:green",
-            s=40,
-            gid="eels",
-            label="EELS",
-        )
-        _legend(ax_image, fontsize=8)
-        drawn["eels"] = len(data.positions)
+    _draw_eels(ax_image, data, drawn, colour="tab:green")
     ax_image.set_title(f"atoms, image {max(index, 0)}")
     for ax, key, title, cmap in (
         (ax_mean, "mean", "mean probability", "viridis"),
