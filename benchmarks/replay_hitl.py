@@ -25,8 +25,8 @@ from bluesky import RunEngine
 
 from agents.dkl import DKLAgent
 from agents.scalarizers import get_scalarizer
-from ophyd_stem.app.forensics import forensics
-from ophyd_stem.app.replay import as_experiment, replay
+from ophyd_stem.app.analysis.forensics import forensics
+from ophyd_stem.app.analysis.replay import as_experiment, replay
 from ophyd_stem.app.views import LiveView
 from ophyd_stem.sim import twin_microscope
 from plans import adaptive_eels

@@ -115,7 +115,6 @@ class SimBridge:
 
     def _wait_until_serving(self, timeout: float = 30.0) -> None:
         from dm_bridge.client import BridgeClient
-
         from dm_bridge.errors import BridgeError
 
         deadline = time.monotonic() + timeout

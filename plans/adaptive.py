@@ -41,10 +41,6 @@ def _survey(scan: Any, signal: str) -> MsgGenerator[tuple[np.ndarray, float]]:
     return np.asarray(acquisition.images[signal], dtype=np.float64), acquisition.pixel_size
 
 
-def _agent_md(agent: Any) -> dict[str, Any]:
-    return {"name": getattr(agent, "name", type(agent).__name__), "class": type(agent).__name__}
-
-
 def edge_eels(
     scan: Any,
     eels_points: Any,

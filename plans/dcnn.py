@@ -11,6 +11,7 @@ from bluesky.utils import MsgGenerator
 
 from ophyd_stem import Record, Table
 
+from ._metadata import forward_md
 from .stubs import eels_at_suggestions, read_survey_image, record, record_table
 
 __all__ = ["dcnn"]
@@ -50,15 +51,7 @@ def dcnn(
     """
     if n_eels and eels_points is None:
         raise ValueError("n_eels > 0 needs the eels_points device")
-    _md = {
-        "plan_name": "dcnn",
-        "plan_args": {"images": images, "n_eels": n_eels, "signal": signal},
-        "agent": {"name": getattr(agent, "name", type(agent).__name__), "class": repr(agent)},
-        "detectors": [scan.name] + ([eels_points.name] if eels_points is not None else []),
-        "num_points": images * max(n_eels, 0),
-        "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
-        **(md or {}),
-    }
+    _md = forward_md("dcnn", scan, agent, eels_points, images, n_eels, signal, md)
     maps = Record("dcnn_maps")
     report = Record("dcnn")
     atoms = Table("atoms", units={"x": "px", "y": "px"})

@@ -11,15 +11,10 @@ from bluesky.utils import MsgGenerator
 
 from ophyd_stem import Record, Table
 
+from ._metadata import forward_md
 from .stubs import eels_at_suggestions, read_survey_image, record, record_table
 
 __all__ = ["logstar"]
-
-
-def _settings(agent: Any) -> dict[str, Any]:
-    """The agent's public settings that are plain numbers or strings (seed, budget...)."""
-    plain = (bool, int, float, str, type(None))
-    return {k: v for k, v in vars(agent).items() if not k.startswith("_") and isinstance(v, plain)}
 
 
 def logstar(
@@ -64,20 +59,8 @@ def logstar(
     """
     if n_eels and eels_points is None:
         raise ValueError("n_eels > 0 needs the eels_points device")
-    _md = {
-        "plan_name": "logstar",
-        "plan_args": {"images": images, "n_eels": n_eels, "signal": signal},
-        "agent": {
-            "name": getattr(agent, "name", type(agent).__name__),
-            "class": repr(agent),
-            # its settings and state at the start, so forensics can rebuild it
-            "config": agent.config() if hasattr(agent, "config") else _settings(agent),
-        },
-        "detectors": [scan.name] + ([eels_points.name] if eels_points is not None else []),
-        "num_points": images * max(n_eels, 0),
-        "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
-        **(md or {}),
-    }
+    # the agent's settings and state at the start go in too, so forensics can rebuild it
+    _md = forward_md("logstar", scan, agent, eels_points, images, n_eels, signal, md)
     report = Record("logstar")
     atoms = Table("atoms", units={"x": "px", "y": "px", "sigma": "px"})
     front = Table("logstar_front", stream="logstar_front")

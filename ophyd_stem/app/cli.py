@@ -174,7 +174,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 def _cmd_show(args: argparse.Namespace) -> int:
     from ophyd_stem.catalog import get_run
 
-    from .report import run_report
+    from .analysis.report import run_report
 
     catalog = _open_catalog(args)
     run = get_run(catalog, args.run)
@@ -187,7 +187,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from ophyd_stem.catalog import get_run
 
-    from .replay import RunTable, as_experiment, replay
+    from .analysis.replay import RunTable, as_experiment, replay
 
     catalog = _open_catalog(args)
     run = get_run(catalog, args.run)
@@ -209,13 +209,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             print(f"figure: {view.last_png}")
     exit_code = 0
     if args.forensics:
-        from .forensics import forensics
+        from .analysis.forensics import forensics
 
         report = forensics(run)
         print(report.text())
         exit_code = 0 if report.ok else 4
     for alternative in args.counterfactual or []:
-        from .counterfactual import counterfactual
+        from .analysis.counterfactual import counterfactual
 
         print(counterfactual(run, alternative, out_dir=out).text())
     if args.as_experiment:
@@ -224,7 +224,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(
             "  serve it: dm-bridge serve --backend replay --file "
             f"{recording.path} --port 5555, then: ophyd-stem run dkl --bridge "
-            "tcp://127.0.0.1:5555; in Python: ophyd_stem.app.replay.replay_microscope(path)"
+            "tcp://127.0.0.1:5555; in Python: "
+            "ophyd_stem.app.analysis.replay.replay_microscope(path)"
         )
     if not (callbacks or args.forensics or args.counterfactual or args.as_experiment):
         print("nothing asked: give --callbacks, --forensics, --counterfactual or --as-experiment")

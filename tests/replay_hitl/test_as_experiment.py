@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from agents.runs import unpack_run
-from ophyd_stem.app.replay import as_experiment, replay_microscope
+from ophyd_stem.app.analysis.replay import as_experiment, replay_microscope
 from plans import adaptive_eels, spectrum_image
 
 from .conftest import dkl_factory, microscope_for, stored, stream_rows, uid_of

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agents.runs import unpack_run
-from ophyd_stem.app.forensics import forensics
+from ophyd_stem.app.analysis.forensics import forensics
 from ophyd_stem.catalog._runs import verify_run
 from plans import OperatorControl, adaptive_eels
 

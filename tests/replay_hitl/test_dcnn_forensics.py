@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ophyd_stem.app.counterfactual import counterfactual
-from ophyd_stem.app.forensics import forensics
+from ophyd_stem.app.analysis.counterfactual import counterfactual
+from ophyd_stem.app.analysis.forensics import forensics
 from plans.dcnn import dcnn
 
 from .conftest import microscope_for, stored, uid_of

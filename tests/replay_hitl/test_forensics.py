@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from agents.runs import unpack_run
-from ophyd_stem.app.counterfactual import counterfactual, parse
-from ophyd_stem.app.forensics import forensics
+from ophyd_stem.app.analysis.counterfactual import counterfactual, parse
+from ophyd_stem.app.analysis.forensics import forensics
 
 from .conftest import dkl_factory
 

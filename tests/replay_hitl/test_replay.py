@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 
-from ophyd_stem.app.replay import RunTable, replay
+from ophyd_stem.app.analysis.replay import RunTable, replay
 
 BIN = Path(sys.executable).parent
 

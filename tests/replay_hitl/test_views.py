@@ -11,7 +11,7 @@ import matplotlib.image as mpimg
 import numpy as np
 
 from agents.runs import unpack_run
-from ophyd_stem.app.replay import replay
+from ophyd_stem.app.analysis.replay import replay
 from ophyd_stem.app.views import LiveView, scalarizer_bands
 from plans import OperatorControl, adaptive_eels
 

@@ -137,7 +137,7 @@ def run_report(run: Any, out_dir: Path) -> tuple[str, Path]:
     if start.get("plan_name") in ("adaptive_eels", "edge_eels", "logstar", "dcnn"):
         from agents.runs import unpack_run
 
-        from .views import render
+        from ..views import render
 
         data = unpack_run(run)
         lines += decision_summary(data)

@@ -6,7 +6,7 @@ Three ways to look back at a finished run (``ophyd-stem replay UID`` does all of
     the run's documents, in their original order, into any callbacks: the live figure
     (:class:`~ophyd_stem.app.views.LiveView`), a text table (:class:`RunTable`), another
     catalog's writer. What a callback drew live, it draws again.
-``forensics`` and ``counterfactual`` (:mod:`ophyd_stem.app.forensics`, ``.counterfactual``)
+``forensics`` and ``counterfactual`` (:mod:`ophyd_stem.app.analysis.forensics`, ``.counterfactual``)
     the agent re-run on the recorded measurements (same decisions?) or swapped for another.
 :func:`as_experiment`
     the run's survey image and spectra as a recording for the replay backend
@@ -66,7 +66,7 @@ def open_run(run: Any, catalog: Any = None) -> Any:
     if catalog is None:
         from ophyd_stem.catalog import CatalogSettings, open_catalog
 
-        from .config import load_config
+        from ..config import load_config
 
         config = load_config()
         if config.catalog:

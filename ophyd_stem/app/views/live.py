@@ -1,0 +1,169 @@
+"""The live figure: a Bluesky callback that redraws a workflow's figure from the documents.
+
+:class:`LiveView` keeps the current run's documents and redraws the figure of the run's
+workflow (:mod:`.figures`). Subscribe it to the RunEngine (the console does when plots are
+on) or feed it a recorded run (``ophyd-stem replay UID --callbacks plot``).
+
+Headless (the Agg backend) the figure is written to PNG files; with a display it is shown
+and updated as the run goes (through bluesky's Qt teleporter when the backend is Qt).
+
+Example (console):
+    >>> view = LiveView(out_dir="figures")         # PNGs at each step and at the end
+    >>> RE.subscribe(view)
+    >>> RE(adaptive_eels(...))
+    >>> view.last_png
+    PosixPath('figures/adaptive_eels-3-5d2a0c1e.png')
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from bluesky.callbacks.mpl_plotting import QtAwareCallback
+
+from agents.runs import unpack_run
+
+from .figures import _figure, draw
+
+__all__ = ["LiveView"]
+
+log = logging.getLogger(__name__)
+
+#: streams whose events change the figure (primary spectra alone do not: the decision follows)
+_REDRAW_STREAMS = (
+    "survey",
+    "decisions",
+    "agent_maps",
+    "edge_map",
+    "edge_points",
+    "interventions",
+    "logstar",
+    "logstar_front",
+    "atoms",
+    "dcnn_maps",
+)
+
+
+def _has_display() -> bool:
+    import matplotlib
+
+    return matplotlib.get_backend().lower() not in {"agg", "pdf", "svg", "ps", "template"}
+
+
+class LiveView(QtAwareCallback):
+    """The live figure of adaptive and LoG* runs, as a Bluesky callback.
+
+    Args:
+        out_dir: write the figure as ``<plan>-<scan_id>-<uid8>.png`` here (every
+            ``save_every`` events and at the run's end); None: no files.
+        show: draw on screen, updated at every step (default: when matplotlib has a
+            display). Off screen the figure is redrawn only when the plan waits for the
+            operator, every ``save_every`` events and at the end.
+        save_every: also redraw and write the PNG every this many decision (map,
+            intervention...) events (0: at the end only).
+        plans: plan names to draw (others are ignored).
+
+    Attributes:
+        last_png: the last PNG written.
+        drawn: what the last redraw drew (``{"measured": 12, "next": 1, ...}``).
+        figure: the matplotlib figure.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path | None = None,
+        show: bool | None = None,
+        save_every: int = 0,
+        plans: tuple[str, ...] = ("adaptive_eels", "edge_eels", "logstar", "dcnn"),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.show = _has_display() if show is None else bool(show)
+        self.save_every = int(save_every)
+        self.plans = tuple(plans)
+        self.figure: Any = None
+        self.last_png: Path | None = None
+        self.drawn: dict[str, int] = {}
+        self._docs: list[tuple[str, dict]] = []
+        self._streams: dict[str, str] = {}
+        self._frames: dict[str, Any] = {}
+        self._active = False
+        self._redraws = 0
+        self._events = 0
+
+    def __call__(self, name: str, doc: dict, *, escape: bool = False) -> Any:
+        # With Qt, the teleporter calls again (escape=True) in the main thread: keep once.
+        if not escape:
+            if name == "start":
+                self._active = doc.get("plan_name") in self.plans
+                self._docs, self._streams, self._frames = [], {}, {}
+                self._redraws = self._events = 0
+            if self._active:
+                self._docs.append((name, doc))
+        if not self._active:
+            return None
+        return super().__call__(name, doc, escape=escape)
+
+    def descriptor(self, doc: dict) -> None:
+        self._streams[doc["uid"]] = doc["name"]
+
+    def _maybe_redraw(self, stream: str | None) -> None:
+        # Unseen figures are drawn when someone may look: before the plan waits for the
+        # operator (interventions), every `save_every` events, and at the end; a figure on
+        # screen follows every step. A redraw costs ~0.1-0.2 s, paid by the RunEngine
+        # thread unless Qt's teleporter moves it to the main thread.
+        if stream not in _REDRAW_STREAMS:
+            return
+        self._events += 1
+        due = self.save_every and self._events % self.save_every == 0
+        if self.show or due or stream == "interventions":
+            self.redraw()
+
+    def event(self, doc: dict) -> None:
+        self._maybe_redraw(self._streams.get(doc["descriptor"]))
+
+    def event_page(self, doc: dict) -> None:
+        self._maybe_redraw(self._streams.get(doc["descriptor"]))
+
+    def stop(self, doc: dict) -> None:
+        self.redraw(final=True)
+
+    def _fill(self, resource: dict, datum: dict) -> Any:
+        """Survey frames, read once per datum (a live run may still be writing the file)."""
+        if datum["uid"] not in self._frames:
+            from agents.runs import _read_external
+
+            try:
+                frames = _read_external(
+                    resource, datum["indices"]["start"], datum["indices"]["stop"]
+                )
+            except (OSError, KeyError) as exc:  # not flushed yet: try at the next redraw
+                log.debug("survey image not readable yet: %s", exc)
+                return None
+            self._frames[datum["uid"]] = frames
+        return self._frames[datum["uid"]]
+
+    def redraw(self, final: bool = False) -> None:
+        """Redraw from the documents so far; never lets a drawing error stop a run."""
+        try:
+            data = unpack_run(self._docs, fill_external=self._fill)
+            if self.figure is None:
+                self.figure = _figure(data.plan_name, self.show)
+            self.drawn = draw(self.figure, data)
+            self._redraws += 1
+            if self.show:
+                self.figure.canvas.draw_idle()
+                self.figure.canvas.flush_events()
+            due = self.save_every and self._events % self.save_every == 0
+            if self.out_dir is not None and (final or due):
+                name = f"{data.plan_name}-{data.start.get('scan_id')}-{data.uid[:8]}.png"
+                self.figure.tight_layout()
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                self.last_png = self.out_dir / re.sub(r"[^\w.-]", "_", name)
+                self.figure.savefig(self.last_png, dpi=80)
+        except Exception:  # a figure must never stop an experiment
+            log.exception("the live view could not draw")
