@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .recording import RecordingError
+from .recording_types import RecordingError
 
 __all__ = ["LAYOUT_KEYS", "read_array_file", "write_array_file"]
 

@@ -26,8 +26,8 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from .recording import NM_PER_UNIT, PathLike, RecordingError
 from .recording_arrays import write_array_file
+from .recording_types import NM_PER_UNIT, PathLike, RecordingError
 
 __all__ = ["export_recording"]
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .recording import DEFAULT_SIGNAL, NM_PER_UNIT, GridAxis, Recording, RecordingError
+from .recording_types import DEFAULT_SIGNAL, NM_PER_UNIT, GridAxis, Recording, RecordingError
 
 __all__ = [
     "detector_name",

@@ -30,7 +30,7 @@ from .geometry import DriftModel, ScanFrame
 from .imaging import NoiseModel, add_image_noise, noise_model_for_level
 from .samples import SAMPLES, Sample, make_sample
 from .timing import TimingModel
-from .truth import build_truth
+from .truth import TargetBand, TruthFrame, build_truth
 
 __all__ = ["TwinBackend"]
 
@@ -423,7 +423,20 @@ class TwinBackend(Backend):
             self._blanked,
         )
         if self._truth_cache is None or self._truth_cache[0] != key:
-            self._truth_cache = (key, build_truth(self))
+            frame, time, per_unit, from_image = self.truth_frame()
+            target = None
+            if self.target_band is not None:
+                electrons = self._electrons(self._eels.exposure)
+                target = TargetBand(self.target_band, self._eels, self.model, electrons)
+            truth = build_truth(
+                self.sample,
+                TruthFrame(frame, time, per_unit, from_image),
+                self.probe_sigma,
+                self.seed,
+                self.noise_level,
+                target,
+            )
+            self._truth_cache = (key, truth)
         return dict(self._truth_cache[1])
 
     @property
