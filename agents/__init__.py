@@ -17,6 +17,12 @@ __all__ = ["Agent", "Suggestion", "as_positions"]
 # public name -> module that defines it; filled in as agents land
 _LAZY: dict[str, str] = {
     "DKLAgent": "agents.dkl",
+    "BanditAgent": "agents.bandit",
+    "DriftTracker": "agents.drift",
+    "ZeroLossAligner": "agents.zlp",
+    "PhysicsGPAgent": "agents.physics",
+    "LatentAgent": "agents.latent",
+    "RotationInvariantVAE": "agents.rvae",
     "EdgeAgent": "agents.edges",
     "evaluate_edge_points": "agents.edges",
     "get_scalarizer": "agents.scalarizers",

@@ -11,6 +11,9 @@ at a time, for ``--steps`` spectra in total, seed points included:
 
 - **DKL-EI**, **DKL-UCB**: ``agents.dkl.DKLAgent`` (5 random seed points, then the model);
 - **GP-EI**: the same agent without the network (an exact GP on raw patches), for reference;
+- **bandit-TS**, **bandit-UCB**: ``agents.bandit.BanditAgent`` (arms = 8 k-means clusters of
+  the survey's patches; Thompson sampling or UCB1 over each arm's band-intensity rewards;
+  a random unmeasured pixel of the chosen arm), no network, no GP;
 - **random**: uniformly random candidate pixels;
 - **raster**: a regular grid of ``--steps`` points over the field, visited row by row (a
   coarse raster with the same number of spectra).
@@ -29,17 +32,19 @@ spread over seeds), copied to ``docs/images/dkl_discovery.png``.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from agents.bandit import BanditAgent  # noqa: E402
 from agents.dkl import DKLAgent  # noqa: E402
 from agents.patches import grid_points  # noqa: E402
 from agents.scalarizers import get_scalarizer  # noqa: E402
@@ -49,7 +54,7 @@ OUT = REPO / "benchmarks" / "out"
 DOCS_FIGURE = REPO / "docs" / "images" / "dkl_discovery.png"
 SCALARIZER = "band:20:30"
 GOAL_FRACTION = 0.9
-METHODS = ("DKL-EI", "DKL-UCB", "GP-EI", "random", "raster")
+METHODS = ("DKL-EI", "DKL-UCB", "GP-EI", "bandit-TS", "bandit-UCB", "random", "raster")
 
 
 def run_method(method: str, seed: int, steps: int, args: argparse.Namespace) -> Dict[str, object]:
@@ -75,12 +80,25 @@ def run_method(method: str, seed: int, steps: int, args: argparse.Namespace) -> 
         measure(pts.astype(np.float64))  # measured like the others, though nothing learns
         truth_at = [float(target[int(y), int(x)]) for x, y in pts]
         return {"truth": truth_at, "times": times, "max": float(target.max())}
+    if method.startswith("bandit"):
+        policy = "thompson" if method == "bandit-TS" else "ucb"
+        agent = BanditAgent(survey, arms="clusters", n_arms=8, policy=policy, seed=seed)
+        return _loop(agent, measure, target, steps)
     options = {
         "DKL-EI": {"acquisition": "ei"},
         "DKL-UCB": {"acquisition": "ucb"},
         "GP-EI": {"acquisition": "ei", "hidden": None, "n_components": None},
     }[method]
     agent = DKLAgent(survey, window=args.window, seed=seed, n_seed=args.n_seed, **options)
+    return _loop(agent, measure, target, steps)
+
+
+def _loop(
+    agent: Any, measure: Callable[[np.ndarray], np.ndarray], target: np.ndarray, steps: int
+) -> Dict[str, object]:
+    """One spectrum per step: suggest, measure, ingest; the truth at each chosen pixel."""
+    truth_at: List[float] = []
+    times: List[float] = []
     for _ in range(steps):
         started = time.perf_counter()
         s = agent.suggest(1)[0]
@@ -148,6 +166,8 @@ def main(argv: Optional[List[str]] = None) -> int:  # type: ignore[assignment]
         curves[method] = np.vstack(runs)
         print(f"  {method:8s} done", file=sys.stderr, flush=True)
 
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"\nload average (1, 5, 15 min): {load} on {os.cpu_count()} cores")
     checkpoints = [k for k in (5, 10, 15, 20, 30, 50, 100) if k <= args.steps]
     header = (
         f"{'method':9s}"
