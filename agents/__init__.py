@@ -19,6 +19,7 @@ _LAZY: dict[str, str] = {
     "DKLAgent": "agents.dkl",
     "BanditAgent": "agents.bandit",
     "DriftTracker": "agents.drift",
+    "ZeroLossAligner": "agents.zlp",
     "EdgeAgent": "agents.edges",
     "evaluate_edge_points": "agents.edges",
     "get_scalarizer": "agents.scalarizers",
