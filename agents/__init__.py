@@ -20,6 +20,7 @@ _LAZY: dict[str, str] = {
     "BanditAgent": "agents.bandit",
     "DriftTracker": "agents.drift",
     "ZeroLossAligner": "agents.zlp",
+    "PhysicsGPAgent": "agents.physics",
     "EdgeAgent": "agents.edges",
     "evaluate_edge_points": "agents.edges",
     "get_scalarizer": "agents.scalarizers",

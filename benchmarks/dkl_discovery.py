@@ -14,6 +14,8 @@ at a time, for ``--steps`` spectra in total, seed points included:
 - **bandit-TS**, **bandit-UCB**: ``agents.bandit.BanditAgent`` (arms = 8 k-means clusters of
   the survey's patches; Thompson sampling or UCB1 over each arm's band-intensity rewards;
   a random unmeasured pixel of the chosen arm), no network, no GP;
+- **physics-GP**: ``agents.physics.PhysicsGPAgent`` (pyro: a GP whose mean is an edge
+  profile across the brightest particles' edges, physical parameters with priors, UCB);
 - **random**: uniformly random candidate pixels;
 - **raster**: a regular grid of ``--steps`` points over the field, visited row by row (a
   coarse raster with the same number of spectra).
@@ -54,7 +56,9 @@ OUT = REPO / "benchmarks" / "out"
 DOCS_FIGURE = REPO / "docs" / "images" / "dkl_discovery.png"
 SCALARIZER = "band:20:30"
 GOAL_FRACTION = 0.9
-METHODS = ("DKL-EI", "DKL-UCB", "GP-EI", "bandit-TS", "bandit-UCB", "random", "raster")
+METHODS = (
+    "DKL-EI", "DKL-UCB", "GP-EI", "physics-GP", "bandit-TS", "bandit-UCB", "random", "raster",
+)  # fmt: skip
 
 
 def run_method(method: str, seed: int, steps: int, args: argparse.Namespace) -> Dict[str, object]:
@@ -80,6 +84,11 @@ def run_method(method: str, seed: int, steps: int, args: argparse.Namespace) -> 
         measure(pts.astype(np.float64))  # measured like the others, though nothing learns
         truth_at = [float(target[int(y), int(x)]) for x, y in pts]
         return {"truth": truth_at, "times": times, "max": float(target.max())}
+    if method == "physics-GP":
+        from agents.physics import PhysicsGPAgent
+
+        agent = PhysicsGPAgent(survey, n_seed=args.n_seed, seed=seed)
+        return _loop(agent, measure, target, steps)
     if method.startswith("bandit"):
         policy = "thompson" if method == "bandit-TS" else "ucb"
         agent = BanditAgent(survey, arms="clusters", n_arms=8, policy=policy, seed=seed)
