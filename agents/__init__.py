@@ -21,6 +21,8 @@ _LAZY: dict[str, str] = {
     "DriftTracker": "agents.drift",
     "ZeroLossAligner": "agents.zlp",
     "PhysicsGPAgent": "agents.physics",
+    "LatentAgent": "agents.latent",
+    "RotationInvariantVAE": "agents.rvae",
     "EdgeAgent": "agents.edges",
     "evaluate_edge_points": "agents.edges",
     "get_scalarizer": "agents.scalarizers",
