@@ -76,11 +76,12 @@ def _format_duration(seconds: float) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from . import workflows  # noqa: F401  (registers bandit, physics, latent, drift)
     from .registry import PLANS
     from .session import configure_session
 
     entry = PLANS[args.plan]
-    twin_options = {"seed": args.seed, "time_scale": args.time_scale}
+    twin_options = {"seed": args.seed, "time_scale": args.time_scale, **(entry.twin_options or {})}
     if args.noise_level is not None:
         twin_options["noise_level"] = args.noise_level
     session = configure_session(
@@ -297,6 +298,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import workflows  # noqa: F401  (registers bandit, physics, latent, drift)
     from .registry import PLANS
 
     parser = argparse.ArgumentParser(

@@ -37,6 +37,8 @@ class PlanEntry:
     default_sample: str = "graphene"
     #: extra lines for the summary printed after the run: ``(session, args) -> [str]``
     summarize: Callable[[Any, argparse.Namespace], list[str]] | None = None
+    #: twin options this workflow needs (``{"drift": True}``), over the command's own
+    twin_options: dict[str, Any] | None = None
 
 
 PLANS: dict[str, PlanEntry] = {}

@@ -13,6 +13,8 @@ Alternatives, as ``name[:key=value,...]``:
 ``ei``, ``ucb``,       the run's DKL agent with this acquisition function, e.g.
 ``uncertainty``        ``ucb:beta=9``, ``ei:xi=0.1``
 ``dkl:key=value``      the run's DKL agent with other settings, e.g. ``dkl:window=8``
+``bandit``, ``physics``, a bandit, physics-informed GP or latent-space agent on the same
+``latent``             survey (``bandit:policy=ucb``, ``physics:acquisition=ei``)
 ``random``, ``raster`` a random or a raster scan over the same field (``random:seed=3``)
 ``canny``, ``gradient``  edge runs: the edge agent with this filter (``canny:sigma=3``)
 ``weight=0.2``,        LoG* runs: another point of the recorded Pareto front
@@ -192,6 +194,11 @@ def _adaptive(data: RunData, name: str, options: dict[str, Any]) -> Any:
             overrides["acquisition"] = name
         make, _ = agent_factory(data, **overrides)
         return make(image)
+    from .forensics import REPORTED_AGENTS, reported_agent_class
+
+    alias = {"physics": "physics_gp"}.get(name, name)
+    if alias in REPORTED_AGENTS:
+        return reported_agent_class(alias)(image, **options)
     if name == "random":
         step = int(options.get("step", 1))
         return RandomAgent(image.shape, step=step, seed=int(options.get("seed", 0)))
@@ -199,7 +206,7 @@ def _adaptive(data: RunData, name: str, options: dict[str, Any]) -> Any:
         return RasterAgent(image.shape, int(options.get("n_points", n_total)))
     raise ValueError(
         f"unknown alternative {name!r} for an adaptive run: {', '.join(ACQUISITIONS)}, "
-        "dkl:key=value, random, raster"
+        "dkl:key=value, bandit, physics, latent (with key=value), random, raster"
     )
 
 

@@ -218,6 +218,35 @@ def _dkl_options(data: RunData) -> dict[str, Any]:
     return options
 
 
+#: agents of adaptive runs that say in each report who they are and how they were made
+#: (``report()["agent"]`` and ``["config"]``): rebuilt from that alone
+REPORTED_AGENTS = {
+    "bandit": "agents.bandit:BanditAgent",
+    "physics_gp": "agents.physics:PhysicsGPAgent",
+    "latent": "agents.latent:LatentAgent",
+}
+
+
+def reported_agent_class(name: str) -> Any:
+    """The class of a :data:`REPORTED_AGENTS` name (imported now)."""
+    import importlib
+
+    module, _, attribute = REPORTED_AGENTS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _reported_factory(
+    data: RunData, **overrides: Any
+) -> tuple[Callable[[np.ndarray], Any], dict] | None:
+    reports = [r for r in data.decisions.get("reports", []) if isinstance(r, dict)]
+    name = reports[0].get("agent") if reports else None
+    if name not in REPORTED_AGENTS:
+        return None
+    cls = reported_agent_class(name)
+    options = _accepted(cls, {**(reports[0].get("config") or {}), **overrides})
+    return (lambda image: cls(image, **options)), {"class": cls.__name__, **options}
+
+
 def agent_factory(data: RunData, **overrides: Any) -> tuple[Callable[[np.ndarray], Any], dict]:
     """``(make_agent, description)``: how to rebuild the run's agent from its records.
 
@@ -230,6 +259,9 @@ def agent_factory(data: RunData, **overrides: Any) -> tuple[Callable[[np.ndarray
     """
     plan = data.plan_name
     if plan == "adaptive_eels":
+        reported = _reported_factory(data, **overrides)
+        if reported is not None:
+            return reported
         from agents.dkl import DKLAgent
 
         options = {**_dkl_options(data), **overrides}

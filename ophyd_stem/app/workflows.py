@@ -1,0 +1,257 @@
+"""``ophyd-stem run`` entries of the seed's missing workflows (issue 15).
+
+- ``bandit``: Thompson sampling / UCB over regions of the survey (``agents.bandit``);
+- ``physics``: a pyro GP with an edge-profile mean, its physical parameters' posterior
+  reported (``agents.physics``);
+- ``latent``: EELS at the cluster representatives and novel patches of a rotation-invariant
+  VAE's latent space (``agents.latent``);
+- ``drift``: edge-guided EELS on a drifting twin, with drift measured and corrected
+  (``plans.drift``).
+
+The three agents run in :func:`plans.adaptive_eels` (decisions, reports and maps recorded as
+for DKL); agents are imported inside ``build`` so listing the commands never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+
+from .registry import PlanEntry, _scan_arguments, _setup_scan, _twin_truth, register
+
+__all__: list[str] = []
+
+
+def _adaptive_arguments(parser: argparse.ArgumentParser, steps: int = 30) -> None:
+    _scan_arguments(parser, 128)
+    parser.add_argument("--steps", type=int, default=steps, help="spectra the agent chooses")
+    parser.add_argument(
+        "--scalarizer", default="band:20:30", help="what to maximise, e.g. band:20:30 (eV)"
+    )
+
+
+def _run_adaptive(session: Any, args: argparse.Namespace, make) -> Generator:
+    from agents.scalarizers import get_scalarizer
+    from plans import adaptive_eels
+
+    def make_agent(image):
+        args.agent = make(image)
+        return args.agent
+
+    yield from _setup_scan(session, args)
+    m = session.microscope
+    return (
+        yield from adaptive_eels(
+            m.scan, m.eels_points, make_agent, get_scalarizer(args.scalarizer), steps=args.steps
+        )
+    )
+
+
+def _truth_lines(session: Any, args: argparse.Namespace) -> list[str]:
+    """The best measured value, and the truth there when the twin knows the target band."""
+    agent = args.agent
+    values = np.asarray(agent.values)
+    if not len(values):
+        return ["  measured    nothing"]
+    best = int(np.argmax(values))
+    x, y = agent.positions[best]
+    lines = [f"  best        {values[best]:.4g} at ({x:.1f}, {y:.1f}) px, step {best + 1}"]
+    truth = _twin_truth(session)
+    target = None if truth is None else truth.get("target_map")
+    if target is not None and args.scalarizer == "band:20:30":
+        target = np.asarray(target, dtype=float)
+        rows = np.clip(np.rint(agent.positions[:, 1]).astype(int), 0, target.shape[0] - 1)
+        cols = np.clip(np.rint(agent.positions[:, 0]).astype(int), 0, target.shape[1] - 1)
+        found = target[rows, cols]
+        lines.append(
+            f"  truth       best measured position holds "
+            f"{100 * found.max() / target.max():.0f} % of the true maximum"
+        )
+    return lines
+
+
+# ---------------------------------------------------------------------- bandit
+
+
+def _bandit_arguments(parser: argparse.ArgumentParser) -> None:
+    _adaptive_arguments(parser)
+    parser.add_argument("--policy", choices=("thompson", "ucb"), default="thompson")
+    parser.add_argument(
+        "--arms", choices=("clusters", "tiles"), default="clusters", help="what an arm is"
+    )
+    parser.add_argument("--n-arms", type=int, default=8, help="number of arms")
+
+
+def _build_bandit(session: Any, args: argparse.Namespace) -> Generator:
+    from agents.bandit import BanditAgent
+
+    return (
+        yield from _run_adaptive(
+            session,
+            args,
+            lambda image: BanditAgent(
+                image, arms=args.arms, n_arms=args.n_arms, policy=args.policy, seed=args.seed
+            ),
+        )
+    )
+
+
+def _summarize_bandit(session: Any, args: argparse.Namespace) -> list[str]:
+    report = args.agent.report()
+    arms = report["arms"]
+    pulls = ", ".join(f"{k}: {v['pulls']}" for k, v in arms.items())
+    return [
+        *_truth_lines(session, args),
+        f"  arms        pulls per arm {{{pulls}}}; best arm {report['best_arm']}",
+    ]
+
+
+# ---------------------------------------------------------------------- physics
+
+
+def _physics_arguments(parser: argparse.ArgumentParser) -> None:
+    _adaptive_arguments(parser, steps=20)
+    parser.add_argument(
+        "--acquisition", choices=("ei", "ucb", "uncertainty"), default="ucb", help="how to choose"
+    )
+    parser.add_argument("--seeds", type=int, default=5, help="random first measurements")
+
+
+def _build_physics(session: Any, args: argparse.Namespace) -> Generator:
+    from agents.physics import PhysicsGPAgent
+
+    return (
+        yield from _run_adaptive(
+            session,
+            args,
+            lambda image: PhysicsGPAgent(
+                image, acquisition=args.acquisition, n_seed=args.seeds, seed=args.seed
+            ),
+        )
+    )
+
+
+def _summarize_physics(session: Any, args: argparse.Namespace) -> list[str]:
+    physics = args.agent.report()["physics"]
+    parts = [f"{k} {v['mean']:.3g} +- {v['std']:.2g} {v['units']}" for k, v in physics.items()]
+    return [*_truth_lines(session, args), "  posterior   " + "; ".join(parts)]
+
+
+# ---------------------------------------------------------------------- latent
+
+
+def _latent_arguments(parser: argparse.ArgumentParser) -> None:
+    _adaptive_arguments(parser, steps=10)
+    parser.add_argument("--clusters", type=int, default=5, help="latent-space clusters")
+    parser.add_argument("--mode", choices=("mixed", "representatives", "novelty"), default="mixed")
+
+
+def _build_latent(session: Any, args: argparse.Namespace) -> Generator:
+    from agents.latent import LatentAgent
+
+    return (
+        yield from _run_adaptive(
+            session,
+            args,
+            lambda image: LatentAgent(
+                image, n_clusters=args.clusters, mode=args.mode, seed=args.seed
+            ),
+        )
+    )
+
+
+def _summarize_latent(session: Any, args: argparse.Namespace) -> list[str]:
+    report = args.agent.report()
+    clusters = report["clusters"]
+    lines = [
+        f"  clusters    sizes {clusters['sizes']}, spectra per cluster {clusters['measured']}",
+        f"  rVAE        trained in {report['rvae']['train_seconds']:.1f} s",
+    ]
+    truth = _twin_truth(session)
+    if truth is not None and "labels" in truth:
+        labels = np.asarray(truth["labels"])
+        pos = np.rint(args.agent.positions).astype(int)
+        got = sorted({truth["label_names"][int(v)] for v in labels[pos[:, 1], pos[:, 0]]})
+        present = [n for k, n in enumerate(truth["label_names"]) if (labels == k).any()]
+        lines.append(f"  truth       spectra on {len(got)} of {len(present)} phases: {got}")
+    return lines
+
+
+# ---------------------------------------------------------------------- drift
+
+
+def _drift_arguments(parser: argparse.ArgumentParser) -> None:
+    _scan_arguments(parser, 128)
+    parser.add_argument("--budget", type=int, default=150, help="most edge points")
+    parser.add_argument("--every", type=int, default=10, help="re-scan every this many spectra")
+    parser.add_argument("--every-seconds", type=float, default=0.0, help="or after this long, s")
+    parser.add_argument("--exposure", type=float, default=None, help="EELS exposure, s")
+    parser.add_argument(
+        "--no-correction", action="store_true", help="measure drift but do not follow it"
+    )
+
+
+def _build_drift(session: Any, args: argparse.Namespace) -> Generator:
+    import bluesky.plan_stubs as bps
+
+    from plans.drift import drift_corrected_edge_eels
+
+    yield from _setup_scan(session, args)
+    m = session.microscope
+    if args.exposure is not None:
+        yield from bps.mv(m.eels.exposure, args.exposure)
+    return (
+        yield from drift_corrected_edge_eels(
+            m.scan,
+            m.eels_points,
+            budget=args.budget,
+            every_points=args.every,
+            every_seconds=args.every_seconds,
+            correct=not args.no_correction,
+        )
+    )
+
+
+register(
+    PlanEntry(
+        "bandit",
+        "bandit agent: Thompson sampling or UCB over regions of the survey",
+        _bandit_arguments,
+        _build_bandit,
+        default_sample="nanoparticles",
+        summarize=_summarize_bandit,
+    )
+)
+register(
+    PlanEntry(
+        "physics",
+        "physics-informed GP (pyro): edge-profile mean, posterior of its parameters",
+        _physics_arguments,
+        _build_physics,
+        default_sample="nanoparticles",
+        summarize=_summarize_physics,
+    )
+)
+register(
+    PlanEntry(
+        "latent",
+        "rotation-invariant VAE (pyro): EELS at latent-cluster representatives and novelty",
+        _latent_arguments,
+        _build_latent,
+        default_sample="nanoparticles",
+        summarize=_summarize_latent,
+    )
+)
+register(
+    PlanEntry(
+        "drift",
+        "edge-guided EELS with specimen drift measured and corrected (twin drifts)",
+        _drift_arguments,
+        _build_drift,
+        default_sample="nanowire",
+        twin_options={"drift": True},
+    )
+)

@@ -1,0 +1,33 @@
+"""The bandit in a run: decisions recorded, forensics replays them, a counterfactual compares."""
+
+import numpy as np
+import pytest
+
+from ophyd_stem.sim import twin_microscope
+from plans import adaptive_eels
+
+
+@pytest.fixture
+def nanoparticles(RE, tmp_path):
+    microscope = twin_microscope("nanoparticles", mode="local", assets_dir=tmp_path, seed=1)
+    yield microscope
+    microscope.sim_bridge.close()
+
+
+def test_bandit_run_is_recorded_and_forensics_reproduces_it(RE, nanoparticles):
+    from agents.bandit import BanditAgent
+    from agents.scalarizers import get_scalarizer
+    from ophyd_stem.app.analysis.counterfactual import counterfactual
+    from ophyd_stem.app.analysis.forensics import forensics
+
+    scalarizer = get_scalarizer("band:20:30")
+    RE(adaptive_eels(nanoparticles.scan, nanoparticles.eels_points,
+                     lambda image: BanditAgent(image, n_arms=4, seed=3), scalarizer,
+                     steps=6, batch=2))  # fmt: skip
+    documents = list(RE.documents)
+    report = forensics(documents)
+    assert report.ok, report.text()
+    assert report.agent["class"] == "BanditAgent"
+    assert len(report.checks) == 6
+    result = counterfactual(documents, "bandit:policy=ucb", out_dir=None)
+    assert np.all(np.isfinite(result.chosen))
