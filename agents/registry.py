@@ -233,6 +233,11 @@ register_agent(
     "Edges of the survey image: a short beam path along interfaces",
 )
 register_agent(
+    "bandit",
+    "agents.bandit:BanditAgent",
+    "Bandit over regions of the survey image (Thompson sampling or UCB1)",
+)
+register_agent(
     "logstar",
     "agents.logstar:LoGStarAgent",
     "LoG*: unsupervised atom finding with a Pareto front of detector settings",

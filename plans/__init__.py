@@ -14,12 +14,22 @@ from .adaptive import adaptive_eels, edge_eels
 from .basic import spectrum_image, survey
 from .control import OperatorControl
 from .dcnn import dcnn
+from .drift import drift_corrected_edge_eels
 from .logstar import logstar
 from .operator import CONTROL_FUNCTIONS, shared_control
 
 #: the complete plans, by the names the console and the queueserver offer
 PLANS = {
-    plan.__name__: plan for plan in (survey, spectrum_image, edge_eels, adaptive_eels, logstar, dcnn)
+    plan.__name__: plan
+    for plan in (
+        survey,
+        spectrum_image,
+        edge_eels,
+        adaptive_eels,
+        logstar,
+        dcnn,
+        drift_corrected_edge_eels,
+    )
 }
 
 __all__ = [
@@ -28,6 +38,7 @@ __all__ = [
     "OperatorControl",
     "adaptive_eels",
     "dcnn",
+    "drift_corrected_edge_eels",
     "edge_eels",
     "logstar",
     "shared_control",

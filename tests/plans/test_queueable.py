@@ -157,6 +157,22 @@ def test_edge_plan_from_json_with_a_scalarizer(RE, queue):
     assert len(values) == 5 and np.all(np.isfinite(values))
 
 
+def test_bandit_and_drift_corrected_plans_from_json(RE, queue):
+    plan, _ = queue.prepare(
+        "adaptive_eels", "scan_engine", "eels_points", "bandit", "band:20:30",
+        agent_kwargs={"n_arms": 3, "arms": "tiles"}, steps=2, maps_every=0,
+    )  # fmt: skip
+    RE(plan)
+    plan, _ = queue.prepare(
+        "drift_corrected_edge_eels", "scan_engine", "eels_points", budget=4, every_points=2
+    )
+    RE(plan)
+    starts = [d for n, d in RE.documents if n == "start"]
+    assert [d["plan_name"] for d in starts] == ["adaptive_eels", "drift_corrected_edge_eels"]
+    assert starts[0]["plan_args"]["agent"] == "bandit"
+    assert [d for n, d in RE.documents if n == "stop"][-1]["exit_status"] == "success"
+
+
 def test_a_named_agent_or_scalarizer_that_is_wrong_fails_the_plan_with_a_clear_error():
     from agents.registry import make_agent
     from plans import adaptive_eels
