@@ -41,8 +41,7 @@ def forward_md(
         "plan_name": plan_name,
         "plan_args": {**(request or {}), "images": images, "n_eels": n_eels, "signal": signal},
         "agent": agent_description(agent),
-        "detectors": [scan_engine.name]
-        + ([eels_points.name] if eels_points is not None else []),
+        "detectors": [scan_engine.name] + ([eels_points.name] if eels_points is not None else []),
         "num_points": images * max(n_eels, 0),
         "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
         **(md or {}),

@@ -13,7 +13,15 @@ queueserver: plans must import where it is not installed.
 import copy
 from typing import Any, Callable, Dict, TypeVar
 
-__all__ = ["AGENT", "CONTROL", "FLYER", "OPTIONAL_FLYER", "READABLE", "SCALARIZER", "queue_parameters"]
+__all__ = [
+    "AGENT",
+    "CONTROL",
+    "FLYER",
+    "OPTIONAL_FLYER",
+    "READABLE",
+    "SCALARIZER",
+    "queue_parameters",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

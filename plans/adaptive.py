@@ -35,6 +35,7 @@ from .stubs import acquire_spectra_at_points, read_survey_image, record, record_
 
 __all__ = ["adaptive_eels", "edge_eels"]
 
+
 def _survey(scan_engine: Any, signal: str) -> MsgGenerator[tuple[np.ndarray, float]]:
     yield from read_survey_image(scan_engine)
     acquisition = scan_engine.last_acquisition
@@ -43,9 +44,7 @@ def _survey(scan_engine: Any, signal: str) -> MsgGenerator[tuple[np.ndarray, flo
     return np.asarray(acquisition.images[signal], dtype=np.float64), acquisition.pixel_size
 
 
-@queue_parameters(
-    scan_engine=READABLE, eels_points=FLYER, agent=AGENT, scalarizer=SCALARIZER
-)
+@queue_parameters(scan_engine=READABLE, eels_points=FLYER, agent=AGENT, scalarizer=SCALARIZER)
 def edge_eels(
     scan_engine: Readable,
     eels_points: Flyable,

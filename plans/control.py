@@ -260,7 +260,9 @@ class OperatorControl:
             "set_acquisition", who, **{k: v for k, v in args.items() if v is not None}
         )
 
-    def set_scalarizer(self, scalarizer: Union[str, Callable], *, who: Optional[str] = None) -> None:
+    def set_scalarizer(
+        self, scalarizer: Union[str, Callable], *, who: Optional[str] = None
+    ) -> None:
         """Change what the agent maximises, e.g. ``set_scalarizer("band:5:15")``.
 
         Every spectrum measured so far is scalarized again and the agent relearns from the

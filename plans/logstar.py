@@ -20,9 +20,7 @@ from .stubs import eels_at_suggestions, read_survey_image, record, record_table
 __all__ = ["logstar"]
 
 
-@queue_parameters(
-    scan_engine=READABLE, eels_points=OPTIONAL_FLYER, agent=AGENT, control=CONTROL
-)
+@queue_parameters(scan_engine=READABLE, eels_points=OPTIONAL_FLYER, agent=AGENT, control=CONTROL)
 def logstar(
     scan_engine: Readable,
     agent: Any = "logstar",
@@ -64,8 +62,9 @@ def logstar(
     signal : str
         Detector signal whose image is analysed.
     control : plans.OperatorControl or "free" or "approve", optional
-        The operator's hand (a mode name: the session's shared control): its front pick (``control.pick_front``) is applied to each
-        image, and in approve mode the plan pauses at each front and before the EELS points.
+        The operator's hand (a mode name: the session's shared control): its front pick
+        (``control.pick_front``) is applied to each image, and in approve mode the plan
+        pauses at each front and before the EELS points.
     md : dict, optional
     """
     if n_eels and eels_points is None:

@@ -59,7 +59,7 @@ def shared_control(operator: Optional[str] = None) -> OperatorControl:
         return _shared
 
 
-def resolve_control(control: Union[None, str, OperatorControl]) -> Optional[OperatorControl]:
+def resolve_control(control: Union[str, OperatorControl, None]) -> Optional[OperatorControl]:
     """What a plan's ``control=`` means: None (the agent runs alone), an
     :class:`OperatorControl` (the console's), or a mode name, ``"free"`` or ``"approve"``: the
     shared control, put in that mode for this plan.

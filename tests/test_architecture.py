@@ -88,9 +88,10 @@ def test_server_side_keeps_python_38_syntax():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(
-    "package", ["plans", "agents", "agents.registry", "agents.scalarizers", "dm_bridge", "ophyd_stem"]
-)
+LIGHT = ["plans", "agents", "agents.registry", "agents.scalarizers", "dm_bridge", "ophyd_stem"]
+
+
+@pytest.mark.parametrize("package", LIGHT)
 def test_light_packages_do_not_load_torch(package):
     code = (
         f"import sys, {package}; "

@@ -11,7 +11,8 @@ from agents.registry import AGENTS, agent_entry, agent_factory, make_agent, regi
 
 def test_the_project_agents_are_registered():
     assert {"dkl", "edge", "logstar", "ensemble"} <= set(AGENTS)
-    assert AGENTS["dkl"].needs_image and not AGENTS["logstar"].needs_image
+    assert AGENTS["dkl"].needs_image
+    assert not AGENTS["logstar"].needs_image
 
 
 def test_registering_a_new_agent_is_one_call_and_it_loads_when_built():
@@ -46,7 +47,7 @@ def test_unknown_names_and_wrong_settings_say_what_is_known():
         agent_entry("dlk")
     with pytest.raises(ValueError, match=r"it takes \[.*'budget'"):
         make_agent("edge", np.eye(16), budgte=3)
-    with pytest.raises(ValueError, match="needs|made from a survey image"):
+    with pytest.raises(ValueError, match="made from a survey image"):
         make_agent("edge")
     with pytest.raises(ValueError, match="takes no survey image"):
         make_agent("logstar", np.eye(16))

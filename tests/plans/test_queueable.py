@@ -98,12 +98,14 @@ def test_bluesky_plans_star_import_clobbers_no_device(namespace):
 
 def test_wrong_arguments_are_refused_at_submission(queue):
     ok, message, _ = queue.validate("adaptive_eels", "scan_engine", "eels_points")
-    assert not ok and "agent" in message
+    assert not ok
+    assert "agent" in message
     ok, message, _ = queue.validate(
         "adaptive_eels", "scan_engine", "eels_points", agent="dkl", scalarizer="band:20:30",
         control="sometimes",
     )  # fmt: skip
-    assert not ok and "control" in message
+    assert not ok
+    assert "control" in message
     ok, message, _ = queue.validate("survey", "no_such_device")
     assert not ok
 
@@ -135,9 +137,7 @@ def test_adaptive_plan_from_json_builds_its_agent_by_name(RE, queue):
     assert start["plan_args"]["agent"] == "dkl"
     assert start["plan_args"]["agent_kwargs"]["window"] == 8
     assert start["plan_args"]["scalarizer"] == "band:20:30"
-    decisions = [
-        d for n, d in RE.documents if n == "descriptor" and d["name"] == "decisions"
-    ]
+    decisions = [d for n, d in RE.documents if n == "descriptor" and d["name"] == "decisions"]
     assert decisions
 
 
@@ -154,7 +154,8 @@ def test_edge_plan_from_json_with_a_scalarizer(RE, queue):
         for n, d in RE.documents
         if n == "event" and "decision-value" in d["data"]
     ]
-    assert len(values) == 5 and np.all(np.isfinite(values))
+    assert len(values) == 5
+    assert np.all(np.isfinite(values))
 
 
 def test_bandit_and_drift_corrected_plans_from_json(RE, queue):
@@ -178,7 +179,7 @@ def test_a_named_agent_or_scalarizer_that_is_wrong_fails_the_plan_with_a_clear_e
     from plans import adaptive_eels
 
     # plans are generators: the names are checked at the first step, before any run opens
-    with pytest.raises(ValueError, match="known agents: .*dkl"):
+    with pytest.raises(ValueError, match=r"known agents: .*dkl"):
         next(adaptive_eels(object(), object(), "dlk", "band:20:30"))
     with pytest.raises(ValueError, match="known: band"):
         next(adaptive_eels(object(), object(), "dkl", "bnd:20:30"))
