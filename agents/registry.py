@@ -238,6 +238,16 @@ register_agent(
     "Bandit over regions of the survey image (Thompson sampling or UCB1)",
 )
 register_agent(
+    "physics",
+    "agents.physics:PhysicsGPAgent",
+    "Physics-informed GP: an edge-profile mean with priors; posterior of the physical parameters",
+)
+register_agent(
+    "latent",
+    "agents.latent:LatentAgent",
+    "Latent-space discovery: cluster representatives, then novelty, in a rotation-invariant VAE",
+)
+register_agent(
     "logstar",
     "agents.logstar:LoGStarAgent",
     "LoG*: unsupervised atom finding with a Pareto front of detector settings",
