@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,21 @@ from event_model import DocumentNames, schema_validators
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Embedded catalog servers outlive the command that starts them (they are reused); in tests
+# they stop after five idle minutes at the latest, whatever happens to the test session.
+os.environ.setdefault("OPHYD_STEM_CATALOG_IDLE", "300")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_catalog_server_left(tmp_path_factory):
+    """At the end of the session, stop every embedded catalog server of a temporary data
+    directory (a test that forgot to, or a command run by a test that was killed)."""
+    yield
+    from ophyd_stem.catalog import CatalogSettings, stop_server
+
+    for state in tmp_path_factory.getbasetemp().glob("**/server/server.json"):
+        stop_server(CatalogSettings(state.parent.parent), timeout=5.0)
 
 
 @pytest.fixture(scope="session")

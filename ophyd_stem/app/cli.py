@@ -11,6 +11,7 @@ Examples::
     ophyd-stem replay 3f2a9c --callbacks table plot --forensics --counterfactual ucb
     ophyd-stem console                          # the IPython console (profile_collection)
     ophyd-stem import-spool                     # write runs the catalog missed
+    ophyd-stem serve --status                   # the catalog server commands share (--stop)
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .session import configure_session
 
     entry = PLANS[args.plan]
+    # Something to read at once: a new session takes seconds (the catalog server may start).
+    source = args.bridge or f"the digital twin ({args.sample})"
+    print(f"ophyd-stem run {args.plan}: connecting to {source} and the catalog...",
+          file=sys.stderr, flush=True)  # fmt: skip
     twin_options = {"seed": args.seed, "time_scale": args.time_scale, **(entry.twin_options or {})}
     if args.noise_level is not None:
         twin_options["noise_level"] = args.noise_level
@@ -102,22 +107,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     session.bec.disable_table()
     session.bec.disable_baseline()
     exit_code = 0
+    stored = False
     try:
         before = session.instrument_time()
         started = time.monotonic()
         uids = session.RE(entry.build(session, args))
         wall = time.monotonic() - started
         instrument = session.instrument_time() - before
-        print("\nwaiting for the catalog to have everything...", file=sys.stderr)
-        written = session.writer.flush(timeout=args.catalog_timeout)
+        stored = _store_runs(session, uids, args.catalog_timeout)
         for uid in uids:
-            _print_run_summary(session, uid, wall, instrument, written)
+            _print_run_summary(session, uid, wall, instrument, stored)
             if entry.summarize is not None:
                 print("\n".join(entry.summarize(session, args)))
-        if not written:
+        if not stored:
             exit_code = 3
     finally:
-        if not session.close(timeout=args.catalog_timeout):
+        if not session.close(timeout=args.catalog_timeout) and not stored:
             print(
                 "the catalog did not take every document in time: they are kept in "
                 f"{session.settings.spool_dir}; `ophyd-stem import-spool` writes them later",
@@ -125,6 +130,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
             exit_code = 3
     return exit_code
+
+
+def _store_runs(session: Any, uids: Any, timeout: float) -> bool:
+    """Wait until the catalog has the runs (a progress bar counts their events). If the
+    embedded catalog did not take everything (its server died and could not be restarted
+    in time, say), start it again and import the spool: a remote catalog that is down gets
+    the runs later, from ``ophyd-stem import-spool``."""
+    from ophyd_stem.catalog import import_spool
+    from ophyd_stem.catalog.spool import spooled_runs
+
+    from .progress import wait_for_catalog
+
+    if wait_for_catalog(session.writer, timeout):
+        return True
+    if session.config.catalog:
+        return False
+    print("the catalog fell behind: restarting it and importing the spool...", file=sys.stderr)
+    session.writer.close(timeout=0)
+    try:
+        report = import_spool(session.settings)
+    except Exception as error:  # the runs stay in the spool; say why, then exit status 3
+        print(f"  import-spool failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return False
+    print(f"  {report}", file=sys.stderr)
+    left = {run.run_uid for run in spooled_runs(session.settings.spool_dir)}
+    return not left.intersection(uids)
 
 
 def _print_run_summary(session: Any, uid: str, wall: float, instrument: float, ok: bool) -> None:
@@ -141,23 +172,32 @@ def _print_run_summary(session: Any, uid: str, wall: float, instrument: float, o
     print(f"  look at it  ophyd-stem show {uid[:8]}")
 
 
-def _open_catalog(args: argparse.Namespace) -> Any:
-    from ophyd_stem.catalog import CatalogSettings, open_catalog
+def _settings(args: argparse.Namespace) -> Any:
+    """The data directory's settings (the embedded catalog, the spool)."""
+    from ophyd_stem.catalog import CatalogSettings
+
+    from .config import load_config
+
+    config = load_config(catalog=args.catalog, api_key=args.api_key, data_dir=args.data_dir)
+    return CatalogSettings(data_dir=Path(config.data_dir) if config.data_dir else None)
+
+
+def _open_catalog(args: argparse.Namespace, listing: bool = False) -> Any:
+    from ophyd_stem.catalog import open_catalog
 
     from .config import load_config
 
     config = load_config(catalog=args.catalog, api_key=args.api_key, data_dir=args.data_dir)
     if config.catalog:
-        return open_catalog(config.catalog, config.api_key)
-    settings = CatalogSettings(data_dir=Path(config.data_dir) if config.data_dir else None)
-    return open_catalog(settings=settings)
+        return open_catalog(config.catalog, config.api_key, listing=listing)
+    return open_catalog(settings=_settings(args), listing=listing)
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     from ophyd_stem.catalog import recent_runs
 
-    catalog = _open_catalog(args)
-    runs = recent_runs(catalog, args.limit)
+    catalog = _open_catalog(args, listing=True)
+    runs = recent_runs(catalog, args.limit, settings=_settings(args))
     if not runs:
         print("no runs in the catalog yet; try `ophyd-stem run survey`")
         return 0
@@ -167,8 +207,10 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         events = "" if run.num_events is None else run.num_events
         print(
             f"{run.scan_id!s:>5}  {run.uid[:8]}  {when:19}  {run.plan_name or '':16.16}  "
-            f"{run.sample or '':14.14}  {events!s:>7}  {run.exit_status or 'running?'}"
+            f"{run.sample or '':14.14}  {events!s:>7}  {run.state}"
         )
+    if any(run.waiting and not run.writing for run in runs):
+        print("spooled runs wait in the data directory: `ophyd-stem import-spool` writes them")
     return 0
 
 
@@ -244,6 +286,36 @@ def _cmd_import_spool(args: argparse.Namespace) -> int:
     report = import_spool(settings, config.catalog, config.api_key)
     print(report)
     return 0 if getattr(report, "ok", True) else 3
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ophyd_stem.catalog import EmbeddedServer, server_status, stop_server
+
+    settings = _settings(args)
+    if args.stop:
+        stopped = stop_server(settings)
+        print(f"catalog server of {settings.data_dir}: {'stopped' if stopped else 'not running'}")
+        return 0
+    if not args.status:
+        EmbeddedServer.start(settings)
+    print(server_status(settings))
+    return 0
+
+
+def _add_serve_command(commands: Any) -> None:
+    """``ophyd-stem serve``: the long-lived embedded catalog server of a data directory."""
+    serve = commands.add_parser(
+        "serve",
+        help="start, show or stop the catalog server that commands share",
+        description="The embedded catalog server of the data directory is started by the "
+        "first command that needs it and reused by the next ones; it stops by itself after "
+        "30 min without a request ($OPHYD_STEM_CATALOG_IDLE seconds, 0: never).",
+    )
+    action = serve.add_mutually_exclusive_group()
+    action.add_argument("--status", action="store_true", help="say whether it runs; start nothing")
+    action.add_argument("--stop", action="store_true", help="stop it (the catalog's files stay)")
+    serve.add_argument("--data-dir", help="data directory of the embedded catalog")
+    serve.set_defaults(func=_cmd_serve, catalog=None, api_key=None)
 
 
 def _cmd_train_ensemble(args: argparse.Namespace) -> int:
@@ -369,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", default=".", help="folder for figures and recordings")
     _session_arguments(replay)
     replay.set_defaults(func=_cmd_replay)
+
+    _add_serve_command(commands)
 
     spool = commands.add_parser(
         "import-spool", help="write runs that never reached the catalog (kept locally)"

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 from bluesky.callbacks.core import CallbackBase
 from tqdm import tqdm
 
-__all__ = ["RunProgress"]
+__all__ = ["RunProgress", "wait_for_catalog"]
 
 
 class RunProgress(CallbackBase):
@@ -79,3 +79,47 @@ class RunProgress(CallbackBase):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def wait_for_catalog(writer: Any, timeout: float | None, file: TextIO | None = None) -> bool:
+    """Wait until the catalog has everything the writer received, with a progress bar.
+
+    The bar counts events (the spectra and images of the run) as the catalog confirms them;
+    nothing is drawn when the catalog already has everything.
+
+    Args:
+        writer: a :class:`~ophyd_stem.catalog.CatalogWriter`.
+        timeout: seconds to wait at most (None: as long as it takes).
+        file: where to draw (default stderr).
+
+    Returns:
+        True if the catalog has every document.
+    """
+    status = writer.status()
+    if status.queued == 0:
+        return status.held == 0 and status.written == status.received
+    bar = tqdm(
+        total=max(status.received_events, 1),
+        initial=min(status.written_events, status.received_events),
+        desc="catalog",
+        unit="ev",
+        file=file or sys.stderr,
+        dynamic_ncols=True,
+        leave=True,
+    )
+
+    def show(current: Any) -> None:
+        bar.total = max(current.received_events, 1)
+        bar.n = min(current.written_events, bar.total)
+        waiting = current.queued
+        note = f"{waiting} document(s) to write" if waiting else "written"
+        if current.state == "retrying":
+            note = "catalog away, retrying; " + note
+        bar.set_postfix_str(note, refresh=False)
+        bar.refresh()
+
+    try:
+        return writer.flush(timeout=timeout, progress=show)
+    finally:
+        show(writer.status())
+        bar.close()

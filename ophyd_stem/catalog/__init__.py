@@ -12,7 +12,7 @@ See docs/catalog.md for where data lives, remote servers, the spool, and deploym
 from ._runs import CatalogAuthError, CatalogError, CatalogMismatch, CatalogUnreachable
 from .client import RunSummary, get_run, open_catalog, recent_runs
 from .recovery import ImportReport, import_spool
-from .server import CatalogServerError, EmbeddedServer
+from .server import CatalogServerError, EmbeddedServer, ServerStatus, server_status, stop_server
 from .settings import DATA_DIR_ENV, CatalogSettings, default_data_dir
 from .writer import CatalogWriter, WriterStatus
 
@@ -28,10 +28,13 @@ __all__ = [
     "EmbeddedServer",
     "ImportReport",
     "RunSummary",
+    "ServerStatus",
     "WriterStatus",
     "default_data_dir",
     "get_run",
     "import_spool",
     "open_catalog",
     "recent_runs",
+    "server_status",
+    "stop_server",
 ]

@@ -19,10 +19,12 @@ __all__ = [
     "CatalogError",
     "CatalogMismatch",
     "CatalogUnreachable",
+    "batching_writer_factory",
     "connect",
     "default_writer_factory",
     "delete_run",
     "is_transient",
+    "per_document_writer_factory",
     "verify_run",
 ]
 
@@ -78,13 +80,17 @@ def probe(uri: str, timeout: float = 3.0) -> None:
         ) from None
 
 
-def connect(uri: str, api_key: Optional[str] = None, timeout: float = 3.0) -> Any:
+def connect(
+    uri: str, api_key: Optional[str] = None, timeout: float = 3.0, structure_clients: Any = "numpy"
+) -> Any:
     """A tiled client of the catalog container at ``uri``, with errors a user can act on.
 
     Args:
         uri: e.g. ``http://127.0.0.1:8000`` or ``https://tiled.example.org/api/v1/metadata/stem``.
         api_key: the server's API key (or ``$TILED_API_KEY``, which tiled reads itself).
         timeout: seconds for the reachability probe.
+        structure_clients: as for ``tiled.client.from_context`` (default: numpy arrays and
+            the Bluesky run clients of bluesky-tiled-plugins).
 
     Raises:
         CatalogUnreachable: nothing listens there.
@@ -95,7 +101,7 @@ def connect(uri: str, api_key: Optional[str] = None, timeout: float = 3.0) -> An
 
     probe(uri, timeout)
     try:
-        return _open(uri, api_key)
+        return _open(uri, api_key, structure_clients)
     except ClientError as error:
         status = error.response.status_code
         if status in (401, 403):
@@ -114,7 +120,7 @@ def connect(uri: str, api_key: Optional[str] = None, timeout: float = 3.0) -> An
         raise CatalogUnreachable(f"the catalog at {uri} did not answer: {error}") from None
 
 
-def _open(uri: str, api_key: Optional[str]) -> Any:
+def _open(uri: str, api_key: Optional[str], structure_clients: Any = "numpy") -> Any:
     """``tiled.client.from_uri`` in two steps, so a refusal does not leave sockets open."""
     from tiled.client import from_context
     from tiled.client.context import Context
@@ -125,7 +131,9 @@ def _open(uri: str, api_key: Optional[str]) -> Any:
         uri, api_key=api_key, trust_env=not _is_loopback(host)
     )
     try:
-        return from_context(context, node_path_parts=path_parts)
+        return from_context(
+            context, structure_clients=structure_clients, node_path_parts=path_parts
+        )
     except BaseException:
         context.close()
         raise
@@ -141,21 +149,25 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-def default_writer_factory(client: Any, batch_size: int = 1) -> DocumentCallback:
-    """``TiledWriter`` writing each Event and StreamDatum as it comes (``batch_size=1``).
+def batching_writer_factory(client: Any) -> DocumentCallback:
+    """The writer ``CatalogWriter`` uses: TiledWriter's, with events and frames held back
+    until ``flush()`` (:class:`~ophyd_stem.catalog._batching.BatchingRunWriter`)."""
+    from ._batching import BatchingRunWriter
 
-    TiledWriter's own default batching would hold a whole run in memory until its stop.
-    """
+    return BatchingRunWriter(client)
+
+
+#: what CatalogWriter and import_spool use unless told otherwise
+default_writer_factory = batching_writer_factory
+
+
+def per_document_writer_factory(client: Any) -> DocumentCallback:
+    """``TiledWriter(client, batch_size=1)``: every event and frame a request of its own (an
+    event page of N events is N requests). The writer before batching, kept as the baseline
+    of ``benchmarks/catalog_writer.py``."""
     from bluesky_tiled_plugins import TiledWriter
 
-    return TiledWriter(client, batch_size=batch_size)
-
-
-def bulk_writer_factory(client: Any) -> DocumentCallback:
-    """``TiledWriter`` with its default (large) batches: for complete runs from the spool."""
-    from bluesky_tiled_plugins import TiledWriter
-
-    return TiledWriter(client)
+    return TiledWriter(client, batch_size=1)
 
 
 def find_run(client: Any, run_uid: str) -> Any:
@@ -183,14 +195,27 @@ def delete_run(client: Any, run_uid: str) -> bool:
 
 
 def write_documents(
-    client: Any, documents: Iterable[Tuple[str, dict]], factory: Callable[[Any], DocumentCallback]
+    client: Any,
+    documents: Iterable[Tuple[str, dict]],
+    factory: Optional[Callable[[Any], DocumentCallback]] = None,
+    batch_size: int = 10_000,
 ) -> int:
-    """Write a run's documents with a fresh writer; returns how many were written."""
-    writer = factory(client)
+    """Write a run's documents with a fresh writer; returns how many were written.
+
+    With a batching writer (the default), events and frames go ``batch_size`` at a time and
+    whatever is held back at the end is written too: an unfinished run (no stop document)
+    is written in full.
+    """
+    writer = (factory or batching_writer_factory)(client)
+    flush = getattr(writer, "flush", None)
     count = 0
     for name, doc in documents:
         writer(name, doc)
         count += 1
+        if flush is not None and getattr(writer, "pending", 0) >= batch_size:
+            flush()
+    if flush is not None:
+        flush()
     return count
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import numbers
 from dataclasses import dataclass
 from typing import Any, List, Optional, Union
 
 from . import _runs
 from .settings import CatalogSettings
+from .spool import claim, decode_document, spooled_runs
 
 __all__ = ["RunSummary", "get_run", "open_catalog", "recent_runs"]
 
@@ -16,6 +20,8 @@ def open_catalog(
     uri: Optional[str] = None,
     api_key: Optional[str] = None,
     settings: Optional[CatalogSettings] = None,
+    *,
+    listing: bool = False,
 ) -> Any:
     """The catalog of runs, as a tiled ``CatalogOfBlueskyRuns`` client.
 
@@ -27,6 +33,9 @@ def open_catalog(
             None (the embedded server's key is read from its data directory).
         settings: the embedded catalog's data directory (default: ``$OPHYD_STEM_DATA_DIR`` or
             the per-user data directory).
+        listing: plain tiled containers instead of Bluesky run clients: metadata and
+            searches only, but a second or more quicker to open (``ophyd-stem runs``),
+            since neither bluesky-tiled-plugins nor dask is imported.
 
     Returns:
         The container: ``catalog[-1]`` (latest run), ``catalog[scan_id]``, ``catalog[uid]``,
@@ -48,7 +57,12 @@ def open_catalog(
 
         server = EmbeddedServer.start(settings)
         uri, api_key = server.uri, server.api_key
-    catalog = _runs.connect(uri, api_key)
+    structure_clients: Any = "numpy"
+    if listing:
+        from tiled.client.container import Container
+
+        structure_clients = {"container": Container}
+    catalog = _runs.connect(uri, api_key, structure_clients=structure_clients)
     names = {spec.name for spec in getattr(catalog, "specs", ())}
     if "CatalogOfBlueskyRuns" not in names:
         raise _runs.CatalogError(
@@ -71,6 +85,9 @@ class RunSummary:
         time: start time, seconds since the epoch.
         num_events: events in all streams (None while the run is in progress).
         exit_status: ``"success"``, ``"abort"``, ``"fail"``, or None while running.
+        waiting: documents of the run in the local spool that the catalog lacks (None: none).
+        writing: True while a live session is writing the run (it holds its spool).
+        in_catalog: False for a run only the spool holds (the catalog never got it).
     """
 
     uid: str
@@ -80,6 +97,25 @@ class RunSummary:
     time: float
     num_events: Optional[int]
     exit_status: Optional[str]
+    waiting: Optional[int] = None
+    writing: bool = False
+    in_catalog: bool = True
+
+    @property
+    def state(self) -> str:
+        """One word or phrase for a listing: the exit status, or where the run is stuck.
+
+        ``"success"``; ``"spooled (12 documents waiting)"`` (``ophyd-stem import-spool``
+        writes them); ``"running (3 documents waiting)"`` while a session writes it;
+        ``"incomplete"`` for a run whose session died before its stop document.
+        """
+        if self.writing:
+            return "running" + (f" ({self.waiting} documents waiting)" if self.waiting else "")
+        if self.waiting:
+            return f"spooled ({self.waiting} documents waiting)"
+        if self.exit_status:
+            return self.exit_status
+        return "incomplete"
 
 
 def _summary(run: Any) -> RunSummary:
@@ -100,17 +136,68 @@ def _summary(run: Any) -> RunSummary:
     )
 
 
-def recent_runs(catalog: Any, n: int = 10) -> List[RunSummary]:
+def recent_runs(
+    catalog: Any, n: int = 10, settings: Optional[CatalogSettings] = None
+) -> List[RunSummary]:
     """The ``n`` most recently started runs, newest first.
+
+    Args:
+        catalog: from :func:`open_catalog`.
+        n: how many.
+        settings: a data directory whose spool to look at too: runs with documents the
+            catalog lacks say so (``waiting``), and runs the catalog never got are listed.
 
     Example:
         >>> for run in recent_runs(open_catalog(), 5):            # doctest: +SKIP
-        ...     print(run.scan_id, run.plan_name, run.sample, run.num_events)
+        ...     print(run.scan_id, run.plan_name, run.sample, run.num_events, run.state)
     """
     if n <= 0:
         return []
-    runs = [_summary(run) for run in catalog.values().tail(n)]
-    return sorted(runs, key=lambda summary: summary.time, reverse=True)
+    runs = {summary.uid: summary for summary in map(_summary, catalog.values().tail(n))}
+    if settings is not None:
+        for spooled in _spooled_summaries(settings):
+            known = runs.get(spooled.uid)
+            if known is None:
+                runs[spooled.uid] = spooled
+            else:
+                runs[spooled.uid] = dataclasses.replace(
+                    known, waiting=spooled.waiting, writing=spooled.writing
+                )
+    return sorted(runs.values(), key=lambda summary: summary.time, reverse=True)[:n]
+
+
+def _spooled_summaries(settings: CatalogSettings) -> List[RunSummary]:
+    """Runs in the spool, as summaries made from their start document."""
+    summaries = []
+    for spooled in spooled_runs(settings.spool_dir):
+        waiting = spooled.documents - spooled.written
+        if waiting <= 0:
+            continue  # written, its files about to go
+        with claim(spooled) as free:
+            writing = not free
+        start: dict = {}
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            with open(spooled.path, "rb") as file:
+                name, doc = decode_document(file.readline())
+            start = doc if name == "start" else {}
+        sample = start.get("sample")
+        if isinstance(sample, dict):
+            sample = sample.get("name", json.dumps(sample))
+        summaries.append(
+            RunSummary(
+                uid=spooled.run_uid,
+                scan_id=start.get("scan_id"),
+                plan_name=start.get("plan_name"),
+                sample=None if sample is None else str(sample),
+                time=float(start.get("time", 0.0)),
+                num_events=None,
+                exit_status=None,
+                waiting=waiting,
+                writing=writing,
+                in_catalog=False,
+            )
+        )
+    return summaries
 
 
 def get_run(catalog: Any, uid_or_scan_id: Union[str, int]) -> Any:

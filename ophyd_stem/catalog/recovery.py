@@ -143,11 +143,8 @@ def _import_one(client: Any, path, run_uid: str, verify: bool) -> str:
         else:
             return "already_there"
     _runs.delete_run(client, run_uid)
-    # A finished run can use TiledWriter's big batches (its stop document flushes them); an
-    # unfinished one must be written document by document or its last events would stay
-    # in the writer's buffer for ever.
-    factory = _runs.bulk_writer_factory if stop is not None else _runs.default_writer_factory
-    _runs.write_documents(client, documents, factory)
+    # Big batches (whatever an unfinished run still holds back is written at its end).
+    _runs.write_documents(client, documents)
     if stop is None:
         return "incomplete"
     if verify:

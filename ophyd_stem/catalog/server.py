@@ -1,10 +1,14 @@
 """The embedded default catalog: a local Tiled server on SQLite plus files in the data directory.
 
-The server runs as its own process (``tiled serve config <generated yaml>`` on a free loopback
-port) so it lives and dies independently of the RunEngine: a crash of one does not take the
-other down, and a Ctrl-C in the console does not reach it (it runs in its own session). One
-server per data directory: a second session finds the first one's server through
-``server/server.json`` and a health check, and reuses it.
+The server runs as its own process (what ``tiled serve config <generated yaml>`` serves, on a
+free loopback port; see :mod:`ophyd_stem.catalog._serve`) so it lives and dies independently
+of the RunEngine: a crash of one does not take the other down, and a Ctrl-C in the console
+does not reach it (it runs in its own session). One server per data directory, long-lived:
+the first command or session that needs it starts it, every later one finds it through
+``server/server.json`` and a health check and reuses it (so ``ophyd-stem runs`` answers in
+a second instead of starting a server), and it stops by itself after ``idle_timeout``
+seconds without a request (30 minutes by default, ``$OPHYD_STEM_CATALOG_IDLE`` to change), or
+with :func:`stop_server` (``ophyd-stem serve --stop``).
 
 The generated configuration is what makes the catalog useful for Bluesky:
 
@@ -25,125 +29,57 @@ import atexit
 import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
 import httpx
 import yaml
 
+from ._server_files import (
+    CatalogServerError,
+    _load_or_create_api_key,
+    _logging_config,
+    _private_write,
+    _server_config,
+    ensure_catalog_initialized,
+)
 from .settings import CatalogSettings
 
-__all__ = ["CatalogServerError", "EmbeddedServer", "ensure_catalog_initialized"]
+__all__ = [
+    "IDLE_TIMEOUT_ENV",
+    "CatalogServerError",
+    "EmbeddedServer",
+    "ServerStatus",
+    "ensure_catalog_initialized",
+    "server_status",
+    "stop_server",
+]
 
-#: exporter that ``run.documents()`` relies on (bluesky-tiled-plugins)
-JSON_SEQ_EXPORTER = "bluesky_tiled_plugins.exporters:json_seq_exporter"
 _HOST = "127.0.0.1"
+#: environment variable: seconds without a request before the embedded server stops (0: never)
+IDLE_TIMEOUT_ENV = "OPHYD_STEM_CATALOG_IDLE"
+DEFAULT_IDLE_TIMEOUT = 1800.0
 
 
-class CatalogServerError(RuntimeError):
-    """The embedded catalog server could not be started or reached."""
-
-
-def _private_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by the owner only (created 0600, never wider)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    os.replace(tmp, path)
-
-
-def _load_or_create_api_key(settings: CatalogSettings) -> str:
-    path = settings.server_dir / "api_key"
-    if path.exists():
-        key = path.read_text().strip()
-        if key.isalnum():
-            return key
-    key = secrets.token_hex(32)  # tiled accepts alphanumeric keys only
-    _private_write(path, key + "\n")
-    return key
-
-
-def _run_tiled(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    # The venv's own interpreter: no reliance on a `tiled` script being on PATH.
-    return subprocess.run(
-        [sys.executable, "-m", "tiled", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def ensure_catalog_initialized(settings: CatalogSettings) -> None:
-    """Create the SQLite catalog once with ``tiled catalog init``.
-
-    Done explicitly rather than through the server's ``init_if_not_exists``, which re-checks
-    (and may race) on every start. An existing catalog is left as it is.
-
-    Raises:
-        CatalogServerError: ``tiled catalog init`` failed (its message is included).
-    """
-    settings.ensure_dirs()
-    if settings.catalog_db.exists():
-        return
-    result = _run_tiled("catalog", "init", "--if-not-exists", settings.catalog_uri)
-    if result.returncode != 0:
+def default_idle_timeout() -> float:
+    """``$OPHYD_STEM_CATALOG_IDLE`` seconds, else 30 minutes."""
+    text = os.environ.get(IDLE_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_IDLE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
         raise CatalogServerError(
-            f"could not initialise the catalog {settings.catalog_db}:\n{result.stderr[-2000:]}"
-        )
-
-
-def _server_config(settings: CatalogSettings) -> dict:
-    return {
-        "trees": [
-            {
-                "path": "/",
-                "tree": "catalog",
-                "args": {
-                    "uri": settings.catalog_uri,
-                    "writable_storage": [str(settings.tables_dir), settings.tables_uri],
-                    "readable_storage": [str(settings.assets_dir)],
-                    "specs": [{"name": "CatalogOfBlueskyRuns", "version": "3.0"}],
-                    # Lets a session recognise its own server behind a recorded port.
-                    "metadata": {"ophyd_stem": {"data_dir": str(settings.data_dir)}},
-                },
-            }
-        ],
-        "media_types": {"BlueskyRun": {"application/json-seq": JSON_SEQ_EXPORTER}},
-        # Live subscriptions (subscribe_to_streams) need a streaming cache; a local server
-        # keeps it in memory. Production uses Redis (docs/catalog.md).
-        "streaming_cache": {"uri": "memory"},
-    }
-
-
-def _logging_config(log_path: Path) -> dict:
-    # Errors and start-up messages go to server/server.log; the per-request access log is
-    # dropped (thousands of lines per scan, and it costs the server time per request).
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {
-            "file": {
-                "class": "logging.FileHandler",
-                "filename": str(log_path),
-                "formatter": "plain",
-            }
-        },
-        "loggers": {
-            "uvicorn": {"handlers": ["file"], "level": "INFO", "propagate": False},
-            "uvicorn.error": {"level": "INFO"},
-            "uvicorn.access": {"handlers": ["file"], "level": "WARNING", "propagate": False},
-            "tiled": {"handlers": ["file"], "level": "WARNING", "propagate": False},
-        },
-    }
+            f"${IDLE_TIMEOUT_ENV} must be a number of seconds (0: never stop), not {text!r}"
+        ) from None
+    return max(value, 0.0)
 
 
 def _free_port(preferred: Optional[int] = None) -> int:
@@ -300,14 +236,18 @@ class EmbeddedServer:
         settings: Optional[CatalogSettings] = None,
         *,
         timeout: float = 60.0,
-        stop_at_exit: bool = True,
+        stop_at_exit: bool = False,
+        idle_timeout: Optional[float] = None,
     ) -> EmbeddedServer:
         """Reuse the running server of this data directory, or start one.
 
         Args:
             settings: the data directory (default: :class:`CatalogSettings` defaults).
             timeout: seconds to wait for a new server to answer.
-            stop_at_exit: stop a server started here when this Python process exits.
+            stop_at_exit: stop a server started here when this Python process exits (by
+                default it outlives the process, for the next command to reuse).
+            idle_timeout: a new server stops after this many seconds without a request
+                (0: never); default ``$OPHYD_STEM_CATALOG_IDLE`` or 30 minutes.
 
         Returns:
             The server; ``owned`` tells whether this call started it.
@@ -316,6 +256,10 @@ class EmbeddedServer:
             CatalogServerError: it did not come up (the end of its log is in the message).
         """
         settings = (settings or CatalogSettings()).ensure_dirs()
+        running = cls.find(settings)  # the common case, without taking the lock
+        if running is not None:
+            return running
+        idle = default_idle_timeout() if idle_timeout is None else max(float(idle_timeout), 0.0)
         with _start_lock(settings):
             running = cls.find(settings)
             if running is not None:
@@ -328,7 +272,7 @@ class EmbeddedServer:
                 port = _free_port(preferred)
                 preferred = None
                 try:
-                    server = cls._spawn(settings, port, api_key, timeout)
+                    server = cls._spawn(settings, port, api_key, timeout, idle)
                 except CatalogServerError as error:
                     last_error = error
                     if "address already in use" not in str(error).lower():
@@ -350,7 +294,7 @@ class EmbeddedServer:
 
     @classmethod
     def _spawn(
-        cls, settings: CatalogSettings, port: int, api_key: str, timeout: float
+        cls, settings: CatalogSettings, port: int, api_key: str, timeout: float, idle: float
     ) -> EmbeddedServer:
         config_path = settings.server_dir / "config.yml"
         config_path.write_text(yaml.safe_dump(_server_config(settings), sort_keys=False))
@@ -359,8 +303,9 @@ class EmbeddedServer:
         logging_path.write_text(yaml.safe_dump(_logging_config(log_path), sort_keys=False))
         env = dict(os.environ, TILED_SINGLE_USER_API_KEY=api_key)
         command = [
-            sys.executable, "-m", "tiled", "serve", "config", str(config_path),
+            sys.executable, "-m", "ophyd_stem.catalog._serve", str(config_path),
             "--host", _HOST, "--port", str(port), "--log-config", str(logging_path),
+            "--idle-timeout", repr(idle), "--state-file", str(cls._state_path(settings)),
         ]  # fmt: skip
         # stdout/stderr: tiled prints the URL *with the API key* there, so the file is 0600.
         fd = os.open(
@@ -380,13 +325,21 @@ class EmbeddedServer:
                 stderr=subprocess.STDOUT,
                 **kwargs,
             )
+        # The server outlives this object (and maybe this process): a thread waits for it,
+        # so that it is reaped whenever it exits (no zombie that looks alive to stop()).
+        threading.Thread(target=process.wait, name="catalog-server-reaper", daemon=True).start()
         server = cls(settings, port, process.pid, api_key, process)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 break
             if server.healthy(timeout=1.0):
-                state = {"pid": process.pid, "port": port, "started": time.time()}
+                state = {
+                    "pid": process.pid,
+                    "port": port,
+                    "started": time.time(),
+                    "idle_timeout": idle,
+                }
                 _private_write(cls._state_path(settings), json.dumps(state))
                 return server
             time.sleep(0.1)
@@ -439,3 +392,93 @@ class EmbeddedServer:
     def _stop_at_exit(self) -> None:
         with contextlib.suppress(Exception):
             self.stop(timeout=5.0)
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What ``ophyd-stem serve --status`` says about the embedded catalog server.
+
+    Attributes:
+        data_dir: the data directory it serves.
+        running: True when a healthy server answers for it.
+        uri: its address (None when not running).
+        pid: its process id (None when not running).
+        started: when it started, seconds since the epoch (None when not running).
+        idle_timeout: seconds without a request after which it stops (0: never).
+        idle_for: seconds since its last request, as far as it recorded (None if unknown).
+        log_path: its log file.
+    """
+
+    data_dir: Path
+    running: bool
+    uri: Optional[str]
+    pid: Optional[int]
+    started: Optional[float]
+    idle_timeout: Optional[float]
+    idle_for: Optional[float]
+    log_path: Path
+
+    def __str__(self) -> str:
+        if not self.running:
+            return f"catalog server: not running (data directory {self.data_dir})"
+        parts = [f"catalog server: running at {self.uri} (pid {self.pid})"]
+        if self.started:
+            parts.append(f"up {_duration(time.time() - self.started)}")
+        if self.idle_for is not None:
+            parts.append(f"idle {_duration(self.idle_for)}")
+        if self.idle_timeout:
+            parts.append(f"stops after {_duration(self.idle_timeout)} without a request")
+        elif self.idle_timeout == 0:
+            parts.append("never stops by itself")
+        return ", ".join(parts) + f"\n  data directory {self.data_dir}\n  log {self.log_path}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(float(seconds), 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def server_status(settings: Optional[CatalogSettings] = None) -> ServerStatus:
+    """Whether the embedded catalog server of a data directory runs, where, and since when.
+
+    Starts nothing. Example:
+        >>> print(server_status(CatalogSettings("/tmp/stem-data")))   # doctest: +SKIP
+        catalog server: running at http://127.0.0.1:43127 (pid 4242), up 12 min, idle 3 s, ...
+    """
+    settings = settings or CatalogSettings()
+    log_path = settings.server_dir / "server.log"
+    server = EmbeddedServer.find(settings)
+    if server is None:
+        return ServerStatus(settings.data_dir, False, None, None, None, None, None, log_path)
+    state: dict = {}
+    with contextlib.suppress(OSError, ValueError):
+        state = json.loads(EmbeddedServer._state_path(settings).read_text())
+    idle_for = None
+    with contextlib.suppress(OSError):
+        idle_for = time.time() - (settings.server_dir / "activity").stat().st_mtime
+    return ServerStatus(
+        data_dir=settings.data_dir,
+        running=True,
+        uri=server.uri,
+        pid=server.pid,
+        started=state.get("started"),
+        idle_timeout=state.get("idle_timeout"),
+        idle_for=idle_for,
+        log_path=log_path,
+    )
+
+
+def stop_server(settings: Optional[CatalogSettings] = None, timeout: float = 10.0) -> bool:
+    """Stop the embedded catalog server of a data directory; False if none was running.
+
+    The catalog's files stay; the next command that needs the catalog starts a new server.
+    """
+    server = EmbeddedServer.find(settings or CatalogSettings())
+    if server is None:
+        return False
+    server.stop(timeout=timeout)
+    return True

@@ -3,14 +3,19 @@
 On the RunEngine's thread a document is only appended to the spool (the write-ahead log, see
 :mod:`ophyd_stem.catalog.spool`) and put on a queue: well under a millisecond, whatever the
 catalog is doing. A background thread takes documents off the queue in order and writes them
-with ``bluesky_tiled_plugins.TiledWriter``; each one is marked written in the spool once the
-catalog has it.
+with bluesky-tiled-plugins' TiledWriter, in batches: documents that make nodes (start,
+descriptors, resources, stop) at once, events and image frames gathered until ``batch_size``
+of them wait or the oldest has waited ``batch_seconds``, whichever comes first. So a small run
+is in the catalog within about a second, and a fast one never builds a backlog: when the
+catalog is slower than the RunEngine, batches simply grow (up to ``batch_size``). Each
+document is marked written in the spool once the catalog has it.
 
 When the catalog goes away the thread keeps its place and retries with exponential backoff,
-while the RunEngine carries on spooling. When the catalog is back, the run is written again
-from its spool (its partial copy deleted first, so nothing is doubled) and the thread catches
-up in order. A finished run is checked against its stop document's event counts before its
-spool is deleted. Whatever is still unwritten when the process ends stays in the spool for
+while the RunEngine carries on spooling. When the catalog is back (the embedded one is
+restarted by the writer itself), the run is written again from its spool (its partial copy
+deleted first, so nothing is doubled) and the thread catches up in order. A finished run is
+checked against its stop document's event counts before its spool is deleted. Whatever is
+still unwritten when the process ends stays in the spool for
 :func:`ophyd_stem.catalog.import_spool`.
 """
 
@@ -27,16 +32,13 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from . import _runs
 from ._runs import DocumentCallback
+from ._writer_thread import _CLOSE, _FLUSH, WriterThread, _events_in, _Run
 from .settings import CatalogSettings
-from .spool import RunSpool, read_documents, spooled_runs
+from .spool import RunSpool, spooled_runs
 
 __all__ = ["CatalogWriter", "WriterStatus"]
 
 logger = logging.getLogger(__name__)
-
-_CLOSE = object()
-#: a run is given up on (left in the spool) after this many failures that waiting does not cure
-MAX_PERMANENT_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class WriterStatus:
         uri: the catalog it writes to (None before the first connection).
         received: documents handed over by the RunEngine in this session.
         written: of those, documents the catalog has confirmed.
-        queued: documents waiting for the catalog (every one of them is in the spool).
+        queued: documents waiting for the catalog (every one of them is in the spool),
+            including those gathered in a batch not yet written.
         held: documents of runs given up on after repeated errors; they stay in the spool
             for ``import_spool``.
         spooled_runs: uids of runs with documents in the spool that the catalog lacks.
@@ -57,6 +60,8 @@ class WriterStatus:
         last_error_time: when it happened (``time.time()``).
         busy_since: when the catalog call in progress began (a stalled server shows here
             before the client library gives up); None when not in a call.
+        received_events: events (rows of event pages included) handed over in this session.
+        written_events: of those, events the catalog has confirmed.
     """
 
     state: str
@@ -69,21 +74,11 @@ class WriterStatus:
     last_error: Optional[str]
     last_error_time: Optional[float]
     busy_since: Optional[float]
+    received_events: int = 0
+    written_events: int = 0
 
 
-class _Run:
-    """Writer-thread bookkeeping of one run."""
-
-    def __init__(self, spool: RunSpool) -> None:
-        self.spool = spool
-        self.writer: Optional[DocumentCallback] = None
-        self.written = 0  # documents the catalog has, counted from the first
-        self.needs_rewrite = False  # the catalog's copy can't be trusted: rewrite from spool
-        self.permanent_failures = 0
-        self.given_up = False
-
-
-class CatalogWriter:
+class CatalogWriter(WriterThread):
     """Write Bluesky documents to a Tiled catalog without ever making the RunEngine wait.
 
     Subscribe it to a RunEngine: ``RE.subscribe(writer)``.
@@ -93,20 +88,26 @@ class CatalogWriter:
             reconnection: the embedded server may come back on another port).
         api_key: the catalog's API key (default: ``$TILED_API_KEY``).
         settings: where the spool lives (``settings.spool_dir``); default data directory.
-        batch_size: events (and image frames) ``TiledWriter`` gathers per request. 1 (the
-            default) writes each point as it comes, so the catalog is live and every document
-            is confirmed as soon as it is written. Larger values write fast scans many times
-            faster, but the catalog lags up to ``batch_size`` points behind and a run is only
-            confirmed (and its spool deleted) once its stop document is written.
+        batch_size: events and image frames gathered before a batch is written (an event
+            page counts as its events). A backlog never grows past one batch per stream.
+        batch_seconds: longest time an event waits in a batch, seconds: the catalog is at
+            most about this far behind a RunEngine it keeps up with.
         writer_factory: makes the per-run document writer from a tiled client; default
-            ``TiledWriter(client, batch_size=batch_size)``. A writer that holds documents
-            back must come with ``batch_size > 1`` so that nothing is marked written early.
+            :class:`~ophyd_stem.catalog._batching.BatchingRunWriter`. A writer with
+            ``pending`` and ``flush()`` is batched as above; any other callable is taken to
+            write each document as it comes when ``batch_size`` is 1 (e.g.
+            ``TiledWriter(client, batch_size=1)``, the writer before batching), else to hold
+            documents until the stop document.
         retry_delay: first and longest wait between retries, seconds (doubling in between).
         verify: after each run, check that the catalog has every event (see
             ``_runs.verify_run``) before deleting its spool.
         exit_timeout: at interpreter exit, seconds to let the catalog catch up; what is not
             written by then stays in the spool.
         keep_spool: keep the spool of runs once written (default: delete it).
+        keepalive: called from the writer's thread every ``keepalive_period`` seconds while it
+            has nothing to write (the embedded server stops after a long idle time; an open
+            session keeps it up this way).
+        keepalive_period: seconds between keepalive calls.
 
     Example:
         >>> from bluesky import RunEngine
@@ -127,26 +128,32 @@ class CatalogWriter:
         api_key: Optional[str] = None,
         *,
         settings: Optional[CatalogSettings] = None,
-        batch_size: int = 1,
+        batch_size: int = 500,
+        batch_seconds: float = 0.5,
         writer_factory: Optional[Callable[[Any], DocumentCallback]] = None,
         retry_delay: Tuple[float, float] = (0.5, 30.0),
         verify: bool = True,
         exit_timeout: float = 10.0,
         keep_spool: bool = False,
+        keepalive: Optional[Callable[[], Any]] = None,
+        keepalive_period: float = 120.0,
     ) -> None:
         self.settings = (settings or CatalogSettings()).ensure_dirs()
         self._uri = uri if callable(uri) else (lambda: uri)
         self._api_key = api_key
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        self._confirm_each = batch_size == 1  # else a run is confirmed at its stop only
-        self._factory = writer_factory or (
-            lambda client: _runs.default_writer_factory(client, batch_size)
-        )
+        if not batch_seconds >= 0:
+            raise ValueError(f"batch_seconds must be >= 0, not {batch_seconds}")
+        self.batch_size = int(batch_size)
+        self.batch_seconds = float(batch_seconds)
+        self._factory = writer_factory or _runs.batching_writer_factory
         self._retry_delay = retry_delay
         self._verify = verify
         self._exit_timeout = exit_timeout
         self._keep_spool = keep_spool
+        self._keepalive = keepalive
+        self._keepalive_period = keepalive_period
 
         # RunEngine side: which run each document belongs to, and the runs' spools.
         self._spools: Dict[str, RunSpool] = {}
@@ -166,6 +173,8 @@ class CatalogWriter:
         self._received = 0
         self._written = 0
         self._held = 0
+        self._received_events = 0
+        self._written_events = 0
         self._state = "idle"
         self._last_error: Optional[str] = None
         self._last_error_time: Optional[float] = None
@@ -185,6 +194,9 @@ class CatalogWriter:
     ) -> CatalogWriter:
         """A writer to the embedded catalog of ``settings.data_dir``, started if not running.
 
+        If the server dies (or stops after a long idle time), the writer starts it again
+        on its next attempt, then rewrites the run in progress from the spool.
+
         Args:
             settings: the data directory (default: :class:`CatalogSettings` defaults).
             **kwargs: passed on to :class:`CatalogWriter`.
@@ -193,15 +205,21 @@ class CatalogWriter:
 
         settings = settings or CatalogSettings()
         server = EmbeddedServer.start(settings)
-        last = {"uri": server.uri}
 
         def current_uri() -> str:
-            # After a crash the server may be restarted on another port: look it up again.
-            running = EmbeddedServer.find(settings)
-            if running is not None:
-                last["uri"] = running.uri
-            return last["uri"]
+            # The server may have died or stopped when idle: reuse or restart it (it may
+            # come back on another port).
+            try:
+                return EmbeddedServer.start(settings).uri
+            except Exception as error:
+                raise _runs.CatalogUnreachable(
+                    f"the embedded catalog server could not be restarted: {error}"
+                ) from None
 
+        def keepalive() -> None:
+            EmbeddedServer.find(settings)  # a request: the server is in use, not idle
+
+        kwargs.setdefault("keepalive", keepalive)
         return cls(current_uri, server.api_key, settings=settings, **kwargs)
 
     # -- RunEngine side ------------------------------------------------------------------
@@ -256,12 +274,14 @@ class CatalogWriter:
                 for table in (self._run_of_descriptor, self._run_of_resource):
                     for key in [k for k, v in table.items() if v == run_uid]:
                         del table[key]
+            events = _events_in(name, doc)
             with self._cond:
                 self._received += 1
+                self._received_events += events
         if self._closed:
             logger.warning("catalog writer is closed: %r document kept in the spool only", name)
             return
-        self._queue.put((spool, run_uid, index, name, doc))
+        self._queue.put((spool, run_uid, index, name, doc, events))
 
     # -- public controls -----------------------------------------------------------------
 
@@ -282,26 +302,41 @@ class CatalogWriter:
                 last_error=self._last_error,
                 last_error_time=self._last_error_time,
                 busy_since=self._busy_since,
+                received_events=self._received_events,
+                written_events=self._written_events,
             )
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def flush(
+        self,
+        timeout: Optional[float] = None,
+        progress: Optional[Callable[[WriterStatus], Any]] = None,
+    ) -> bool:
         """Wait until the catalog has every document received so far.
+
+        Batches held back are written at once rather than when their time is up.
 
         Args:
             timeout: seconds to wait at most (None: as long as it takes).
+            progress: called with the :meth:`status` about once a second while waiting
+                (for a progress line).
 
         Returns:
             True if everything is written; False on timeout, or if some run was given up on
             (its documents are in the spool, see :meth:`status`).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._received - self._written - self._held > 0 and not self._closed:
+        if not self._closed:
+            self._queue.put(_FLUSH)
+        while True:
+            if progress is not None:
+                progress(self.status())
+            with self._cond:
+                if not (self._received - self._written - self._held > 0 and not self._closed):
+                    return self._received == self._written
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._cond.wait(remaining if remaining is None else min(remaining, 1.0))
-            return self._received == self._written
+                self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
 
     def close(self, timeout: Optional[float] = 10.0) -> bool:
         """Let the catalog catch up for up to ``timeout`` seconds, then stop the thread.
@@ -358,144 +393,3 @@ class CatalogWriter:
         with self._cond:
             live = set(self._runs) | set(self._held_runs) | set(self._spools)
         return [run for run in spooled_runs(self.settings.spool_dir) if run.run_uid not in live]
-
-    # -- writer thread -------------------------------------------------------------------
-
-    def _record_error(self, error: BaseException) -> None:
-        with self._cond:
-            self._last_error = f"{error.__class__.__name__}: {error}"
-            self._last_error_time = time.time()
-
-    def _set_state(self, state: str) -> None:
-        with self._cond:
-            self._state = state
-
-    def _run_forever(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _CLOSE or self._closing.is_set():
-                return
-            spool, run_uid, index, name, doc = item
-            with self._cond:
-                run = self._runs.get(run_uid) or self._held_runs.get(run_uid)
-                if run is None:
-                    run = self._runs[run_uid] = _Run(spool)
-            self._set_state("writing")
-            try:
-                self._handle(run, run_uid, index, name, doc)
-            except Exception:  # pragma: no cover - a bug here must not kill the thread
-                logger.exception("catalog writer: unexpected error")
-            with self._cond:
-                if self._queue.empty() and self._state == "writing":
-                    self._state = "idle"
-                self._cond.notify_all()
-
-    def _drop_client(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.context.close()
-
-    def _connected_client(self) -> Any:
-        if self._client is None:
-            uri = self._uri()
-            self._client = _runs.connect(uri, self._api_key)
-            with self._cond:
-                self._connected_uri = uri
-        return self._client
-
-    def _handle(self, run: _Run, run_uid: str, index: int, name: str, doc: dict) -> None:
-        if run.given_up:
-            with self._cond:
-                self._held += 1
-            if name == "stop":
-                run.spool.close()  # release the lock: import_spool may take the run now
-            return
-        if index < run.written:
-            # Already written while the run was rewritten from its spool.
-            return
-        delay = self._retry_delay[0]
-        failures = 0
-        while not self._closing.is_set():
-            try:
-                with self._cond:
-                    self._busy_since = time.time()
-                self._write(run, run_uid, index, name, doc)
-                if failures:
-                    logger.info("catalog writer: the catalog is back; catching up")
-                break
-            except Exception as error:
-                self._record_error(error)
-                # One warning per outage, not one per retry.
-                log = logger.warning if failures == 0 else logger.debug
-                log("catalog writer: %s (%s document of run %s); spooling and retrying",
-                    error, name, run_uid)  # fmt: skip
-                failures += 1
-                run.needs_rewrite = True
-                run.writer = None
-                if _runs.is_transient(error):
-                    self._drop_client()  # reconnect: the server may have moved or restarted
-                else:
-                    run.permanent_failures += 1
-                    if run.permanent_failures >= MAX_PERMANENT_FAILURES:
-                        self._give_up(run, run_uid, index)
-                        if name == "stop":
-                            run.spool.close()
-                        return
-                self._set_state("retrying")
-                self._closing.wait(delay)
-                delay = min(delay * 2, self._retry_delay[1])
-            finally:
-                with self._cond:
-                    self._busy_since = None
-        if self._closing.is_set():
-            return
-        self._set_state("writing")
-        if name == "stop":
-            self._finish(run, run_uid)
-
-    def _write(self, run: _Run, run_uid: str, index: int, name: str, doc: dict) -> None:
-        client = self._connected_client()
-        if run.needs_rewrite:
-            # Start the run over from its spool: the copy in the catalog may lack documents
-            # or hold some twice (a request can succeed on the server and still fail here).
-            _runs.delete_run(client, run_uid)
-            run.writer = self._factory(client)
-            for name_, doc_ in read_documents(run.spool.path, 0, index + 1):
-                run.writer(name_, doc_)
-            if name == "stop" and self._verify:
-                _runs.verify_run(client, run_uid, doc)
-            run.needs_rewrite = False
-        else:
-            if run.writer is None:
-                run.writer = self._factory(client)
-            run.writer(name, doc)
-            if name == "stop" and self._verify:
-                _runs.verify_run(client, run_uid, doc)
-        if not self._confirm_each and name != "stop":
-            return  # the writer may still hold it: confirmed with the stop document
-        newly = index + 1 - run.written
-        run.written = index + 1
-        run.spool.mark_written(run.written)
-        with self._cond:
-            self._written += newly
-
-    def _finish(self, run: _Run, run_uid: str) -> None:
-        if self._keep_spool:
-            run.spool.close()
-        else:
-            run.spool.remove()
-        with self._cond:
-            del self._runs[run_uid]
-            del self._unconfirmed[run_uid]
-
-    def _give_up(self, run: _Run, run_uid: str, index: int) -> None:
-        logger.error(
-            "catalog writer: giving up on run %s after %d errors; its documents stay in %s",
-            run_uid, run.permanent_failures, run.spool.path,
-        )  # fmt: skip
-        run.given_up = True
-        with self._cond:
-            # this document and every earlier one the catalog lacks
-            self._held += index + 1 - run.written
-            self._held_runs[run_uid] = self._runs.pop(run_uid)

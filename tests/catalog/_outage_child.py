@@ -1,9 +1,10 @@
 """A session that loses its catalog mid-run and ends before the catalog returns.
 
 Run by test_outage.py as ``python _outage_child.py DATA_DIR RESULT.npz``: it writes to the
-embedded catalog of DATA_DIR (already running), SIGKILLs the catalog server at the third
-point, finishes the run, saves what it produced, and exits normally. Whatever the catalog did
-not get must be left in the spool.
+catalog server of DATA_DIR (already running) by its address, as to a remote catalog (which
+the writer cannot restart), SIGKILLs the server at the third point, finishes the run, saves
+what it produced, and exits normally. Whatever the catalog did not get must be left in the
+spool.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ def main() -> None:
     RE = RunEngine({})
     documents = []
     RE.subscribe(lambda name, doc: documents.append(name))
-    writer = CatalogWriter.to_embedded(settings, exit_timeout=1.0, retry_delay=(0.2, 1.0))
     server = EmbeddedServer.find(settings)
     assert server is not None
     assert not server.owned
+    writer = CatalogWriter(
+        server.uri, server.api_key, settings=settings, exit_timeout=1.0, retry_delay=(0.2, 1.0)
+    )
     RE.subscribe(writer)
     with init_devices():
         det = SimBlobDetector(

@@ -21,23 +21,38 @@ def catalog(shared_server):
     client.context.close()
 
 
+class FailingWriter:
+    """The writer under test, raising ``error`` where ``should_fail(name, doc)`` says,
+    optionally after the catalog took the document (a reply lost on the way back)."""
+
+    def __init__(self, inner, should_fail, error, write_first):
+        self.inner, self.should_fail, self.error, self.write_first = (
+            inner, should_fail, error, write_first,
+        )  # fmt: skip
+
+    @property
+    def pending(self):
+        return self.inner.pending
+
+    def flush(self):
+        return self.inner.flush()
+
+    def __call__(self, name, doc):
+        if self.should_fail(name, doc):
+            if self.write_first:
+                self.inner(name, doc)
+                self.inner.flush()
+            raise self.error
+        self.inner(name, doc)
+
+
 def failing_factory(should_fail, error, write_first):
-    """Writers that raise ``error`` where ``should_fail(name, doc)`` says, optionally after
-    the catalog took the document (a reply lost on the way back)."""
     made = []
 
     def factory(client):
-        tiled_writer = default_writer_factory(client)
-        made.append(tiled_writer)
-
-        def write(name, doc):
-            if should_fail(name, doc):
-                if write_first:
-                    tiled_writer(name, doc)
-                raise error
-            tiled_writer(name, doc)
-
-        return write
+        writer = FailingWriter(default_writer_factory(client), should_fail, error, write_first)
+        made.append(writer)
+        return writer
 
     factory.made = made
     return factory
@@ -128,3 +143,33 @@ def test_import_leaves_a_live_run_alone_and_writes_an_unfinished_one(
         run["primary"]["eels-spectrum"].read(), np.stack(eels.produced[:3])
     )
     assert uid not in [run.run_uid for run in spooled_runs(settings.spool_dir)]
+
+
+def test_recent_runs_says_which_runs_wait_in_the_spool(
+    RE, devices, shared_server, settings, catalog
+):
+    """A run only the spool holds is listed as spooled with its count, never as running?;
+    while a session holds its spool it is running; once imported, its exit status."""
+    from ophyd_stem.catalog import recent_runs
+
+    _det, eels = devices
+    (uid,) = RE(bp.count([eels], num=2), sample="spooled only")
+    spool = RunSpool(settings.spool_dir, uid)
+    for name, doc in RE.documents:
+        spool.append(name, doc)
+
+    def state():
+        (run,) = [r for r in recent_runs(catalog, 50, settings=settings) if r.uid == uid]
+        return run
+
+    run = state()
+    assert run.state == f"running ({len(RE.documents)} documents waiting)"
+    assert not run.in_catalog
+    spool.close()
+    run = state()
+    assert run.state == f"spooled ({len(RE.documents)} documents waiting)"
+    assert (run.sample, run.plan_name) == ("spooled only", "count")
+
+    import_spool(settings, shared_server.uri, shared_server.api_key)
+    run = state()
+    assert (run.state, run.in_catalog, run.num_events) == ("success", True, 2)
