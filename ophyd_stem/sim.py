@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -98,7 +99,11 @@ class SimBridge:
         args += ["--host", "127.0.0.1", "--port", str(port)]
         for key, value in options.items():
             flag = "--" + key.replace("_", "-")
-            if value is True:
+            if key == "sample_parameters":  # `dm-bridge serve` takes them one by one
+                for name, param in (value or {}).items():
+                    param = list(param) if isinstance(param, tuple) else param
+                    args += ["--sample-param", f"{name}={json.dumps(param)}"]
+            elif value is True:
                 args.append(flag)
             elif value is not False and value is not None:
                 args += [flag, str(value)]

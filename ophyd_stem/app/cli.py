@@ -26,15 +26,78 @@ from typing import Any
 __all__ = ["main"]
 
 
-def _session_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("where (default: the digital twin and the local catalog)")
-    group.add_argument("--bridge", help="address of a DM bridge, e.g. tcp://host:5555")
-    group.add_argument("--server-key", help="the bridge's CurveZMQ public key file")
-    group.add_argument("--client-key", help="this client's CurveZMQ secret key file")
-    group.add_argument("--catalog", help="Tiled URI of the catalog of runs")
-    group.add_argument("--api-key", help="API key of that catalog")
-    group.add_argument("--data-dir", help="data directory of the embedded catalog")
-    group.add_argument("--operator", help="recorded in the run")
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's default in its help (unless the help already says it); descriptions
+    wrapped, example lines (indented) kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        lines = []
+        for line in text.splitlines():
+            if line.startswith(" ") or line.endswith(":"):
+                lines.append(indent + line)
+            else:
+                lines.append(textwrap.fill(line, width, initial_indent=indent,
+                                           subsequent_indent=indent))  # fmt: skip
+        return "\n".join(lines)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default is None
+            or action.default is False
+            or action.default is argparse.SUPPRESS
+            or action.default == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _command(
+    commands: Any, name: str, summary: str, example: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    """A sub-command with its one-line summary, a description and an example."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=description or summary[:1].upper() + summary[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=HelpFormatter,
+    )
+
+
+def _catalog_arguments(parser: argparse.ArgumentParser) -> Any:
+    group = parser.add_argument_group("catalog (default: the embedded local catalog)")
+    group.add_argument(
+        "--catalog", help="Tiled URI of a catalog server (default: the embedded catalog)"
+    )
+    group.add_argument("--api-key", help="API key of that catalog (default: none)")
+    group.add_argument(
+        "--data-dir",
+        help="data directory of the embedded catalog (default: $OPHYD_STEM_DATA_DIR, the "
+        "config file, or the user data folder)",
+    )
+    return group
+
+
+def _session_arguments(parser: argparse.ArgumentParser) -> Any:
+    group = parser.add_argument_group("microscope (default: the digital twin)")
+    group.add_argument(
+        "--bridge", help="address of a DM bridge, e.g. tcp://host:5555 (default: the twin)"
+    )
+    group.add_argument(
+        "--server-key", help="the bridge's CurveZMQ public key file (default: none, loopback)"
+    )
+    group.add_argument(
+        "--client-key", help="this client's CurveZMQ secret key file (default: none)"
+    )
+    group.add_argument(
+        "--operator", help="recorded in every run (default: $OPHYD_STEM_OPERATOR or none)"
+    )
+    return _catalog_arguments(parser)
 
 
 def _twin_arguments(parser: argparse.ArgumentParser, default_sample: str) -> None:
@@ -42,14 +105,32 @@ def _twin_arguments(parser: argparse.ArgumentParser, default_sample: str) -> Non
     group.add_argument(
         "--sample",
         default=default_sample,
-        help=f"graphene, srtio3, nanowire or nanoparticles (default {default_sample})",
+        choices=("graphene", "srtio3", "nanowire", "nanoparticles"),
+        help="the specimen",
     )
     group.add_argument("--seed", type=int, default=0, help="same seed, same sample and noise")
     group.add_argument(
         "--noise-level",
         type=float,
         default=None,
-        help="0 (clean) ... 1 (very noisy) survey images; default: the physical dose",
+        help="survey image noise, 0 (clean) ... 1 (atoms barely visible) (default: the "
+        "physical dose of the beam current)",
+    )
+    group.add_argument("--beam-current", type=float, default=50.0, help="probe current, pA")
+    group.add_argument("--drift", action="store_true", help="let the specimen drift")
+    group.add_argument(
+        "--damage", action="store_true", help="let the beam knock atoms out (graphene)"
+    )
+    group.add_argument(
+        "--energy-drift", type=float, default=0.0, help="energy-scale drift of EELS, eV/s"
+    )
+    group.add_argument(
+        "--sample-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a sample parameter (docs/twin.md), e.g. thickness=20; repeatable; JSON values "
+        "(default: the sample's own)",
     )
     group.add_argument(
         "--time-scale",
@@ -61,8 +142,38 @@ def _twin_arguments(parser: argparse.ArgumentParser, default_sample: str) -> Non
         "--twin-mode",
         choices=("thread", "subprocess", "local"),
         default="thread",
-        help="how the twin's bridge runs (default: a real bridge on loopback, in-process)",
+        help="how the twin's bridge runs: a real bridge on loopback in this process "
+        "(thread), in its own process, or without sockets (local)",
     )
+
+
+def _twin_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The twin's constructor options from the command line."""
+    import json
+
+    options: dict[str, Any] = {
+        "seed": args.seed,
+        "time_scale": args.time_scale,
+        "beam_current": args.beam_current,
+        "drift": args.drift,
+        "damage": args.damage,
+        "energy_drift": args.energy_drift,
+    }
+    if args.noise_level is not None:
+        options["noise_level"] = args.noise_level
+    params: dict[str, Any] = {}
+    for item in args.sample_param:
+        name, sep, raw = str(item).partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--sample-param wants NAME=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        params[name.strip()] = tuple(value) if isinstance(value, list) else value
+    if params:
+        options["sample_parameters"] = params
+    return options
 
 
 def _format_duration(seconds: float) -> str:
@@ -77,6 +188,18 @@ def _format_duration(seconds: float) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # Warnings (the catalog writer's, the bridge's) print above the progress bar, not
+    # through it.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    with logging_redirect_tqdm():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from . import workflows  # noqa: F401  (registers bandit, physics, latent, drift)
     from .registry import PLANS
     from .session import configure_session
@@ -86,9 +209,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     source = args.bridge or f"the digital twin ({args.sample})"
     print(f"ophyd-stem run {args.plan}: connecting to {source} and the catalog...",
           file=sys.stderr, flush=True)  # fmt: skip
-    twin_options = {"seed": args.seed, "time_scale": args.time_scale, **(entry.twin_options or {})}
-    if args.noise_level is not None:
-        twin_options["noise_level"] = args.noise_level
+    twin_options = {**_twin_options(args), **(entry.twin_options or {})}
     session = configure_session(
         plots=False,
         mode=args.twin_mode,
@@ -103,7 +224,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         operator=args.operator,
         sample=args.sample,
     )
-    # The progress bar tells the story on the command line; the table would repeat it.
+    # The progress bar tells the story on the command line; the table would repeat it
+    # (ConsoleOutput takes the table's switch as the person's wish).
     session.bec.disable_table()
     session.bec.disable_baseline()
     exit_code = 0
@@ -124,8 +246,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         if not session.close(timeout=args.catalog_timeout) and not stored:
             print(
-                "the catalog did not take every document in time: they are kept in "
-                f"{session.settings.spool_dir}; `ophyd-stem import-spool` writes them later",
+                f"the catalog did not take every document within {args.catalog_timeout:g} s. "
+                f"Nothing is lost: they are safe in {session.settings.spool_dir}. "
+                "`ophyd-stem import-spool` writes them once the catalog answers (a longer "
+                "--catalog-timeout waits for it next time)",
                 file=sys.stderr,
             )
             exit_code = 3
@@ -167,9 +291,18 @@ def _print_run_summary(session: Any, uid: str, wall: float, instrument: float, o
     print(f"  instrument  {source}")
     print(f"  catalog     {where}")
     print(f"  images      {session.settings.assets_dir}")
-    print(f"  microscope  would have taken {_format_duration(instrument)} (here: {wall:.1f} s)")
-    print(f"  stored      {'yes' if ok else 'NOT YET (spooled locally)'}")
-    print(f"  look at it  ophyd-stem show {uid[:8]}")
+    print(
+        f"  microscope  would have taken {_format_duration(instrument)} "
+        f"(this run took {_format_duration(wall)})"
+    )
+    if ok:
+        print("  stored      yes")
+        print(f"  look at it  ophyd-stem show {uid[:8]}")
+    else:
+        print(
+            "  stored      not yet: safe in the local spool, written by `ophyd-stem import-spool`"
+        )
+        print(f"  look at it  ophyd-stem show {uid[:8]}  (once stored)")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -304,17 +437,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _add_serve_command(commands: Any) -> None:
     """``ophyd-stem serve``: the long-lived embedded catalog server of a data directory."""
-    serve = commands.add_parser(
+    serve = _command(
+        commands,
         "serve",
-        help="start, show or stop the catalog server that commands share",
+        "start, show or stop the catalog server that commands share",
+        "ophyd-stem serve --status",
         description="The embedded catalog server of the data directory is started by the "
         "first command that needs it and reused by the next ones; it stops by itself after "
-        "30 min without a request ($OPHYD_STEM_CATALOG_IDLE seconds, 0: never).",
+        "30 min without a request ($OPHYD_STEM_CATALOG_IDLE seconds, 0: never). Without "
+        "--status or --stop: start it now.",
     )
     action = serve.add_mutually_exclusive_group()
     action.add_argument("--status", action="store_true", help="say whether it runs; start nothing")
     action.add_argument("--stop", action="store_true", help="stop it (the catalog's files stay)")
-    serve.add_argument("--data-dir", help="data directory of the embedded catalog")
+    serve.add_argument(
+        "--data-dir",
+        help="data directory of the embedded catalog (default: $OPHYD_STEM_DATA_DIR, the "
+        "config file, or the user data folder)",
+    )
     serve.set_defaults(func=_cmd_serve, catalog=None, api_key=None)
 
 
@@ -376,17 +516,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ophyd-stem",
         description="Autonomous STEM-EELS with Bluesky: run experiments, browse and replay runs.",
+        epilog="examples:\n  ophyd-stem run grid\n  ophyd-stem show -1\n  "
+        "ophyd-stem run logstar --help",
+        formatter_class=HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run a plan on the twin or a microscope")
+    run = _command(
+        commands,
+        "run",
+        "run a plan on the twin or a microscope",
+        "ophyd-stem run edge --sample nanowire",
+        description="Run a plan on the digital twin (the default) or a microscope (--bridge); "
+        "its data and decisions go to the catalog. `ophyd-stem run PLAN --help` lists the "
+        "plan's options.",
+    )
     plans = run.add_subparsers(dest="plan", required=True, metavar="PLAN")
     for entry in PLANS.values():
-        sub = plans.add_parser(entry.name, help=entry.summary, description=entry.summary)
-        entry.add_arguments(sub)
+        sub = _command(
+            plans,
+            entry.name,
+            entry.summary,
+            entry.example or f"ophyd-stem run {entry.name}",
+            description=entry.description or None,
+        )
+        group = sub.add_argument_group(f"{entry.name} options")
+        entry.add_arguments(group)
         _twin_arguments(sub, entry.default_sample)
-        _session_arguments(sub)
-        sub.add_argument(
+        catalog = _session_arguments(sub)
+        catalog.add_argument(
             "--catalog-timeout",
             type=float,
             default=120.0,
@@ -394,20 +552,33 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.set_defaults(func=_cmd_run)
 
-    runs = commands.add_parser("runs", help="list recent runs in the catalog")
-    runs.add_argument("--limit", type=int, default=20)
-    _session_arguments(runs)
+    runs = _command(
+        commands, "runs", "list recent runs in the catalog", "ophyd-stem runs --limit 5"
+    )
+    runs.add_argument("--limit", type=int, default=20, help="how many runs, newest first")
+    _catalog_arguments(runs)
     runs.set_defaults(func=_cmd_runs)
 
-    show = commands.add_parser("show", help="summarise one run and draw its data to a PNG")
+    show = _command(
+        commands,
+        "show",
+        "summarise one run and draw its figures (PNG and an HTML page)",
+        "ophyd-stem show -1 --out figures/",
+    )
     show.add_argument("run", help="uid (or its first characters), scan id, or -1 for the last")
-    show.add_argument("--out", default=".", help="folder for the PNG (default: here)")
-    _session_arguments(show)
+    show.add_argument(
+        "--out",
+        default=".",
+        help="folder for the PNGs and the HTML page (default: the current folder)",
+    )
+    _catalog_arguments(show)
     show.set_defaults(func=_cmd_show)
 
-    replay = commands.add_parser(
+    replay = _command(
+        commands,
         "replay",
-        help="replay a run: its figures, forensics, counterfactuals, or as an experiment",
+        "replay a run: its figures, forensics, counterfactuals, or as an experiment",
+        "ophyd-stem replay -1 --forensics --counterfactual ucb",
         description="Replay a run's documents into callbacks; re-run its agent on the "
         "recorded measurements (--forensics) or swap it (--counterfactual); write its data "
         "as a recording for the replay backend (--as-experiment).",
@@ -418,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         choices=("table", "plot"),
         default=[],
-        help="replay the documents into a text table and/or the live figure (PNG in --out)",
+        help="replay the documents into a text table and/or the live figure (PNG in --out) "
+        "(default: none)",
     )
     replay.add_argument(
         "--forensics",
@@ -431,40 +603,60 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ALTERNATIVE",
         help="what another choice would have done: ucb, ei, uncertainty (e.g. ucb:beta=9), "
         "random, raster, dkl:window=8; canny/gradient for edge runs; weight=W or index=I "
-        "for LoG*; repeat for several",
+        "for LoG*; repeat for several (default: none)",
     )
     replay.add_argument(
         "--as-experiment",
         action="store_true",
         help="write the survey image and spectra as a recording the replay backend serves",
     )
-    replay.add_argument("--out", default=".", help="folder for figures and recordings")
-    _session_arguments(replay)
+    replay.add_argument(
+        "--out", default=".", help="folder for figures and recordings (default: the current folder)"
+    )
+    _catalog_arguments(replay)
     replay.set_defaults(func=_cmd_replay)
 
     _add_serve_command(commands)
 
-    spool = commands.add_parser(
-        "import-spool", help="write runs that never reached the catalog (kept locally)"
+    spool = _command(
+        commands,
+        "import-spool",
+        "write runs that never reached the catalog (kept locally in the spool)",
+        "ophyd-stem import-spool --catalog https://tiled.example/api --api-key KEY",
+        description="Write the runs kept in the local spool (because the catalog could not "
+        "take them in time) into the catalog; runs already there are only removed from the "
+        "spool. Safe to repeat.",
     )
-    _session_arguments(spool)
+    _catalog_arguments(spool)
     spool.set_defaults(func=_cmd_import_spool)
 
-    train = commands.add_parser(
-        "train-ensemble", help="train the U-Net ensemble of the dcnn workflow on twin images"
+    train = _command(
+        commands,
+        "train-ensemble",
+        "train the U-Net ensemble of the dcnn workflow on twin images",
+        "ophyd-stem train-ensemble --members 3 --steps 200",
     )
     train.add_argument("--name", default="default", help="saved under this name")
     train.add_argument("--members", type=int, default=5, help="number of U-Nets")
     train.add_argument("--steps", type=int, default=300, help="training steps per U-Net")
     train.add_argument("--images", type=int, default=160, help="labelled twin images")
     train.add_argument("--size", type=int, default=128, help="image side, px")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of images and training")
     train.add_argument("--force", action="store_true", help="replace an existing ensemble")
     train.set_defaults(func=_cmd_train_ensemble)
 
-    console = commands.add_parser("console", help="open the IPython RunEngine console")
+    console = _command(
+        commands,
+        "console",
+        "open the IPython RunEngine console",
+        "ophyd-stem console --sample nanowire",
+        description="Open the IPython console with a RunEngine, the microscope's devices "
+        "(the twin unless --bridge), the plans and agents (profile_collection/).",
+    )
     _session_arguments(console)
-    console.add_argument("--sample", help="the twin's sample")
+    console.add_argument(
+        "--sample", help="the twin's sample (default: $OPHYD_STEM_SAMPLE or graphene)"
+    )
     console.add_argument("ipython", nargs=argparse.REMAINDER, help="arguments for IPython")
     console.set_defaults(func=_cmd_console)
     return parser

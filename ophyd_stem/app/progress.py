@@ -1,4 +1,11 @@
-"""A progress bar for runs, driven by the documents (so it works for fly scans too)."""
+"""One progress display per run, driven by the documents (so it works for fly scans too).
+
+:class:`RunProgress` draws a bar with counts; :class:`ConsoleOutput` decides, run by run,
+between the bar and BestEffortCallback's table, so the two never write over each other: a
+short run of scalars (``bp.count``, a small ``bp.scan``) gets the table a person reads row
+by row; a spectrum image or an adaptive run (hundreds of spectra) gets the bar.
+:func:`wait_for_catalog` shows the catalog catching up after a run, with counts.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,10 @@ from typing import Any, TextIO
 from bluesky.callbacks.core import CallbackBase
 from tqdm import tqdm
 
-__all__ = ["RunProgress", "wait_for_catalog"]
+__all__ = ["ConsoleOutput", "RunProgress", "wait_for_catalog"]
+
+#: runs with more points than this (or an unknown number) get the bar instead of the table
+TABLE_MAX_ROWS = 50
 
 
 class RunProgress(CallbackBase):
@@ -38,17 +48,23 @@ class RunProgress(CallbackBase):
             "logstar_front",
             "dcnn",
             "dcnn_maps",
+            "drift",
+            "drift_images",
         ),
     ) -> None:
         super().__init__()
         self.file = file or sys.stderr
         self.ignore_streams = ignore_streams
+        #: off for runs whose progress the table shows (:class:`ConsoleOutput`)
+        self.enabled = True
         self._bar: tqdm | None = None
         self._counted: set[str] = set()
 
     def start(self, doc: dict[str, Any]) -> None:
         self._close()
         self._counted = set()
+        if not self.enabled:
+            return
         self._bar = tqdm(
             total=doc.get("num_points"),
             desc=str(doc.get("plan_name", "run")),
@@ -123,3 +139,41 @@ def wait_for_catalog(writer: Any, timeout: float | None, file: TextIO | None = N
     finally:
         show(writer.status())
         bar.close()
+
+
+class ConsoleOutput(CallbackBase):
+    """Chooses one display per run: BestEffortCallback's table or the progress bar.
+
+    Subscribe it *before* the BestEffortCallback (the RunEngine calls callbacks in order),
+    so the table is switched before the callback sees the run.
+
+    Args:
+        bec: the session's BestEffortCallback.
+        progress: the session's :class:`RunProgress`.
+        max_rows: the longest run (``num_points``) that gets the table.
+
+    The person's own ``bec.disable_table()`` / ``bec.enable_table()`` is respected: it is
+    taken as the wish for the runs that follow.
+    """
+
+    def __init__(self, bec: Any, progress: RunProgress | None, max_rows: int = TABLE_MAX_ROWS):
+        super().__init__()
+        self.bec = bec
+        self.progress = progress
+        self.max_rows = int(max_rows)
+        self.table_wanted = bool(getattr(bec, "_table_enabled", True))
+        self._set = self.table_wanted  # what the table's switch was last left at
+
+    def start(self, doc: dict[str, Any]) -> None:
+        enabled = bool(getattr(self.bec, "_table_enabled", True))
+        if enabled != self._set:
+            self.table_wanted = enabled  # the person switched the table themselves
+        rows = doc.get("num_points")
+        table = self.table_wanted and rows is not None and 0 < int(rows) <= self.max_rows
+        if table:
+            self.bec.enable_table()
+        else:
+            self.bec.disable_table()
+        self._set = table
+        if self.progress is not None:
+            self.progress.enabled = not table

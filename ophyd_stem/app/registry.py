@@ -28,6 +28,8 @@ class PlanEntry:
         add_arguments: adds the plan's options to its parser.
         build: ``(session, args) -> plan generator``.
         default_sample: the twin sample this workflow is made for.
+        example: a command line for ``--help`` (default ``ophyd-stem run NAME``).
+        description: more than the summary for ``--help``, when there is more to say.
     """
 
     name: str
@@ -39,6 +41,8 @@ class PlanEntry:
     summarize: Callable[[Any, argparse.Namespace], list[str]] | None = None
     #: twin options this workflow needs (``{"drift": True}``), over the command's own
     twin_options: dict[str, Any] | None = None
+    example: str = ""
+    description: str = ""
 
 
 PLANS: dict[str, PlanEntry] = {}
@@ -51,8 +55,19 @@ def register(entry: PlanEntry) -> PlanEntry:
 
 def _scan_arguments(parser: argparse.ArgumentParser, size: int) -> None:
     parser.add_argument("--size", type=int, default=size, help="survey width = height, px")
-    parser.add_argument("--dwell", type=float, default=None, help="dwell time per pixel, s")
-    parser.add_argument("--fov", type=float, default=None, help="field of view, nm")
+    parser.add_argument(
+        "--dwell",
+        type=float,
+        default=None,
+        help="dwell time per pixel, s (default: the microscope's, the twin's per sample)",
+    )
+    parser.add_argument(
+        "--fov",
+        type=float,
+        default=None,
+        help="field of view, nm (default: the microscope's; the twin: 2 nm graphene, 4 nm "
+        "SrTiO3, 200 nm nanowire, 300 nm nanoparticles)",
+    )
 
 
 def _setup_scan(session: Any, args: argparse.Namespace) -> Generator:
@@ -83,7 +98,9 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
     _scan_arguments(parser, 128)
     parser.add_argument("--rows", type=int, default=32, help="spectra per column of the grid")
     parser.add_argument("--cols", type=int, default=32, help="spectra per row of the grid")
-    parser.add_argument("--exposure", type=float, default=None, help="EELS exposure, s")
+    parser.add_argument(
+        "--exposure", type=float, default=None, help="EELS exposure, s (default: the microscope's)"
+    )
 
 
 def _build_grid(session: Any, args: argparse.Namespace) -> Generator:
@@ -104,6 +121,7 @@ register(
         "acquire survey image(s) of the current field",
         _survey_arguments,
         _build_survey,
+        example="ophyd-stem run survey --sample srtio3 --size 512",
     )
 )
 register(
@@ -113,6 +131,7 @@ register(
         _grid_arguments,
         _build_grid,
         default_sample="nanowire",
+        example="ophyd-stem run grid --rows 64 --cols 64",
     )
 )
 
@@ -120,7 +139,9 @@ register(
 def _logstar_arguments(parser: argparse.ArgumentParser) -> None:
     _scan_arguments(parser, 256)
     parser.add_argument("--images", type=int, default=1, help="survey images to analyse")
-    parser.add_argument("--lattice", default=None, help="graphene or SrTiO3 (default: sample)")
+    parser.add_argument(
+        "--lattice", default=None, help="graphene or SrTiO3 (default: the twin's sample)"
+    )
     parser.add_argument("--budget", type=int, default=40, help="LoG* trials per optimisation")
     parser.add_argument(
         "--weight",
@@ -129,7 +150,14 @@ def _logstar_arguments(parser: argparse.ArgumentParser) -> None:
         help="Pareto choice: 1 = all on the atom count (QC), 0 = all on spacing errors (ER)",
     )
     parser.add_argument("--clusters", type=int, default=2, help="GMM classes of atoms")
-    parser.add_argument("--eels", type=int, default=0, help="spectra at the brightest class")
+    parser.add_argument("--eels", type=int, default=0, help="spectra per image, at --target")
+    parser.add_argument(
+        "--target",
+        choices=("outliers", "brightest", "all"),
+        default="outliers",
+        help="where EELS goes: atoms far brighter than the lattice (dopants), the brightest "
+        "GMM class, or any atom; brightest first. 'outliers' may give fewer than --eels",
+    )
 
 
 def _build_logstar(session: Any, args: argparse.Namespace) -> Generator:
@@ -144,6 +172,7 @@ def _build_logstar(session: Any, args: argparse.Namespace) -> Generator:
         budget=args.budget,
         default_weight=args.weight,
         n_clusters=args.clusters,
+        target=args.target,
         seed=args.seed,
         progress=True,
     )
@@ -162,7 +191,10 @@ def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
     report = agent.report()
     lines = [f"  atoms       {report['n_atoms']} found with the chosen LoG parameters"]
     if report.get("clusters"):
-        lines.append(f"  classes     {report['clusters'].get('counts')} (GMM)")
+        lines.append(
+            f"  classes     {report['clusters'].get('counts')} (GMM, dimmest first); "
+            f"{report.get('outliers', 0)} atom(s) far brighter than the lattice"
+        )
     chosen = report.get("chosen") or {}
     front = report.get("front") or []
     if chosen and front:
@@ -172,6 +204,14 @@ def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
             f"  front       {len(front)} points; chosen #{chosen['index']} ({rewards}) "
             f"by {chosen['chooser']} ({chosen['method']})"
         )
+    if args.eels and len(agent.positions) < args.eels:
+        lines.append(
+            f"  EELS        {len(agent.positions)} of the {args.eels} spectra asked: only "
+            f"{len(agent.positions)} atom(s) of the target '{args.target}' in the image"
+        )
+    if agent.image is not None:
+        found = agent.atoms[:, [1, 0]] if len(agent.atoms) else np.empty((0, 2))
+        lines += _truth_atoms(session, found, agent.positions, agent.image.shape)
     return lines
 
 
@@ -183,6 +223,11 @@ register(
         _build_logstar,
         default_sample="graphene",
         summarize=_summarize_logstar,
+        example="ophyd-stem run logstar --eels 5",
+        description="LoG*: find atoms without labels; the Pareto front of atom count (QC) "
+        "and spacing errors (ER), the choice recorded; GMM classes of atoms; EELS at the "
+        "atoms far brighter than the lattice (dopants) with --eels. On the twin the atoms "
+        "are scored against the truth.",
     )
 )
 
@@ -197,6 +242,48 @@ def _twin_truth(session: Any) -> dict[str, Any] | None:
         return None
 
 
+def _truth_atoms(
+    session: Any, found_xy: np.ndarray, eels_xy: np.ndarray, shape: tuple[int, int]
+) -> list[str]:
+    """On the twin: the atoms found scored against the truth (the benchmarks' rule,
+    :func:`agents.metrics.score_atoms`) and the species the EELS positions landed on."""
+    truth = _twin_truth(session)
+    if truth is None or "atoms" not in truth:
+        return []
+    from agents.metrics import score_atoms
+
+    atoms = truth["atoms"]
+    xy = np.asarray(atoms["xy_px"], dtype=float)
+    height, width = shape
+    score = score_atoms(found_xy, xy, (width, height))
+    lines = [
+        f"  truth       F1 {score.f1:.3f} (TP {score.tp}, FP {score.fp}, FN {score.fn}; "
+        "the benchmarks' matching rule)"
+    ]
+    species = np.asarray(atoms.get("species", []))
+    names = list(atoms.get("species_names") or [])
+    if len(eels_xy) and len(species) == len(xy) and names:
+        inside = (xy[:, 0] >= -0.5) & (xy[:, 0] <= width - 0.5)
+        inside &= (xy[:, 1] >= -0.5) & (xy[:, 1] <= height - 0.5)
+        distance = np.hypot(*(xy[None, :, :] - np.asarray(eels_xy)[:, None, :]).transpose(2, 0, 1))
+        nearest = np.argmin(distance, axis=1)
+        landed = [str(names[int(species[i])]) for i in nearest]
+        counts = {name: landed.count(name) for name in dict.fromkeys(landed)}
+        field = {
+            str(name): int(np.sum(inside & (species == k)))
+            for k, name in enumerate(names)
+            if np.any(inside & (species == k))
+        }
+        lines.append(
+            "  EELS on     "
+            + ", ".join(f"{n} {name}" for name, n in counts.items())
+            + " (nearest true atom of each position; in the field: "
+            + ", ".join(f"{n} {name}" for name, n in field.items())
+            + ")"
+        )
+    return lines
+
+
 def _edge_arguments(parser: argparse.ArgumentParser) -> None:
     _scan_arguments(parser, 128)
     parser.add_argument("--budget", type=int, default=150, help="most points to measure")
@@ -208,7 +295,12 @@ def _edge_arguments(parser: argparse.ArgumentParser) -> None:
         default="canny",
         help="edge filter: Canny, or the smoothed gradient magnitude",
     )
-    parser.add_argument("--scalarizer", default=None, help="e.g. band:5:15 (recorded per point)")
+    parser.add_argument(
+        "--scalarizer",
+        default=None,
+        help="a value recorded per point, e.g. band:5:15 (eV) (default: none; the figures "
+        "then show the relative thickness t/λ)",
+    )
 
 
 def _build_edge(session: Any, args: argparse.Namespace) -> Generator:
@@ -250,8 +342,8 @@ def _summarize_edge(session: Any, args: argparse.Namespace) -> list[str]:
     if per_point is not None and n:
         seconds = per_point.instrument_time / n
         lines.append(
-            f"  full grid   {pixels} spectra would take {_minutes(seconds * pixels)} "
-            f"on the microscope, against {_minutes(seconds * n)} here"
+            f"  full grid   {pixels} spectra would take {_minutes(seconds * pixels)} of "
+            f"microscope time; the {n} measured took {_minutes(seconds * n)}"
         )
     return lines
 
@@ -264,14 +356,19 @@ def _dkl_arguments(parser: argparse.ArgumentParser) -> None:
     _scan_arguments(parser, 128)
     parser.add_argument("--steps", type=int, default=30, help="measurements the agent chooses")
     parser.add_argument(
-        "--acquisition", choices=("ei", "ucb", "uncertainty"), default="ei", help="how to choose"
+        "--acquisition",
+        choices=("ei", "ucb", "uncertainty"),
+        default="ei",
+        help="how to choose: expected improvement, upper confidence bound, most uncertain",
     )
     parser.add_argument("--xi", type=float, default=0.01, help="EI exploration margin")
     parser.add_argument("--beta", type=float, default=4.0, help="UCB exploration weight")
     parser.add_argument(
         "--scalarizer", default="band:20:30", help="what to maximise, e.g. band:20:30 (eV)"
     )
-    parser.add_argument("--window", type=int, default=16, help="patch size around each pixel")
+    parser.add_argument(
+        "--window", type=int, default=16, help="patch side around each pixel the model sees, px"
+    )
     parser.add_argument("--seeds", type=int, default=5, help="random first measurements")
     parser.add_argument("--maps-every", type=int, default=5, help="record maps every k steps")
 
@@ -348,6 +445,7 @@ register(
         _build_edge,
         default_sample="nanowire",
         summarize=_summarize_edge,
+        example="ophyd-stem run edge --budget 200 --method gradient",
     )
 )
 register(
@@ -358,6 +456,7 @@ register(
         _build_dkl,
         default_sample="nanoparticles",
         summarize=_summarize_dkl,
+        example="ophyd-stem run dkl --steps 30 --acquisition ucb --beta 9",
     )
 )
 
@@ -461,19 +560,10 @@ def _summarize_dcnn(session: Any, args: argparse.Namespace) -> list[str]:
         f"  uncertainty image {report.get('image_uncertainty', 0):.2e}, "
         f"median atom {report.get('atom_uncertainty_median') or 0:.2e}",
     ]
-    truth = _twin_truth(session)
-    if truth is not None and "atoms" in truth and args.agent.prediction is not None:
-        from agents.metrics import match_atoms
-
-        xy = np.asarray(truth["atoms"]["xy_px"])
-        height, width = args.agent.prediction.mean.shape
-        inside = (
-            (xy[:, 0] >= 0) & (xy[:, 0] <= width - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= height - 1)
-        )
-        score = match_atoms(args.agent.prediction.xy, xy[inside], max_distance=3.0)
-        lines.append(
-            f"  truth       F1 {score.f1:.3f} (TP {score.tp}, FP {score.fp}, FN {score.fn})"
-        )
+    prediction = args.agent.prediction
+    if prediction is not None:
+        found = np.asarray(prediction.xy, dtype=float).reshape(-1, 2)
+        lines += _truth_atoms(session, found, args.agent.positions, prediction.mean.shape)
     return lines
 
 
@@ -485,5 +575,10 @@ register(
         _build_dcnn,
         default_sample="graphene",
         summarize=_summarize_dcnn,
+        example="ophyd-stem run dcnn --eels 5",
+        description="An ensemble of U-Nets finds atoms with an uncertainty each; EELS at the "
+        "most uncertain sites, the brightest atoms or the surest (--target). The first run "
+        "trains the default ensemble on twin images (minutes; `ophyd-stem train-ensemble`). "
+        "On the twin the atoms are scored against the truth.",
     )
 )

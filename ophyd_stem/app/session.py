@@ -4,7 +4,8 @@ The IPython startup files of ``profile_collection/`` stay one line each: they ca
 functions here, in name order, NSLS-II style:
 
 =====================  ===================================================================
-``00-base.py``         :func:`configure_base`: RunEngine, BestEffortCallback, progress bar,
+``00-base.py``         :func:`configure_base`: RunEngine, BestEffortCallback (its table for
+                       short runs), a progress bar for long ones,
                        the catalog writer, persistent run metadata (scan ids survive restarts)
 ``10-devices.py``      :func:`configure_devices`: the digital twin by default, a real bridge
                        when an address is configured (``$OPHYD_STEM_BRIDGE`` or the file)
@@ -205,13 +206,18 @@ def configure_base(
         plots = matplotlib.get_backend().lower() not in {"agg", "pdf", "svg", "ps", "template"}
     if not plots:
         bec.disable_plots()
-    RE.subscribe(bec)
     session.bec = bec
     if progress:
-        from .progress import RunProgress
+        from .progress import ConsoleOutput, RunProgress
 
+        # One display per run: the table for a few rows, the bar for many (ConsoleOutput
+        # goes first so it switches the table before the BestEffortCallback sees the run).
         session.progress = RunProgress()
+        RE.subscribe(ConsoleOutput(bec, session.progress))
+        RE.subscribe(bec)
         RE.subscribe(session.progress)
+    else:
+        RE.subscribe(bec)
     if write_catalog:
         if config.catalog:
             session.writer = CatalogWriter(

@@ -78,7 +78,12 @@ def _truth_lines(session: Any, args: argparse.Namespace) -> list[str]:
 
 def _bandit_arguments(parser: argparse.ArgumentParser) -> None:
     _adaptive_arguments(parser)
-    parser.add_argument("--policy", choices=("thompson", "ucb"), default="thompson")
+    parser.add_argument(
+        "--policy",
+        choices=("thompson", "ucb"),
+        default="thompson",
+        help="how to pick an arm: Thompson sampling or UCB1",
+    )
     parser.add_argument(
         "--arms", choices=("clusters", "tiles"), default="clusters", help="what an arm is"
     )
@@ -115,7 +120,10 @@ def _summarize_bandit(session: Any, args: argparse.Namespace) -> list[str]:
 def _physics_arguments(parser: argparse.ArgumentParser) -> None:
     _adaptive_arguments(parser, steps=20)
     parser.add_argument(
-        "--acquisition", choices=("ei", "ucb", "uncertainty"), default="ucb", help="how to choose"
+        "--acquisition",
+        choices=("ei", "ucb", "uncertainty"),
+        default="ucb",
+        help="how to choose: expected improvement, upper confidence bound, most uncertain",
     )
     parser.add_argument("--seeds", type=int, default=5, help="random first measurements")
 
@@ -146,7 +154,12 @@ def _summarize_physics(session: Any, args: argparse.Namespace) -> list[str]:
 def _latent_arguments(parser: argparse.ArgumentParser) -> None:
     _adaptive_arguments(parser, steps=10)
     parser.add_argument("--clusters", type=int, default=5, help="latent-space clusters")
-    parser.add_argument("--mode", choices=("mixed", "representatives", "novelty"), default="mixed")
+    parser.add_argument(
+        "--mode",
+        choices=("mixed", "representatives", "novelty"),
+        default="mixed",
+        help="where EELS goes: cluster representatives, then novelty (mixed), or one of them",
+    )
 
 
 def _build_latent(session: Any, args: argparse.Namespace) -> Generator:
@@ -188,7 +201,9 @@ def _drift_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=150, help="most edge points")
     parser.add_argument("--every", type=int, default=10, help="re-scan every this many spectra")
     parser.add_argument("--every-seconds", type=float, default=0.0, help="or after this long, s")
-    parser.add_argument("--exposure", type=float, default=None, help="EELS exposure, s")
+    parser.add_argument(
+        "--exposure", type=float, default=None, help="EELS exposure, s (default: the microscope's)"
+    )
     parser.add_argument(
         "--no-correction", action="store_true", help="measure drift but do not follow it"
     )
@@ -223,6 +238,7 @@ register(
         _build_bandit,
         default_sample="nanoparticles",
         summarize=_summarize_bandit,
+        example="ophyd-stem run bandit --policy ucb --n-arms 6",
     )
 )
 register(
@@ -233,6 +249,7 @@ register(
         _build_physics,
         default_sample="nanoparticles",
         summarize=_summarize_physics,
+        example="ophyd-stem run physics --steps 20",
     )
 )
 register(
@@ -243,6 +260,7 @@ register(
         _build_latent,
         default_sample="nanoparticles",
         summarize=_summarize_latent,
+        example="ophyd-stem run latent --mode novelty",
     )
 )
 register(
@@ -253,5 +271,6 @@ register(
         _build_drift,
         default_sample="nanowire",
         twin_options={"drift": True},
+        example="ophyd-stem run drift --every 20",
     )
 )

@@ -139,9 +139,32 @@ def _open(uri: str, api_key: Optional[str], structure_clients: Any = "numpy") ->
         raise
 
 
+def _closed_client(error: BaseException) -> bool:
+    # httpx's "Cannot send a request, as the client has been closed": the writer dropped its
+    # connection (to reconnect) while a request was on its way; a new connection cures it
+    return isinstance(error, RuntimeError) and "client has been closed" in str(error)
+
+
+def describe(error: BaseException) -> str:
+    """An error of the catalog in a microscopist's words (no HTTP client internals)."""
+    if isinstance(error, CatalogError):
+        return str(error)
+    if _closed_client(error):
+        return "the connection to the catalog was closed while a document was on its way"
+    if isinstance(error, httpx.HTTPStatusError):
+        return f"the catalog answered HTTP {error.response.status_code}"
+    if isinstance(error, (httpx.TransportError, ConnectionError)):
+        return f"the catalog stopped answering ({error.__class__.__name__})"
+    if isinstance(error, TimeoutError):
+        return "the catalog did not answer in time"
+    return f"{error.__class__.__name__}: {error}"
+
+
 def is_transient(error: BaseException) -> bool:
     """True for errors that waiting cures: the server is away, overloaded or restarting."""
     if isinstance(error, (CatalogUnreachable, httpx.TransportError, ConnectionError, TimeoutError)):
+        return True
+    if _closed_client(error):
         return True
     if isinstance(error, httpx.HTTPStatusError):
         status = error.response.status_code

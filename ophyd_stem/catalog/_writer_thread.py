@@ -208,8 +208,15 @@ class WriterThread:
                 self._record_error(error)
                 # One warning per outage, not one per retry.
                 log = logger.warning if failures == 0 else logger.debug
-                log("catalog writer: %s (%s document of run %s); spooling and retrying",
-                    error, name, run_uid)  # fmt: skip
+                if _runs.is_transient(error):
+                    log("catalog writer: %s; run %s goes on, its documents are safe in the "
+                        "local spool and are sent when the catalog answers",
+                        _runs.describe(error), run_uid[:8])  # fmt: skip
+                else:
+                    log("catalog writer: the catalog refused a %s document of run %s (%s); it "
+                        "is safe in the local spool; trying again (at most %d times)",
+                        name, run_uid[:8], _runs.describe(error),
+                        MAX_PERMANENT_FAILURES)  # fmt: skip
                 failures += 1
                 run.needs_rewrite = True
                 run.writer = None
@@ -306,8 +313,9 @@ class WriterThread:
 
     def _give_up(self, run: _Run, run_uid: str, index: int) -> None:
         logger.error(
-            "catalog writer: giving up on run %s after %d errors; its documents stay in %s",
-            run_uid, run.permanent_failures, run.spool.path,
+            "catalog writer: the catalog refused run %s %d times; its documents stay safe in "
+            "%s; once the cause is fixed, `ophyd-stem import-spool` writes them",
+            run_uid[:8], run.permanent_failures, run.spool.path,
         )  # fmt: skip
         run.given_up = True
         run.pending_since = None

@@ -97,3 +97,14 @@ def test_train_ensemble_then_run_dcnn(app_env, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "found by 2 U-Nets" in run.stdout
     assert re.search(r"truth\s+F1 [0-9.]+", run.stdout)
+
+
+def test_logstar_command_prints_its_truth_score_and_where_eels_landed(app_env):
+    run = ophyd_stem(
+        app_env, "run", "logstar", "--size", "96", "--fov", "0.75", "--budget", "10",
+        "--eels", "3", "--target", "brightest",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert re.search(r"truth\s+F1 [0-9.]+ \(TP \d+, FP \d+, FN \d+", run.stdout)
+    # each EELS position named by the true atom it landed on, and what the field holds
+    assert re.search(r"EELS on\s+.*in the field: \d+ C", run.stdout)

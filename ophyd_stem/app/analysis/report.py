@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..views.overview import overview
+
 __all__ = ["decision_summary", "run_report"]
 
 
@@ -35,27 +37,17 @@ def _find_image(run: Any) -> tuple[str, str] | None:
     return None
 
 
-def _configuration_value(run: Any, stream: str, name: str) -> Any:
-    for obj in run[stream].metadata.get("configuration", {}).values():
-        data = obj.get("data", {})
-        if name in data:
-            return data[name]
-    return None
-
-
 def run_report(run: Any, out_dir: Path) -> tuple[str, Path]:
     """Summarise ``run`` (a tiled Bluesky run) as text and write its figure to ``out_dir``.
 
-    The figure shows the survey image with the measured beam positions, the spectra (mean
-    and a few individual ones, on their energy axis) and, for a grid, the intensity map.
+    The figure (:func:`~ophyd_stem.app.views.overview.overview`) shows the survey image
+    with where the spectra were measured, a map of the spectra's contrast and example
+    spectra at its extremes.
 
     Returns:
         The text summary and the path of the PNG.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     start = run.metadata["start"]
     stop = run.metadata.get("stop") or {}
@@ -71,75 +63,26 @@ def run_report(run: Any, out_dir: Path) -> tuple[str, Path]:
     counts = stop.get("num_events") or {}
     lines.append(f"  streams     {', '.join(f'{k}: {v}' for k, v in counts.items())}")
 
-    panels: list[tuple[str, Any]] = []
-    image_ref = _find_image(run)
-    positions = None
-    if "primary" in _streams(run) and "stem-beam-x" in run["primary"]:
-        primary = run["primary"]
-        positions = np.column_stack([primary["stem-beam-x"].read(), primary["stem-beam-y"].read()])
-    if image_ref is not None:
-        panels.append(("image", image_ref))
-    spectra = None
-    if "primary" in _streams(run) and "eels-spectrum" in run["primary"]:
-        spectra = np.asarray(run["primary"]["eels-spectrum"].read(), dtype=np.float64)
-        panels.append(("spectra", None))
-        shape = start.get("shape")
-        if shape and len(shape) == 2 and spectra.shape[0] == shape[0] * shape[1]:
-            panels.append(("map", tuple(shape)))
-        lines.append(f"  spectra     {spectra.shape[0]} x {spectra.shape[1]} channels")
-    if not panels:
-        lines.append("  (no survey image or spectra to draw)")
+    from agents.runs import unpack_run
 
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 4.5))
-    axes = np.atleast_1d(axes)
-    for ax, (kind, ref) in zip(axes, panels):
-        if kind == "image":
-            stream, key = ref
-            stack = np.asarray(run[stream][key].read())
-            image = stack.reshape(-1, *stack.shape[-2:])[-1]
-            ax.imshow(image, cmap="gray")
-            ax.set_title(f"{key} ({stream})")
-            if positions is not None and len(positions):
-                ax.scatter(positions[:, 0], positions[:, 1], s=6, c="tab:orange", label="spectra")
-                ax.legend(loc="upper right", fontsize=8)
-            pixel = _configuration_value(run, stream, "scan-pixel_size")
-            if pixel:
-                ax.set_xlabel(f"x (px; {pixel:.4g} nm/px)")
-            ax.set_ylabel("y (px)")
-        elif kind == "spectra":
-            axis = _configuration_value(run, "primary", "eels-energy_axis")
-            energy = (
-                np.asarray(axis) if axis is not None else np.arange(spectra.shape[1], dtype=float)
-            )
-            ax.plot(energy, spectra.mean(axis=0), color="k", lw=1.5, label="mean")
-            for i in np.linspace(0, len(spectra) - 1, min(5, len(spectra))).astype(int):
-                ax.plot(energy, spectra[i], lw=0.6, alpha=0.7, label=f"#{i}")
-            ax.set_yscale("log")
-            ax.set_xlabel("energy loss (eV)" if axis is not None else "channel")
-            ax.set_ylabel("counts")
-            ax.set_title("EELS")
-            ax.legend(fontsize=7)
-        elif kind == "map":
-            rows, cols = ref
-            ax.imshow(spectra.sum(axis=1).reshape(rows, cols), cmap="viridis")
-            ax.set_title("total intensity per position")
-            ax.set_xlabel("column")
-            ax.set_ylabel("row")
+    data = unpack_run(run)
+    image_ref = _find_image(run)
+    if data.spectra is not None and len(data.spectra):
+        lines.append(f"  spectra     {data.spectra.shape[0]} x {data.spectra.shape[1]} channels")
+    fig = Figure()
+    if not overview(fig, data, start.get("shape")):
+        lines.append("  (no survey image or spectra to draw)")
     fig.suptitle(f"{start.get('plan_name')} - scan {start.get('scan_id')} - {uid[:8]}")
     fig.tight_layout()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"run-{start.get('scan_id')}-{uid[:8]}.png"
     fig.savefig(png, dpi=90)
-    plt.close(fig)
 
     figures = [png]
     if start.get("plan_name") in ("adaptive_eels", "edge_eels", "logstar", "dcnn"):
-        from agents.runs import unpack_run
-
         from ..views import render
 
-        data = unpack_run(run)
         lines += decision_summary(data)
         workflow, _ = render(data, out_dir / f"run-{start.get('scan_id')}-{uid[:8]}-workflow.png")
         figures.append(workflow)
@@ -214,16 +157,34 @@ def _where(run: Any, image_ref: tuple[str, str] | None) -> list[str]:
 
 
 def _write_html(path: Path, lines: list[str], figures: list[Path]) -> Path:
-    images = "\n".join(
-        f'<p><img src="{html.escape(f.name)}" style="max-width:100%"></p>' for f in figures
+    """The summary and the figures on one page, each figure with a caption saying what it
+    shows (the PNGs sit beside the page: the folder can be copied or mailed as it is)."""
+    captions = [
+        "Overview: the survey image with where the spectra were measured, their contrast, "
+        "and example spectra from its lowest to its highest value (circled where measured).",
+        "Workflow: what the agent saw and decided (the same figure as the live view).",
+    ]
+    blocks = []
+    for i, figure in enumerate(figures):
+        caption = captions[min(i, len(captions) - 1)]
+        blocks.append(
+            f'<figure><img src="{html.escape(figure.name)}" alt="{html.escape(caption)}" '
+            f'style="max-width:100%"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
+    style = (
+        "body{font-family:sans-serif;margin:1.5em;max-width:1400px}"
+        "pre{background:#f4f4f4;padding:0.8em;overflow-x:auto}"
+        "figure{margin:1.5em 0}figcaption{color:#444;font-size:0.9em}"
     )
     path.write_text(
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>"
         + html.escape(lines[0])
-        + "</title></head><body>\n<pre>"
-        + html.escape("\n".join(lines))
+        + f"</title><style>{style}</style></head><body>\n<h1>"
+        + html.escape(lines[0])
+        + "</h1>\n<pre>"
+        + html.escape("\n".join(lines[1:]))
         + "</pre>\n"
-        + images
+        + "\n".join(blocks)
         + "\n</body></html>\n"
     )
     return path

@@ -1,17 +1,20 @@
 """The figure of each workflow, drawn from a run's documents (live, in replay and in
 ``ophyd-stem show`` alike).
 
-adaptive EELS (``adaptive_eels``, ``edge_eels``)
-    the survey image with the measured points (numbered by step) and the next suggestion
-    (pending points, or where the agent's acquisition map peaks); the DKL predicted mean
-    and uncertainty maps; the acquisition map or the edge map; the latest spectrum with the
-    scalarizer's band(s) shaded; the learning curve (best value against measurements).
-LoG* (``logstar``)
-    the Pareto front with the chosen point, and the atoms (by class) over the survey image
-    with the EELS points.
-U-Net ensemble (``dcnn``)
-    the atoms coloured by their uncertainty with the EELS points, the ensemble's mean
-    probability and the members' variance maps.
+A figure has the panels its run holds data for, nothing else (:mod:`.decor`: every image
+with a scale bar in nm, every map with a colour bar naming its quantity and unit).
+
+DKL (``adaptive_eels``)
+    the survey image with the measured points coloured by their value (the path joins them
+    in order; the next suggestion a green star); the predicted mean and uncertainty maps and
+    the acquisition map once the model exists; example spectra (the highest and lowest value
+    measured, and the latest) with the scalarizer's band shaded; the learning curve.
+edge-guided EELS (``edge_eels``)
+    the survey image with the measured points along the edges, coloured by their value (the
+    scalarizer's, else the relative thickness t/λ); the edge map; example spectra at the
+    extremes of that value.
+LoG* (``logstar``) and the U-Net ensemble (``dcnn``)
+    :mod:`.forward`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,16 @@ import numpy as np
 
 from agents.runs import RunData
 
-__all__ = ["draw", "render", "scalarizer_bands"]
+from .decor import add_colorbar, panel_grid, show_image
+from .spectra import (
+    EXAMPLE_COLOURS,
+    THICKNESS_LABEL,
+    example_indices,
+    plot_examples,
+    relative_thickness,
+)
+
+__all__ = ["draw", "render", "run_values", "scalarizer_bands", "scalarizer_label"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +53,24 @@ def scalarizer_bands(spec: str | None) -> list[tuple[float, float]]:
         except ValueError:
             break
     return [(numbers[i], numbers[i + 1]) for i in range(0, len(numbers) - 1, 2)]
+
+
+def scalarizer_label(spec: str | None) -> str:
+    """What a scalarizer's values are, with their unit, for axes and colour bars."""
+    if not spec:
+        return "value"
+    name = str(spec).split(":", 1)[0]
+    bands = scalarizer_bands(spec)
+    ranges = [f"{lo:g}-{hi:g} eV" for lo, hi in bands]
+    if name == "band" and ranges:
+        return f"intensity {ranges[0]} (counts·eV)"
+    if name == "ratio" and len(ranges) == 2:
+        return f"peak height ratio {ranges[0]} / {ranges[1]}"
+    if name == "peak" and ranges:
+        return f"peak position in {ranges[0]} (eV)"
+    if name == "jump" and len(ranges) == 2:
+        return f"edge jump ratio {ranges[1]} over {ranges[0]}"
+    return str(spec)
 
 
 def _scalarizer_in_force(data: RunData) -> tuple[str | None, list[int]]:
@@ -104,31 +134,58 @@ def _legend(ax: Any, **kwargs: Any) -> None:
         ax.legend(**kwargs)
 
 
-def _draw_adaptive(fig: Any, data: RunData) -> dict[str, int]:
-    drawn: dict[str, int] = {}
-    axes = fig.subplots(2, 3).ravel()
-    ax = axes[0]
+def _field_px(data: RunData) -> float | None:
     image = data.survey_image
-    if image is not None:
-        ax.imshow(image, cmap="gray")
-        drawn["survey"] = 1
+    return None if image is None else float(image.shape[1])
+
+
+def run_values(data: RunData) -> tuple[np.ndarray, str]:
+    """One value per measured spectrum and what it is: the scalarizer's values when the run
+    recorded them, else the relative thickness t/λ (empty when neither can be had)."""
+    values = _values_in_force(data)
+    if len(values) and len(values) == len(data.positions):
+        return values, scalarizer_label(_scalarizer_in_force(data)[0])
+    if data.spectra is not None and len(data.spectra):
+        thickness = relative_thickness(data.energy_axis, data.spectra)
+        if thickness is not None:
+            return thickness, THICKNESS_LABEL
+    return np.empty(0), ""
+
+
+def _survey_panel(fig: Any, ax: Any, data: RunData, drawn: dict[str, int]) -> None:
+    """The survey image, the measured points coloured by value, the next suggestion."""
+    image = data.survey_image
+    show_image(fig, ax, image, data.pixel_size)
+    drawn["survey"] = 1
+    values, label = run_values(data)
     dec = data.decisions
     if len(dec.get("step", [])):
         xy = np.column_stack([dec["x"], dec["y"]])
         sources = np.asarray(dec.get("source", ["agent"] * len(xy)))
         ours = sources == "operator"
         ax.plot(xy[:, 0], xy[:, 1], "-", color="tab:orange", lw=0.6, alpha=0.7)
-        ax.scatter(
+    else:
+        xy = data.positions
+        ours = np.zeros(len(xy), dtype=bool)
+        if len(data.edge_points):
+            pts = data.edge_points
+            ax.plot(pts[:, 0], pts[:, 1], "-", color="tab:cyan", lw=0.5, label="beam path")
+    if len(xy):
+        colour_by = values if len(values) == len(xy) else None
+        dots = ax.scatter(
             xy[~ours, 0],
             xy[~ours, 1],
-            c=np.asarray(dec["step"])[~ours],
-            cmap="autumn",
-            s=22,
+            c=None if colour_by is None else colour_by[~ours],
+            color="tab:orange" if colour_by is None else None,
+            cmap="viridis",
+            s=22 if len(xy) <= 200 else 8,
             edgecolors="k",
             linewidths=0.4,
             gid="measured",
             label="measured",
         )
+        if colour_by is not None:
+            add_colorbar(fig, dots, ax, label)
         if ours.any():
             ax.scatter(
                 xy[ours, 0],
@@ -141,16 +198,6 @@ def _draw_adaptive(fig: Any, data: RunData) -> dict[str, int]:
                 label="added by operator",
             )
         drawn["measured"] = len(xy)
-    elif len(data.positions):
-        ax.scatter(
-            data.positions[:, 0],
-            data.positions[:, 1],
-            s=6,
-            c="tab:orange",
-            gid="measured",
-            label="spectra",
-        )
-        drawn["measured"] = len(data.positions)
     nxt = _next_points(data)
     if len(nxt):
         ax.scatter(
@@ -164,66 +211,109 @@ def _draw_adaptive(fig: Any, data: RunData) -> dict[str, int]:
             label="next",
         )
         drawn["next"] = len(nxt)
-    if len(data.edge_points) and "step" not in dec:
-        pts = data.edge_points
-        ax.plot(pts[:, 0], pts[:, 1], "-", color="tab:cyan", lw=0.5, label="beam path")
-    ax.set_title(f"{data.survey_signal} survey, measured points")
-    if image is not None:
-        ax.set_xlim(-0.5, image.shape[1] - 0.5)
-        ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_title(f"{data.survey_signal} survey, {len(xy)} measured points", fontsize=10)
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
     _legend(ax, loc="upper right", fontsize=7)
 
+
+def _examples(data: RunData) -> tuple[list[int], list[str]]:
+    """Which spectra to show: the extremes of the run's values (and the latest measured,
+    while a run goes), labelled with value and position."""
+    values, label = run_values(data)
+    n = 0 if data.spectra is None else len(data.spectra)
+    if not n:
+        return [], []
+    if len(values) != n:
+        return [n - 1], ["latest"]
+    indices = example_indices(values, k=2 if "step" in data.decisions else 3)
+    if "step" in data.decisions and n - 1 not in indices:
+        indices.append(n - 1)
+    bands = scalarizer_bands(_scalarizer_in_force(data)[0])
+    short = (
+        "t/λ" if "t/λ" in label else (f"{bands[0][0]:g}-{bands[0][1]:g} eV:" if bands else "value")
+    )
+    labels = []
+    for i in indices:
+        what = "latest, " if i == n - 1 and "step" in data.decisions else ""
+        labels.append(f"{what}{short} {values[i]:.3g}")
+    return indices, labels
+
+
+def _mark_examples(ax: Any, data: RunData, indices: list[int]) -> None:
+    for n, i in enumerate(indices):
+        if len(data.positions) > i:
+            x, y = data.positions[i]
+            ax.scatter(
+                [x],
+                [y],
+                s=90,
+                facecolors="none",
+                edgecolors=EXAMPLE_COLOURS[n % len(EXAMPLE_COLOURS)],
+                linewidths=1.8,
+                gid="example",
+            )
+
+
+def _draw_adaptive(fig: Any, data: RunData) -> dict[str, int]:
+    drawn: dict[str, int] = {}
     last = data.maps[-1] if data.maps else None
-    for ax, key, title, cmap in (
-        (axes[1], "mean", "predicted mean", "viridis"),
-        (axes[2], "std", "uncertainty (std)", "magma"),
-    ):
-        if last is not None and key in last:
-            im = ax.imshow(last[key], cmap=cmap, extent=_map_extent(last))
-            fig.colorbar(im, ax=ax, shrink=0.8)
-            ax.set_title(f"{title}, step {last.get('step', '?')}")
-            drawn[key] = 1
-        else:
-            ax.set_title(f"{title} (no model yet)")
-            ax.set_axis_off()
-
-    ax = axes[5]
-    if last is not None and "acquisition" in last:
-        acq = np.asarray(last["acquisition"], dtype=float)
-        im = ax.imshow(
-            np.where(np.isfinite(acq), acq, np.nan), cmap="cividis", extent=_map_extent(last)
-        )
-        fig.colorbar(im, ax=ax, shrink=0.8)
-        ax.set_title("acquisition")
-        drawn["acquisition"] = 1
-    elif data.edge_map is not None:
-        ax.imshow(data.edge_map, cmap="gray")
-        ax.set_title("edge map")
-        drawn["edge_map"] = 1
-    else:
-        ax.set_axis_off()
-
-    ax = axes[3]
     name, changes = _scalarizer_in_force(data)
-    if data.spectra is not None and len(data.spectra):
-        energy = data.energy_axis
-        if energy is None or len(energy) != data.spectra.shape[-1]:
-            energy = np.arange(data.spectra.shape[-1], dtype=float)
-        ax.plot(energy, data.spectra[-1], color="k", lw=0.8, gid="spectrum")
-        for lo, hi in scalarizer_bands(name):
-            ax.axvspan(lo, hi, color="tab:orange", alpha=0.3)
-        positive = np.asarray(data.spectra[-1]) > 0
-        if positive.any():
-            ax.set_yscale("log")
-        ax.set_xlabel("energy loss (eV)")
-        ax.set_title(f"latest spectrum, {name or 'no scalarizer'}")
-        drawn["spectrum"] = 1
-    else:
-        ax.set_title("no spectrum yet")
-
-    ax = axes[4]
+    unit = scalarizer_label(name)
+    maps = []
+    if last is not None:
+        acquisition = _acquisition_name(data)
+        for key, title, cmap, label in (
+            ("mean", "predicted mean", "viridis", unit),
+            ("std", "uncertainty (std)", "magma", f"std of {unit}"),
+            ("acquisition", f"acquisition: {acquisition}", "cividis", _acq_label(acquisition)),
+        ):
+            if key in last:
+                maps.append((key, title, cmap, label))
+    has_spectra = data.spectra is not None and len(data.spectra) > 0
     values = _values_in_force(data)
-    if len(values):
+    panels = (
+        (["survey"] if data.survey_image is not None else [])
+        + [m[0] for m in maps]
+        + (["edge_map"] if data.edge_map is not None and not maps else [])
+        + (["spectra"] if has_spectra else [])
+        + (["curve"] if len(values) >= 2 else [])
+    )
+    axes = dict(zip(panels, panel_grid(fig, len(panels))))
+    if "survey" in axes:
+        _survey_panel(fig, axes["survey"], data, drawn)
+    for key, title, cmap, label in maps:
+        ax = axes[key]
+        record = np.asarray(last[key], dtype=float)
+        show_image(
+            fig,
+            ax,
+            np.where(np.isfinite(record), record, np.nan),
+            data.pixel_size,
+            kind="map",
+            cmap=cmap,
+            label=label,
+            extent=_map_extent(last),
+            width_px=_field_px(data),
+        )
+        ax.set_title(f"{title}, step {last.get('step', '?')}", fontsize=10)
+        drawn[key] = 1
+    if "edge_map" in axes:
+        ax = axes["edge_map"]
+        show_image(fig, ax, data.edge_map, data.pixel_size)
+        method = (data.edge_report or {}).get("method", "")
+        ax.set_title(f"edge map {method}".strip(), fontsize=10)
+        drawn["edge_map"] = 1
+    if "spectra" in axes:
+        ax = axes["spectra"]
+        indices, labels = _examples(data)
+        plot_examples(ax, data.energy_axis, data.spectra, indices, labels, scalarizer_bands(name))
+        if "survey" in axes:
+            _mark_examples(axes["survey"], data, indices)
+        ax.set_title("example spectra (circled on the survey)", fontsize=10)
+        drawn["spectrum"] = len(indices)
+    if "curve" in axes:
+        ax = axes["curve"]
         n = np.arange(1, len(values) + 1)
         ax.plot(n, values, "o", ms=3, color="tab:gray", label="measured")
         ax.plot(
@@ -232,133 +322,41 @@ def _draw_adaptive(fig: Any, data: RunData) -> dict[str, int]:
         for c in changes:  # earlier values shown relabelled with the new scalarizer
             ax.axvline(c + 0.5, color="tab:blue", ls="--", lw=0.8)
         ax.set_xlabel("measurement")
-        ax.set_ylabel(name or "value")
+        ax.set_ylabel(unit, fontsize=8)
         _legend(ax, fontsize=7)
+        ax.set_title("learning curve", fontsize=10)
         drawn["curve"] = len(values)
-    ax.set_title("learning curve")
     return drawn
 
 
-def _draw_logstar(fig: Any, data: RunData) -> dict[str, int]:
-    drawn: dict[str, int] = {}
-    ax_front, ax_image = fig.subplots(1, 2)
-    front = data.front
-    image_index = int(front[-1].get("image", 0)) if front else 0
-    front = [p for p in front if int(p.get("image", 0)) == image_index]
-    rewards = [
-        k
-        for k in (front[0] if front else {})
-        if k not in ("image", "point", "chosen", "parameters")
-    ]
-    if len(rewards) >= 2:
-        a = np.array([p[rewards[0]] for p in front], dtype=float)
-        b = np.array([p[rewards[1]] for p in front], dtype=float)
-        order = np.argsort(a)
-        ax_front.plot(a[order], b[order], "-o", color="tab:blue", ms=4, gid="front")
-        chosen = [i for i, p in enumerate(front) if p.get("chosen")]
-        for i in chosen:
-            ax_front.scatter(
-                [a[i]],
-                [b[i]],
-                s=160,
-                marker="*",
-                c="tab:red",
-                zorder=3,
-                gid="chosen",
-                label=f"chosen #{front[i]['point']}",
-            )
-        ax_front.set_xlabel(rewards[0])
-        ax_front.set_ylabel(rewards[1])
-        _legend(ax_front, fontsize=8)
-        drawn["front"] = len(front)
-        drawn["chosen"] = len(chosen)
-    ax_front.set_title("LoG* Pareto front")
-    image = data.survey_images[image_index] if len(data.survey_images) > image_index else None
-    if image is not None:
-        ax_image.imshow(image, cmap="gray")
-        drawn["survey"] = 1
-    atoms = data.atoms
-    if atoms and len(atoms.get("x", [])):
-        keep = np.asarray(atoms.get("image", np.zeros(len(atoms["x"])))) == image_index
-        ax_image.scatter(
-            np.asarray(atoms["x"])[keep],
-            np.asarray(atoms["y"])[keep],
-            c=np.asarray(atoms.get("cluster", np.zeros(len(keep))))[keep],
-            cmap="tab10",
-            s=8,
-            gid="atoms",
-        )
-        drawn["atoms"] = int(keep.sum())
-    _draw_eels(ax_image, data, drawn, colour="tab:red")
-    ax_image.set_title(f"atoms, image {image_index}")
-    return drawn
+def _acquisition_name(data: RunData) -> str:
+    """The acquisition function in force at the last decision (the operator may change it)."""
+    for report in reversed(data.decisions.get("reports") or []):
+        if isinstance(report, dict) and isinstance(report.get("acquisition"), dict):
+            return str(report["acquisition"].get("name") or "acquisition")
+    return str(data.plan_args.get("acquisition") or "acquisition")
 
 
-def _draw_eels(ax: Any, data: RunData, drawn: dict[str, int], colour: str) -> None:
-    """The EELS positions of a forward workflow (LoG*, DCNN) as crosses over its image."""
-    if not len(data.positions):
-        return
-    ax.scatter(
-        data.positions[:, 0],
-        data.positions[:, 1],
-        marker="x",
-        c=colour,
-        s=40,
-        gid="eels",
-        label="EELS",
-    )
-    _legend(ax, fontsize=8)
-    drawn["eels"] = len(data.positions)
-
-
-def _draw_dcnn(fig: Any, data: RunData) -> dict[str, int]:
-    """The U-Net ensemble: atoms coloured by their uncertainty, the mean probability and the
-    members' variance maps of the latest image."""
-    drawn: dict[str, int] = {}
-    ax_image, ax_mean, ax_var = fig.subplots(1, 3)
-    maps = data.streams.get("dcnn_maps")
-    index = len(data.survey_images) - 1
-    if index >= 0:
-        ax_image.imshow(data.survey_images[index], cmap="gray")
-        drawn["survey"] = 1
-    atoms = data.atoms
-    if atoms and len(atoms.get("x", [])):
-        keep = np.asarray(atoms.get("image", np.zeros(len(atoms["x"]))), dtype=int) == index
-        colour = np.asarray(atoms.get("uncertainty", np.zeros(len(keep))), dtype=float)[keep]
-        dots = ax_image.scatter(
-            np.asarray(atoms["x"])[keep],
-            np.asarray(atoms["y"])[keep],
-            c=colour,
-            cmap="plasma",
-            s=10,
-            gid="atoms",
-        )
-        fig.colorbar(dots, ax=ax_image, shrink=0.8, label="uncertainty")
-        drawn["atoms"] = int(keep.sum())
-    _draw_eels(ax_image, data, drawn, colour="tab:green")
-    ax_image.set_title(f"atoms, image {max(index, 0)}")
-    for ax, key, title, cmap in (
-        (ax_mean, "mean", "mean probability", "viridis"),
-        (ax_var, "variance", "members' variance", "magma"),
-    ):
-        column = maps.field(key) if maps is not None and len(maps) else None
-        if column is not None:
-            im = ax.imshow(np.asarray(column[-1]), cmap=cmap)
-            fig.colorbar(im, ax=ax, shrink=0.8)
-            drawn[key] = 1
-        ax.set_title(title)
-    return drawn
+def _acq_label(acquisition: str) -> str:
+    return {
+        "ei": "expected improvement (units of the value)",
+        "ucb": "upper confidence bound (units of the value)",
+        "uncertainty": "predicted std (units of the value)",
+    }.get(acquisition, f"{acquisition} (agent's units)")
 
 
 def draw(fig: Any, data: RunData) -> dict[str, int]:
     """Draw a run's workflow figure on ``fig``; returns what was drawn (artist counts)."""
+    from .forward import draw_dcnn, draw_logstar
+
     fig.clear()
     if data.plan_name == "logstar":
-        drawn = _draw_logstar(fig, data)
+        drawn = draw_logstar(fig, data)
     elif data.plan_name == "dcnn":
-        drawn = _draw_dcnn(fig, data)
+        drawn = draw_dcnn(fig, data)
     else:
         drawn = _draw_adaptive(fig, data)
+    _fit(fig)
     fig.suptitle(
         f"{data.plan_name} - scan {data.start.get('scan_id')} - {data.uid[:8]}"
         + (f" ({data.exit_status})" if data.exit_status else "")
@@ -366,8 +364,19 @@ def draw(fig: Any, data: RunData) -> dict[str, int]:
     return drawn
 
 
+def _fit(fig: Any) -> None:
+    """Size the figure for its panels: 5 x 4.3 in per panel, three to a row."""
+    panels = [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
+    cols = min(max(len(panels), 1), 3)
+    rows = -(-max(len(panels), 1) // 3)
+    size = (5.2 * cols, 4.4 * rows + 0.4)
+    if tuple(np.round(fig.get_size_inches(), 2)) != tuple(np.round(size, 2)):
+        fig.set_size_inches(*size, forward=True)
+
+
 def _figure(plan_name: str | None, show: bool) -> Any:
-    size = {"logstar": (11, 5), "dcnn": (16, 5)}.get(str(plan_name), (15, 9))
+    """A figure for a workflow; :func:`draw` sizes it for the panels it gets."""
+    size = (15.6, 4.8)
     if show:
         import matplotlib.pyplot as plt
 

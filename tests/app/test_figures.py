@@ -1,0 +1,206 @@
+"""The rules every figure keeps, on runs made up to the point (fast, no catalog):
+a scale bar in nm on every image, a colour bar with units beside every map, no empty panel,
+example spectra at the extremes of the contrast (not at fixed indices).
+
+The figures of real runs (replayed from the catalog) are held to the same rules in
+tests/replay_hitl/test_views.py and tests/app/test_command.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from agents.runs import RunData, StreamData
+from ophyd_stem.app.views import draw
+from ophyd_stem.app.views.decor import figure_problems, nice_length
+from ophyd_stem.app.views.overview import overview
+from ophyd_stem.app.views.spectra import example_indices, relative_thickness
+
+ENERGY = np.linspace(-5, 60, 651)
+
+
+def spectrum(thickness: float, peak: float = 16.0) -> np.ndarray:
+    """A zero-loss peak and a plasmon whose share grows with t/λ (Poisson statistics)."""
+    zlp = np.exp(-0.5 * (ENERGY / 0.4) ** 2)
+    plasmon = np.exp(-0.5 * ((ENERGY - peak) / 3.0) ** 2) * (ENERGY > 1)
+    plasmon *= zlp.sum() / plasmon.sum() * (np.exp(thickness) - 1)
+    return 1e4 * (zlp + plasmon)
+
+
+def run(plan: str, **fields) -> RunData:
+    data = RunData(
+        uid="0123456789abcdef", start={"plan_name": plan, "scan_id": 7}, stop={}, streams={}
+    )
+    image = np.random.default_rng(0).random((64, 64))
+    data.survey_image, data.survey_images, data.pixel_size = image, [image], 1.5625
+    for key, value in fields.items():
+        setattr(data, key, value)
+    return data
+
+
+def grid_run() -> tuple[RunData, np.ndarray]:
+    ys, xs = np.mgrid[2:64:4, 2:64:4]
+    positions = np.column_stack([xs.ravel(), ys.ravel()]).astype(float)
+    # vacuum on the left, a support in the middle, a thick particle on the right
+    thickness = np.select([positions[:, 0] < 20, positions[:, 0] < 44], [0.0, 0.35], 0.8)
+    spectra = np.array([spectrum(t) for t in thickness])
+    return run(
+        "spectrum_image", positions=positions, spectra=spectra, energy_axis=ENERGY
+    ), thickness
+
+
+def problems_of(draw_on, data) -> tuple[list[str], Figure]:
+    fig = Figure()
+    draw_on(fig, data)
+    fig.canvas.draw()  # layout and colour bars as saved
+    return figure_problems(fig), fig
+
+
+def test_scale_bar_lengths_are_round_and_about_a_fifth_of_the_field():
+    assert nice_length(200.0) == 20.0  # the nanowire's 200 nm field
+    assert nice_length(2.0) == 0.2  # graphene's 2 nm: a 2 Å bar
+    assert nice_length(300.0) == 50.0
+    for field in (0.7, 3.3, 45.0, 1000.0):
+        assert 0.1 * field <= nice_length(field) <= 0.2 * field
+
+
+def test_relative_thickness_recovers_t_over_lambda():
+    spectra = np.array([spectrum(t) for t in (0.0, 0.35, 0.8)])
+    np.testing.assert_allclose(relative_thickness(ENERGY, spectra), [0.0, 0.35, 0.8], atol=0.02)
+    assert relative_thickness(np.linspace(80, 600, 651), spectra) is None  # no zero loss
+
+
+def test_examples_span_the_contrast_one_per_level():
+    values = np.r_[np.zeros(700), np.full(200, 0.35), np.full(124, 0.8)]
+    values += np.random.default_rng(1).normal(0, 0.01, len(values))
+    chosen = values[example_indices(values, k=3)]
+    assert chosen[0] == values.min()
+    assert chosen[-1] == values.max()
+    assert abs(chosen[1] - 0.35) < 0.05  # the support, not a second vacuum spectrum
+
+
+def test_grid_overview_keeps_every_rule_and_shows_the_extremes():
+    data, _thickness = grid_run()
+    problems, fig = problems_of(lambda fig, d: overview(fig, d, (16, 16)), data)
+    assert problems == []
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("16 x 16" in t for t in titles)  # the map of the grid
+    spectra_ax = next(ax for ax in fig.axes if ax.get_title().startswith("EELS"))
+    lines = [line for line in spectra_ax.lines if line.get_gid() == "spectrum"]
+    shown = sorted(
+        float(relative_thickness(ENERGY, line.get_ydata()[None, :])[0]) for line in lines
+    )
+    np.testing.assert_allclose(shown, [0.0, 0.35, 0.8], atol=0.02)
+    # 256 positions: the grid is drawn as its outline, not as 256 markers over the specimen
+    survey = next(ax for ax in fig.axes if "survey" in ax.get_title())
+    assert not [c for c in survey.collections if c.get_gid() == "measured"]
+    assert [p for p in survey.patches if p.get_gid() == "grid"]
+
+
+def test_a_survey_alone_is_one_panel_with_its_scale_bar():
+    problems, fig = problems_of(lambda fig, d: overview(fig, d), run("survey"))
+    assert problems == []
+    assert len(fig.axes) == 1
+
+
+def test_edge_figure_has_no_empty_panels():
+    data, _ = grid_run()
+    keep = np.arange(0, 256, 9)
+    data.start["plan_name"] = "edge_eels"
+    data.positions, data.spectra = data.positions[keep], data.spectra[keep]
+    data.edge_points = data.positions
+    data.edge_map = np.zeros((64, 64))
+    data.edge_map[30:34] = 1
+    problems, fig = problems_of(draw, data)
+    assert problems == []
+    titles = [ax.get_title() for ax in fig.axes if not hasattr(ax, "_colorbar")]
+    assert len(titles) == 3  # survey, edge map, spectra: no "no model yet" panels
+    assert not any("no model" in t for t in titles)
+
+
+def dkl_run(steps: int, with_maps: bool) -> RunData:
+    rng = np.random.default_rng(2)
+    xy = rng.uniform(0, 63, (steps, 2))
+    values = rng.random(steps) * 100
+    decisions = {
+        "step": np.arange(1, steps + 1),
+        "x": xy[:, 0],
+        "y": xy[:, 1],
+        "value": values,
+        "source": ["agent"] * steps,
+    }
+    grid = np.mgrid[0:64:8, 0:64:8].astype(float)
+    maps = (
+        [{"step": steps, "mean": rng.random((8, 8)), "std": rng.random((8, 8)),
+          "acquisition": rng.random((8, 8)), "x": grid[1] + 4, "y": grid[0] + 4}]
+        if with_maps
+        else []
+    )  # fmt: skip
+    data = run(
+        "adaptive_eels",
+        positions=xy,
+        spectra=np.array([spectrum(v / 100) for v in values]),
+        energy_axis=ENERGY,
+        decisions=decisions,
+        maps=maps,
+    )
+    data.start["plan_args"] = {"scalarizer": "band:20:30", "acquisition": "ei"}
+    return data
+
+
+@pytest.mark.parametrize(
+    ("steps", "with_maps", "panels"), [(1, False, 2), (3, False, 3), (9, True, 6)]
+)
+def test_dkl_figure_shows_panels_only_when_they_hold_something(steps, with_maps, panels):
+    problems, fig = problems_of(draw, dkl_run(steps, with_maps))
+    assert problems == []
+    assert len([ax for ax in fig.axes if not hasattr(ax, "_colorbar")]) == panels
+    labels = [ax._colorbar.ax.get_ylabel() for ax in fig.axes if hasattr(ax, "_colorbar")]
+    assert "intensity 20-30 eV (counts·eV)" in labels  # the scalarizer, with its unit
+
+
+def test_forward_workflow_figures_keep_the_rules():
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(2, 62, (30, 2))
+    atoms = {
+        "image": np.zeros(30),
+        "x": xy[:, 0],
+        "y": xy[:, 1],
+        "cluster": (xy[:, 0] > 50).astype(int),
+    }
+    front = [
+        {"image": 0, "point": i, "chosen": i == 1, "parameters": {},
+         "quality_count": -i, "error_rate": -2 + i}
+        for i in range(3)
+    ]  # fmt: skip
+    eels = {
+        "positions": xy[:2],
+        "spectra": np.array([spectrum(0.1), spectrum(0.2)]),
+        "energy_axis": ENERGY,
+    }
+    problems, fig = problems_of(draw, run("logstar", atoms=atoms, front=front, **eels))
+    assert problems == []
+    assert len([ax for ax in fig.axes if not hasattr(ax, "_colorbar")]) == 3
+
+    atoms["uncertainty"] = rng.random(30)
+    columns = {"dcnn_maps-mean": rng.random((1, 64, 64)),
+               "dcnn_maps-variance": rng.random((1, 64, 64))}  # fmt: skip
+    maps = StreamData("dcnn_maps", columns, np.zeros(1))
+    data = run("dcnn", atoms=atoms, streams={"dcnn_maps": maps}, **eels)
+    problems, fig = problems_of(draw, data)
+    assert problems == []
+    assert len([ax for ax in fig.axes if not hasattr(ax, "_colorbar")]) == 4
+
+
+def test_the_checks_catch_what_they_are_for():
+    fig = Figure()
+    empty, image, mapped = fig.subplots(1, 3)
+    empty.set_title("no model yet")
+    image.imshow(np.zeros((4, 4))).set_gid("survey")
+    mapped.imshow(np.zeros((4, 4))).set_gid("map:t/λ")
+    problems = " ".join(figure_problems(fig))
+    assert "'no model yet': empty panel" in problems
+    assert "image without a scale bar" in problems
+    assert "without a colour bar" in problems

@@ -1,0 +1,72 @@
+"""Every ``--help`` of the command: defaults shown, only the options that act there, a
+one-line description and an example that really parses."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+import pytest
+
+from ophyd_stem.app.cli import build_parser
+
+
+def sub_parsers(parser: argparse.ArgumentParser, prefix: str = ""):
+    """Every (command line, parser) below ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from sub_parsers(sub, f"{prefix}{name} ")
+
+
+PARSERS = dict(sub_parsers(build_parser()))
+FLAGS = (argparse._StoreTrueAction, argparse._HelpAction, argparse._SubParsersAction)
+
+
+def options(parser: argparse.ArgumentParser) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings}
+
+
+@pytest.mark.parametrize("command", sorted(PARSERS))
+def test_every_option_says_its_default(command):
+    parser = PARSERS[command]
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if not action.option_strings or isinstance(action, FLAGS):
+            continue
+        text = formatter._get_help_string(action)
+        assert "default" in text, f"ophyd-stem {command} {action.option_strings[0]}: {text!r}"
+
+
+@pytest.mark.parametrize("command", sorted(PARSERS))
+def test_every_command_has_a_description_and_an_example_that_parses(command):
+    parser = PARSERS[command]
+    assert parser.description
+    assert "\n" not in parser.description.strip()[:80]
+    assert parser.epilog
+    assert parser.epilog.startswith("example:")
+    example = parser.epilog.splitlines()[1].strip()
+    words = shlex.split(example)
+    assert words[0] == "ophyd-stem"
+    assert " ".join(words[1:]).startswith(command)
+    build_parser().parse_args(words[1:])  # the example is a valid command line
+
+
+def test_options_appear_only_where_they_act():
+    microscope_only = {"--bridge", "--server-key", "--client-key", "--operator", "--seed"}
+    for command in ("runs", "show", "replay", "import-spool"):
+        assert not options(PARSERS[command]) & microscope_only, command
+        assert {"--catalog", "--api-key", "--data-dir"} <= options(PARSERS[command])
+    # the twin's options where the twin runs: every plan of `run`
+    twin = {"--sample", "--seed", "--noise-level", "--drift", "--damage", "--sample-param"}
+    for command, parser in PARSERS.items():
+        if command.startswith("run "):
+            assert twin <= options(parser), command
+
+
+def test_the_default_grid_is_what_help_says():
+    help_text = PARSERS["run grid"].format_help()
+    args = build_parser().parse_args(["run", "grid"])
+    assert f"(default: {args.rows})" in help_text
+    assert "--rows ROWS           spectra per column of the grid (default: 32)" in help_text
