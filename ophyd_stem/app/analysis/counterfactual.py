@@ -354,7 +354,9 @@ def _figure(data: RunData, result: CounterfactualResult, path: Path) -> Path:
     fig = Figure(figsize=(7, 6.5))
     ax = fig.subplots()
     if data.survey_image is not None:
-        ax.imshow(data.survey_image, cmap="gray")
+        from ..views.decor import show_image
+
+        show_image(fig, ax, data.survey_image, data.pixel_size)
     rec, alt = result.recorded, result.chosen[np.all(np.isfinite(result.chosen), axis=1)]
     trajectory = data.plan_name == "adaptive_eels"
     if trajectory:
@@ -397,8 +399,6 @@ def _figure(data: RunData, result: CounterfactualResult, path: Path) -> Path:
         ax.set_ylim(data.survey_image.shape[0] - 0.5, -0.5)
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(f"{data.plan_name} {data.uid[:8]}: recorded vs {result.alternative}")
-    ax.set_xlabel("x (px)")
-    ax.set_ylabel("y (px)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..views.decor import TITLE_ROOM
 from ..views.overview import overview
 
 __all__ = ["decision_summary", "run_report"]
@@ -73,7 +74,7 @@ def run_report(run: Any, out_dir: Path) -> tuple[str, Path]:
     if not overview(fig, data, start.get("shape")):
         lines.append("  (no survey image or spectra to draw)")
     fig.suptitle(f"{start.get('plan_name')} - scan {start.get('scan_id')} - {uid[:8]}")
-    fig.tight_layout()
+    fig.tight_layout(rect=TITLE_ROOM)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"run-{start.get('scan_id')}-{uid[:8]}.png"
@@ -88,7 +89,10 @@ def run_report(run: Any, out_dir: Path) -> tuple[str, Path]:
         figures.append(workflow)
         lines.append(f"  workflow    {workflow}")
     lines += _where(run, image_ref)
-    page = _write_html(out_dir / f"run-{start.get('scan_id')}-{uid[:8]}.html", lines, figures)
+    title = f"scan {start.get('scan_id')}: {start.get('plan_name')} on {start.get('sample')}"
+    page = _write_html(
+        out_dir / f"run-{start.get('scan_id')}-{uid[:8]}.html", title, lines, figures
+    )
     lines.append(f"  summary     {page}")
     return "\n".join(lines), png
 
@@ -156,7 +160,7 @@ def _where(run: Any, image_ref: tuple[str, str] | None) -> list[str]:
     return lines
 
 
-def _write_html(path: Path, lines: list[str], figures: list[Path]) -> Path:
+def _write_html(path: Path, title: str, lines: list[str], figures: list[Path]) -> Path:
     """The summary and the figures on one page, each figure with a caption saying what it
     shows (the PNGs sit beside the page: the folder can be copied or mailed as it is)."""
     captions = [
@@ -178,11 +182,11 @@ def _write_html(path: Path, lines: list[str], figures: list[Path]) -> Path:
     )
     path.write_text(
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>"
-        + html.escape(lines[0])
+        + html.escape(title)
         + f"</title><style>{style}</style></head><body>\n<h1>"
-        + html.escape(lines[0])
+        + html.escape(title)
         + "</h1>\n<pre>"
-        + html.escape("\n".join(lines[1:]))
+        + html.escape("\n".join(lines))
         + "</pre>\n"
         + "\n".join(blocks)
         + "\n</body></html>\n"

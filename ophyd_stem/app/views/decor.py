@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "TITLE_ROOM",
     "add_colorbar",
     "add_scale_bar",
     "figure_problems",
@@ -28,6 +29,10 @@ __all__ = [
     "panel_grid",
     "show_image",
 ]
+
+
+#: ``tight_layout(rect=...)`` that leaves room for the figure's title above the panels
+TITLE_ROOM = (0.0, 0.0, 1.0, 0.95)
 
 
 def nice_length(field_nm: float, fraction: float = 0.2) -> float:
@@ -123,7 +128,9 @@ def show_image(
     """
     values = np.asarray(image, dtype=float)
     # the full range, as the detector gave it: a gold particle is bright, not clipped
-    im = ax.imshow(values, cmap=cmap, extent=extent, interpolation="nearest")
+    # a survey shrunk to the panel is smoothed (no moiré); a coarse map keeps its pixels
+    interpolation = "antialiased" if kind == "survey" else "nearest"
+    im = ax.imshow(values, cmap=cmap, extent=extent, interpolation=interpolation)
     im.set_gid("survey" if kind == "survey" else f"map:{label}")
     if width_px is None:
         width_px = abs(extent[1] - extent[0]) if extent is not None else float(values.shape[-1])
@@ -134,9 +141,10 @@ def show_image(
 
 
 def panel_grid(fig: Any, n: int, max_cols: int = 3) -> list[Any]:
-    """``n`` axes on ``fig`` in rows of at most ``max_cols``; none left over."""
+    """``n`` axes on ``fig`` in rows of at most ``max_cols`` (four in one row: a 3 + 1
+    layout would leave two holes); none left over."""
     n = max(int(n), 1)
-    cols = min(n, max_cols)
+    cols = n if n == 4 else min(n, max_cols)
     rows = math.ceil(n / cols)
     return [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
 

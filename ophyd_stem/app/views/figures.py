@@ -27,7 +27,7 @@ import numpy as np
 
 from agents.runs import RunData
 
-from .decor import add_colorbar, panel_grid, show_image
+from .decor import TITLE_ROOM, add_colorbar, panel_grid, show_image
 from .spectra import (
     EXAMPLE_COLOURS,
     THICKNESS_LABEL,
@@ -236,7 +236,8 @@ def _examples(data: RunData) -> tuple[list[int], list[str]]:
     labels = []
     for i in indices:
         what = "latest, " if i == n - 1 and "step" in data.decisions else ""
-        labels.append(f"{what}{short} {values[i]:.3g}")
+        value = f"{values[i]:.2f}" if short == "t/λ" else f"{values[i]:.3g}"
+        labels.append(f"{what}{short} {value}")
     return indices, labels
 
 
@@ -365,10 +366,10 @@ def draw(fig: Any, data: RunData) -> dict[str, int]:
 
 
 def _fit(fig: Any) -> None:
-    """Size the figure for its panels: 5 x 4.3 in per panel, three to a row."""
-    panels = [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
-    cols = min(max(len(panels), 1), 3)
-    rows = -(-max(len(panels), 1) // 3)
+    """Size the figure for its panels (as :func:`.decor.panel_grid` lays them out)."""
+    panels = max(len([ax for ax in fig.axes if not hasattr(ax, "_colorbar")]), 1)
+    cols = panels if panels == 4 else min(panels, 3)
+    rows = -(-panels // cols)
     size = (5.2 * cols, 4.4 * rows + 0.4)
     if tuple(np.round(fig.get_size_inches(), 2)) != tuple(np.round(size, 2)):
         fig.set_size_inches(*size, forward=True)
@@ -390,7 +391,7 @@ def render(data: RunData, path: str | Path, dpi: int = 80) -> tuple[Path, dict[s
     """Draw a run's figure headless and save it as a PNG; returns ``(path, drawn)``."""
     fig = _figure(data.plan_name, show=False)
     drawn = draw(fig, data)
-    fig.tight_layout()
+    fig.tight_layout(rect=TITLE_ROOM)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)

@@ -63,12 +63,10 @@ def _eels_positions(ax: Any, data: RunData, drawn: dict[str, int]) -> None:
 def _spectra_panel(ax: Any, data: RunData, drawn: dict[str, int]) -> None:
     n = len(data.spectra)
     shown = list(range(min(n, len(EXAMPLE_COLOURS))))
-    labels = [
-        f"#{i + 1} at ({data.positions[i][0]:.0f}, {data.positions[i][1]:.0f}) px" for i in shown
-    ]
+    labels = [f"#{i + 1}" for i in shown]  # the numbers beside the crosses on the image
     plot_examples(ax, data.energy_axis, data.spectra, shown, labels)
     more = f" (first {len(shown)} of {n})" if n > len(shown) else ""
-    ax.set_title(f"EELS at the chosen atoms{more}", fontsize=10)
+    ax.set_title(f"EELS at the numbered positions{more}", fontsize=10)
     drawn["spectrum"] = len(shown)
 
 

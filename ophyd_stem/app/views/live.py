@@ -26,6 +26,7 @@ from bluesky.callbacks.mpl_plotting import QtAwareCallback
 
 from agents.runs import unpack_run
 
+from .decor import TITLE_ROOM
 from .figures import _figure, draw
 
 __all__ = ["LiveView"]
@@ -161,7 +162,7 @@ class LiveView(QtAwareCallback):
             due = self.save_every and self._events % self.save_every == 0
             if self.out_dir is not None and (final or due):
                 name = f"{data.plan_name}-{data.start.get('scan_id')}-{data.uid[:8]}.png"
-                self.figure.tight_layout()
+                self.figure.tight_layout(rect=TITLE_ROOM)
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 self.last_png = self.out_dir / re.sub(r"[^\w.-]", "_", name)
                 self.figure.savefig(self.last_png, dpi=80)

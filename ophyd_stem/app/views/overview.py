@@ -118,7 +118,8 @@ def overview(fig: Any, data: RunData, shape: Any = None) -> bool:
             extent=extent,
             width_px=width or abs(extent[1] - extent[0]),
         )
-        ax.set_title(f"{label}, {rows} x {cols} spectra", fontsize=10)
+        short = "relative thickness t/λ" if "t/λ" in label else label.split(" (")[0]
+        ax.set_title(f"{short}, {rows} x {cols} spectra", fontsize=10)
     if "spectra" in axes:
         ax = axes["spectra"]
         short = "t/λ" if "t/λ" in label else label.split(" (")[0]
@@ -164,7 +165,7 @@ def _positions(ax: Any, data: RunData, gridded: Any) -> None:
             s=10 if len(xy) <= _MANY_POINTS else 2,
             c="tab:orange",
             gid="measured",
-            label=f"{len(xy)} spectra",
+            label=f"{len(xy)} spectr{'um' if len(xy) == 1 else 'a'}",
         )
     ax.legend(loc="upper right", fontsize=7, framealpha=0.7)
 
