@@ -108,7 +108,9 @@ def _twin_arguments(parser: argparse.ArgumentParser, default_sample: str) -> Non
         choices=("graphene", "srtio3", "nanowire", "nanoparticles"),
         help="the specimen",
     )
-    group.add_argument("--seed", type=int, default=0, help="same seed, same sample and noise")
+    group.add_argument(
+        "--seed", type=int, default=0, help="seed of the twin's sample and noise, and of the agent"
+    )
     group.add_argument(
         "--noise-level",
         type=float,
