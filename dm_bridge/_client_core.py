@@ -48,10 +48,9 @@ __all__ = [
 
 #: seconds a call waits for its reply, before any allowance for acquisition time
 DEFAULT_TIMEOUT = 10.0
-#: an acquisition's timeout grows by this many times its expected instrument time ...
+#: an acquisition's timeout grows by this many times its expected duration (the server's
+#: ``hello`` tells the fixed overheads: camera set-up, read-out, line flyback)
 INSTRUMENT_TIME_FACTOR = 2.0
-#: ... plus this per spectrum (beam moves and camera read-out on a real microscope)
-PER_SPECTRUM_ALLOWANCE = 0.05
 #: while waiting, look at the connection events this often (seconds)
 MONITOR_INTERVAL = 0.1
 
@@ -68,6 +67,15 @@ _WATCHED = (
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 )
+
+
+_GUESSED_TIMING = {
+    "image_overhead": 1.0,
+    "line_overhead": 1e-3,
+    "spectrum_overhead": 0.3,
+    "acquisition_overhead": 3.0,
+    "time_scale": 1.0,
+}
 
 
 def _identity(result: Any) -> Any:
@@ -180,6 +188,12 @@ class ClientCore:
         #: last scan and EELS parameters seen, to size acquisition timeouts
         self.scan: Optional[Dict[str, Any]] = None
         self.eels: Optional[Dict[str, Any]] = None
+        #: the backend's overheads and time scale from ``hello`` (sizes acquisition timeouts)
+        self.timing: Optional[Dict[str, Any]] = None
+        #: the server's instance name from the last reply (it changes when the server restarts)
+        self.instance: Optional[str] = None
+        #: how many times a reply came from a new server instance (a restart) after the first
+        self.restarts = 0
         self._ids = itertools.count(1)
 
     # ---------------------------------------------------------------- sockets
@@ -198,13 +212,16 @@ class ClientCore:
 
     # ---------------------------------------------------------------- requests
 
-    def prerequisite(self, command: str) -> Optional[str]:
-        """A call to make first so that ``command``'s timeout can be sized, if any."""
+    def prerequisites(self, command: str) -> List[str]:
+        """Calls to make first so that ``command``'s timeout can be sized (usually none)."""
+        if not command.startswith("acquire_"):
+            return []
+        calls = ["hello"] if self.timing is None else []
         if command == "acquire_image" and self.scan is None:
-            return "get_scan_parameters"
-        if command.startswith("acquire_spectr") and self.eels is None:
-            return "get_eels_parameters"
-        return None
+            calls.append("get_scan_parameters")
+        elif command.startswith("acquire_spectr") and self.eels is None:
+            calls.append("get_eels_parameters")
+        return calls
 
     def timeout_for(self, command: str, args: Dict[str, Any], timeout: Optional[float]) -> float:
         """The call's timeout: the explicit one, or the default plus the acquisition's time."""
@@ -212,8 +229,8 @@ class ClientCore:
             if timeout <= 0:
                 raise ValueError("timeout must be > 0 seconds")
             return float(timeout)
-        seconds, _, spectra = acquisition_estimate(command, args, self.scan, self.eels)
-        return self.timeout + INSTRUMENT_TIME_FACTOR * seconds + PER_SPECTRUM_ALLOWANCE * spectra
+        seconds = acquisition_estimate(command, args, self.scan, self.eels, self.timing)[0]
+        return self.timeout + INSTRUMENT_TIME_FACTOR * seconds
 
     def request(
         self, command: str, args: Optional[Dict[str, Any]], timeout: float
@@ -230,13 +247,21 @@ class ClientCore:
         if len(parts) < 2 or len(parts[0]) != 0:
             return None  # not a bridge reply (no delimiter); ignore it
         try:
-            reply = decode_reply([p.buffer if isinstance(p, zmq.Frame) else p for p in parts[1:]])
+            reply = decode_reply(parts[1:])
         except BadRequest as exc:
             raise BridgeConnectionError(
                 f"malformed reply from {self.address}: {exc.message}"
             ) from None
         if reply.id != rid:
             return None
+        instance = reply.instance
+        if instance is not None and instance != self.instance:
+            if self.instance is not None:
+                # A restarted server has its backend's default settings again: what this
+                # client knew of them no longer holds.
+                self.restarts += 1
+                self.scan = self.eels = self.timing = None
+            self.instance = instance
         return reply
 
     def finish(self, command: str, reply: Reply) -> Any:
@@ -244,7 +269,10 @@ class ClientCore:
         if not reply.ok:
             raise error_for_kind(reply.error_kind or "error", reply.error_message or "", command)
         result = reply.result
-        if command in ("get_scan_parameters", "set_scan_parameters"):
+        if command == "hello":
+            # (a server older than the timing field: the real microscope's generous guesses)
+            self.timing = result.get("timing") or dict(_GUESSED_TIMING)
+        elif command in ("get_scan_parameters", "set_scan_parameters"):
             self.scan = result
         elif command in ("get_eels_parameters", "set_eels_parameters"):
             self.eels = result

@@ -75,6 +75,17 @@ class AsyncBridgeClient:
         """Default seconds per call (before the acquisition allowance)."""
         return self._core.timeout
 
+    @property
+    def server_instance(self) -> Optional[str]:
+        """The server's instance name from the last reply; it changes when the server
+        restarts (and with it, every setting goes back to the backend's default)."""
+        return self._core.instance
+
+    @property
+    def restarts(self) -> int:
+        """How many times a reply has come from a new server instance (a restart)."""
+        return self._core.restarts
+
     # ---------------------------------------------------------------- plumbing
 
     async def _call(
@@ -84,8 +95,7 @@ class AsyncBridgeClient:
             raise BridgeConnectionError(f"client of {self.address} is closed", command)
         args = args or {}
         if timeout is None:
-            first = self._core.prerequisite(command)
-            if first is not None:
+            for first in self._core.prerequisites(command):
                 await self._call(first)
         seconds = self._core.timeout_for(command, args, timeout)
         rid, frames = self._core.request(command, args, seconds)

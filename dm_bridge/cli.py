@@ -53,16 +53,34 @@ def _serve_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help="serve a backend over ZeroMQ",
-        description="Serve one instrument over ZeroMQ. Logs each request at info level.",
+        description="Serve one instrument over ZeroMQ. Logs start, stop, errors and aborts at "
+        "info level, and each request (command, id, outcome, milliseconds) at debug level.",
     )
     p.add_argument("--backend", required=True, choices=sorted(BACKENDS), help="instrument")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 = any free one")
     p.add_argument("--server-key", help="server .key_secret file (turns CurveZMQ on)")
     p.add_argument("--allowed-clients", help="folder of allowed client public .key files")
+    p.add_argument(
+        "--insecure-keys",
+        action="store_true",
+        help="start even if other users can read the secret key or change the allow-list "
+        "(logged as an error)",
+    )
     p.add_argument("--queue-limit", type=int, default=DEFAULT_QUEUE_LIMIT)
-    p.add_argument("--max-request-mb", type=float, default=DEFAULT_MAX_REQUEST_BYTES / 2**20)
-    p.add_argument("--max-reply-mb", type=float, default=DEFAULT_MAX_REPLY_BYTES / 2**20)
+    p.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=DEFAULT_MAX_REQUEST_BYTES / 2**20,
+        help="largest request (header and frames), MiB; larger ones get too_large",
+    )
+    p.add_argument(
+        "--max-reply-mb",
+        type=float,
+        default=DEFAULT_MAX_REPLY_BYTES / 2**20,
+        help="memory the server may hold for one reply, MiB; acquisitions whose reply would "
+        "be larger get too_large before they start",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -133,6 +151,7 @@ def _serve(args: argparse.Namespace, backend_cls: Any) -> int:
             queue_limit=args.queue_limit,
             max_request_bytes=int(args.max_request_mb * 2**20),
             max_reply_bytes=int(args.max_reply_mb * 2**20),
+            insecure_keys=args.insecure_keys,
         )
     except (ValueError, OSError) as exc:
         backend.close()

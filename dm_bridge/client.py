@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import zmq
 
+from . import transport
 from ._client_core import (
     DEFAULT_TIMEOUT,
     Channel,
@@ -90,6 +91,17 @@ class BridgeClient:
         """Default seconds per call (before the acquisition allowance)."""
         return self._core.timeout
 
+    @property
+    def server_instance(self) -> Optional[str]:
+        """The server's instance name from the last reply; it changes when the server
+        restarts (and with it, every setting goes back to the backend's default)."""
+        return self._core.instance
+
+    @property
+    def restarts(self) -> int:
+        """How many times a reply has come from a new server instance (a restart)."""
+        return self._core.restarts
+
     # ---------------------------------------------------------------- plumbing
 
     def _take(self) -> Channel:
@@ -112,8 +124,7 @@ class BridgeClient:
     ) -> Any:
         args = args or {}
         if timeout is None:
-            first = self._core.prerequisite(command)
-            if first is not None:
+            for first in self._core.prerequisites(command):
                 self._call(first)
         seconds = self._core.timeout_for(command, args, timeout)
         rid, frames = self._core.request(command, args, seconds)
@@ -132,13 +143,18 @@ class BridgeClient:
         deadline = time.monotonic() + timeout
         sock = channel.socket
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            transport.send(sock, frames, transport.NOBLOCK)
         except zmq.Again:  # the socket's send queue is full: wait for room
-            self._wait(channel, command, deadline, timeout, zmq.POLLOUT)
-            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            self._wait(channel, command, deadline, timeout, transport.POLLOUT)
+            transport.send(sock, frames, transport.NOBLOCK)
+        # The common case first: the reply arrives within the first slice.
+        if transport.poll([(sock, transport.POLLIN)], slice_ms(timeout)):
+            reply = self._core.match(transport.recv(sock, small=2), rid)
+            if reply is not None:
+                return reply
         while True:
-            self._wait(channel, command, deadline, timeout, zmq.POLLIN)
-            reply = self._core.match(sock.recv_multipart(copy=False), rid)
+            self._wait(channel, command, deadline, timeout, transport.POLLIN)
+            reply = self._core.match(transport.recv(sock, small=2), rid)
             if reply is not None:
                 return reply
 
@@ -146,14 +162,15 @@ class BridgeClient:
         self, channel: Channel, command: str, deadline: float, timeout: float, event: int
     ) -> None:
         # Poll the socket alone (cheapest on the hot path); look at the monitor between slices.
+        items = [(channel.socket, event)]
         while True:
             remaining = deadline - time.monotonic()
-            if remaining > 0 and channel.socket.poll(slice_ms(remaining), event):
+            if remaining > 0 and transport.poll(items, slice_ms(remaining)):
                 return
             events = []
             while True:
                 try:
-                    events.append(channel.monitor.recv_multipart(zmq.NOBLOCK))
+                    events.append(channel.monitor.recv_multipart(transport.NOBLOCK))
                 except zmq.Again:
                     break
             channel.on_events(events)

@@ -31,8 +31,8 @@ from .backends.base import (
     ScanParameters,
     SpectrumAcquisition,
 )
-from .errors import BadRequest, UnknownCommand
-from .protocol import is_frame_reference, resolve_frame_argument
+from .errors import BadRequest, OutOfRange, UnknownCommand
+from .protocol import as_integer, is_frame_reference, resolve_frame_argument
 
 __all__ = [
     "COMMANDS",
@@ -147,11 +147,24 @@ COMMANDS: Dict[str, Command] = {
     )
 }
 
+#: commands with a required argument
+_NEEDS_ARGUMENTS = frozenset(
+    name for name, c in COMMANDS.items() if any(a.required for a in c.args.values())
+)
+
 # ------------------------------------------------------------------------------------ arguments
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_number(command: str, name: str, value: Any) -> float:
+    """A JSON number as a float; integers too large for a float64 are out of any range."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise OutOfRange(f"{command}: argument {name!r} is far outside any limit") from None
 
 
 def _check_points(name: str, value: Any, arrays: Sequence[np.ndarray], used: List[bool]) -> Any:
@@ -164,7 +177,10 @@ def _check_points(name: str, value: Any, arrays: Sequence[np.ndarray], used: Lis
             isinstance(p, list) and len(p) == 2 and all(_is_number(c) for c in p) for p in value
         ):
             raise BadRequest(f"{name} must be a list of [x, y] number pairs or an array frame")
-        array = np.asarray(value, dtype=np.float64).reshape(len(value), 2)
+        try:
+            array = np.asarray(value, dtype=np.float64).reshape(len(value), 2)
+        except OverflowError:
+            raise OutOfRange(f"{name} holds a number far outside the scan field") from None
     else:
         raise BadRequest(f"{name} must be an (N, 2) array frame or a list of [x, y] pairs")
     if array.ndim != 2 or array.shape[1] != 2:
@@ -176,12 +192,17 @@ def _check_one(
     command: str, name: str, spec: Argument, value: Any, arrays: Sequence[Any], used: List[bool]
 ) -> Any:
     kind = spec.kind
+    if kind == "number" and _is_number(value):
+        if type(value) is int:
+            _as_number(command, name, value)
+        return value
+    if kind == "integer" and _is_number(value) and (type(value) is int or value.is_integer()):
+        number = as_integer(value)
+        if number is None:  # an integer beyond 64 bits, or a float beyond 2**53
+            raise OutOfRange(f"{command}: argument {name!r} is far outside any limit")
+        return number
     if kind == "points":
         return _check_points(name, value, arrays, used)
-    if kind == "number" and _is_number(value):
-        return value
-    if kind == "integer" and _is_number(value) and float(value).is_integer():
-        return int(value)
     if kind == "signals" and (
         isinstance(value, str)
         or (isinstance(value, list) and all(isinstance(s, str) for s in value))
@@ -191,6 +212,9 @@ def _check_one(
         value is None
         or (isinstance(value, list) and len(value) == 4 and all(map(_is_number, value)))
     ):
+        if value is not None:
+            for v in value:
+                _as_number(command, name, v)
         return value
     expected = {
         "number": "a number",
@@ -221,6 +245,8 @@ def check_arguments(
     spec = COMMANDS.get(command) if isinstance(command, str) else None
     if spec is None:
         raise UnknownCommand(f"unknown command {str(command)[:80]!r}; known: {sorted(COMMANDS)}")
+    if not args and not arrays and command not in _NEEDS_ARGUMENTS:
+        return {}  # the common no-argument call
     unknown = sorted(set(args) - set(spec.args))
     if unknown:
         raise BadRequest(
@@ -361,24 +387,35 @@ def acquisition_estimate(
     args: Mapping[str, Any],
     scan: Optional[Mapping[str, Any]],
     eels: Optional[Mapping[str, Any]],
+    timing: Optional[Mapping[str, Any]] = None,
 ) -> Tuple[float, int, int]:
-    """Instrument seconds, reply bytes and spectra count of a command, before running it.
+    """Seconds, reply bytes and spectra count of a command, before running it.
 
     The server refuses acquisitions whose reply would exceed its size limit; the client adds
-    the instrument time to its timeout. Parameters it needs but lacks count as zero.
+    the time to its timeout. Parameters it needs but lacks count as zero.
 
     Args:
         command: wire name.
         args: the command's arguments (points may be an array or a list).
         scan: current scan parameters as a dict (``get_scan_parameters``), or ``None``.
         eels: current EELS parameters as a dict, or ``None``.
+        timing: the backend's fixed overheads and time scale (``hello``'s ``timing``); with
+            them the seconds are the wall-clock time the command should take, without them
+            the bare dwell and exposure times.
     """
     scan = scan or {}
     eels = eels or {}
+    timing = timing or {}
+    scale = float(timing.get("time_scale", 1.0))
     if command == "acquire_image":
-        pixels = int(scan.get("width", 0)) * int(scan.get("height", 0))
-        seconds = pixels * float(scan.get("dwell_time", 0.0))
-        return seconds, 4 * pixels * max(1, len(scan.get("signals", ()))), 0
+        width, height = int(scan.get("width", 0)), int(scan.get("height", 0))
+        seconds = (
+            float(timing.get("image_overhead", 0.0))
+            + height * (float(timing.get("line_overhead", 0.0)))
+            + width * height * float(scan.get("dwell_time", 0.0))
+        )
+        signals = max(1, len(scan.get("signals", ())))
+        return scale * seconds, 4 * width * height * signals, 0
     if command == "acquire_spectrum":
         n = 1
     elif command == "acquire_spectra_at_points":
@@ -389,5 +426,6 @@ def acquisition_estimate(
     else:
         return 0.0, 0, 0
     channels = int(eels.get("channels", 0))
-    seconds = n * float(eels.get("exposure", 0.0))
-    return seconds, n * (4 * channels + 16) + 8 * channels, n
+    per_spectrum = float(eels.get("exposure", 0.0)) + float(timing.get("spectrum_overhead", 0.0))
+    seconds = float(timing.get("acquisition_overhead", 0.0)) + n * per_spectrum
+    return scale * seconds, n * (4 * channels + 16) + 8 * channels, n

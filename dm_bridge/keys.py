@@ -28,6 +28,10 @@ import ipaddress
 import logging
 import os
 import re
+import stat
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple, Union
 
@@ -36,7 +40,9 @@ import zmq.auth
 from zmq.utils import z85
 
 __all__ = [
+    "HandshakeLog",
     "ServerSecurity",
+    "check_key_permissions",
     "generate_keys",
     "is_loopback",
     "load_allowed_clients",
@@ -183,13 +189,18 @@ def _restrict(path: Path) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    """Whether ``host`` is exactly a loopback address: ``localhost``, ``127.0.0.0/8`` or
+    ``::1``. Anything else (``0.0.0.0``, ``::``, host names, IPv4-mapped IPv6 such as
+    ``::ffff:127.0.0.1``) is not, whatever the Python version says about the last."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
-        return False  # a host name, "*", "0.0.0.0": not provably loopback
+        return False  # a host name, "*": not provably loopback
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return False
+    return address.is_loopback
 
 
 class ServerSecurity(NamedTuple):
@@ -200,19 +211,61 @@ class ServerSecurity(NamedTuple):
     allowed: FrozenSet[bytes]
 
 
+def check_key_permissions(secret_key: Any, allowed_clients: Any) -> List[str]:
+    """What is wrong with who may read the server's secret key or change its allow-list.
+
+    A secret key that other users can read lets them impersonate the microscope; an
+    allow-list folder (or key file) that other users can write lets them admit themselves.
+    POSIX permission bits only: on Windows (no such bits; access is by ACL) nothing is
+    checked.
+
+    Returns:
+        One line per problem (empty: fine).
+    """
+    if sys.platform.startswith("win"):
+        return []
+    problems = []
+    candidates = [(secret_key, "read", stat.S_IRWXG | stat.S_IRWXO)]
+    sources = allowed_clients if isinstance(allowed_clients, (list, tuple)) else [allowed_clients]
+    for source in sources:
+        candidates.append((source, "write", stat.S_IWGRP | stat.S_IWOTH))
+    for source, verb, bits in candidates:
+        if not isinstance(source, (str, os.PathLike)) or not os.path.exists(source):
+            continue  # a key given as text: nothing on disk to protect
+        mode = os.stat(source).st_mode
+        if mode & bits:
+            what = "secret key" if verb == "read" else "allowed-clients folder or key"
+            problems.append(
+                f"{what} {os.fspath(source)} can be {'read' if verb == 'read' else 'changed'} "
+                "by other users "
+                f"(mode {stat.filemode(mode)}); run: chmod "
+                f"{'600' if verb == 'read' else 'go-w'} {os.fspath(source)}"
+            )
+    return problems
+
+
 def server_security(
     host: str,
     server_secret_key: Optional[KeySource],
     allowed_clients: Optional[Union[KeySource, Iterable[KeySource]]],
+    insecure_ok: bool = False,
 ) -> Optional[ServerSecurity]:
-    """Apply the bind policy; load the keys.
+    """Apply the bind policy; check the key files' permissions; load the keys.
+
+    Args:
+        host: the address the server binds.
+        server_secret_key: the server's key pair (file or Z85 secret key).
+        allowed_clients: the allowed client public keys (folder, file, key, or a list).
+        insecure_ok: start although other users could read the secret key or change the
+            allow-list (logged as an error instead of refused).
 
     Returns:
         ``None`` for a loopback server without keys; the loaded keys otherwise.
 
     Raises:
         ValueError: a non-loopback ``host`` without keys, half a key configuration, an empty
-            allow-list, or a public key file given as the server's secret key.
+            allow-list, a public key file given as the server's secret key, or key files
+            other users could read or change (unless ``insecure_ok``).
         FileNotFoundError: a key file or folder does not exist.
     """
     if (server_secret_key is None) != (allowed_clients is None):
@@ -225,6 +278,11 @@ def server_security(
                 "--server-key DIR/server.key_secret --allowed-clients DIR/clients/"
             )
         return None
+    problems = check_key_permissions(server_secret_key, allowed_clients)
+    if problems and not insecure_ok:
+        raise ValueError("refusing to start: " + "; ".join(problems) + " (or pass --insecure-keys)")
+    for problem in problems:
+        log.error("INSECURE KEYS: %s", problem)
     public, secret = load_key_pair(server_secret_key)
     allowed = frozenset(load_allowed_clients(allowed_clients))
     if not allowed:
@@ -232,28 +290,94 @@ def server_security(
     return ServerSecurity(public, secret, allowed)
 
 
+class HandshakeLog:
+    """Logs refused CurveZMQ handshakes without flooding the log.
+
+    The first refusal of each client key (and of each kind of failed handshake) is logged
+    at once; repeats are counted and summarised at most once per ``interval`` seconds. A
+    hostile client retrying every few milliseconds costs one line per interval, not one per
+    attempt. Thread-safe (the ZAP handler and the server's socket monitor both report).
+
+    Args:
+        logger: where to write.
+        interval: seconds between summaries of repeated refusals.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
+        self.logger = logger
+        self.interval = float(interval)
+        self._lock = threading.Lock()
+        self._seen: Dict[str, int] = {}
+        self._repeats = 0
+        self._last_summary = time.monotonic()
+        #: refusals seen in total (for status and tests)
+        self.total = 0
+
+    def refused_key(self, key: str) -> None:
+        """The ZAP handler refused a client public key."""
+        self._note(f"key {key}", f"refused a client with unknown public key {key}")
+
+    def failed(self, event: int, endpoint: Any) -> None:
+        """The socket monitor saw a failed handshake (wrong server key, CURVE on one side)."""
+        name = zmq.Event(event).name if hasattr(zmq, "Event") else str(event)
+        self._note(
+            f"event {name}",
+            f"a CurveZMQ handshake failed ({name}) on {endpoint!r}: wrong server key, or a "
+            "client without CurveZMQ",
+        )
+
+    def _note(self, what: str, first_line: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.total += 1
+            first = what not in self._seen
+            self._seen[what] = self._seen.get(what, 0) + 1
+            if not first:
+                self._repeats += 1
+            summary = None
+            if self._repeats and now - self._last_summary >= self.interval:
+                summary = (self._repeats, len(self._seen))
+                self._repeats = 0
+                self._last_summary = now
+        if first:
+            self.logger.warning("%s (repeats are summarised every %g s)", first_line, self.interval)
+        if summary is not None:
+            self.logger.warning(
+                "%d more refused CurveZMQ handshake(s) in the last %g s (%d distinct source(s))",
+                summary[0],
+                self.interval,
+                summary[1],
+            )
+
+
 class _AllowList:
     """ZAP credentials provider: a client may connect if its public key is listed."""
 
-    def __init__(self, keys: Iterable[bytes]) -> None:
+    def __init__(self, keys: Iterable[bytes], handshakes: Optional[HandshakeLog] = None) -> None:
         self.keys = frozenset(keys)
+        self.handshakes = handshakes or HandshakeLog(log)
 
     def callback(self, domain: str, key: bytes) -> bool:
         allowed = key in self.keys
         if not allowed:
-            log.warning("refused a client with unknown public key %s", key.decode("ascii"))
+            self.handshakes.refused_key(key.decode("ascii", "replace"))
         return allowed
 
 
-def start_authenticator(context: zmq.Context, allowed: Iterable[bytes]) -> Any:
+def start_authenticator(
+    context: zmq.Context, allowed: Iterable[bytes], handshakes: Optional[HandshakeLog] = None
+) -> Any:
     """Start a ZAP handler on ``context`` admitting exactly the ``allowed`` client keys.
 
     Start it before binding: a CURVE socket without a ZAP handler admits any client.
-    Stop it with ``.stop()`` after closing the sockets.
+    Stop it with ``.stop()`` after closing the sockets. Refusals go to ``handshakes``
+    (throttled); the authenticator's own per-attempt log lines are kept at debug level.
     """
     from zmq.auth.thread import ThreadAuthenticator
 
-    authenticator = ThreadAuthenticator(context, log=log)
+    quiet = logging.getLogger("dm_bridge.server.zap")
+    quiet.setLevel(logging.ERROR)  # pyzmq logs each refusal at info/debug: ours is throttled
+    authenticator = ThreadAuthenticator(context, log=quiet)
     authenticator.start()
-    authenticator.configure_curve_callback("*", _AllowList(allowed))
+    authenticator.configure_curve_callback("*", _AllowList(allowed, handshakes))
     return authenticator

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -40,6 +41,7 @@ __all__ = [
     "Request",
     "RequestError",
     "array_from_frame",
+    "as_integer",
     "decode_reply",
     "decode_request",
     "dtype_descriptor",
@@ -66,6 +68,12 @@ MAX_DEPTH = 32
 
 #: a request id is a short string or an integer
 MAX_ID_LENGTH = 256
+
+#: integers on the wire (ids, shapes, integer arguments) fit in a signed 64-bit integer
+MAX_INTEGER = 2**63 - 1
+
+#: an integer sent as a float (``512.0``) is exact up to 2**53
+MAX_FLOAT_INTEGER = 2**53
 
 Buffer = Union[bytes, bytearray, memoryview, Any]
 
@@ -121,6 +129,7 @@ class Reply:
         error_message: the server's explanation (not ``ok`` only).
         command: the command the server says it answered, if it said.
         elapsed: seconds between the server receiving the request and replying.
+        instance: the server's instance name, if it said (changes when it restarts).
     """
 
     id: Any
@@ -130,6 +139,7 @@ class Reply:
     error_message: Optional[str] = None
     command: Optional[str] = None
     elapsed: Optional[float] = None
+    instance: Optional[str] = None
 
 
 # ------------------------------------------------------------------------------------ dtypes
@@ -149,22 +159,38 @@ def dtype_descriptor(dtype: Any) -> str:
 
 
 def _parse_dtype(text: Any) -> np.dtype:
-    # numpy writes one-byte types as "|u1"; accept that spelling and the bare code too.
-    if not isinstance(text, str) or len(text) > 4:
-        raise BadRequest(f"frame dtype must be a string such as '<f4', got {text!r}")
-    code = text[1:] if text[:1] in ("<", "|") else text
-    if code not in DTYPES:
+    # Byte order is part of the wire name: "<" always; numpy's "|" too for one-byte types.
+    if not isinstance(text, str) or len(text) != 3:
+        raise BadRequest(f"frame dtype must be a string such as '<f4', got {str(text)[:40]!r}")
+    order, code = text[0], text[1:]
+    if code not in DTYPES or not (order == "<" or (order == "|" and code[1] == "1")):
         raise BadRequest(f"frame dtype {text!r} is not allowed; allowed: {list(_ALLOWED.values())}")
     return np.dtype("<" + code)
 
 
+def as_integer(value: Any, limit: int = MAX_INTEGER) -> Optional[int]:
+    """``value`` as a Python int if it is a JSON integer (or a float with an integral value)
+    within ``[-limit, limit]``; ``None`` otherwise (booleans, fractions, non-numbers)."""
+    kind = type(value)
+    if kind is int:
+        return value if -limit <= value <= limit else None
+    if kind is float and value.is_integer() and abs(value) <= min(limit, MAX_FLOAT_INTEGER):
+        return int(value)
+    return None
+
+
 def _parse_shape(shape: Any) -> Tuple[int, ...]:
     if not isinstance(shape, list) or len(shape) > MAX_NDIM:
-        raise BadRequest(f"frame shape must be a list of <= {MAX_NDIM} integers, got {shape!r}")
+        raise BadRequest(
+            f"frame shape must be a list of <= {MAX_NDIM} integers, got {str(shape)[:80]}"
+        )
+    dims = []
     for n in shape:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise BadRequest(f"frame shape must hold non-negative integers, got {shape!r}")
-    return tuple(shape)
+        dim = as_integer(n, MAX_FLOAT_INTEGER)
+        if dim is None or dim < 0:
+            raise BadRequest(f"frame shape must hold integers in [0, 2**53], got {str(shape)[:80]}")
+        dims.append(dim)
+    return tuple(dims)
 
 
 def array_from_frame(buffer: Buffer, descriptor: Any) -> np.ndarray:
@@ -188,7 +214,10 @@ def array_from_frame(buffer: Buffer, descriptor: Any) -> np.ndarray:
             f"frame of {view.nbytes} bytes does not match dtype {dtype.str} and shape "
             f"{list(shape)} ({expected} bytes): truncated or mis-described"
         )
-    array = np.frombuffer(view, dtype=dtype).reshape(shape)
+    try:
+        array = np.frombuffer(view, dtype=dtype).reshape(shape)
+    except ValueError as exc:  # e.g. a zero-size array with a dimension numpy cannot hold
+        raise BadRequest(f"frame shape {list(shape)} cannot be an array: {exc}") from None
     if not array.flags.aligned:
         array = array.copy()
     if not array.dtype.isnative:  # a big-endian host; the wire is little-endian
@@ -212,17 +241,67 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+# What the parser saw that JSON allows but the protocol does not; per thread, because the
+# server decodes in two threads. Flagged rather than raised so the reply keeps the id.
+_seen = threading.local()
+
+
+def _no_repeats(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        _seen.repeat = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
+    return obj
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):  # a literal too large for a float64 (1e400)
+        _seen.overflow = text[:40]
+    return value
+
+
 # Made once: json.loads/dumps with options build a new decoder/encoder on every call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_finite, object_pairs_hook=_no_repeats
+)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_scan = _DECODER.scan_once  # the C scanner: decode() without its Python wrapper
+# Replies are the server's, checked by the client only for what it uses: no hooks.
+_REPLY_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_JSON_SPACE = " \t\n\r"
 
 
-def _parse_json(raw: Buffer) -> Any:
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"cannot send a value of type {type(value).__name__}")
+
+
+try:  # JSONEncoder.encode builds a C encoder per call; keep one (it holds no call state)
+    from json.encoder import c_make_encoder, encode_basestring_ascii
+
+    _C_ENCODE = c_make_encoder(
+        None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+except (ImportError, TypeError):  # a Python without the C accelerator
+    _C_ENCODE = None
+
+
+def _parse_json(raw: Buffer, scan: Any = None) -> Any:
+    """Parse a header. JSON that the protocol refuses although JSON allows it (a repeated
+    key, a number too large for a float64) is flagged for :func:`_json_problem`."""
+    _seen.repeat = _seen.overflow = None
     try:
         text = bytes(raw).decode("utf-8")
-        # NaN and Infinity literals are refused here; numbers too large for a float64 (1e400)
-        # parse as inf and are refused where a value is checked (the backend, the id check).
-        return _DECODER.decode(text)
+        start = 0
+        if text[:1] in _JSON_SPACE:
+            start = len(text) - len(text.lstrip(_JSON_SPACE))
+        try:
+            value, end = (scan or _scan)(text, start)
+        except StopIteration as exc:
+            raise ValueError(f"expecting a value at character {exc.value}") from None
+        if end != len(text) and text[end:].strip(_JSON_SPACE):
+            raise ValueError(f"extra data at character {end}")
+        # NaN and Infinity literals are refused by _reject_constant.
+        return value
     except UnicodeDecodeError as exc:
         raise BadRequest(f"header is not UTF-8: {exc}") from None
     except RecursionError:
@@ -231,16 +310,28 @@ def _parse_json(raw: Buffer) -> Any:
         raise BadRequest(f"header is not valid JSON: {exc}") from None
 
 
+def _json_problem() -> Optional[str]:
+    """What the last :func:`_parse_json` in this thread flagged, if anything."""
+    if _seen.repeat is not None:
+        return f"key {_seen.repeat[:40]!r} is repeated in one object"
+    if _seen.overflow is not None:
+        return f"number {_seen.overflow} is too large for a float64 (numbers must be finite)"
+    return None
+
+
 def _dump(header: Dict[str, Any]) -> bytes:
+    if _C_ENCODE is not None:
+        return "".join(_C_ENCODE(header, 0)).encode("ascii")
     return _ENCODER.encode(header).encode("utf-8")
 
 
 def _valid_id(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, str) and len(value) <= MAX_ID_LENGTH
+    kind = type(value)
+    if kind is int:
+        return -MAX_INTEGER <= value <= MAX_INTEGER
+    if kind is str:
+        return len(value) <= MAX_ID_LENGTH
+    return as_integer(value) is not None
 
 
 def _extract_arrays(
@@ -262,6 +353,8 @@ def _extract_arrays(
         descriptors.append(descriptor)
         return {FRAME_REF: len(frames) - 1}
     if isinstance(value, dict):
+        if _plain(value):
+            return value  # nothing to convert (the common small result): no copy
         return {
             str(k): _extract_arrays(v, frames, descriptors, strict, depth + 1)
             for k, v in value.items()
@@ -279,6 +372,20 @@ def _extract_arrays(
     raise TypeError(f"cannot send a value of type {type(value).__name__}: {value!r}")
 
 
+def _plain(mapping: Dict[Any, Any]) -> bool:
+    """Whether a dict holds only string keys and finite JSON scalars (sent as it is)."""
+    for key, value in mapping.items():
+        kind = type(value)
+        if type(key) is not str:
+            return False
+        if kind is float:
+            if value - value != 0.0:  # inf or nan
+                return False
+        elif kind is not str and kind is not int and kind is not bool and value is not None:
+            return False
+    return True
+
+
 def _is_frame_ref(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and FRAME_REF in value
 
@@ -289,8 +396,8 @@ def _insert_arrays(
     if depth > MAX_DEPTH:
         raise BadRequest("reply nested too deeply")
     if _is_frame_ref(value):
-        i = value[FRAME_REF]
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(arrays) or used[i]:
+        i = as_integer(value[FRAME_REF])
+        if i is None or not 0 <= i < len(arrays) or used[i]:
             raise BadRequest(f"bad frame reference {value!r} ({len(arrays)} frames)")
         used[i] = True
         return arrays[i]
@@ -302,8 +409,6 @@ def _insert_arrays(
 
 
 def _decode_frames(descriptors: Any, raw: Sequence[Buffer]) -> List[np.ndarray]:
-    if descriptors is None:
-        descriptors = []
     if not isinstance(descriptors, list):
         raise BadRequest("'frames' must be a list of {dtype, shape} descriptors")
     if len(descriptors) != len(raw):
@@ -359,12 +464,25 @@ def peek_request_id(raw_header: Buffer) -> Any:
     return None
 
 
-def decode_request(parts: Sequence[Buffer], max_request_bytes: Optional[int] = None) -> Request:
+_NO_FRAMES: List[Any] = []
+
+
+def decode_request(
+    parts: Sequence[Buffer], max_request_bytes: Optional[int] = None, envelope_bytes: int = 0
+) -> Request:
     """Decode ``[header, frames...]`` (the part after the delimiter).
 
-    Checks everything the wire format promises: a JSON object header, protocol version, id,
-    command and args types, one valid descriptor per frame, byte counts, size limit. Argument
-    names and types are the command table's business (:mod:`dm_bridge.commands`).
+    Checks everything the wire format promises: a JSON object header without repeated keys
+    or overflowing numbers, protocol version, id, command, args and timeout types (``null``
+    is no value for any header field), one valid descriptor per frame, byte counts, size
+    limit. Argument names and types are the command table's business
+    (:mod:`dm_bridge.commands`).
+
+    Args:
+        parts: the header frame and the binary frames.
+        max_request_bytes: the size limit of the whole request.
+        envelope_bytes: bytes the request carried before its header (envelope frames and
+            the delimiter); they count toward the limit.
 
     Raises:
         RequestError: with the error to report and the request id when it could be read.
@@ -373,58 +491,95 @@ def decode_request(parts: Sequence[Buffer], max_request_bytes: Optional[int] = N
         raise RequestError(BadRequest("empty request: no header frame"))
     header_raw = parts[0]
     if max_request_bytes is not None:
-        size = sum(memoryview(p).nbytes for p in parts)
+        if len(parts) == 1 and type(header_raw) is bytes:
+            size = envelope_bytes + len(header_raw)
+        else:
+            size = envelope_bytes + sum(memoryview(p).nbytes for p in parts)
         if size > max_request_bytes:
             rid = peek_request_id(header_raw) if len(header_raw) <= 65536 else None
             raise RequestError(
-                TooLarge(f"request of {size} bytes exceeds the limit of {max_request_bytes} bytes"),
+                TooLarge(
+                    f"request of {size} bytes (header and frames) exceeds the limit of "
+                    f"{max_request_bytes} bytes"
+                ),
                 rid,
             )
     try:
         header = _parse_json(header_raw)
     except BadRequest as exc:
         raise RequestError(exc) from None
-    if not isinstance(header, dict):
+    if type(header) is not dict:
         raise RequestError(BadRequest("header must be a JSON object"))
+    problem = _json_problem()
     rid = header.get("id")
     if not _valid_id(rid):
         raise RequestError(
-            BadRequest(f"'id' must be an integer or a string of <= {MAX_ID_LENGTH} characters")
+            BadRequest(
+                f"'id' must be an integer of at most 63 bits (or a float with an integral "
+                f"value up to 2**53) or a string of <= {MAX_ID_LENGTH} characters"
+            )
         )
     command = header.get("command")
-    if not isinstance(command, str):
+    if type(command) is not str:
         raise RequestError(BadRequest("'command' must be a string"), rid)
+    if problem is not None:
+        raise RequestError(BadRequest(f"header refused: {problem}"), rid, command)
     version = header.get("protocol")
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
+    if version != PROTOCOL_VERSION or (type(version) is not int and as_integer(version) != 1):
         if version is None:
-            error: BridgeError = BadRequest("'protocol' is missing")
+            error: BridgeError = BadRequest("'protocol' is missing (or null)")
         else:
             error = VersionMismatch(
-                f"this server speaks protocol {PROTOCOL_VERSION}, the request says {version!r}"
+                f"this server speaks protocol {PROTOCOL_VERSION}, the request says "
+                f"{str(version)[:40]!r}"
             )
         raise RequestError(error, rid, command)
-    args = header.get("args", {})
-    if not isinstance(args, dict):
-        raise RequestError(BadRequest("'args' must be a JSON object"), rid, command)
-    timeout = header.get("timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-    ):
-        raise RequestError(BadRequest("'timeout' must be a positive number"), rid, command)
+    args = header.get("args", _NO_ARGS)
+    if type(args) is not dict:
+        raise RequestError(BadRequest("'args' must be a JSON object (or absent)"), rid, command)
+    timeout = header.get("timeout", _ABSENT)
+    if timeout is not _ABSENT:
+        if type(timeout) not in (int, float) or not 0 < timeout < math.inf:
+            raise RequestError(
+                BadRequest("'timeout' must be a finite number > 0 of seconds (or absent)"),
+                rid,
+                command,
+            )
+        timeout = float(timeout)
+    else:
+        timeout = None
+    descriptors = header.get("frames", _NO_FRAMES)
+    if len(parts) == 1 and descriptors is _NO_FRAMES:
+        return Request(rid, command, args, [], timeout)
     try:
-        arrays = _decode_frames(header.get("frames"), parts[1:])
+        arrays = _decode_frames(descriptors, parts[1:])
     except BadRequest as exc:
         raise RequestError(exc, rid, command) from None
-    return Request(rid, command, args, arrays, None if timeout is None else float(timeout))
+    return Request(rid, command, args, arrays, timeout)
+
+
+_NO_ARGS: Dict[str, Any] = {}
+_ABSENT = object()
 
 
 # ------------------------------------------------------------------------------------ replies
 
 
 def encode_reply(
-    request_id: Any, result: Any, elapsed: float, command: Optional[str] = None
+    request_id: Any,
+    result: Any,
+    elapsed: float,
+    command: Optional[str] = None,
+    instance: Optional[str] = None,
 ) -> List[Any]:
     """Frames ``[header, frames...]`` of a successful reply; arrays in ``result`` become frames.
+
+    Args:
+        request_id: the request's id.
+        result: the command's result (arrays anywhere in it become frames).
+        elapsed: seconds since the server received the request.
+        command: the command answered.
+        instance: the server's instance name (changes when the server restarts).
 
     Raises:
         TypeError, ValueError: ``result`` holds something that cannot be sent (a bug in the
@@ -441,11 +596,18 @@ def encode_reply(
         "frames": descriptors,
         "elapsed": elapsed,
     }
+    if instance is not None:
+        header["instance"] = instance
     return [_dump(header), *frames]
 
 
 def encode_error(
-    request_id: Any, kind: str, message: str, elapsed: float = 0.0, command: Optional[str] = None
+    request_id: Any,
+    kind: str,
+    message: str,
+    elapsed: float = 0.0,
+    command: Optional[str] = None,
+    instance: Optional[str] = None,
 ) -> List[bytes]:
     """Frames ``[header]`` of an error reply."""
     header = {
@@ -457,6 +619,8 @@ def encode_error(
         "frames": [],
         "elapsed": elapsed,
     }
+    if instance is not None:
+        header["instance"] = instance
     return [_dump(header)]
 
 
@@ -470,12 +634,13 @@ def decode_reply(parts: Sequence[Buffer]) -> Reply:
     """
     if not parts:
         raise BadRequest("empty reply from the server")
-    header = _parse_json(parts[0])
+    header = _parse_json(parts[0], _REPLY_DECODER.scan_once)
     if not isinstance(header, dict) or "ok" not in header:
         raise BadRequest(f"reply header is not a bridge reply: {str(header)[:200]}")
     rid = header.get("id")
     command = header.get("command")
     elapsed = header.get("elapsed")
+    instance = header.get("instance")
     if header.get("protocol") != PROTOCOL_VERSION:
         raise BadRequest(f"server replied with protocol {header.get('protocol')!r}")
     if not header["ok"]:
@@ -489,15 +654,16 @@ def decode_reply(parts: Sequence[Buffer]) -> Reply:
             error_message=str(error.get("message", "")),
             command=command,
             elapsed=elapsed,
+            instance=instance,
         )
-    arrays = _decode_frames(header.get("frames"), parts[1:])
+    arrays = _decode_frames(header.get("frames", _NO_FRAMES), parts[1:])
     result = header.get("result")
     if arrays:  # (most small replies carry none: no need to walk the result)
         used = [False] * len(arrays)
         result = _insert_arrays(result, arrays, used)
         if not all(used):
             raise BadRequest("reply carries frames its result does not use")
-    return Reply(rid, True, result=result, command=command, elapsed=elapsed)
+    return Reply(rid, True, result=result, command=command, elapsed=elapsed, instance=instance)
 
 
 def resolve_frame_argument(value: Any, arrays: Sequence[np.ndarray], used: List[bool]) -> Any:

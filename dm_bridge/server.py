@@ -1,19 +1,24 @@
 """The DM bridge server: one instrument, many clients, one instrument command at a time.
 
-Two threads share the work (see ``docs/decisions/0003-bridge-concurrency.md``):
+Threads (see ``docs/decisions/0009-bridge-instrument-thread-owns-the-socket.md``):
 
 * the **instrument thread** is the one that calls :meth:`Server.serve_forever`. Inside
-  DigitalMicrograph that is DM's own script thread, the only one allowed to call the DM API,
-  so every backend call except :meth:`~dm_bridge.backends.base.Backend.abort` happens there,
-  one at a time, in arrival order;
-* the **I/O thread** owns the ZeroMQ ROUTER socket (sockets are not thread-safe, so no other
-  thread touches it). It decodes and checks every request, answers ``hello``, ``status`` and
-  ``abort`` at once (also during a long acquisition), queues instrument commands (bounded:
-  beyond ``queue_limit`` waiting commands the reply is ``busy``) and sends the replies the
-  instrument thread hands back over an ``inproc`` PUSH/PULL pair.
+  DigitalMicrograph that is DM's own script thread, the only one allowed to call the DM API.
+  It owns the ZeroMQ ROUTER socket: it receives a request, checks it, runs it on the backend
+  and sends the reply itself, so a small call crosses no thread of ours (the only hand-offs
+  are libzmq's own I/O threads);
+* a **standby thread** never calls the backend (except :meth:`Backend.abort`, which only
+  raises a flag). When an instrument command has kept the instrument thread away from the
+  socket for :data:`TAKEOVER` seconds, the standby thread takes the socket over: it answers
+  ``hello``, ``status`` and ``abort`` at once, queues instrument commands (bounded: beyond
+  ``queue_limit`` waiting commands the reply is ``busy``) and answers malformed requests.
+  When the command ends, the instrument thread asks for the socket back.
 
-``abort`` interrupts the running acquisition (its reply is ``aborted``) and drops every
-queued command (each replied ``aborted``): after an abort the instrument is idle.
+The socket changes hands under a lock (the *baton*): ZeroMQ sockets may move between
+threads across a full memory barrier, which a lock provides, and only the baton's holder
+touches the socket. ``abort`` interrupts the running acquisition (its reply is ``aborted``)
+and drops every queued command (each replied ``aborted``). Queued work of a client whose
+connection has closed is dropped unexecuted (the socket monitor reports the disconnection).
 
 Security: the server binds 127.0.0.1 by default. Any other address needs CurveZMQ (a server
 key pair and the public keys of the allowed clients); without them the server refuses to start.
@@ -33,19 +38,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
-import queue
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
+from . import transport
 from .backends.base import Backend
 from .commands import COMMANDS, acquisition_estimate, check_arguments, run_command
 from .errors import Aborted, BridgeError, Busy, TooLarge
-from .keys import is_loopback, server_security, start_authenticator
+from .keys import HandshakeLog, is_loopback, server_security, start_authenticator
 from .protocol import (
     PROTOCOL_VERSION,
     RequestError,
@@ -60,6 +67,7 @@ __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_PORT",
     "DEFAULT_QUEUE_LIMIT",
+    "TAKEOVER",
     "Server",
     "is_loopback",
 ]
@@ -71,26 +79,38 @@ DEFAULT_PORT = 5555
 DEFAULT_QUEUE_LIMIT = 8
 #: requests above this get a ``too_large`` reply (a 100 000-point list is 1.6 MB)
 DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
-#: acquisitions whose reply would exceed this are refused before they start
-DEFAULT_MAX_REPLY_BYTES = 4 * 2**30
+#: the memory the server may hold for one reply (its arrays); acquisitions whose reply
+#: would exceed it are refused with ``too_large`` before they start
+DEFAULT_MAX_REPLY_BYTES = 2**30
+#: seconds an instrument command may keep the instrument thread away from the socket before
+#: the standby thread takes it over (so hello/status/abort wait at most about this long)
+TAKEOVER = 0.01
 
-_STOP = b"\x00stop"  # one-frame message on the reply pipe: the instrument thread is done
-_BATCH = 64  # messages handled per socket per poll, so neither direction starves
+_SRCFD = int(zmq.SRCFD)  # the file descriptor a message came on
+_POLL_MS = 100  # how often an idle loop looks at the stop flag
+_BATCH = 64  # messages handled per wake-up, so that a flood cannot starve the instrument
+_MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+)
 
 
 class _Job:
     """An instrument command waiting in the queue."""
 
-    __slots__ = ("args", "command", "envelope", "expires", "id", "received")
+    __slots__ = ("args", "command", "envelope", "expires", "fd", "id", "received")
 
     def __init__(
         self,
-        envelope: List[bytes],
+        envelope: List[Any],
         rid: Any,
         command: str,
         args: Dict[str, Any],
         received: float,
         expires: Optional[float],
+        fd: Optional[int],
     ) -> None:
         self.envelope = envelope
         self.id = rid
@@ -98,6 +118,7 @@ class _Job:
         self.args = args
         self.received = received
         self.expires = expires
+        self.fd = fd  # the connection it came on (to drop it if that connection closes)
 
 
 class Server:
@@ -115,11 +136,14 @@ class Server:
             the reply is ``busy``. 0 means "busy whenever the instrument is".
         max_request_bytes: requests above this get ``too_large``; ZeroMQ drops the connection
             of a peer sending one frame above twice this (``ZMQ_MAXMSGSIZE``).
-        max_reply_bytes: acquisitions whose reply would exceed this get ``too_large``
-            before they start.
+        max_reply_bytes: the memory the server may hold for one reply: acquisitions whose
+            reply would exceed it get ``too_large`` (with the limit) before they start.
+        insecure_keys: start even if the secret key is readable by other users or the
+            allow-list folder is writable by them (logged as an error instead of refused).
 
     Raises:
-        ValueError: a non-loopback ``host`` without keys, or half a key configuration.
+        ValueError: a non-loopback ``host`` without keys, half a key configuration, or key
+            files other users could read or change.
     """
 
     def __init__(
@@ -132,10 +156,13 @@ class Server:
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        insecure_keys: bool = False,
     ) -> None:
         if queue_limit < 0 or max_request_bytes <= 0 or max_reply_bytes <= 0:
             raise ValueError("queue_limit must be >= 0 and the size limits > 0")
-        self._security = server_security(host, server_secret_key, allowed_clients)
+        self._security = server_security(
+            host, server_secret_key, allowed_clients, insecure_ok=insecure_keys
+        )
         #: whether CurveZMQ is on
         self.curve = self._security is not None
         self.backend = backend
@@ -146,23 +173,31 @@ class Server:
         self.max_reply_bytes = int(max_reply_bytes)
         #: the bound address, e.g. ``"tcp://127.0.0.1:5555"`` (set once serving)
         self.endpoint: Optional[str] = None
-        # _lock guards the queue and the current job; _doorbell wakes the instrument thread
-        # (a C-level SimpleQueue: cheaper per command than a Condition).
-        self._lock = threading.Lock()
-        self._doorbell = queue.SimpleQueue()
+        #: names this run of the server in every reply (``instance``), so that clients see
+        #: a restart, after which the instrument's settings are the backend's defaults again
+        self.instance = os.urandom(6).hex()
+        # Whoever holds the baton owns the socket, the queue and the current job.
+        self._baton = threading.Lock()
         self._queue: Deque[_Job] = deque()
         self._current: Optional[_Job] = None
+        # (number, start) of the command the instrument thread is away on, or None; each
+        # away period is served by the standby thread at most once (see _standby_loop)
+        self._away: Optional[Tuple[int, float]] = None
+        self._aways = 0
         self._status: Dict[str, Any] = {}
         self._hello: Dict[str, Any] = {}
         self._served = 0
+        self._dropped_gone = 0
         self._started_at = time.time()
         self._stopping = threading.Event()
         self._ready = threading.Event()
-        self._io_exit = threading.Event()
         self._startup_error: Optional[BaseException] = None
         self._thread: Optional[threading.Thread] = None
         self._used = False
-        self._pipe = f"inproc://dm-bridge-replies-{id(self):x}"
+        self._router: Any = None
+        self._monitor: Any = None
+        self._handshakes = HandshakeLog(log)
+        self._handback = f"inproc://dm-bridge-handback-{id(self):x}"
 
     # ---------------------------------------------------------------- running
 
@@ -177,27 +212,41 @@ class Server:
             zmq.ZMQError: the address cannot be bound (port in use, bad host).
             RuntimeError: the server was already started once.
         """
-        with self._lock:
+        with self._baton:
             if self._used:
                 raise RuntimeError("a Server serves once; create a new one")
             self._used = True
-        context = zmq.Context()
+        # One context per process is ZeroMQ's idiom; in-process clients then share its I/O
+        # thread, one wake-up less per message. A CurveZMQ server gets its own: the ZAP
+        # handler is per context, and another server in the process may have one.
+        own = self.curve
+        context = zmq.Context() if own else zmq.Context.instance()
         authenticator = None
-        io_thread = None
+        standby = None
+        self._baton.acquire()
         try:
-            self._hello = self._make_hello()
-            encode_reply(None, self._hello, 0.0)  # fail now, not at the first hello, if unsendable
-            self._snapshot_status()
-            if self._security is not None:
-                # The ZAP handler must run before the socket binds, or CURVE would admit anyone.
-                authenticator = start_authenticator(context, self._security.allowed)
-            io_thread = threading.Thread(
-                target=self._io_loop, args=(context,), name="dm-bridge-io", daemon=True
+            try:
+                self._hello = self._make_hello()
+                encode_reply(None, self._hello, 0.0)  # fail now, not at the first hello
+                self._snapshot_status()
+                if self._security is not None:
+                    # The ZAP handler must run before the socket binds, or CURVE would admit
+                    # anyone.
+                    authenticator = start_authenticator(
+                        context, self._security.allowed, self._handshakes
+                    )
+                self._bind(context)
+            except BaseException as exc:
+                self._startup_error = exc
+                raise
+            finally:
+                self._ready.set()
+            handback = context.socket(zmq.PUSH)
+            handback.connect(self._handback)
+            standby = threading.Thread(
+                target=self._standby_loop, args=(context,), name="dm-bridge-standby", daemon=True
             )
-            io_thread.start()
-            self._ready.wait()
-            if self._startup_error is not None:
-                raise self._startup_error
+            standby.start()
             log.info(
                 "serving %s backend at %s (CurveZMQ %s, %d allowed client key(s))",
                 self.backend.kind,
@@ -205,35 +254,59 @@ class Server:
                 "on" if self.curve else "off, loopback only",
                 len(self._security.allowed) if self._security else 0,
             )
-            push = context.socket(zmq.PUSH)
-            push.connect(self._pipe)
             try:
                 if on_ready is not None:
                     on_ready(self)
-                self._instrument_loop(push)
+                self._instrument_loop(handback)
             finally:
                 self._stopping.set()
-                with self._lock:
-                    left = list(self._queue)
-                    self._queue.clear()
-                for job in left:
-                    push.send_multipart(
-                        job.envelope + encode_error(job.id, "aborted", "server stopping"),
-                        copy=False,
-                    )
-                push.send(_STOP)
-                io_thread.join(5.0)
-                push.close(linger=0)
+                for job in self._queue:
+                    self._send(job.envelope, encode_error(job.id, "aborted", "server stopping"))
+                self._queue.clear()
+                handback.close(linger=0)
         finally:
             self._stopping.set()
-            self._ready.set()
-            if io_thread is not None and io_thread.is_alive():
-                self._io_exit.set()
-                io_thread.join(2.0)
+            self._baton.release()
+            if standby is not None:
+                standby.join(5.0)
+            with self._baton:
+                if self._monitor is not None:
+                    # Stop the monitor before closing its receiving end: stopping sends a
+                    # last event, and a send to a closed PAIR can block for ever.
+                    self._router.disable_monitor()
+                    self._monitor.close(linger=0)
+                if self._router is not None:
+                    self._router.close(linger=1000)
             if authenticator is not None:
                 authenticator.stop()
-            context.destroy(linger=0)
+            if own:
+                context.destroy(linger=0)
             log.info("server at %s stopped", self.endpoint)
+
+    def _bind(self, context: zmq.Context) -> None:
+        router = context.socket(zmq.ROUTER)
+        try:
+            router.setsockopt(zmq.LINGER, 1000)
+            router.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_request_bytes + 2**20)
+            if ":" in self.host:
+                router.setsockopt(zmq.IPV6, 1)
+            if self._security is not None:
+                router.curve_publickey = self._security.public
+                router.curve_secretkey = self._security.secret
+                router.curve_server = True
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            router.bind(f"tcp://{host}:{self.port if self.port else '*'}")
+        except BaseException:
+            router.close(linger=0)
+            raise
+        self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._router = router
+        events = _MONITORED | (
+            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            if self.curve
+            else 0
+        )
+        self._monitor = router.get_monitor_socket(events)
 
     def start(self, timeout: float = 10.0) -> Server:
         """Serve from a background thread (tests, demos); return once bound.
@@ -265,13 +338,12 @@ class Server:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving: abort the running command, answer queued ones ``aborted``.
 
-        Safe to call from any thread (a signal handler too), and more than once.
+        Safe to call from any thread (a signal handler too), and more than once. The
+        instrument thread notices within 0.1 s.
         """
-        with self._lock:
-            self._stopping.set()
-            if self._current is not None:
-                self.backend.abort()
-        self._doorbell.put(True)
+        self._stopping.set()
+        if self._current is not None:
+            self.backend.abort()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -283,65 +355,77 @@ class Server:
 
     # ---------------------------------------------------------------- instrument thread
 
-    def _instrument_loop(self, push: zmq.Socket) -> None:
-        while True:
-            with self._lock:
-                job = self._queue.popleft() if self._queue else None
-                if self._stopping.is_set():
-                    if job is not None:
-                        self._queue.appendleft(job)  # answered "server stopping" on the way out
-                    return
+    def _instrument_loop(self, handback: zmq.Socket) -> None:
+        """Run while holding the baton; lend it out while a command runs."""
+        items = [(self._router, transport.POLLIN), (self._monitor, transport.POLLIN)]
+        poll = transport.poll
+        queue = self._queue
+        while not self._stopping.is_set():
+            if queue:
+                job = queue.popleft()
                 self._current = job
-                if job is not None:
-                    self.backend.clear_abort()
-            if job is None:
-                # A timeout keeps Ctrl-C responsive where lock waits are not interruptible.
-                with contextlib.suppress(queue.Empty):
-                    self._doorbell.get(timeout=1.0)
-                continue
-            try:
-                parts = self._execute(job)
-            finally:
-                with self._lock:
+                self.backend.clear_abort()
+                self._aways += 1
+                self._away = (self._aways, time.monotonic())
+                self._baton.release()  # away: the standby thread may take the socket
+                try:
+                    parts = self._execute(job)
+                finally:
+                    if not self._baton.acquire(False):
+                        handback.send(b"")  # the standby thread has it: ask for it back
+                        self._baton.acquire()
+                    self._away = None
                     self._current = None
-                self._snapshot_status()
-            push.send_multipart(job.envelope + parts, copy=False)
+                self._send(job.envelope, parts)
+                if queue:
+                    self._read()  # between commands, so hello/status/abort never wait in line
+            elif poll(items, _POLL_MS):
+                self._read(idle=True)
 
     def _execute(self, job: _Job) -> List[Any]:
         backend = self.backend
         try:
             if job.expires is not None and time.monotonic() > job.expires:
                 raise Busy(
-                    f"waited {time.monotonic() - job.received:.1f} s in the queue, longer than "
-                    "the request's timeout; not executed"
+                    f"waited {time.monotonic() - job.received:.3g} s in the queue, longer "
+                    "than the request's timeout; not executed"
                 )
             if job.command.startswith("acquire_"):
-                size = acquisition_estimate(
-                    job.command, job.args, backend.scan.to_dict(), backend.eels.to_dict()
-                )[1]
-            else:
-                size = 0
-            if size > self.max_reply_bytes:
-                raise TooLarge(
-                    f"the reply would be {size} bytes, above the server's limit of "
-                    f"{self.max_reply_bytes}; acquire fewer pixels, points or channels per call"
-                )
+                self._check_reply_size(job)
             result = run_command(backend, job.command, job.args)
             elapsed = time.monotonic() - job.received
-            parts = encode_reply(job.id, result, elapsed, job.command)
+            parts = encode_reply(job.id, result, elapsed, job.command, self.instance)
             self._log(job.command, job.id, "ok", elapsed)
-            return parts
         except BridgeError as exc:
             backend.last_error = f"[{exc.kind}] {job.command}: {exc.message}"
-            return self._error(job.command, job.id, exc.kind, exc.message, job.received)
+            parts = self._error(job.command, job.id, exc.kind, exc.message, job.received)
         except Exception as exc:
             log.exception("internal error in %s (request %r)", job.command, job.id)
             message = f"{type(exc).__name__}: {exc}"
             backend.last_error = f"[internal_error] {job.command}: {message}"
-            return self._error(job.command, job.id, "internal_error", message, job.received)
+            parts = self._error(job.command, job.id, "internal_error", message, job.received)
+        self._snapshot_status()
+        return parts
+
+    def _check_reply_size(self, job: _Job) -> None:
+        backend = self.backend
+        scan, eels = backend.scan.to_dict(), backend.eels.to_dict()
+        size = acquisition_estimate(job.command, job.args, scan, eels)[1]
+        if size <= self.max_reply_bytes:
+            return
+        hint = ""
+        if job.command == "acquire_spectrum_image":
+            row = {"rows": 1, "cols": job.args["cols"]}
+            per_row = acquisition_estimate(job.command, row, scan, eels)[1]
+            hint = f" (at most {max(0, self.max_reply_bytes // max(per_row, 1))} rows per call)"
+        raise TooLarge(
+            f"the reply would be {size} bytes, above the server's limit of "
+            f"{self.max_reply_bytes} bytes per request (dm-bridge serve --max-reply-mb); "
+            f"acquire fewer pixels, points or channels per call{hint}"
+        )
 
     def _snapshot_status(self) -> None:
-        # backend.status() may talk to DM, so it runs here; the I/O thread reads the copy.
+        # backend.status() may talk to DM, so it runs here; the standby thread reads the copy.
         try:
             status = dict(self.backend.status())
         except Exception as exc:
@@ -353,6 +437,7 @@ class Server:
         hello["protocol"] = PROTOCOL_VERSION
         hello["server"] = {
             "name": "dm_bridge",
+            "instance": self.instance,
             "python": platform.python_version(),
             "pyzmq": zmq.__version__,
             "libzmq": zmq.zmq_version(),
@@ -363,149 +448,199 @@ class Server:
         }
         return hello
 
-    # ---------------------------------------------------------------- I/O thread
+    # ---------------------------------------------------------------- standby thread
 
-    def _io_loop(self, context: zmq.Context) -> None:
-        router = pull = None
+    def _standby_loop(self, context: zmq.Context) -> None:
+        pull = context.socket(zmq.PULL)
+        pull.bind(self._handback)
+        served = 0  # the last away period served: never take the socket twice for one
         try:
-            router = context.socket(zmq.ROUTER)
-            router.setsockopt(zmq.LINGER, 1000)
-            router.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_request_bytes + 2**20)
-            if ":" in self.host:
-                router.setsockopt(zmq.IPV6, 1)
-            if self._security is not None:
-                router.curve_publickey = self._security.public
-                router.curve_secretkey = self._security.secret
-                router.curve_server = True
-            host = f"[{self.host}]" if ":" in self.host else self.host
-            router.bind(f"tcp://{host}:{self.port if self.port else '*'}")
-            self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
-            pull = context.socket(zmq.PULL)
-            pull.bind(self._pipe)
-        except Exception as exc:
-            self._startup_error = exc
-            for sock in (router, pull):
-                if sock is not None:
-                    sock.close(linger=0)
-            self._ready.set()
-            return
-        self._ready.set()
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(pull, zmq.POLLIN)
-        try:
-            while not self._io_exit.is_set():
-                for sock, _ in poller.poll(200):
-                    if sock is pull:
-                        if self._forward_replies(pull, router):
-                            return
-                    else:
-                        self._receive_requests(router)
+            while not self._stopping.wait(TAKEOVER):
+                away = self._away
+                if away is None or away[0] == served or time.monotonic() - away[1] < TAKEOVER:
+                    continue
+                if not self._baton.acquire(False):
+                    continue
+                try:
+                    # (The command may have ended meanwhile.) Once the instrument thread has
+                    # asked for the socket back it waits for the baton: taking it again for
+                    # the same period would leave both waiting for each other.
+                    away = self._away
+                    if away is not None and away[0] != served and self._serve_while_busy(pull):
+                        served = away[0]
+                finally:
+                    self._baton.release()
         except Exception:
-            log.exception("the bridge's I/O thread failed; stopping the server")
-            self.stop(timeout=0)
+            log.exception("the bridge's standby thread failed; stopping the server")
+            self._stopping.set()
+            self.backend.abort()
         finally:
-            router.close()
             pull.close(linger=0)
 
-    def _forward_replies(self, pull: zmq.Socket, router: zmq.Socket) -> bool:
-        # EVENTS instead of NOBLOCK + zmq.Again: an exception per wake-up costs more.
-        for _ in range(_BATCH):
-            if not pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return False
-            parts = pull.recv_multipart(copy=False)
-            if len(parts) == 1 and parts[0].bytes == _STOP:
+    def _serve_while_busy(self, pull: zmq.Socket) -> bool:
+        """Serve the socket until the instrument thread asks for it back (True) or the
+        server stops (False)."""
+        items = [
+            (pull, transport.POLLIN),
+            (self._router, transport.POLLIN),
+            (self._monitor, transport.POLLIN),
+        ]
+        while not self._stopping.is_set():
+            ready = transport.poll(items, _POLL_MS)
+            if ready and ready[0][0] is pull:
+                pull.recv()
                 return True
-            router.send_multipart(parts, copy=False)
+            if ready:
+                self._read()
         return False
 
-    def _receive_requests(self, router: zmq.Socket) -> None:
+    # ---------------------------------------------------------------- either thread (baton)
+
+    def _read(self, idle: bool = False) -> None:
+        """Handle what is waiting on the socket, up to :data:`_BATCH` requests. Connection
+        events first, before each request, so that a closed connection's queued work is
+        dropped before a new connection reusing its file descriptor is read.
+
+        Args:
+            idle: the instrument thread with nothing queued: stop at the first instrument
+                command, so that it runs at once (the rest waits in the socket meanwhile).
+        """
+        router, monitor = self._router, self._monitor
+        events, pollin = transport.EVENTS, transport.POLLIN
         for _ in range(_BATCH):
-            if not router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if monitor.getsockopt(events) & pollin:
+                self._connection_events(monitor)
+            if not router.getsockopt(events) & pollin:
                 return
-            parts = router.recv_multipart()
+            # The delimiter and the header as bytes, array frames without copying; the
+            # routing id as a Frame (to ask which connection it came on) unless the command
+            # will wait behind nothing.
+            parts = transport.recv(router, small=3, first_frame=not idle)
             try:
-                self._handle(router, parts)
+                queued = self._handle(parts)
             except Exception as exc:  # never let one message take the server down
                 log.exception("internal error while handling a request")
                 message = f"{type(exc).__name__}: {exc}"
-                self._send(router, [*parts[:1], b""], encode_error(None, "internal_error", message))
+                self._send([parts[0], b""], encode_error(None, "internal_error", message))
+                queued = False
+            if idle and queued:
+                return
 
-    def _handle(self, router: zmq.Socket, parts: List[bytes]) -> None:
+    def _connection_events(self, monitor: zmq.Socket) -> None:
+        while True:
+            try:
+                event = parse_monitor_message(monitor.recv_multipart(transport.NOBLOCK))
+            except zmq.Again:
+                return
+            kind = event["event"]
+            if kind == zmq.EVENT_DISCONNECTED:
+                self._drop_gone(int(event["value"]))
+            elif kind in _HANDSHAKE_FAILED:
+                self._handshakes.failed(kind, event["endpoint"])
+
+    def _drop_gone(self, fd: int) -> None:
+        gone = [job for job in self._queue if job.fd == fd]
+        if not gone:
+            return
+        for job in gone:
+            self._queue.remove(job)
+        self._dropped_gone += len(gone)
+        log.info(
+            "a client disconnected: dropped its %d queued command(s) (%s) unexecuted",
+            len(gone),
+            ", ".join(job.command for job in gone),
+        )
+
+    def _handle(self, parts: List[Any]) -> bool:
+        """Answer or queue one request; whether it was queued."""
         received = time.monotonic()
-        try:
-            split = parts.index(b"") + 1
-        except ValueError:
+        split = 0
+        if len(parts) > 2 and not len(parts[1]):
+            split = 2  # [routing id, delimiter, header, ...]: every client's layout
+        else:
+            for i in range(1, len(parts)):
+                if not len(parts[i]):
+                    split = i + 1
+                    break
+        if not split:
             # No REQ/REP delimiter: answer anyway so that the sender learns why.
             rid = peek_request_id(parts[1]) if len(parts) > 1 else None
             error = "missing the empty delimiter frame before the header (see the protocol)"
-            self._send(router, [*parts[:1], b""], encode_error(rid, "bad_request", error))
-            return
-        envelope, body = parts[:split], parts[split:]
+            self._send([parts[0], b""], encode_error(rid, "bad_request", error))
+            return False
+        envelope = parts[:split]
         try:
-            request = decode_request(body, self.max_request_bytes)
-            args = check_arguments(request.command, request.args, request.arrays)
-        except RequestError as exc:
-            self._reply_error(router, envelope, exc.request_id, exc.command, exc.error, received)
-            return
-        except BridgeError as exc:
+            extra = sum(len(p) for p in envelope[1:]) if split > 2 else 0
+            request = decode_request(parts[split:], self.max_request_bytes, extra)
             command = request.command
-            self._reply_error(router, envelope, request.id, command, exc, received)
-            return
-        command = request.command
+            args = check_arguments(command, request.args, request.arrays)
+        except RequestError as exc:
+            self._reply_error(envelope, exc.request_id, exc.command, exc.error, received)
+            return False
+        except BridgeError as exc:
+            self._reply_error(envelope, request.id, request.command, exc, received)
+            return False
         if COMMANDS[command].immediate:
-            result = self._immediate(router, command)
+            result = self._immediate(command)
             elapsed = time.monotonic() - received
-            self._send(router, envelope, encode_reply(request.id, result, elapsed, command))
+            self._send(envelope, encode_reply(request.id, result, elapsed, command, self.instance))
             self._log(command, request.id, "ok", elapsed)
-            return
-        expires = None if request.timeout is None else received + request.timeout
-        job = _Job(envelope, request.id, command, args, received, expires)
-        with self._lock:
-            if self._stopping.is_set():
-                error: Optional[BridgeError] = Aborted("server stopping")
-            elif len(self._queue) >= self.queue_limit and (self._queue or self._current):
-                running = f" with {self._current.command}" if self._current else ""
-                error = Busy(
-                    f"instrument busy{running}, {len(self._queue)} command(s) queued "
-                    f"(limit {self.queue_limit}); try again later"
-                )
-            else:
-                error = None
-                self._queue.append(job)
-                self._served += 1
-        if error is None:
-            self._doorbell.put(True)
+            return False
+        queue = self._queue
+        waiting = len(queue) + (self._current is not None)
+        if self._stopping.is_set():
+            error: Optional[BridgeError] = Aborted("server stopping")
+        elif waiting > self.queue_limit:
+            running = f" with {self._current.command}" if self._current else ""
+            error = Busy(
+                f"instrument busy{running}, {len(queue)} command(s) queued "
+                f"(limit {self.queue_limit}); try again later"
+            )
         else:
-            self._reply_error(router, envelope, request.id, command, error, received)
+            expires = None if request.timeout is None else received + request.timeout
+            fd: Optional[int] = None
+            if type(parts[0]) is not bytes:
+                with contextlib.suppress(zmq.ZMQError):
+                    fd = parts[0].get(_SRCFD)
+            queue.append(_Job(envelope, request.id, command, args, received, expires, fd))
+            self._served += 1
+            return True
+        self._reply_error(envelope, request.id, command, error, received)
+        return False
 
-    def _immediate(self, router: zmq.Socket, command: str) -> Dict[str, Any]:
+    def _immediate(self, command: str) -> Dict[str, Any]:
         if command == "hello":
             return self._hello
+        current = self._current
         if command == "status":
-            with self._lock:
-                current = self._current
-                state = {
-                    "state": "busy" if current is not None else "idle",
-                    "current_command": current.command if current is not None else None,
-                    "queue": len(self._queue),
-                    "queue_limit": self.queue_limit,
-                    "uptime": time.time() - self._started_at,
-                    "commands_accepted": self._served,
-                }
+            if current is None:
+                self._snapshot_status()  # idle: this is the instrument thread, ask live
+            state = {
+                "state": "busy" if current is not None else "idle",
+                "current_command": current.command if current is not None else None,
+                "queue": len(self._queue),
+                "queue_limit": self.queue_limit,
+                "uptime": time.time() - self._started_at,
+                "commands_accepted": self._served,
+                "dropped_disconnected": self._dropped_gone,
+                "instance": self.instance,
+            }
             state.update(self._status)
-            return state
-        # abort: the lock makes "take the next job and clear the abort flag" and "drop the
-        # queue and raise the flag" exclusive, so an abort never falls between two commands.
-        with self._lock:
-            dropped = list(self._queue)
-            self._queue.clear()
-            current = self._current
             if current is not None:
-                self.backend.abort()
+                try:  # (thread-safe by contract: no instrument call)
+                    state.update(self.backend.live_status())
+                except Exception as exc:
+                    state["backend_status_error"] = f"{type(exc).__name__}: {exc}"
+            return state
+        # abort: the baton makes "take the next job and clear the abort flag" and "drop the
+        # queue and raise the flag" exclusive, so an abort never falls between two commands.
+        dropped = list(self._queue)
+        self._queue.clear()
+        if current is not None:
+            self.backend.abort()
         for job in dropped:
             err = Aborted("dropped from the queue by an abort request")
-            self._reply_error(router, job.envelope, job.id, job.command, err, job.received)
+            self._reply_error(job.envelope, job.id, job.command, err, job.received)
         log.info(
             "abort: interrupted %s, dropped %d queued command(s)",
             current.command if current else "nothing",
@@ -519,13 +654,12 @@ class Server:
         self, command: Optional[str], rid: Any, kind: str, message: str, received: float
     ) -> List[bytes]:
         elapsed = time.monotonic() - received
-        self._log(command, rid, f"error {kind}: {message}", elapsed)
-        return encode_error(rid, kind, message, elapsed, command)
+        self._log(command, rid, f"error {kind}: {message}", elapsed, logging.INFO)
+        return encode_error(rid, kind, message, elapsed, command, self.instance)
 
     def _reply_error(
         self,
-        router: zmq.Socket,
-        envelope: List[bytes],
+        envelope: List[Any],
         rid: Any,
         command: Optional[str],
         error: BridgeError,
@@ -533,13 +667,14 @@ class Server:
     ) -> None:
         if not isinstance(command, str) or command not in COMMANDS:
             command = None  # never echo arbitrary client text as a command name
-        self._send(router, envelope, self._error(command, rid, error.kind, error.message, received))
+        self._send(envelope, self._error(command, rid, error.kind, error.message, received))
+
+    def _send(self, envelope: List[Any], parts: List[Any]) -> None:
+        transport.send(self._router, envelope + parts)
 
     @staticmethod
-    def _send(router: zmq.Socket, envelope: List[bytes], parts: List[Any]) -> None:
-        router.send_multipart(envelope + parts)
-
-    @staticmethod
-    def _log(command: Optional[str], rid: Any, outcome: str, elapsed: float) -> None:
-        if log.isEnabledFor(logging.INFO):
-            log.info("%s id=%r %s (%.3f ms)", command or "?", rid, outcome, 1e3 * elapsed)
+    def _log(
+        command: Optional[str], rid: Any, outcome: str, elapsed: float, level: int = logging.DEBUG
+    ) -> None:
+        if log.isEnabledFor(level):
+            log.log(level, "%s id=%r %s (%.3f ms)", command or "?", rid, outcome, 1e3 * elapsed)

@@ -111,6 +111,7 @@ class Limits:
     image_size: Tuple[int, int] = (8, 4096)
     dwell_time: Tuple[float, float] = (1e-7, 0.1)
     field_of_view: Tuple[float, float] = (0.1, 1e5)
+    rotation: Tuple[float, float] = (-360.0, 360.0)
     max_exposure: float = 10.0
     min_exposure: float = 1e-4
     energy_offset: Tuple[float, float] = (-200.0, 3000.0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("ophyd_stem.bridge")
 
 
 class AsyncBridge(Protocol):
@@ -75,6 +78,12 @@ class BridgeHandle:
         #: the scan field ``(width, height)`` in pixels; the Microscope points it at the scan
         #: engine's signals (so mock mode works), otherwise it is read from the bridge
         self.scan_size: Callable[[], Awaitable[tuple[int, int]]] = self._scan_size_from_bridge
+        #: what the devices set (``"scan"``, ``"eels"``, ``"beam"`` -> values): a restarted
+        #: bridge has its backend's defaults again, and these are put back
+        self.settings: dict[str, dict[str, Any]] = {"scan": {}, "eels": {}, "beam": {}}
+        #: bridge restarts noticed (each logged, its settings put back)
+        self.restarts_seen = 0
+        self._instance: str | None = None
 
     async def _scan_size_from_bridge(self) -> tuple[int, int]:
         scan = await self.read_group("scan")
@@ -98,10 +107,64 @@ class BridgeHandle:
             self._hello_task = asyncio.ensure_future(client.hello(timeout=timeout))
         try:
             self.hello = await asyncio.shield(self._hello_task)
+            if self._instance is None:
+                self._instance = getattr(self.client, "server_instance", None)
         except BridgeError as exc:
             self._hello_task = None
             raise NotConnectedError(f"DM bridge at {self.address} did not answer: {exc}") from exc
         return self.hello
+
+    def remember(self, group: str, **values: Any) -> None:
+        """Note settings a device wrote, to put them back if the bridge restarts."""
+        self.settings[group].update(values)
+        if self._instance is None:
+            self._instance = getattr(self.client, "server_instance", None)
+
+    async def acquire(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run an acquisition on the settings the devices wrote.
+
+        A bridge that restarted (its replies name a new server instance) forgot them: they
+        are put back first, and an acquisition that met the new server is taken again.
+        """
+        await self.restore_after_restart()
+        result = await call()
+        if await self.restore_after_restart():
+            result = await call()
+        return result
+
+    async def restore_after_restart(self) -> bool:
+        """Put the devices' settings back if the bridge restarted; whether it had."""
+        now = getattr(self.client, "server_instance", None)
+        if now is None or now == self._instance:
+            return False
+        if self._instance is None:  # the first reply seen: nothing was lost
+            self._instance = now
+            return False
+        client = self.require_client()
+        log.warning(
+            "the DM bridge at %s restarted (instance %s -> %s): putting back %s",
+            self.address,
+            self._instance,
+            now,
+            {k: v for k, v in self.settings.items() if v} or "no settings",
+        )
+        self._instance = now
+        self.restarts_seen += 1
+        try:
+            if self.settings["scan"]:
+                await client.set_scan_parameters(**self.settings["scan"])
+            if self.settings["eels"]:
+                await client.set_eels_parameters(**self.settings["eels"])
+            beam = self.settings["beam"]
+            if beam:
+                await client.set_beam_position(beam["x"], beam["y"])
+        except BridgeError as exc:
+            raise BridgeError(
+                f"the DM bridge at {self.address} restarted and its settings could not be "
+                f"put back ({exc}); set them again before acquiring",
+                exc.command,
+            ) from exc
+        return True
 
     async def read_group(self, group: str) -> Any:
         """Read a parameter group (``"scan"``, ``"eels"``, ``"beam"``, ``"status"``) once

@@ -76,6 +76,7 @@ class EELSCamera(StandardReadable, Triggerable):
         async def write(value):
             client = self._handle.require_client()
             new = await client.set_eels_parameters(**{key: datatype(value)})
+            self._handle.remember("eels", **{key: datatype(value)})
             await self._refresh_axis(new)
 
         return bridge_signal(
@@ -115,7 +116,9 @@ class EELSCamera(StandardReadable, Triggerable):
             return
         client = self._handle.require_client()
         self._paused.clear()
-        acquisition = await abandon_on_pause(client.acquire_spectrum(), self._paused)
+        acquisition = await abandon_on_pause(
+            self._handle.acquire(client.acquire_spectrum), self._paused
+        )
         if acquisition is not None:
             self.publish(acquisition)
 
@@ -204,7 +207,9 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
             if self._stopping:
                 break
             chunk = self._points[start : start + self.chunk_size]
-            acquisition = await client.acquire_spectra_at_points(chunk)
+            acquisition = await self._handle.acquire(
+                lambda chunk=chunk: client.acquire_spectra_at_points(chunk)
+            )
             self._pages.append(acquisition)
             self._acquired.append(acquisition)
             self.acquired += len(chunk)

@@ -100,7 +100,9 @@ class _SurveyAcquire(DetectorAcquireLogic):
                     images=dict.fromkeys(state.signals, blank), pixel_size=1.0
                 )
             else:
-                acquisition = await state.handle.require_client().acquire_image()
+                acquisition = await state.handle.acquire(
+                    state.handle.require_client().acquire_image
+                )
             if state.file is None:
                 raise RuntimeError("survey image acquired but no HDF5 file is open")
             for signal, dataset in state.datasets.items():
@@ -261,6 +263,7 @@ class ScanEngine(StandardDetector):
             else:
                 value = datatype(value)
             await client.set_scan_parameters(**{key: value})
+            self._handle.remember("scan", **{key: value})
 
         return bridge_signal(
             datatype, self._handle, f"scan/{key}", read, write, units=units, precision=precision

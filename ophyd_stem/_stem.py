@@ -103,6 +103,7 @@ class BeamAxis(StandardMovable[float], StandardReadable):
             else:
                 y = value
             await client.set_beam_position(float(x), float(y))
+            self._handle.remember("beam", x=float(x), y=float(y))
 
 
 class Beam(Device):

@@ -36,6 +36,7 @@ BACKENDS: Dict[str, Tuple[str, str]] = {
     "twin": ("dm_bridge.backends.twin", "TwinBackend"),
     "replay": ("dm_bridge.backends.replay", "ReplayBackend"),
     "dm": ("dm_bridge.backends.digitalmicrograph", "DigitalMicrographBackend"),
+    "pyro": ("dm_bridge.backends.pyro", "PyroArrayServerBackend"),
 }
 
 

@@ -83,7 +83,10 @@ def _as_int(name: str, value: Any) -> int:
 def _as_float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise BadRequest(f"{name} must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float64 (10**400)
+        raise OutOfRange(f"{name} is far outside any limit") from None
     if not math.isfinite(value):
         raise BadRequest(f"{name} must be finite, got {value!r}")
     return value
@@ -179,15 +182,41 @@ class Backend(ABC):
             "backend": self.kind,
             "capabilities": self.capabilities(),
             "instrument": description,
+            "timing": self.timing_overheads(),
+        }
+
+    def timing_overheads(self) -> Dict[str, float]:
+        """What an acquisition costs on top of its dwell and exposure times, for clients
+        to size their timeouts (``hello``'s ``timing``), in seconds: ``image_overhead``
+        (per image), ``line_overhead`` (per scan line), ``spectrum_overhead`` (per
+        spectrum: beam move, read-out), ``acquisition_overhead`` (per spectrum command:
+        arming the camera), and ``time_scale`` (wall-clock seconds per instrument second;
+        1 for real hardware). The defaults are generous guesses for a real microscope;
+        backends that know better override them."""
+        return {
+            "image_overhead": 1.0,
+            "line_overhead": 1e-3,
+            "spectrum_overhead": 0.3,
+            "acquisition_overhead": 3.0,
+            "time_scale": 1.0,
         }
 
     def status(self) -> Dict[str, Any]:
-        """Instrument-side status; the server adds idle/busy and its queue."""
+        """Instrument-side status; the server adds idle/busy and its queue.
+
+        Called from the thread that runs the backend only (it may talk to the instrument).
+        """
         return {
             "beam_blanked": self._blanked,
             "instrument_time_total": self.instrument_time_total,
             "last_error": self.last_error,
         }
+
+    def live_status(self) -> Dict[str, Any]:
+        """The part of :meth:`status` that changes during a command, read from the
+        backend's own attributes without calling the instrument: safe from any thread.
+        The server adds it to the last :meth:`status` while a command runs."""
+        return {"instrument_time_total": self.instrument_time_total}
 
     # ---------------------------------------------------------------- abort and time
 
@@ -197,7 +226,8 @@ class Backend(ABC):
 
     def clear_abort(self) -> None:
         """Forget a previous abort; the server calls this before each instrument command."""
-        self._abort.clear()
+        if self._abort.is_set():
+            self._abort.clear()
 
     def check_abort(self) -> None:
         """Raise :class:`Aborted` if an abort was requested. Call it inside long loops."""
@@ -269,7 +299,7 @@ class Backend(ABC):
             clean["dwell_time"] = v
         if "rotation" in changes:
             v = _as_float("rotation", changes["rotation"])
-            _in_range("rotation", v, -360.0, 360.0, " deg")
+            _in_range("rotation", v, lim.rotation[0], lim.rotation[1], " deg")
             clean["rotation"] = v
         if "field_of_view" in changes:
             v = _as_float("field_of_view", changes["field_of_view"])
@@ -296,6 +326,7 @@ class Backend(ABC):
     def acquire_image(self) -> ImageAcquisition:
         """Scan the field once and return the image of every selected signal."""
         acq = self._do_acquire_image(self._scan)
+        self.check_abort()  # aborted while the backend could not look: no partial data
         for name, img in acq.images.items():
             if img.shape != (self._scan.height, self._scan.width):
                 raise AssertionError(
@@ -428,6 +459,7 @@ class Backend(ABC):
     def acquire_spectrum(self) -> SpectrumAcquisition:
         """One spectrum at the current beam position."""
         acq = self._do_acquire_spectrum(self._eels, self._beam)
+        self.check_abort()
         acq.eels = self._eels
         if acq.positions is None:
             acq.positions = np.asarray([self._beam], dtype=np.float64)
@@ -442,6 +474,7 @@ class Backend(ABC):
         pts = self.check_points(points)
         acq = self._do_acquire_spectra_at_points(self._eels, pts)
         self._beam = (float(pts[-1, 0]), float(pts[-1, 1]))
+        self.check_abort()
         acq.eels = self._eels
         acq.positions = pts
         return acq
@@ -479,10 +512,11 @@ class Backend(ABC):
         gx, gy = np.meshgrid(xs, ys)
         pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
         acq = self._do_acquire_spectra_at_points(self._eels, pts)
+        self._beam = (float(pts[-1, 0]), float(pts[-1, 1]))
+        self.check_abort()
         acq.spectra = acq.spectra.reshape(rows, cols, -1)
         acq.positions = pts
         acq.eels = self._eels
-        self._beam = (float(pts[-1, 0]), float(pts[-1, 1]))
         return acq
 
     # ---------------------------------------------------------------- for subclasses

@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import BadRequest, InstrumentError, Unsupported
+from ..errors import Aborted, BadRequest, InstrumentError, Unsupported
 from .base import (
     Backend,
     EELSParameters,
@@ -186,6 +186,11 @@ class DigitalMicrographBackend(DigitalMicrographOptions, Backend):
             "dm_routes": self.session.routes(),
         }
 
+    def live_status(self) -> Dict[str, Any]:
+        state = super().live_status()
+        state["acquiring"] = self._acquiring
+        return state
+
     def status(self) -> Dict[str, Any]:
         state = super().status()
         state["acquiring"] = self._acquiring
@@ -193,14 +198,11 @@ class DigitalMicrographBackend(DigitalMicrographOptions, Backend):
         return state
 
     def abort(self) -> None:
-        """Stop the running acquisition: a DigiScan frame at once, a camera exposure at its
-        end, a multi-point acquisition before its next point. Thread-safe."""
+        """Ask the running acquisition to stop: a DigiScan frame at the next poll (the
+        script thread watching it sends ``DSStopAcquisition``), a camera exposure at its
+        end, a multi-point acquisition before its next point. Thread-safe: it only raises a
+        flag and never calls DigitalMicrograph, whose API belongs to the script thread."""
         super().abort()
-        if self._acquiring == "digiscan":
-            try:
-                self.session.stop_digiscan()
-            except Exception as exc:  # abort never fails; the frame then just runs out
-                log.warning("DSStopAcquisition failed: %s", exc)
 
     # ---------------------------------------------------------------- DigiScan
 
@@ -218,24 +220,25 @@ class DigitalMicrographBackend(DigitalMicrographOptions, Backend):
             if getattr(params, f.name) != getattr(old, f.name)
         }
 
-    def _started(self, running: bool) -> None:
-        self._acquiring = "digiscan" if running else None
-        if running:
-            self.check_abort()
-
     def _do_acquire_image(self, scan: ScanParameters) -> ImageAcquisition:
         with self.session.call("acquire a DigiScan image") as watch:
-            holders = self.session.acquire_digiscan(
-                scan.width,
-                scan.height,
-                scan.rotation,
-                scan.dwell_time,
-                self._line_sync,
-                {name: self._signal_index[name] for name in scan.signals},
-                self._show_images,
-                self._started,
-            )
-            self.check_abort()  # an aborted frame is incomplete: never return it
+            self._acquiring = "digiscan"
+            try:
+                holders, stopped = self.session.acquire_digiscan(
+                    scan.width,
+                    scan.height,
+                    scan.rotation,
+                    scan.dwell_time,
+                    self._line_sync,
+                    {name: self._signal_index[name] for name in scan.signals},
+                    self._show_images,
+                    self._abort.is_set,
+                )
+            finally:
+                self._acquiring = None
+            if stopped:
+                raise Aborted("acquisition aborted")  # an incomplete frame: never return it
+            self.check_abort()
             # GetNumArray is a view on DM's memory: copy before DM reuses the image
             images = {n: np.array(h.GetNumArray(), dtype=np.float32) for n, h in holders.items()}
             first = holders[scan.signals[0]]

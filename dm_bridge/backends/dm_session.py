@@ -18,8 +18,9 @@ survey image (DigiScan)       ``DM.DS_CreateParameters(width, height, rotation,
                               pixel_time_us, line_sync)``, ``DS_SetParametersSignal(
                               id, signal, 4, True, image_id)`` into images we create
                               with ``DM.CreateImage``, ``DS_StartAcquisition(id,
-                              False, True)``, ``DS_DeleteParameters``, with
-                              ``DS_DialogEnabled(False)`` around it
+                              False, False)`` (asynchronous) watched with DM-script
+                              ``DSIsAcquisitionActive()``, ``DS_DeleteParameters``,
+                              with ``DS_DialogEnabled(False)`` around it
 calibration, read-back        the acquired image: ``GetNumArray`` (copied: it is a view
                               on DM's memory), ``GetDimensionCalibration(dim, 0)``,
                               ``GetTagGroup()`` with ``DigiScan:`` tags (dm_calibration)
@@ -40,7 +41,9 @@ binning (read-back)           Spectrometer:Dispersion (eV/ch)``, ``Acquisition:
                               Parameters:High Level:Exposure (s)``, ...)
 blank / unblank               ``DM.Py_Microscope().SetBeamBlanked(bool)``
 high tension                  ``DM.Py_Microscope().GetHighTension()`` (volts)
-abort                         DM-script ``DSStopAcquisition(-1)`` during a DigiScan frame
+abort                         DM-script ``DSStopAcquisition(-1)`` during a DigiScan frame,
+                              sent by the script thread that watches the frame (an abort
+                              from another thread only raises a flag)
 ============================  =====================================================
 
 Standard library and numpy only, Python 3.8 syntax.
@@ -194,17 +197,28 @@ class DMSession:
         line_sync: bool,
         signals: Mapping[str, int],
         show: bool,
-        started: Callable[[bool], None],
-    ) -> Dict[str, Any]:
-        """One DigiScan frame into images we create; returns signal name -> ``Py_Image``.
+        stop_requested: Callable[[], bool],
+        poll_interval: float = 0.01,
+    ) -> Tuple[Dict[str, Any], bool]:
+        """One DigiScan frame into images we create.
 
-        ``started(True)`` is called just before the (blocking) frame starts and
-        ``started(False)`` after it ends, so an abort from another thread knows when
-        ``DSStopAcquisition`` is worth sending; ``started`` may raise to cancel.
+        The frame is started asynchronously and watched from this thread (DM's script
+        thread): between polls of ``DSIsAcquisitionActive`` it asks ``stop_requested()`` and,
+        if so, stops the frame with ``DSStopAcquisition`` itself. So an abort arriving from
+        another thread only raises a flag; DM is never called from anywhere else.
+
+        Returns:
+            ``(holders, stopped)``: signal name -> ``Py_Image``, and whether the frame was
+            stopped before its end (then it is incomplete).
+
+        Raises:
+            InstrumentError: DigiScan still reports the frame active long after it should
+                have ended (it is stopped first).
         """
         dm = self.dm
         holders: Dict[str, Any] = {}
         param_id = dm.DS_CreateParameters(width, height, rotation, dwell_time * 1e6, line_sync)
+        stopped = False
         try:
             for name, index in signals.items():
                 holder = dm.CreateImage(np.zeros((height, width), np.uint32))
@@ -213,17 +227,36 @@ class DMSession:
                     holder.ShowImage()
                 holders[name] = holder
                 dm.DS_SetParametersSignal(param_id, index, DATA_DEPTH, True, holder.GetID())
+            # a frame that is not over well after its time has hung: stop waiting for it
+            patience = 3.0 * width * height * dwell_time + 30.0
             dm.DS_DialogEnabled(False)  # the operator cannot change the frame under us
             try:
-                started(True)
-                dm.DS_StartAcquisition(param_id, False, True)
+                if stop_requested():
+                    return holders, True
+                dm.DS_StartAcquisition(param_id, False, False)  # asynchronous: watched here
+                started = time.monotonic()
+                while self.digiscan_active():
+                    if not stopped and stop_requested():
+                        self.stop_digiscan()
+                        stopped = True
+                    elif time.monotonic() - started > patience:
+                        self.stop_digiscan()
+                        raise InstrumentError(
+                            f"DigiScan still reports the frame active after {patience:.0f} s "
+                            "(expected about "
+                            f"{width * height * dwell_time:.3g} s); stopped it"
+                        )
+                    time.sleep(poll_interval)
             finally:
-                started(False)
                 dm.DS_DialogEnabled(True)
         finally:
             dm.DS_DeleteParameters(param_id)
         self._scan_control = False  # DigiScan restores its own beam control after a frame
-        return holders
+        return holders, stopped
+
+    def digiscan_active(self) -> bool:
+        """Whether DigiScan is acquiring (DM-script ``DSIsAcquisitionActive``)."""
+        return bool(self.script_numbers([], {"active": "DSIsAcquisitionActive()"})["active"])
 
     def stop_digiscan(self) -> None:
         """Stop any running DigiScan acquisition now (DM-script ``DSStopAcquisition(-1)``)."""

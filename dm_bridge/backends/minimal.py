@@ -40,15 +40,23 @@ class MinimalBackend(Backend):
             "probe": {"current_pA": 50.0, "convergence_mrad": 30.0},
         }
 
+    def timing_overheads(self) -> Dict[str, float]:
+        """Only dwell and exposure times, scaled by ``time_scale``."""
+        return {
+            "image_overhead": 0.0,
+            "line_overhead": 0.0,
+            "spectrum_overhead": 0.0,
+            "acquisition_overhead": 0.0,
+            "time_scale": self.time_scale,
+        }
+
     def _do_acquire_image(self, scan: ScanParameters) -> ImageAcquisition:
         seconds = self.spend(scan.width * scan.height * scan.dwell_time)
         rows = np.arange(scan.height, dtype=np.float32)[:, None]
         cols = np.arange(scan.width, dtype=np.float32)[None, :]
         base = rows * scan.width + cols
         images = {s: base + np.float32(i) for i, s in enumerate(scan.signals)}
-        return ImageAcquisition(
-            images=images, pixel_size=scan.pixel_size, instrument_time=seconds
-        )
+        return ImageAcquisition(images=images, pixel_size=scan.pixel_size, instrument_time=seconds)
 
     def _do_acquire_spectrum(
         self, eels: EELSParameters, position: Tuple[float, float]

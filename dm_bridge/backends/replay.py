@@ -283,6 +283,25 @@ class ReplayBackend(Backend):
     ) -> SpectrumAcquisition:
         return self._acquire(eels, points, single=False)
 
+    def timing_overheads(self) -> Dict[str, float]:
+        """Read-out per spectrum; with a timing model, its overheads."""
+        t = self.timing
+        if t is None:
+            return {
+                "image_overhead": 0.0,
+                "line_overhead": 0.0,
+                "spectrum_overhead": self.readout_time,
+                "acquisition_overhead": 0.0,
+                "time_scale": self.time_scale,
+            }
+        return {
+            "image_overhead": t.frame_overhead,
+            "line_overhead": t.line_flyback,
+            "spectrum_overhead": t.beam_settle + t.readout,
+            "acquisition_overhead": t.camera_activate + t.single_readout,
+            "time_scale": self.time_scale,
+        }
+
     def _instrument_time(self, n: int, exposure: float, single: bool) -> float:
         if self.timing is None:
             return n * (exposure + self.readout_time)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List
 
 import pytest
 import zmq
@@ -14,7 +16,7 @@ from dm_bridge.aio import AsyncBridgeClient
 from dm_bridge.backends.minimal import MinimalBackend
 from dm_bridge.client import BridgeClient
 from dm_bridge.errors import BridgeAuthError
-from dm_bridge.keys import generate_keys, load_key_pair
+from dm_bridge.keys import HandshakeLog, generate_keys, load_key_pair
 from dm_bridge.server import Server, is_loopback
 
 DM_BRIDGE = Path(sys.executable).parent / "dm-bridge"
@@ -176,3 +178,109 @@ async def test_the_async_client_reports_auth_failures_too(curve_server, keys):
 def test_clients_need_both_keys(keys):
     with pytest.raises(ValueError, match="both"):
         BridgeClient("tcp://127.0.0.1:1", server_public_key=keys["server_public"])
+
+
+# ------------------------------------------------------------------------------ key hygiene
+
+posix_only = pytest.mark.skipif(
+    sys.platform.startswith("win"), reason="POSIX permission bits (Windows uses ACLs)"
+)
+
+
+@posix_only
+def test_a_secret_key_other_users_can_read_is_refused(keys):
+    os.chmod(keys["server_secret"], 0o644)
+    with pytest.raises(ValueError, match="can be read by other users"):
+        Server(
+            MinimalBackend(),
+            port=0,
+            server_secret_key=keys["server_secret"],
+            allowed_clients=keys["allowed_clients"],
+        )
+
+
+@posix_only
+def test_an_allow_list_other_users_can_write_is_refused(keys):
+    os.chmod(keys["allowed_clients"], 0o777)
+    with pytest.raises(
+        ValueError, match=r"allowed-clients folder or key .* can be changed by other users"
+    ):
+        Server(
+            MinimalBackend(),
+            port=0,
+            server_secret_key=keys["server_secret"],
+            allowed_clients=keys["allowed_clients"],
+        )
+
+
+@posix_only
+def test_insecure_keys_start_with_a_loud_error_in_the_log(keys, caplog):
+    os.chmod(keys["server_secret"], 0o644)
+    caplog.set_level(logging.ERROR, logger="dm_bridge.server")
+    server = Server(
+        MinimalBackend(),
+        port=0,
+        server_secret_key=keys["server_secret"],
+        allowed_clients=keys["allowed_clients"],
+        insecure_keys=True,
+    )
+    assert server.curve
+    assert any("INSECURE KEYS" in r.getMessage() for r in caplog.records)
+
+
+@posix_only
+def test_the_cli_refuses_insecure_keys_unless_told(keys):
+    os.chmod(keys["server_secret"], 0o640)
+    args = [
+        str(DM_BRIDGE),
+        "serve",
+        "--backend",
+        "minimal",
+        "--port",
+        "0",
+        "--server-key",
+        str(keys["server_secret"]),
+        "--allowed-clients",
+        str(keys["allowed_clients"]),
+    ]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "chmod 600" in result.stderr
+
+
+def test_refused_handshakes_are_logged_once_then_summarised(curve_server, keys, caplog):
+    caplog.set_level(logging.INFO, logger="dm_bridge")
+    for _ in range(12):  # a hostile client retrying
+        with BridgeClient(
+            curve_server.endpoint,
+            timeout=60,
+            server_public_key=keys["server_public"],
+            client_secret_key=keys["stranger"],
+        ) as client, pytest.raises(BridgeAuthError):
+            client.hello()
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1  # the first, with the key; repeats only counted
+    assert curve_server._handshakes.total >= 12
+
+
+def test_the_handshake_log_summarises_repeats_once_per_interval():
+    records: List[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("test.handshakes")
+    logger.addHandler(Collect())
+    handshakes = HandshakeLog(logger, interval=0.0)  # summarise at every repeat
+    handshakes.refused_key("A" * 40)
+    handshakes.refused_key("A" * 40)
+    handshakes.refused_key("B" * 40)
+    assert records[0].startswith("refused a client with unknown public key AAAA")
+    assert any("more refused" in r for r in records)
+    assert sum("unknown public key BBBB" in r for r in records) == 1
+    slow = HandshakeLog(logger, interval=3600.0)
+    records.clear()
+    for _ in range(500):
+        slow.refused_key("C" * 40)
+    assert len(records) == 1  # 500 attempts, one line

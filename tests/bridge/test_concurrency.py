@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -184,3 +185,88 @@ def test_stop_aborts_the_running_command_and_answers_the_queue():
             queued.result(timeout=10)
         stopper.join(10)
         assert not stopper.is_alive()
+
+
+def test_queued_work_of_clients_that_disconnect_is_dropped(slow_server, connect_raw):
+    """Clients that queue acquisitions and die leave nothing behind for the next client."""
+    endpoint = slow_server.endpoint
+    with ThreadPoolExecutor(1) as pool, BridgeClient(endpoint, timeout=5) as operator:
+        running = start(pool, endpoint, "acquire_spectra_at_points", LONG_POINTS)
+        wait_for(lambda: acquiring(operator), "the acquisition to start")
+        doomed = [connect_raw(endpoint) for _ in range(3)]
+        for k, peer in enumerate(doomed):
+            request = {
+                "protocol": 1,
+                "id": k,
+                "command": "acquire_spectra_at_points",
+                "args": {"points": LONG_POINTS.tolist()},
+            }
+            peer.socket.send_multipart([b"", json.dumps(request).encode()])
+        wait_for(lambda: operator.status()["queue"] == 3, "three queued acquisitions")
+        for peer in doomed:
+            peer.close()  # killed: their connections close
+        status = wait_for(
+            lambda: (s := operator.status())["queue"] == 0 and s, "the queue to be dropped"
+        )
+        assert status["dropped_disconnected"] == 3
+        assert status["current_command"] == "acquire_spectra_at_points"  # it keeps running
+        operator.abort()
+        with pytest.raises(Aborted):
+            running.result(timeout=10)
+        assert operator.get_beam_position()  # the next client's call runs at once
+
+
+def test_abort_really_aborts_a_twin_image_being_simulated():
+    twin_module = pytest.importorskip("dm_bridge.backends.twin")
+    twin = twin_module.TwinBackend("graphene")
+    twin.set_scan_parameters(width=512, height=512, dwell_time=1e-6)
+    release, entered = threading.Event(), threading.Event()
+    original = twin.sample.haadf
+
+    def slow_haadf(frame, sigma):  # a simulation that takes until the test says so
+        entered.set()
+        release.wait(30)
+        return original(frame, sigma)
+
+    twin.sample.haadf = slow_haadf
+    server = Server(twin, port=0).start()
+    with ThreadPoolExecutor(1) as pool, BridgeClient(server.endpoint, timeout=5) as operator:
+        image = start(pool, server.endpoint, "acquire_image")
+        assert entered.wait(10)
+        assert operator.status()["current_command"] == "acquire_image"
+        operator.abort()
+        with pytest.raises(Aborted):
+            image.result(timeout=10)  # answered while the simulation still runs
+        assert not release.is_set()
+        release.set()
+        twin.sample.haadf = original
+        assert operator.acquire_image(timeout=120).images["HAADF"].shape == (512, 512)
+    server.stop()
+
+
+def test_the_socket_changes_hands_many_times_without_losing_a_reply():
+    """Commands about as long as the standby thread's take-over delay, with status asked
+    meanwhile from another client: the socket goes back and forth between the threads
+    hundreds of times, and every request is answered."""
+    backend = MinimalBackend(time_scale=1.0)
+    server = Server(backend, port=0).start()
+    stop = threading.Event()
+    statuses = []
+
+    def watch():
+        with BridgeClient(server.endpoint, timeout=10) as watcher:
+            while not stop.is_set():
+                statuses.append(watcher.status()["state"])
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with BridgeClient(server.endpoint, timeout=10) as dm:
+            for k in range(150):
+                dm.set_eels_parameters(exposure=0.004 + 0.0001 * (k % 120))  # 4-16 ms
+                assert dm.acquire_spectrum().spectra.shape == (2048,)
+    finally:
+        stop.set()
+        watcher.join(30)
+        server.stop()
+    assert "busy" in statuses  # some were answered by the standby thread

@@ -303,5 +303,6 @@ def test_random_requests_always_get_a_reply(module_peer, header_value, frames, g
     assert reply["protocol"] == 1
     if not reply["ok"]:
         assert reply["error"]["kind"] in ERROR_KINDS
+        assert reply["error"]["kind"] != "internal_error", reply["error"]["message"]
     probe = module_peer.exchange([header("get_beam_position", rid="probe")])
     assert probe["ok"], probe

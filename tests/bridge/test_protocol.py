@@ -73,8 +73,12 @@ def test_types_off_the_whitelist_are_refused(dtype):
         ({"dtype": "<c8", "shape": [8]}, 64, "not allowed"),
         ({"dtype": "object", "shape": [8]}, 64, "dtype"),
         ({"dtype": 8, "shape": [8]}, 64, "dtype"),
-        ({"dtype": "<f8", "shape": [-1]}, 8, "non-negative"),
-        ({"dtype": "<f8", "shape": [1.0]}, 8, "non-negative"),
+        ({"dtype": "<f8", "shape": [-1]}, 8, "integers in"),
+        ({"dtype": "<f8", "shape": [1.5]}, 8, "integers in"),
+        ({"dtype": "<f8", "shape": [True]}, 8, "integers in"),
+        ({"dtype": "<f8", "shape": [2**64, 0]}, 0, "integers in"),
+        ({"dtype": "f8", "shape": [1]}, 8, "dtype"),
+        ({"dtype": "|f8", "shape": [1]}, 8, "not allowed"),
         ({"dtype": "<f8", "shape": "8"}, 64, "list"),
         ({"dtype": "<u1", "shape": [1] * 9}, 1, "list"),
         ({"dtype": "<f8"}, 8, "descriptor"),
@@ -86,9 +90,13 @@ def test_bad_frame_descriptors_are_refused(descriptor, nbytes, message):
         array_from_frame(bytes(nbytes), descriptor)
 
 
-@pytest.mark.parametrize("spelling", ["<u1", "|u1", "u1"])
+@pytest.mark.parametrize("spelling", ["<u1", "|u1", "<i1", "|i1"])
 def test_one_byte_types_accept_numpys_spellings(spelling):
     assert array_from_frame(b"\x01\x02", {"dtype": spelling, "shape": [2]}).tolist() == [1, 2]
+
+
+def test_shapes_may_be_integral_floats():
+    assert array_from_frame(bytes(16), {"dtype": "<f8", "shape": [2.0]}).shape == (2,)
 
 
 def test_request_round_trip_keeps_points_frame_and_timeout():

@@ -31,7 +31,9 @@ miile7/execdmscript, facility scripts):
   ``Microscope Info:Voltage``): a real GMS 3.x DM3 file (tests check the fake against it).
 
 Not confirmed (documented DM-script, or seen once): the DM-script functions understood by
-:mod:`_dmscript` here (``DSSetScanControl``, ``DSStopAcquisition``, ``DSSetBeamDSPosition``,
+:mod:`_dmscript` here (``DSSetScanControl``, ``DSStopAcquisition``, ``DSIsAcquisitionActive``
+(public DM scripts poll it after an asynchronous ``DSStartAcquisition``),
+``DSSetBeamDSPosition``,
 ``DSGetBeamDSPosition``, ``DSCalcDSCoordFromImage``, ``IFSetEnergyLoss``,
 ``IFWaitForFilter``, ``IFGetEnergyLoss(0)``, ``CameraGetActiveCameraID``, ``EMGetHighTension``,
 ``FindImageByID``); ``Py_Camera.GetDefaultParameters() -> (exposure, bin_x, bin_y,
@@ -42,8 +44,9 @@ whether a plain camera acquisition carries the ``EELS Spectrometer`` tags; DM's 
 texts. The DigiScan model (beam position in DS units = centre offset + rotated, scaled pixel
 offset from the image centre) is a plausible model, not a measurement.
 
-Test hooks (not part of DM): ``_instrument`` (state, ``calls``, ``fail`` to make a named
-function raise DM-style, ``during_scan`` callback) and ``_reset()``.
+Test hooks (not part of DM): ``_instrument`` (state, ``calls``, ``threads`` that called
+into DM, ``fail`` to make a named function raise DM-style, ``during_scan`` callback) and
+``_reset()``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -252,8 +256,12 @@ class _Instrument:
         self.write_digiscan_tags = True
         self.field_of_view_nm = 40.0
         self.min_pixel_time_us = 0.5  # DigiScan clips dwell times below this
+        self.threads: set = set()  # every thread that called into DM (it must be one)
         self.acquiring = False
         self.stop_requested = False
+        self.pending_scan: Optional[Tuple[Dict[int, Any], Dict[str, Any]]] = None
+        self.scan_polls = 0
+        self.frame_polls = 2  # polls of DSIsAcquisitionActive a frame lasts (a long one: more)
         self.during_scan: Optional[Callable[[], None]] = None
         self.last_field: Optional[Dict[str, Any]] = None
         # microscope, spectrometer, camera
@@ -307,6 +315,7 @@ def _recorded(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
         _instrument.calls.append((fn.__name__, args))
+        _instrument.threads.add(threading.get_ident())
         message = _instrument.fail.get(fn.__name__)
         if message is not None:
             raise RuntimeError(message)
@@ -451,9 +460,25 @@ def DS_StartAcquisition(param_id: int, continuous: bool, synchronous: bool) -> N
             )
         targets[index] = image
     inst.acquiring, inst.stop_requested = True, False
+    inst.pending_scan = (targets, field)
+    if not synchronous:
+        # DigiScan scans in the background; DSIsAcquisitionActive reports when it is done
+        # (the frame runs during the first poll, then completes).
+        inst.scan_polls = 0
+        return
     try:
         if inst.during_scan is not None:
             inst.during_scan()
+    finally:
+        _finish_scan()
+
+
+def _finish_scan() -> None:
+    inst = _instrument
+    targets, field = inst.pending_scan
+    inst.pending_scan = None
+    try:
+        h = field["height"]
         rows = h // 2 if inst.stop_requested else h  # a stopped frame is incomplete
         for index, image in targets.items():
             image.GetNumArray()[:rows] = _survey_pattern(field, index)[:rows]
@@ -462,6 +487,19 @@ def DS_StartAcquisition(param_id: int, continuous: bool, synchronous: bool) -> N
         inst.acquiring = False
     inst.last_field = field
     inst.scan_control = False  # DigiScan restores beam control after the acquisition
+
+
+def _acquisition_active() -> float:
+    inst = _instrument
+    if inst.pending_scan is None:
+        return 0.0
+    inst.scan_polls += 1
+    if inst.scan_polls == 1 and inst.during_scan is not None:
+        inst.during_scan()  # mid-frame: a stop now leaves the frame incomplete
+    if inst.scan_polls < inst.frame_polls and not inst.stop_requested:
+        return 1.0
+    _finish_scan()
+    return 0.0
 
 
 def _tag_survey(image: Py_Image, field: Dict[str, Any], signal_index: int) -> None:
@@ -649,6 +687,7 @@ def GetActiveCamera() -> Py_Camera:
 def _script(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any) -> Any:
         _instrument.calls.append((name, args))
+        _instrument.threads.add(threading.get_ident())
         if name in _instrument.fail:
             raise ScriptError(_instrument.fail[name])
         return fn(*args)
@@ -687,6 +726,7 @@ _SCRIPT_FUNCTIONS = {
     for name, fn, refs in [
         ("DSSetScanControl", _set_scan_control, ()),
         ("DSStopAcquisition", _stop, ()),
+        ("DSIsAcquisitionActive", _acquisition_active, ()),
         ("DSSetBeamDSPosition", _move_beam, ()),
         ("DSGetBeamDSPosition", lambda x, y: _instrument.beam_ds, (0, 1)),
         ("DSCalcDSCoordFromImage", lambda img, x, y, a, b: _calc_ds(img, x, y), (3, 4)),

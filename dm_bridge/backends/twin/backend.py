@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ...errors import Aborted
 from ..base import (
     Backend,
     EELSParameters,
@@ -40,6 +42,9 @@ ELECTRON_CHARGE = 1.602176634e-19  # C
 #: contrast-to-noise of the real G-Si-2nm image
 HAADF_EFFICIENCY = 0.3
 _CHUNK = 1024  # spectra per vectorised step (bounds memory, lets abort in between)
+#: images of at least this many pixels are simulated in a worker thread, so that an abort
+#: is answered at once instead of after seconds of simulation
+_ABORTABLE_PIXELS = 512 * 512
 
 
 @dataclass
@@ -180,6 +185,7 @@ class TwinBackend(Backend):
         self._pending_dose: Optional[Tuple[ScanFrame, float]] = None
         self._images = 0
         self._truth_cache: Optional[Tuple[Any, Dict[str, Any]]] = None
+        self._abandoned: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------------ CLI
 
@@ -269,6 +275,17 @@ class TwinBackend(Backend):
     def capabilities(self) -> List[str]:
         return [*super().capabilities(), "get_truth"]
 
+    def timing_overheads(self) -> Dict[str, float]:
+        """The timing model's overheads (a single spectrum's set-up counted per command)."""
+        t = self.timing
+        return {
+            "image_overhead": t.frame_overhead,
+            "line_overhead": t.line_flyback,
+            "spectrum_overhead": t.beam_settle + t.readout,
+            "acquisition_overhead": t.camera_activate + t.single_readout,
+            "time_scale": self.time_scale,
+        }
+
     # ------------------------------------------------------------------ helpers
 
     def _electrons(self, seconds: float) -> float:
@@ -285,6 +302,7 @@ class TwinBackend(Backend):
     def _apply_pending_damage(self) -> None:
         """Knock-outs from the last scan take effect before the next acquisition, so that
         truth between acquisitions describes the sample as the last image saw it."""
+        self._finish_abandoned()  # the sample must not change under an abandoned step
         if self._pending_dose is None:
             return
         frame, dose = self._pending_dose
@@ -307,7 +325,10 @@ class TwinBackend(Backend):
         per_unit = (
             0.0 if self._blanked else self._haadf_electrons(scan.dwell_time) * self.noise.dose_scale
         )
-        fraction = self.sample.haadf(frame, self.probe_sigma)
+        if scan.width * scan.height >= _ABORTABLE_PIXELS:
+            fraction = self._abortable(lambda: self.sample.haadf(frame, self.probe_sigma))
+        else:
+            fraction = self.sample.haadf(frame, self.probe_sigma)
         images: Dict[str, np.ndarray] = {}
         for signal in scan.signals:
             images[signal] = add_image_noise(
@@ -336,6 +357,43 @@ class TwinBackend(Backend):
                 "detector": "HAADF 40-200 mrad",
             },
         )
+
+    def _abortable(self, work: Any) -> Any:
+        """Run a long simulation step in a worker thread and wait for it or for an abort.
+
+        On abort the step is abandoned at once (:class:`Aborted`); it runs to its end in the
+        background, and the next simulation step waits for it, as a real scan finishes its
+        line. (Threads are fine here: the twin is numpy, not DigitalMicrograph.)
+        """
+        self._finish_abandoned()
+        self.check_abort()
+        done = threading.Event()
+        box: Dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = work()
+            except BaseException as exc:  # handed to the waiting thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        # Not a daemon: a process that ends during an abandoned step waits for it (a
+        # daemon thread inside scipy at interpreter exit aborts the process).
+        worker = threading.Thread(target=run, name="twin-simulation", daemon=False)
+        worker.start()
+        while not done.wait(0.02):
+            if self._abort.is_set():
+                self._abandoned = worker
+                raise Aborted("acquisition aborted")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _finish_abandoned(self) -> None:
+        worker, self._abandoned = self._abandoned, None
+        if worker is not None:
+            worker.join()
 
     # ------------------------------------------------------------------ spectra
 
@@ -415,6 +473,7 @@ class TwinBackend(Backend):
           the current EELS settings (the DKL benchmark's true scalar);
         * ``knocked_out``: atoms removed by the beam so far; sample-specific extras.
         """
+        self._finish_abandoned()
         key = (
             self._images,
             self._scan,

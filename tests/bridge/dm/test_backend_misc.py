@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,23 @@ def test_abort_stops_a_running_digiscan_frame(dm, backend):
     assert not dm._instrument.ds_params
     with pytest.raises(BadRequest):  # the incomplete frame did not become the survey
         backend.set_beam_position(1.0, 1.0)
+
+
+def test_an_abort_from_another_thread_never_calls_dm_from_that_thread(dm, backend):
+    backend.set_scan_parameters(width=32, height=32)
+    backend.acquire_image()  # the survey the spectra are placed on
+
+    def abort_from_elsewhere():  # what the server's standby thread does, mid-frame
+        other = threading.Thread(target=backend.abort)
+        other.start()
+        other.join()
+
+    dm._instrument.threads.clear()
+    dm._instrument.during_scan = abort_from_elsewhere
+    with pytest.raises(Aborted):
+        backend.acquire_image()
+    assert ("DSStopAcquisition", (-1.0,)) in dm._instrument.calls
+    assert dm._instrument.threads == {threading.get_ident()}  # the script thread only
 
 
 def test_abort_outside_an_acquisition_sends_nothing_to_dm(dm, backend):

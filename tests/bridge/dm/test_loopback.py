@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
 from dm_bridge.client import BridgeClient
-from dm_bridge.errors import BadRequest, InstrumentError, Unsupported
+from dm_bridge.errors import Aborted, BadRequest, InstrumentError, Unsupported
 from dm_bridge.server import Server
 
 pytestmark = pytest.mark.dm_fake
@@ -57,3 +60,37 @@ def test_a_round_of_client_calls_reaches_dm(dm, dm_client):
     with pytest.raises(InstrumentError, match="Camera is not inserted"):
         dm_client.acquire_spectrum()
     assert "Camera is not inserted" in dm_client.status()["last_error"]
+
+
+def test_status_and_abort_during_a_long_frame_reach_dm_only_from_the_script_thread(
+    dm, backend, dm_client
+):
+    """The server's standby thread answers status and takes the abort; the frame is
+    stopped by the thread serving the backend, the only one that ever calls DM."""
+    inst = dm._instrument
+    inst.frame_polls = 10**9  # a frame that runs until stopped
+    dm_client.set_scan_parameters(width=64, height=48)
+    inst.threads.clear()
+    errors = []
+
+    def survey():
+        try:
+            dm_client.acquire_image(timeout=30)
+        except Exception as exc:  # the expected Aborted, checked below
+            errors.append(exc)
+
+    worker = threading.Thread(target=survey)
+    worker.start()
+    with BridgeClient(dm_client.address, timeout=10) as operator:
+        deadline = time.monotonic() + 10
+        while operator.status()["current_command"] != "acquire_image":
+            assert time.monotonic() < deadline, "the frame never started"
+            time.sleep(0.01)
+        assert operator.status()["acquiring"] == "digiscan"
+        operator.abort()
+    worker.join(10)
+    assert [type(e) for e in errors] == [Aborted]
+    assert ("DSStopAcquisition", (-1.0,)) in inst.calls
+    assert len(inst.threads) == 1  # every DM call came from the one serving thread
+    assert inst.dialog_enabled
+    assert not inst.ds_params
