@@ -1,8 +1,6 @@
 """Start-document metadata the plans share."""
 
-from __future__ import annotations
-
-from typing import Any
+from typing import Any, Optional
 
 __all__ = ["agent_description", "forward_md"]
 
@@ -27,21 +25,23 @@ def agent_description(agent: Any) -> dict[str, Any]:
 
 def forward_md(
     plan_name: str,
-    scan: Any,
+    scan_engine: Any,
     agent: Any,
     eels_points: Any,
     images: int,
     n_eels: int,
     signal: str,
-    md: dict[str, Any] | None,
+    md: Optional[dict[str, Any]],
+    request: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """The start document of a forward workflow: survey images analysed by an agent, then
-    EELS at ``n_eels`` of the sites it picks per image (LoG*, DCNN)."""
+    EELS at ``n_eels`` of the sites it picks per image (LoG*, DCNN). ``request``: how the
+    plan was asked for its agent (a name and its settings, when queued)."""
     return {
         "plan_name": plan_name,
-        "plan_args": {"images": images, "n_eels": n_eels, "signal": signal},
+        "plan_args": {**(request or {}), "images": images, "n_eels": n_eels, "signal": signal},
         "agent": agent_description(agent),
-        "detectors": [scan.name] + ([eels_points.name] if eels_points is not None else []),
+        "detectors": [scan_engine.name] + ([eels_points.name] if eels_points is not None else []),
         "num_points": images * max(n_eels, 0),
         "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
         **(md or {}),

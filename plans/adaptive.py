@@ -9,46 +9,51 @@ Two workflows from the first paper (``../shared/seeds/000_*.txt``, section V):
     inverse: an active-learning agent (Deep Kernel Learning, say) picks the next point from
     what it has measured so far, step by step.
 
-Plans never import the ML stack: the agent arrives through a factory that receives the
-survey image (``make_agent(image) -> agent``), and the spectrum-to-number function
-(``scalarizer(spectra, energy_axis) -> values``) is passed in too.
+Plans never import the ML stack. The agent is named (``agent="dkl"`` with ``agent_kwargs``,
+built from the survey image through :mod:`agents.registry` when the run has it) or, in the
+console, given as a factory that receives the survey image (``agent(image) -> agent``). The
+spectrum-to-number function is named too (``scalarizer="band:20:30"``,
+:mod:`agents.scalarizers`) or given as ``scalarizer(spectra, energy_axis) -> values``. Named,
+every argument is JSON, so the plan can be queued to the queueserver.
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional, Union
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.protocols import Flyable, Readable
 from bluesky.utils import MsgGenerator
 
 from ophyd_stem import Record, Table
 
+from ._agents import AgentFactory, Scalarizer, describe_request, image_agent, scalarizer_of
+from ._queue import AGENT, CONTROL, FLYER, READABLE, SCALARIZER, queue_parameters
+from .control import OperatorControl
+from .operator import resolve_control
 from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table
 
 __all__ = ["adaptive_eels", "edge_eels"]
 
-Scalarizer = Callable[[np.ndarray, np.ndarray], Any]
 
-
-def _survey(scan: Any, signal: str) -> MsgGenerator[tuple[np.ndarray, float]]:
-    yield from read_survey_image(scan)
-    acquisition = scan.last_acquisition
+def _survey(scan_engine: Any, signal: str) -> MsgGenerator[tuple[np.ndarray, float]]:
+    yield from read_survey_image(scan_engine)
+    acquisition = scan_engine.last_acquisition
     if acquisition is None or signal not in acquisition.images:
         raise RuntimeError(f"the survey image has no {signal!r} signal")
     return np.asarray(acquisition.images[signal], dtype=np.float64), acquisition.pixel_size
 
 
+@queue_parameters(scan_engine=READABLE, eels_points=FLYER, agent=AGENT, scalarizer=SCALARIZER)
 def edge_eels(
-    scan: Any,
-    eels_points: Any,
-    make_agent: Callable[[np.ndarray], Any],
+    scan_engine: Readable,
+    eels_points: Flyable,
+    agent: Union[str, AgentFactory] = "edge",
     *,
-    scalarizer: Scalarizer | None = None,
+    agent_kwargs: Optional[dict[str, Any]] = None,
+    scalarizer: Union[str, Scalarizer, None] = None,
     signal: str = "HAADF",
-    md: dict[str, Any] | None = None,
+    md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """Edge-guided EELS: spectra only where the survey image shows an edge or interface.
 
@@ -58,20 +63,30 @@ def edge_eels(
 
     Parameters
     ----------
-    scan, eels_points : the microscope's scan engine and multi-point EELS device
-    make_agent : callable
-        ``make_agent(survey_image)`` returns an agent with ``edges`` (the edge map),
-        ``candidates`` (``(N, 2)`` x, y in beam order) and ``suggest(n)``; e.g.
-        ``lambda image: agents.edges.EdgeAgent(image, budget=150)``.
-    scalarizer : callable, optional
-        ``scalarizer(spectra, energy_axis) -> values`` recorded per point.
+    scan_engine, eels_points : the microscope's scan engine and multi-point EELS device
+    agent : str or callable
+        A registered agent made from the survey image (default ``"edge"``, with
+        ``agent_kwargs`` such as ``{"budget": 150}``), or ``agent(survey_image)`` returning an
+        agent with ``edges`` (the edge map), ``candidates`` (``(N, 2)`` x, y in beam order) and
+        ``suggest(n)``; e.g. ``lambda image: agents.edges.EdgeAgent(image, budget=150)``.
+    agent_kwargs : dict, optional
+        The named agent's settings.
+    scalarizer : str or callable, optional
+        A scalarizer spec (``"band:5:15"``) or ``scalarizer(spectra, energy_axis) -> values``,
+        recorded per point.
     signal : str
         The survey signal the edges are found in.
     """
+    make_agent = image_agent(agent, agent_kwargs)
+    scalarizer = scalarizer_of(scalarizer)
     _md = {
         "plan_name": "edge_eels",
-        "plan_args": {"signal": signal, "scalarizer": getattr(scalarizer, "__name__", None)},
-        "detectors": [scan.name, eels_points.name],
+        "plan_args": {
+            **describe_request(agent, agent_kwargs),
+            "signal": signal,
+            "scalarizer": getattr(scalarizer, "__name__", None),
+        },
+        "detectors": [scan_engine.name, eels_points.name],
         "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
         **(md or {}),
     }
@@ -79,10 +94,10 @@ def edge_eels(
     points_table = Table("edge_points", units={"x": "px", "y": "px"})
     decisions = Record("decision", units={"x": "px", "y": "px"})
 
-    @bpp.stage_decorator([scan])
+    @bpp.stage_decorator([scan_engine])
     @bpp.run_decorator(md=_md)
     def inner():
-        image, _ = yield from _survey(scan, signal)
+        image, _ = yield from _survey(scan_engine, signal)
         agent = make_agent(image)
         points = np.asarray(agent.candidates, dtype=np.float64)
         yield from record(
@@ -116,18 +131,26 @@ def edge_eels(
     return (yield from inner())
 
 
+@queue_parameters(
+    scan_engine=READABLE,
+    eels_points=FLYER,
+    agent=AGENT,
+    scalarizer=SCALARIZER,
+    control=CONTROL,
+)
 def adaptive_eels(
-    scan: Any,
-    eels_points: Any,
-    make_agent: Callable[[np.ndarray], Any],
-    scalarizer: Scalarizer,
+    scan_engine: Readable,
+    eels_points: Flyable,
+    agent: Union[str, AgentFactory],
+    scalarizer: Union[str, Scalarizer],
     *,
+    agent_kwargs: Optional[dict[str, Any]] = None,
     steps: int = 30,
     batch: int = 1,
     maps_every: int = 5,
-    control: Any = None,
+    control: Union[str, OperatorControl, None] = None,
     signal: str = "HAADF",
-    md: dict[str, Any] | None = None,
+    md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """The inverse workflow: an agent chooses each next EELS position from what it learnt.
 
@@ -140,21 +163,28 @@ def adaptive_eels(
 
     Parameters
     ----------
-    scan, eels_points : the microscope's scan engine and multi-point EELS device
-    make_agent : callable
-        ``make_agent(survey_image)`` returns an agent (``suggest``, ``ingest``, ``report``;
-        ``predict_maps`` for the maps), e.g. ``lambda image: agents.DKLAgent(image)``.
-    scalarizer : callable
-        ``scalarizer(spectra, energy_axis) -> values`` (``agents.scalarizers``).
+    scan_engine, eels_points : the microscope's scan engine and multi-point EELS device
+    agent : str or callable
+        A registered agent made from the survey image, e.g. ``"dkl"`` (settings in
+        ``agent_kwargs``), or ``agent(survey_image)`` returning an agent (``suggest``,
+        ``ingest``, ``report``; ``predict_maps`` for the maps), e.g.
+        ``lambda image: agents.DKLAgent(image)``.
+    scalarizer : str or callable
+        A spec such as ``"band:20:30"`` or ``scalarizer(spectra, energy_axis) -> values``
+        (``agents.scalarizers``).
+    agent_kwargs : dict, optional
+        The named agent's settings, e.g. ``{"acquisition": "ucb", "beta": 9}``.
     steps : int
         Agent steps (each measures ``batch`` positions).
     batch : int
         Positions per step.
     maps_every : int
         Record the agent's maps every this many steps (0: never); also after the last step.
-    control : plans.OperatorControl, optional
+    control : plans.OperatorControl or "free" or "approve", optional
         The operator's hand on the loop (approve, veto, add points, change the acquisition
-        function or the scalarizer; see :mod:`plans.control`): its plan stubs
+        function or the scalarizer; see :mod:`plans.control`); a mode name uses the
+        session's shared control, which remote operators reach (:mod:`plans.operator`). Its
+        plan stubs
         ``prepare(step, agent)`` and ``review(step, suggestions, agent)`` run before and after
         the agent suggests, and ``scalarize`` applies the scalarizer in force. None: the agent
         runs freely.
@@ -163,16 +193,21 @@ def adaptive_eels(
     """
     if steps < 1 or batch < 1:
         raise ValueError("steps and batch must be >= 1")
+    make_agent = image_agent(agent, agent_kwargs)
+    scalarizer = scalarizer_of(scalarizer)
+    control = resolve_control(control)
     _md = {
         "plan_name": "adaptive_eels",
         "plan_args": {
+            **describe_request(agent, agent_kwargs),
             "steps": steps,
             "batch": batch,
             "maps_every": maps_every,
             "signal": signal,
             "scalarizer": getattr(scalarizer, "__name__", repr(scalarizer)),
+            "control": None if control is None else control.mode,
         },
-        "detectors": [scan.name, eels_points.name],
+        "detectors": [scan_engine.name, eels_points.name],
         "num_points": steps * batch,
         "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
         **(md or {}),
@@ -187,10 +222,10 @@ def adaptive_eels(
         m = predict()
         yield from record(maps, "agent_maps", step=step, **{k: np.asarray(v) for k, v in m.items()})
 
-    @bpp.stage_decorator([scan])
+    @bpp.stage_decorator([scan_engine])
     @bpp.run_decorator(md=_md)
     def inner():
-        image, _ = yield from _survey(scan, signal)
+        image, _ = yield from _survey(scan_engine, signal)
         agent = make_agent(image)
         yield from bps.checkpoint()
         for step in range(1, steps + 1):

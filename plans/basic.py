@@ -1,26 +1,29 @@
 """Complete plans that open and close one run: the survey image and the exhaustive
 spectrum image that adaptive workflows are measured against."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
+from bluesky.protocols import Flyable, Readable
 from bluesky.utils import MsgGenerator
 
+from ._queue import FLYER, READABLE, queue_parameters
 from .stubs import acquire_spectra_at_points, grid_positions, read_survey_image
 
 __all__ = ["spectrum_image", "survey"]
 
 
-def survey(scan: Any, num: int = 1, md: dict[str, Any] | None = None) -> MsgGenerator[str]:
+@queue_parameters(scan_engine=READABLE)
+def survey(
+    scan_engine: Readable, num: int = 1, md: Optional[dict[str, Any]] = None
+) -> MsgGenerator[str]:
     """Acquire ``num`` survey images (HAADF and any other selected signals).
 
     Parameters
     ----------
-    scan : ophyd_stem.ScanEngine
+    scan_engine : ophyd_stem.ScanEngine
         The scan engine; its current scan parameters are used and recorded.
     num : int
         Number of images (e.g. several to measure drift).
@@ -29,31 +32,32 @@ def survey(scan: Any, num: int = 1, md: dict[str, Any] | None = None) -> MsgGene
     """
     _md = {
         "plan_name": "survey",
-        "plan_args": {"scan": repr(scan), "num": num},
-        "detectors": [scan.name],
+        "plan_args": {"scan_engine": repr(scan_engine), "num": num},
+        "detectors": [scan_engine.name],
         "num_points": num,
         "num_intervals": max(num - 1, 0),
         "hints": {"dimensions": [(["time"], "primary")]},
         **(md or {}),
     }
 
-    @bpp.stage_decorator([scan])
+    @bpp.stage_decorator([scan_engine])
     @bpp.run_decorator(md=_md)
     def inner():
         for _ in range(num):
-            yield from bps.trigger_and_read([scan])
+            yield from bps.trigger_and_read([scan_engine])
 
     return (yield from inner())
 
 
+@queue_parameters(scan_engine=READABLE, eels_points=FLYER)
 def spectrum_image(
-    scan: Any,
-    eels_points: Any,
+    scan_engine: Readable,
+    eels_points: Flyable,
     rows: int,
     cols: int,
-    region: Sequence[float] | None = None,
+    region: Optional[Sequence[float]] = None,
     batch: int = 256,
-    md: dict[str, Any] | None = None,
+    md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """The exhaustive baseline: a survey image, then a spectrum at every grid position.
 
@@ -62,7 +66,7 @@ def spectrum_image(
 
     Parameters
     ----------
-    scan : ophyd_stem.ScanEngine
+    scan_engine : ophyd_stem.ScanEngine
     eels_points : ophyd_stem.EELSPoints
     rows, cols : int
         Grid shape.
@@ -76,7 +80,7 @@ def spectrum_image(
     _md = {
         "plan_name": "spectrum_image",
         "plan_args": {"rows": rows, "cols": cols, "region": list(region) if region else None},
-        "detectors": [scan.name, eels_points.name],
+        "detectors": [scan_engine.name, eels_points.name],
         "num_points": rows * cols,
         "shape": [rows, cols],
         "extents": [[0, rows - 1], [0, cols - 1]],
@@ -84,12 +88,12 @@ def spectrum_image(
         **(md or {}),
     }
 
-    @bpp.stage_decorator([scan])
+    @bpp.stage_decorator([scan_engine])
     @bpp.run_decorator(md=_md)
     def inner():
-        yield from read_survey_image(scan)
-        width = yield from bps.rd(scan.width)
-        height = yield from bps.rd(scan.height)
+        yield from read_survey_image(scan_engine)
+        width = yield from bps.rd(scan_engine.width)
+        height = yield from bps.rd(scan_engine.height)
         points = grid_positions(rows, cols, int(width), int(height), region)
         yield from acquire_spectra_at_points(eels_points, points, batch=batch)
 

@@ -24,16 +24,14 @@ stream, so a replay shows it and forensics re-applies it to the agent in the sam
 Example (in the console)::
 
     >>> control = OperatorControl(mode="approve", operator="jane")
-    >>> RE(adaptive_eels(scan, eels_points, make_agent, get_scalarizer("band:20:30"),
-    ...                  steps=30, control=control))
+    >>> RE(adaptive_eels(scan_engine, eels_points, "dkl", "band:20:30", steps=30,
+    ...                  control=control))
     step 1: the agent suggests ... -- approve, veto or add, then RE.resume()
     >>> control.pending
     [{'index': 0, 'x': 40.0, 'y': 12.0, 'source': 'seed'}]
     >>> control.veto(0); control.add(64, 64); control.approve()
     >>> RE.resume()
 """
-
-from __future__ import annotations
 
 import getpass
 import json
@@ -42,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional, Union
 
 import bluesky.plan_stubs as bps
 import numpy as np
@@ -121,7 +119,9 @@ class OperatorControl:
 
     Console methods (:meth:`approve`, :meth:`veto`, :meth:`add`, :meth:`set_acquisition`,
     :meth:`set_scalarizer`, :meth:`pick_front`, :meth:`set_mode`) only queue the act; the plan
-    applies and records it when the RunEngine resumes, in the RunEngine's thread.
+    applies and records it when the RunEngine resumes, in the RunEngine's thread. Each takes
+    ``who=`` (default ``operator``), recorded with the act: a remote operator acting through
+    the queueserver says who they are (:mod:`plans.operator`).
 
     Example:
         >>> control = OperatorControl(mode="free")
@@ -179,15 +179,20 @@ class OperatorControl:
         return [{"index": i, **p} for i, p in enumerate(points)]
 
     @property
+    def front_shown(self) -> Optional[dict[str, Any]]:
+        """The LoG* front waiting for the operator's pick (``chosen``, ``front``), or None."""
+        return self._front
+
+    @property
     def waiting(self) -> bool:
         """True while a plan waits for the operator's approval."""
         return self._pending is not None or self._front is not None
 
-    def _queue_action(self, kind: str, **args: Any) -> None:
+    def _queue_action(self, kind: str, who: Optional[str] = None, **args: Any) -> None:
         with self._lock:
-            self._queue.append(_Action(kind, self.operator, time.time(), args))
+            self._queue.append(_Action(kind, who or self.operator, time.time(), args))
 
-    def approve(self) -> list[dict[str, Any]]:
+    def approve(self, *, who: Optional[str] = None) -> list[dict[str, Any]]:
         """Approve the pending points (as :attr:`pending` shows them); ``RE.resume()``
         measures them. Returns them.
 
@@ -199,10 +204,10 @@ class OperatorControl:
                 "nothing waits for approval (in free mode the agent's points are measured at "
                 "once: set_mode('approve') to review them)"
             )
-        self._queue_action("approve")
+        self._queue_action("approve", who)
         return self.pending
 
-    def veto(self, *indices: int) -> list[dict[str, Any]]:
+    def veto(self, *indices: int, who: Optional[str] = None) -> list[dict[str, Any]]:
         """Refuse pending points by their index in :attr:`pending` (none given: all).
 
         Vetoed points are not measured; if none is left, the agent is asked again (for other
@@ -220,10 +225,10 @@ class OperatorControl:
             if not 0 <= i < len(current):
                 raise IndexError(f"no pending point {i}: pending are 0..{len(current) - 1}")
         points = [{k: v for k, v in current[i].items() if k != "index"} for i in chosen]
-        self._queue_action("veto", indices=chosen, points=points)
+        self._queue_action("veto", who, indices=chosen, points=points)
         return self.pending
 
-    def add(self, x: float, y: float) -> list[dict[str, Any]]:
+    def add(self, x: float, y: float, *, who: Optional[str] = None) -> list[dict[str, Any]]:
         """Measure ``(x, y)`` (pixels of the survey image: x = column, y = row) too: in
         approve mode with the pending points, in free mode at the next step.
 
@@ -233,10 +238,12 @@ class OperatorControl:
         x, y = float(x), float(y)
         if not (np.isfinite(x) and np.isfinite(y)):
             raise ValueError(f"positions must be finite numbers, got ({x}, {y})")
-        self._queue_action("add", x=x, y=y)
+        self._queue_action("add", who, x=x, y=y)
         return self.pending
 
-    def set_acquisition(self, name: str | None = None, **parameters: float) -> None:
+    def set_acquisition(
+        self, name: Optional[str] = None, *, who: Optional[str] = None, **parameters: float
+    ) -> None:
         """Change the agent's acquisition function or its exploration parameter, e.g.
         ``set_acquisition("ucb", beta=9)`` or ``set_acquisition(xi=0.1)``.
 
@@ -249,9 +256,13 @@ class OperatorControl:
             if not np.isfinite(float(value)):
                 raise ValueError(f"{key} must be a finite number, got {value!r}")
         args = {"acquisition": None if name is None else str(name).lower(), **parameters}
-        self._queue_action("set_acquisition", **{k: v for k, v in args.items() if v is not None})
+        self._queue_action(
+            "set_acquisition", who, **{k: v for k, v in args.items() if v is not None}
+        )
 
-    def set_scalarizer(self, scalarizer: str | Callable) -> None:
+    def set_scalarizer(
+        self, scalarizer: Union[str, Callable], *, who: Optional[str] = None
+    ) -> None:
         """Change what the agent maximises, e.g. ``set_scalarizer("band:5:15")``.
 
         Every spectrum measured so far is scalarized again and the agent relearns from the
@@ -261,14 +272,19 @@ class OperatorControl:
             ValueError: an unknown scalarizer name (from ``agents.scalarizers``).
         """
         func = self._resolve_scalarizer(scalarizer)
-        self._queue_action("set_scalarizer", name=getattr(func, "__name__", repr(func)), func=func)
+        name = getattr(func, "__name__", repr(func))
+        self._queue_action("set_scalarizer", who, name=name, func=func)
 
-    def set_mode(self, mode: str) -> None:
+    def set_mode(self, mode: str, *, who: Optional[str] = None) -> None:
         """Switch between ``"free"`` and ``"approve"`` (applied when the RunEngine resumes)."""
-        self._queue_action("set_mode", mode=self._check_mode(mode))
+        self._queue_action("set_mode", who, mode=self._check_mode(mode))
 
     def pick_front(
-        self, index: int | None = None, weight: float | Sequence[float] | None = None
+        self,
+        index: Optional[int] = None,
+        weight: Union[float, Sequence[float], None] = None,
+        *,
+        who: Optional[str] = None,
     ) -> None:
         """Pick a point of the LoG* Pareto front by index or by a weight between the rewards
         (1 = all on the first); applied to the current image and the next ones.
@@ -278,7 +294,7 @@ class OperatorControl:
         """
         if (index is None) == (weight is None):
             raise ValueError("give either index= or weight=")
-        self._queue_action("pick_front", index=index, weight=weight)
+        self._queue_action("pick_front", who, index=index, weight=weight)
 
     def _resolve_scalarizer(self, scalarizer: str | Callable) -> Callable:
         if callable(scalarizer):

@@ -1,31 +1,34 @@
 """The forward DCNN workflow: survey image -> U-Net ensemble -> atoms with uncertainty -> EELS."""
 
-from __future__ import annotations
-
-from typing import Any
+from typing import Any, Optional
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.protocols import Flyable, Readable
 from bluesky.utils import MsgGenerator
 
 from ophyd_stem import Record, Table
 
+from ._agents import describe_request, forward_agent
 from ._metadata import forward_md
+from ._queue import AGENT, OPTIONAL_FLYER, READABLE, queue_parameters
 from .stubs import eels_at_suggestions, read_survey_image, record, record_table
 
 __all__ = ["dcnn"]
 
 
+@queue_parameters(scan_engine=READABLE, eels_points=OPTIONAL_FLYER, agent=AGENT)
 def dcnn(
-    scan: Any,
-    agent: Any,
+    scan_engine: Readable,
+    agent: Any = "ensemble",
     *,
+    agent_kwargs: Optional[dict[str, Any]] = None,
     images: int = 1,
-    eels_points: Any = None,
+    eels_points: Optional[Flyable] = None,
     n_eels: int = 0,
     signal: str = "HAADF",
-    md: dict[str, Any] | None = None,
+    md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """Find atoms with an ensemble of U-Nets and measure EELS where the agent says.
 
@@ -38,8 +41,13 @@ def dcnn(
 
     Parameters
     ----------
-    scan : ophyd_stem.ScanEngine
-    agent : agents.ensemble.EnsembleAgent
+    scan_engine : ophyd_stem.ScanEngine
+    agent : "ensemble" or agents.ensemble.EnsembleAgent
+        A registered agent made before the run (``"ensemble"``, with ``agent_kwargs`` such as
+        ``{"ensemble": "default", "target": "brightest"}``: a saved ensemble by name or
+        folder), or the console's own agent.
+    agent_kwargs : dict, optional
+        The named agent's settings.
     images : int
     eels_points : ophyd_stem.EELSPoints, optional
         Needed when ``n_eels`` > 0.
@@ -51,17 +59,19 @@ def dcnn(
     """
     if n_eels and eels_points is None:
         raise ValueError("n_eels > 0 needs the eels_points device")
-    _md = forward_md("dcnn", scan, agent, eels_points, images, n_eels, signal, md)
+    request = describe_request(agent, agent_kwargs)
+    agent = forward_agent(agent, agent_kwargs)
+    _md = forward_md("dcnn", scan_engine, agent, eels_points, images, n_eels, signal, md, request)
     maps = Record("dcnn_maps")
     report = Record("dcnn")
     atoms = Table("atoms", units={"x": "px", "y": "px"})
 
-    @bpp.stage_decorator([scan])
+    @bpp.stage_decorator([scan_engine])
     @bpp.run_decorator(md=_md)
     def inner():
         for index in range(images):
-            yield from read_survey_image(scan)
-            acquisition = scan.last_acquisition
+            yield from read_survey_image(scan_engine)
+            acquisition = scan_engine.last_acquisition
             prediction = agent.observe(np.asarray(acquisition.images[signal], dtype=np.float64))
             yield from record(
                 maps,

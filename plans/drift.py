@@ -20,11 +20,13 @@ from typing import Any, Dict, Optional
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.protocols import Flyable, Readable
 from bluesky.utils import MsgGenerator
 
 from dm_bridge.types import SpectrumAcquisition
 from ophyd_stem import Record, Table
 
+from ._queue import FLYER, READABLE, queue_parameters
 from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table
 
 __all__ = ["acquire_spectra_tracking_drift", "drift_corrected_edge_eels"]
@@ -124,9 +126,10 @@ def acquire_spectra_tracking_drift(
     )
 
 
+@queue_parameters(scan_engine=READABLE, eels_points=FLYER)
 def drift_corrected_edge_eels(
-    scan: Any,
-    eels_points: Any,
+    scan_engine: Readable,
+    eels_points: Flyable,
     budget: int = 150,
     method: str = "canny",
     sigma: float = 1.5,
@@ -142,7 +145,7 @@ def drift_corrected_edge_eels(
 
     Parameters
     ----------
-    scan, eels_points : the microscope's scan engine and multi-point EELS device
+    scan_engine, eels_points : the microscope's scan engine and multi-point EELS device
     budget, method, sigma, spacing : the edge agent's settings
         (:class:`agents.edges.EdgeAgent`: most points, ``"canny"`` or ``"gradient"``,
         smoothing in px, least spacing in px).
@@ -180,7 +183,7 @@ def drift_corrected_edge_eels(
     _md = {
         "plan_name": "drift_corrected_edge_eels",
         "plan_args": plan_args,
-        "detectors": [scan.name, eels_points.name],
+        "detectors": [scan_engine.name, eels_points.name],
         "num_points": budget,
         "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
         **(md or {}),
@@ -188,11 +191,11 @@ def drift_corrected_edge_eels(
     edge_record = Record("edge")
     points_table = Table("edge_points", units={"x": "px", "y": "px"})
 
-    @bpp.stage_decorator([scan])
+    @bpp.stage_decorator([scan_engine])
     @bpp.run_decorator(md=_md)
     def inner():
-        yield from read_survey_image(scan)
-        survey = scan.last_acquisition
+        yield from read_survey_image(scan_engine)
+        survey = scan_engine.last_acquisition
         if survey is None or signal not in survey.images:
             raise RuntimeError(f"the survey image has no {signal!r} signal")
         image = np.asarray(survey.images[signal], dtype=np.float64)
@@ -225,7 +228,7 @@ def drift_corrected_edge_eels(
         )
         sites = np.array([[s["x"], s["y"]] for s in agent.suggest(len(points))])
         yield from acquire_spectra_tracking_drift(
-            scan, eels_points, sites, tracker, clock=frame, signal=signal, correct=correct
+            scan_engine, eels_points, sites, tracker, clock=frame, signal=signal, correct=correct
         )
 
     return (yield from inner())

@@ -1,32 +1,37 @@
 """LoG* in a run: survey image -> reward-driven atom finding -> atoms, front, choice -> EELS."""
 
-from __future__ import annotations
-
-from typing import Any
+from typing import Any, Optional, Union
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.protocols import Flyable, Readable
 from bluesky.utils import MsgGenerator
 
 from ophyd_stem import Record, Table
 
+from ._agents import describe_request, forward_agent
 from ._metadata import forward_md
+from ._queue import AGENT, CONTROL, OPTIONAL_FLYER, READABLE, queue_parameters
+from .control import OperatorControl
+from .operator import resolve_control
 from .stubs import eels_at_suggestions, read_survey_image, record, record_table
 
 __all__ = ["logstar"]
 
 
+@queue_parameters(scan_engine=READABLE, eels_points=OPTIONAL_FLYER, agent=AGENT, control=CONTROL)
 def logstar(
-    scan: Any,
-    agent: Any,
+    scan_engine: Readable,
+    agent: Any = "logstar",
     *,
+    agent_kwargs: Optional[dict[str, Any]] = None,
     images: int = 1,
-    eels_points: Any = None,
+    eels_points: Optional[Flyable] = None,
     n_eels: int = 0,
     signal: str = "HAADF",
-    control: Any = None,
-    md: dict[str, Any] | None = None,
+    control: Union[str, OperatorControl, None] = None,
+    md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """Find atoms without labels (LoG*), record the Pareto front and the operator's choice,
     and optionally measure EELS at a chosen class of atoms.
@@ -41,9 +46,13 @@ def logstar(
 
     Parameters
     ----------
-    scan : ophyd_stem.ScanEngine
-    agent : agents.logstar.LoGStarAgent
-        Chosen by the caller; pick a front point between runs with ``agent.select(...)``.
+    scan_engine : ophyd_stem.ScanEngine
+    agent : "logstar" or agents.logstar.LoGStarAgent
+        A registered agent made before the run (``"logstar"``, settings such as
+        ``{"lattice": "SrTiO3", "budget": 40}`` in ``agent_kwargs``), or the console's own
+        agent; pick a front point between runs with ``agent.select(...)``.
+    agent_kwargs : dict, optional
+        The named agent's settings.
     images : int
         Survey images to analyse.
     eels_points : ophyd_stem.EELSPoints, optional
@@ -52,25 +61,31 @@ def logstar(
         Spectra per image at the suggested atoms.
     signal : str
         Detector signal whose image is analysed.
-    control : plans.OperatorControl, optional
-        The operator's hand: its front pick (``control.pick_front``) is applied to each
-        image, and in approve mode the plan pauses at each front and before the EELS points.
+    control : plans.OperatorControl or "free" or "approve", optional
+        The operator's hand (a mode name: the session's shared control): its front pick
+        (``control.pick_front``) is applied to each image, and in approve mode the plan
+        pauses at each front and before the EELS points.
     md : dict, optional
     """
     if n_eels and eels_points is None:
         raise ValueError("n_eels > 0 needs the eels_points device")
+    request = describe_request(agent, agent_kwargs)
+    agent = forward_agent(agent, agent_kwargs)
+    control = resolve_control(control)
     # the agent's settings and state at the start go in too, so forensics can rebuild it
-    _md = forward_md("logstar", scan, agent, eels_points, images, n_eels, signal, md)
+    _md = forward_md(
+        "logstar", scan_engine, agent, eels_points, images, n_eels, signal, md, request
+    )
     report = Record("logstar")
     atoms = Table("atoms", units={"x": "px", "y": "px", "sigma": "px"})
     front = Table("logstar_front", stream="logstar_front")
 
-    @bpp.stage_decorator([scan])
+    @bpp.stage_decorator([scan_engine])
     @bpp.run_decorator(md=_md)
     def inner():
         for index in range(images):
-            yield from read_survey_image(scan)
-            acquisition = scan.last_acquisition
+            yield from read_survey_image(scan_engine)
+            acquisition = scan_engine.last_acquisition
             image = np.asarray(acquisition.images[signal], dtype=np.float64)
             summary = agent.observe(image, pixel_size_nm=acquisition.pixel_size)
             if control is not None:  # the operator's pick on the front (recorded)

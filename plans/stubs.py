@@ -1,7 +1,5 @@
 """Plan stubs: pieces for ``yield from`` that never open or close a run."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,9 +75,9 @@ def acquire_spectra_at_points(
     )
 
 
-def read_survey_image(scan: Any, stream_name: str = "survey") -> MsgGenerator[str]:
+def read_survey_image(scan_engine: Any, stream_name: str = "survey") -> MsgGenerator[str]:
     """Trigger the scan engine once and read it into ``stream_name`` (one event)."""
-    return (yield from bps.trigger_and_read([scan], name=stream_name))
+    return (yield from bps.trigger_and_read([scan_engine], name=stream_name))
 
 
 def record(recorder: Any, stream: str, **values: Any) -> MsgGenerator[str]:

@@ -89,7 +89,10 @@ def test_server_side_keeps_python_38_syntax():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("package", ["plans", "agents", "dm_bridge", "ophyd_stem"])
+LIGHT = ["plans", "agents", "agents.registry", "agents.scalarizers", "dm_bridge", "ophyd_stem"]
+
+
+@pytest.mark.parametrize("package", LIGHT)
 def test_light_packages_do_not_load_torch(package):
     code = (
         f"import sys, {package}; "
@@ -98,3 +101,19 @@ def test_light_packages_do_not_load_torch(package):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, f"import {package} loaded {result.stdout.strip()}"
+
+
+def test_plan_modules_keep_their_annotations_evaluated():
+    """The queueserver builds each plan's parameter model from its annotations at run time:
+    ``from __future__ import annotations`` leaves them as strings it cannot resolve."""
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in sorted((REPO / "plans").rglob("*.py"))
+        if any(
+            isinstance(node, ast.ImportFrom)
+            and node.module == "__future__"
+            and any(alias.name == "annotations" for alias in node.names)
+            for node in ast.parse(path.read_text()).body
+        )
+    ]
+    assert not offenders, f"from __future__ import annotations in {offenders}"

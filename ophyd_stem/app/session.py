@@ -10,11 +10,20 @@ functions here, in name order, NSLS-II style:
 ``10-devices.py``      :func:`configure_devices`: the digital twin by default, a real bridge
                        when an address is configured (``$OPHYD_STEM_BRIDGE`` or the file)
 ``15-suspenders.py``   :func:`configure_suspenders`: pause when the bridge stops answering
-``20-plans.py``        :func:`configure_plans`: the project's plans, ``bp``, ``bps``
+``20-plans.py``        :func:`configure_plans`: every standard Bluesky plan and the project's
+                       plans by name, ``bp``, ``bps``, ``plans``
 ``30-agents.py``       :func:`configure_agents`: agent classes, imported when first used
 (``35-views.py``)      :func:`configure_views`: the live figure of adaptive runs (when plots
-                       are on) and ``control``, the operator's hand on them
+                       are on), ``control`` (the operator's hand on them) and its
+                       ``control_*`` functions for remote operators
 =====================  ===================================================================
+
+The same files are the startup of the queueserver's re-manager (``start-re-manager
+--startup-dir profile_collection/profile_ophyd_stem/startup``, plain or IPython-kernel
+worker; the permissions are ``startup/user_group_permissions.yaml``). Devices, plans and
+functions have names that do not clash with ``bluesky.plans``, so
+``from bluesky.plans import *`` is safe: the scan engine is ``scan_engine``; ``scan`` is
+Bluesky's plan.
 
 :func:`configure_session` does all of it, for scripts, tests and the command.
 
@@ -264,8 +273,23 @@ def configure_devices(
     call_in_bluesky_event_loop(microscope.connect())
     session.microscope = microscope
     session.RE.md.update(_instrument_md(microscope))
-    _export(session, user_ns, microscope=microscope, **microscope.devices())
+    _export(session, user_ns, microscope=microscope, **console_devices(microscope))
     return microscope
+
+
+def console_devices(microscope: Any) -> dict[str, Any]:
+    """The microscope's devices by their console (and queueserver) names.
+
+    The scan engine is ``scan_engine`` there: ``scan`` is Bluesky's standard plan, and a name
+    that is both a device and a plan is taken as the plan by the queueserver. Data keys keep
+    the device's short name (``scan-haadf``, decision 0004).
+    """
+    return {
+        "stem": microscope.stem,
+        "scan_engine": microscope.scan,
+        "eels": microscope.eels,
+        "eels_points": microscope.eels_points,
+    }
 
 
 def _instrument_md(microscope: Any) -> dict[str, Any]:
@@ -311,16 +335,38 @@ def configure_suspenders(
     return watchdog
 
 
+def standard_plans() -> dict[str, Any]:
+    """Bluesky's standard plans by name: everything ``bluesky.plans`` defines (``count``,
+    ``scan``, ``rel_scan``, ``grid_scan``, ``list_scan``...) and the moves ``mv``, ``mvr``."""
+    import bluesky.plan_stubs as bps
+    import bluesky.plans as bp
+    from bluesky.utils import is_plan
+
+    found = {
+        name: obj
+        for name, obj in vars(bp).items()
+        if not name.startswith("_")
+        and is_plan(obj)
+        and getattr(obj, "__module__", None) == bp.__name__
+    }
+    found.update(mv=bps.mv, mvr=bps.mvr)
+    return found
+
+
 def configure_plans(session: Session, user_ns: dict[str, Any] | None = None) -> Any:
-    """Make the plans available: ``plans`` (this project), ``bp``, ``bps``."""
+    """Make the plans available by name: Bluesky's standard plans (:func:`standard_plans`)
+    and this project's (``plans.PLANS``), and the modules ``plans``, ``bp``, ``bps``.
+
+    Plan stubs (``bps.*``, ``plans.stubs``) stay in their modules: pieces of plans, not
+    offered for running (or queueing) alone.
+    """
     import bluesky.plan_stubs as bps
     import bluesky.plans as bp
 
     import plans
 
     session.plans = plans
-    names = {name: getattr(plans, name) for name in plans.__all__}
-    _export(session, user_ns, plans=plans, bp=bp, bps=bps, **names)
+    _export(session, user_ns, plans=plans, bp=bp, bps=bps, **standard_plans(), **plans.PLANS)
     return plans
 
 
@@ -341,11 +387,14 @@ def configure_views(
     """The live figure of adaptive and LoG* runs, and the operator's hand on them.
 
     Subscribes a :class:`~ophyd_stem.app.views.LiveView` when plots are on (as the
-    BestEffortCallback's) or PNGs are wanted (``out_dir``), and adds ``control``, a free-mode
-    :class:`plans.OperatorControl`, to pass as ``adaptive_eels(..., control=control)``.
-    Names added: ``live_view`` (None without plots), ``control``.
+    BestEffortCallback's) or PNGs are wanted (``out_dir``), and adds ``control``, the
+    session's shared :class:`plans.OperatorControl` (free mode), to pass as
+    ``adaptive_eels(..., control=control)``; a plan queued with ``control="approve"`` uses the
+    same one. Names added: ``live_view`` (None without plots), ``control`` and the
+    ``control_*`` functions remote operators call through the queueserver
+    (:mod:`plans.operator`).
     """
-    from plans import OperatorControl
+    from plans import CONTROL_FUNCTIONS, shared_control
 
     if plots is None:
         plots = bool(getattr(session.bec, "_plots_enabled", False))
@@ -362,8 +411,8 @@ def configure_views(
                 initialize_qt_teleporter()
         view = LiveView(out_dir=out_dir, show=plots)
         session.RE.subscribe(view)
-    control = OperatorControl(operator=session.config.operator)
-    _export(session, user_ns, live_view=view, control=control)
+    control = shared_control(operator=session.config.operator)
+    _export(session, user_ns, live_view=view, control=control, **CONTROL_FUNCTIONS)
     return view
 
 

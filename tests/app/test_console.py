@@ -15,8 +15,9 @@ def test_console_starts_and_counts_the_eels_camera(app_env):
         "assert session.writer.flush(timeout=60); "
         "run = session.catalog()[uids[0]]; "
         "print('SHAPE', run['primary']['eels-spectrum'].read().shape); "
-        "print('NAMES', sorted(n for n in ('stem', 'scan', 'eels', 'survey', 'agents') "
-        "if n in get_ipython().user_ns))"
+        "print('NAMES', sorted(n for n in ('stem', 'scan_engine', 'eels', 'survey', 'agents') "
+        "if n in get_ipython().user_ns)); "
+        "print('SCAN IS THE PLAN', scan is bp.scan)"
     )
     result = subprocess.run(
         [sys.executable, "-m", "IPython", f"--profile-dir={PROFILE}", "-c", code],
@@ -27,7 +28,8 @@ def test_console_starts_and_counts_the_eels_camera(app_env):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "SHAPE (2, 2048)" in result.stdout
-    assert "NAMES ['agents', 'eels', 'scan', 'stem', 'survey']" in result.stdout
+    assert "NAMES ['agents', 'eels', 'scan_engine', 'stem', 'survey']" in result.stdout
+    assert "SCAN IS THE PLAN True" in result.stdout
 
 
 def test_adaptive_workflows_and_the_pareto_pick_from_the_console(app_env):
@@ -35,13 +37,13 @@ def test_adaptive_workflows_and_the_pareto_pick_from_the_console(app_env):
     code = "\n".join(
         [
             "import json",
-            "RE(bps.mv(scan.width, 96, scan.height, 96))",
+            "RE(bps.mv(scan_engine.width, 96, scan_engine.height, 96))",
             # LoG*: optimise, then the operator picks a front point by weight; the next run
             # uses it without optimising again, and records who chose.
             "agent = agents.LoGStarAgent('graphene', budget=12, n_initial=8)",
-            "RE(logstar(scan, agent))",
+            "RE(logstar(scan_engine, agent))",
             "agent.select(weight=0.9, chooser='operator')",
-            "uids = RE(logstar(scan, agent, eels_points=eels_points, n_eels=2))",
+            "uids = RE(logstar(scan_engine, agent, eels_points=eels_points, n_eels=2))",
             "assert session.writer.flush(timeout=60)",
             "run = session.catalog()[uids[0]]",
             "rep = json.loads(run['logstar']['logstar-report'].read()[0])",
@@ -51,7 +53,7 @@ def test_adaptive_workflows_and_the_pareto_pick_from_the_console(app_env):
             # DKL from the console: the agent factory and a named scalarizer.
             "make = lambda image: agents.DKLAgent(image, n_seed=3, train_iters=30)",
             "band = agents.get_scalarizer('band:20:30')",
-            "uids = RE(adaptive_eels(scan, eels_points, make, band, steps=4, maps_every=2))",
+            "uids = RE(adaptive_eels(scan_engine, eels_points, make, band, steps=4, maps_every=2))",
             "assert session.writer.flush(timeout=60)",
             "print('DECISIONS', len(session.catalog()[uids[0]]['decisions']['decision-x'].read()))",
         ]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ophyd_stem import Record, Table
-from plans import record, record_table
+from plans.stubs import record, record_table
 
 
 def test_records_and_tables_make_one_descriptor_per_stream(RE):
