@@ -3,12 +3,23 @@
 Pure numpy/torch: no bluesky, ophyd or bridge imports. Heavy agents (torch, gpytorch,
 botorch) are imported lazily, on first attribute access, so ``import agents`` stays cheap
 and torch-free until an ML agent is actually used.
+
+Agents compute with one torch thread by default and on ``device="auto"`` (a GPU when there
+is one); work that fans out takes ``compute=`` (:mod:`agents.compute`). Importing this
+package before torch makes waiting OpenMP threads sleep instead of spin
+(``OMP_WAIT_POLICY=PASSIVE``, unless the environment says otherwise): spinning threads made
+multi-threaded torch calls up to 29x slower on a busy machine (decision 0008).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
+
+if "torch" not in sys.modules:  # OpenMP reads it once, when torch loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .base import Agent, Suggestion, as_positions
 
@@ -33,6 +44,8 @@ _LAZY: dict[str, str] = {
     "register_scalarizer": "agents.scalarizers",
     "extract_patches": "agents.patches",
     "acquisition_values": "agents.acquisition",
+    "fan_out": "agents.compute",
+    "resolve_device": "agents.device",
     "EnsembleAgent": "agents.ensemble",
     "Ensemble": "agents.ensemble",
     "TrainingSettings": "agents.ensemble",

@@ -12,10 +12,16 @@ Cost is kept small and bounded, because it is paid at every step while the beam 
 
 - warm start: the net, the GP hyper-parameters and the optimiser state are kept between
   steps; a step fine-tunes ``finetune_iters`` iterations instead of training from scratch;
-- at most ``max_train_points`` measurements train the model (the best half and the most
-  recent rest), so a fit never grows past a fixed size;
+- on a CPU, at most ``max_train_points`` measurements train the model (the best half and
+  the most recent rest), so a fit never grows past a fixed size; on a GPU the model trains
+  on every measurement (``max_train_points="auto"``);
 - ``num_threads`` torch threads (default 1) during fits and predictions: more threads than
-  free cores made fits 20-50x slower on a shared 2-core machine.
+  free cores made fits 20-50x slower on a shared 2-core machine;
+- predictions over the candidates are exact but block by block (:func:`predict_exact`): no
+  candidate x candidate matrix, so 16,384 candidates cost megabytes, not gigabytes.
+
+``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``) says where the model lives; the
+request goes into :meth:`~DKLAgent.config`, where it ran into :meth:`~DKLAgent.report`.
 
 This module and :mod:`agents.dkl_model` (the model's pieces) are the only ones of
 ``agents`` that import torch and gpytorch; ``import agents`` stays light.
@@ -34,13 +40,16 @@ from linear_operator.utils.errors import NotPSDError
 
 from .acquisition import ACQUISITIONS, acquisition_values
 from .base import Agent, Suggestion, as_positions
-from .dkl_model import DeepKernelGP, FeatureNet, PatchProjection, torch_threads
+from .device import check_device, describe, is_cuda, resolve_device
+from .dkl_model import DeepKernelGP, FeatureNet, PatchProjection, predict_exact, torch_threads
 from .patches import candidate_grid, extract_patches, grid_points
 
 __all__ = ["DKLAgent"]
 
 SEED_MODES = ("random", "grid")
 MIN_POINTS_TO_FIT = 2
+#: training points a fit uses at most on a CPU with ``max_train_points="auto"`` (a GPU: all)
+CPU_MAX_TRAIN_POINTS = 300
 _NUMERICAL = gpytorch.utils.warnings.NumericalWarning
 
 
@@ -68,8 +77,10 @@ class DKLAgent(Agent):
         train_iters: Adam iterations of the first fit.
         finetune_iters: Adam iterations of each later fit (warm start).
         learning_rate: Adam's learning rate.
-        max_train_points: most measurements a fit uses (the best half, the most recent rest).
+        max_train_points: most measurements a fit uses (the best half, the most recent rest);
+            ``"auto"``: 300 on a CPU, all of them on a GPU; ``None``: all of them.
         exclude_measured: never suggest a candidate pixel that was already measured.
+        device: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
     Example:
         >>> agent = DKLAgent(survey_image, window=8, n_seed=4, seed=1)
@@ -103,8 +114,9 @@ class DKLAgent(Agent):
         train_iters: int = 150,
         finetune_iters: int = 30,
         learning_rate: float = 0.01,
-        max_train_points: int = 300,
+        max_train_points: Union[int, str, None] = "auto",
         exclude_measured: bool = True,
+        device: str = "auto",
     ) -> None:
         super().__init__()
         image = np.asarray(survey_image, dtype=np.float64)
@@ -114,8 +126,16 @@ class DKLAgent(Agent):
             raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
         if min(int(train_iters), int(finetune_iters)) < 1:
             raise ValueError("train_iters and finetune_iters must be >= 1")
-        if int(max_train_points) < MIN_POINTS_TO_FIT:
-            raise ValueError(f"max_train_points must be >= {MIN_POINTS_TO_FIT}")
+        if isinstance(max_train_points, str) and max_train_points != "auto":
+            raise ValueError(
+                f"max_train_points must be a number, 'auto' or None: {max_train_points!r}"
+            )
+        if not isinstance(max_train_points, (str, type(None))):
+            if int(max_train_points) < MIN_POINTS_TO_FIT:
+                raise ValueError(f"max_train_points must be >= {MIN_POINTS_TO_FIT}")
+            max_train_points = int(max_train_points)
+        self.device_request = check_device(device)
+        self.device = resolve_device(device)
         if int(feature_dim) < 1:
             raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
         self.image = image
@@ -130,7 +150,13 @@ class DKLAgent(Agent):
         self.train_iters = int(train_iters)
         self.finetune_iters = int(finetune_iters)
         self.learning_rate = float(learning_rate)
-        self.max_train_points = int(max_train_points)
+        self._max_train_points_request = max_train_points
+        #: most measurements a fit uses (None: all of them)
+        self.max_train_points: Optional[int] = (
+            (None if is_cuda(self.device) else CPU_MAX_TRAIN_POINTS)
+            if max_train_points == "auto"
+            else max_train_points
+        )
         self.exclude_measured = bool(exclude_measured)
         #: spacing of the candidate grid, px (None with explicit candidates)
         self.grid_step = None if candidates is not None else int(step)
@@ -160,7 +186,7 @@ class DKLAgent(Agent):
             self.grid_shape = None
         patches, self.candidates = extract_patches(image, self.window, xy, 1, normalise, border)
         self._project = PatchProjection(patches, self.n_components, self.num_threads)
-        self._candidate_x = torch.from_numpy(self._project(patches))
+        self._candidate_x = torch.from_numpy(self._project(patches)).to(self.device)
         self._pixel_index = {
             (int(x), int(y)): i for i, (x, y) in enumerate(np.rint(self.candidates))
         }
@@ -291,7 +317,7 @@ class DKLAgent(Agent):
     def _training_set(self) -> np.ndarray:
         """Indices of the measurements a fit uses: all, or the best half + the most recent."""
         n = len(self.values)
-        if n <= self.max_train_points:
+        if self.max_train_points is None or n <= self.max_train_points:
             return np.arange(n)
         n_best = self.max_train_points // 2
         best = np.argsort(-self.values, kind="stable")[:n_best]
@@ -315,6 +341,8 @@ class DKLAgent(Agent):
                 noise_constraint=gpytorch.constraints.GreaterThan(1e-4)
             )
             model = DeepKernelGP(x, y, likelihood, net, ard)
+        # built on the CPU from the seed, then moved: the same initial weights everywhere
+        model = model.to(self.device)
         if self.hidden is None:
             # raw standardised patches: distances grow like sqrt(2 * window**2)
             model.covar_module.base_kernel.lengthscale = float(self.window)
@@ -342,8 +370,9 @@ class DKLAgent(Agent):
         values = self.values[idx]
         self._y_mean = float(values.mean())
         self._y_std = float(values.std()) or 1.0
-        x = torch.from_numpy(self._train_patches[idx])
+        x = torch.from_numpy(self._train_patches[idx]).to(self.device)
         y = torch.from_numpy(((values - self._y_mean) / self._y_std).astype(np.float32))
+        y = y.to(self.device)
         with torch_threads(self.num_threads), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", _NUMERICAL)
             try:
@@ -398,13 +427,11 @@ class DKLAgent(Agent):
 
     def _predict_standardised(self, x: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
         assert self._model is not None
-        with torch.no_grad(), warnings.catch_warnings():
-            # predicting at the training inputs themselves is fine here
-            warnings.simplefilter("ignore", gpytorch.utils.warnings.GPInputWarning)
-            latent = self._model(x)
-            mean = latent.mean.numpy().astype(np.float64)
-            std = latent.variance.clamp_min(0).sqrt().numpy().astype(np.float64)
-        return mean, std
+        mean, variance = predict_exact(self._model, x)
+        return (
+            mean.cpu().numpy().astype(np.float64),
+            variance.sqrt().cpu().numpy().astype(np.float64),
+        )
 
     def predict(self, positions: Any) -> Tuple[np.ndarray, np.ndarray]:
         """Predicted mean and standard deviation of the scalar at any positions.
@@ -420,8 +447,10 @@ class DKLAgent(Agent):
         patches, _ = extract_patches(
             self.image, self.window, as_positions(positions), 1, self.normalise, self.border
         )
-        with torch_threads(self.num_threads):
-            mean, std = self._predict_standardised(torch.from_numpy(self._project(patches)))
+        x = torch.from_numpy(self._project(patches)).to(self.device)
+        with torch_threads(self.num_threads), warnings.catch_warnings():
+            warnings.simplefilter("ignore", _NUMERICAL)  # jitter, counted at the fit already
+            mean, std = self._predict_standardised(x)
         return mean * self._y_std + self._y_mean, std * self._y_std
 
     def predict_maps(self) -> Dict[str, np.ndarray]:
@@ -555,8 +584,9 @@ class DKLAgent(Agent):
             "train_iters": self.train_iters,
             "finetune_iters": self.finetune_iters,
             "learning_rate": self.learning_rate,
-            "max_train_points": self.max_train_points,
+            "max_train_points": self._max_train_points_request,
             "exclude_measured": self.exclude_measured,
+            "device": self.device_request,
         }
 
     def report(self) -> Dict[str, Any]:
@@ -567,7 +597,7 @@ class DKLAgent(Agent):
             "config": self.config(),
             "step": self.step,
             "n_measured": len(self.values),
-            "n_train_points": int(min(len(self.values), self.max_train_points)),
+            "n_train_points": int(min(len(self.values), self.max_train_points or len(self.values))),
             "n_candidates": len(self.candidates),
             "seeds_left": len(self._seeds),
             "best_value": best[0][2]["value"] if best else None,
@@ -579,6 +609,8 @@ class DKLAgent(Agent):
             "total_iterations": self.total_iterations,
             "last_fit_seconds": self.last_fit_seconds,
             "jitter_warnings": self.n_jitter_warnings,
+            # where the decisions were computed (config() holds what was asked for)
+            "device": describe(self.device),
             "model": {
                 "window": self.window,
                 "hidden": None if self.hidden is None else list(self.hidden),

@@ -51,3 +51,20 @@ def RE():
     yield engine
     if engine.state != "idle":
         engine.halt()
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A ``distributed.Client`` on a real 2-worker ``LocalCluster`` (processes, one thread
+    each, HTTP on a free port), shared by the tests that fan work out; closed at the end."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    client = Client(cluster, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

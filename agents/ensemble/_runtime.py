@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,16 +15,17 @@ MIN_IMAGE_SIDE = 4
 
 
 def default_num_threads() -> int:
-    """Threads torch should use here: the cores this process may run on, at most 4.
+    """Threads torch uses for the ensemble when none are given: one.
 
-    More threads than cores (torch's default counts hyper-threads and ignores CPU affinity)
-    made fits 20-50x slower on a shared 2-core machine; beyond 4 the small U-Nets gain little.
+    Measured on a shared 2-core machine (``benchmarks/threads_under_load.py``, decision
+    0008): with other jobs running, two OpenMP threads spin-waited for a partner the OS had
+    descheduled and made a training step ~29x and inference ~6x slower than one thread;
+    even with passive waiting two threads were slower than one. One thread also gives the
+    same numbers in this process and on a Dask worker. Use the cores through processes
+    (``compute="local"``: one member per worker), or pass ``num_threads`` on a machine
+    known to be idle.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no sched_getaffinity
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return 1
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..base import Agent, Suggestion
+from ..device import check_device, describe, resolve_device
 from ._runtime import as_image
 from .members import Ensemble
 from .predict import Prediction, predict
@@ -39,8 +40,12 @@ class EnsembleAgent(Agent):
         min_separation: suggestions stay at least this far (pixels) from positions already
             suggested for the current image or measured; default: half the median distance
             between the found atoms.
-        num_threads: torch threads for prediction (``None``: the free cores, at most 4).
-        **predict_kwargs: passed to :func:`agents.ensemble.predict` (threshold, tile_size...).
+        num_threads: torch threads for prediction (``None``: see ``default_num_threads``).
+        device: where the members run: ``"auto"`` (a GPU when there is one), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``. Recorded in :meth:`config` as asked and in
+            :meth:`report` as used.
+        **predict_kwargs: passed to :func:`agents.ensemble.predict` (threshold, tile_size,
+            precision...).
 
     Example:
         >>> agent = EnsembleAgent("default", target="uncertain")
@@ -58,6 +63,7 @@ class EnsembleAgent(Agent):
         target: str = "uncertain",
         min_separation: float | None = None,
         num_threads: int | None = None,
+        device: str = "auto",
         **predict_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -69,6 +75,8 @@ class EnsembleAgent(Agent):
         self.target = target
         self.min_separation = min_separation
         self.num_threads = num_threads
+        self.device_request = check_device(device)
+        self.device = resolve_device(self.device_request)
         self.predict_kwargs = predict_kwargs
         self.prediction: Prediction | None = None
         self.intensity = np.empty(0)
@@ -88,7 +96,11 @@ class EnsembleAgent(Agent):
         """
         image = as_image(survey_image, "survey_image")
         self.prediction = predict(
-            self.ensemble, image, num_threads=self.num_threads, **self.predict_kwargs
+            self.ensemble,
+            image,
+            num_threads=self.num_threads,
+            device=self.device,
+            **self.predict_kwargs,
         )
         self.intensity = _atom_intensity(image, self.prediction)
         self._suggested = np.empty((0, 2))
@@ -179,6 +191,7 @@ class EnsembleAgent(Agent):
             "target": self.target,
             "min_separation": self.min_separation,
             "predict": dict(self.predict_kwargs),
+            "device": self.device_request,
         }
 
     def report(self) -> dict[str, Any]:
@@ -191,6 +204,8 @@ class EnsembleAgent(Agent):
             "members": len(self.ensemble),
             "trained": meta.get("created"),
             "target": self.target,
+            # where the atoms were found (config() holds what was asked for)
+            "device": describe(self.device),
             "images_observed": self._observed,
             "suggested": len(self._suggested),
             "measured": len(self.values),

@@ -21,7 +21,7 @@ from .data import TrainingData, as_image_list, prepare_training_data
 from .masks import Radius, atom_mask, auto_radius
 from .members import Ensemble
 from .predict import Prediction, predict
-from .train import TrainingSettings, _now, _strengths, train_member
+from .train import TrainingSettings, _now, _strengths, train_members
 
 __all__ = ["iterative_training", "pseudo_labels"]
 
@@ -95,6 +95,8 @@ def iterative_training(
     max_uncertainty: float | str = "auto",
     from_scratch: bool = False,
     predict_kwargs: dict[str, Any] | None = None,
+    device: str | None = None,
+    compute: Any = None,
 ) -> Ensemble:
     """ELIT: retrain the ensemble on its own confident atoms in new, unlabelled images.
 
@@ -119,6 +121,11 @@ def iterative_training(
             another.
         from_scratch: train new members instead of fine-tuning.
         predict_kwargs: passed to :func:`agents.ensemble.predict`.
+        device: where to predict and retrain (``"auto"``, ``"cpu"``, ``"cuda[:N]"``);
+            default: ``settings.device``, or ``"auto"`` with the ensemble's own settings
+            (the machine it was trained on may have had a GPU this one lacks).
+        compute: retrain the members in parallel, one per Dask worker (see
+            :func:`agents.ensemble.train_ensemble`).
 
     Returns:
         the retrained :class:`Ensemble`; ``metadata["history"]`` gains one entry per round
@@ -133,7 +140,9 @@ def iterative_training(
     if not imgs:
         raise ValueError("no unlabelled images")
     if settings is None:
-        base = TrainingSettings.from_dict(ensemble.metadata.get("training", {}))
+        base = TrainingSettings.from_dict(
+            {**ensemble.metadata.get("training", {}), "device": "auto"}
+        )
         if from_scratch:
             settings = replace(base, members=len(ensemble))
         else:  # fine-tuning: fewer steps, gentler steps (a fresh Adam at full rate undoes much)
@@ -143,10 +152,13 @@ def iterative_training(
                 learning_rate=base.learning_rate / 3,
                 members=len(ensemble),
             )
+    if device is not None:
+        settings = replace(settings, device=device)
+    predict_kwargs = {"device": settings.device, **(predict_kwargs or {})}
     current = ensemble.clone()
     for round_index in range(rounds):
         masks, weights, kept_total, rejected_total = [], [], 0, 0
-        preds = [predict(current, im, **(predict_kwargs or {})) for im in imgs]
+        preds = [predict(current, im, **predict_kwargs) for im in imgs]
         limit = _uncertainty_limit(preds, min_probability, max_uncertainty)
         for pred in preds:
             kept, mask, weight = pseudo_labels(
@@ -170,10 +182,14 @@ def iterative_training(
         strengths = _strengths(len(current), settings.vary_augmentation)
         t0 = time.perf_counter()
         with torch_threads(settings.num_threads):
-            members = [
-                train_member(data, settings, seed, start=None if from_scratch else m, strength=s)[0]
-                for m, seed, s in zip(current.members, seeds, strengths)
-            ]
+            members, _, devices = train_members(
+                data,
+                settings,
+                seeds,
+                strengths,
+                starts=None if from_scratch else current.members,
+                compute=compute,
+            )
         current = Ensemble(members, current.metadata, current.name)
         current.metadata["history"] = [
             *current.metadata.get("history", []),
@@ -188,6 +204,7 @@ def iterative_training(
                 "steps": settings.steps,
                 "from_scratch": from_scratch,
                 "seeds": seeds,
+                "trained_on": devices,
                 "train_seconds": round(time.perf_counter() - t0, 2),
             },
         ]

@@ -12,6 +12,13 @@ px by default), so tiled and whole-image prediction give the same numbers, up to
 3-level members (BatchNorm; GroupNorm normalises over the whole tile, so its tiles differ).
 The image edge is mirrored by a few pixels, the same way in both.
 
+On a GPU (``device="auto"`` finds one, or ``"cuda"``/``"cuda:N"``) tiles are large (whole
+images up to 2048² in one piece, several tiles per batch), the members run in bfloat16
+autocast, and the mean and variance are reduced on the GPU so that only two maps come back
+to the host. On a CPU nothing changes: float32, tiles of 512², one at a time.
+``precision="bfloat16"`` asks for the autocast on a CPU too (2.5x faster on CPUs with
+AVX512-BF16; probabilities differ from float32 by up to ~1e-2).
+
 Positions are ``(row, col)`` pixels, ``(0, 0)`` the centre of the top-left pixel.
 """
 
@@ -26,6 +33,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from ..device import is_cuda, resolve_device
 from ._runtime import as_image, normalize_image, torch_threads
 from .members import Ensemble
 from .unet import UNet
@@ -34,8 +42,14 @@ __all__ = ["Prediction", "find_atoms", "member_variance", "predict", "predict_me
 
 Members = Union[Ensemble, Sequence[nn.Module]]
 
-#: default core size of one tile, pixels (images up to this size are predicted whole)
+#: default core size of one tile on a CPU, pixels (images up to this size are predicted whole)
 DEFAULT_TILE = 512
+#: default core size of one tile on a GPU: whole images up to 2048², bigger ones in tiles
+GPU_TILE = 2048
+#: default tiles per forward pass on a GPU (a CPU: 1, see ``predict_members``)
+GPU_BATCH = 8
+#: ``precision`` values: "auto" is bfloat16 on a GPU and float32 on a CPU
+PRECISIONS = ("auto", "float32", "bfloat16")
 #: the most context (pixels) a tile sees by default: beyond ~48 px a pixel's influence on a
 #: 3-level member's output was below 3e-4 in probability, and every extra pixel of context
 #: costs time on all four sides
@@ -95,16 +109,49 @@ class Prediction:
         }
 
 
-def _inference_modules(models: Members) -> tuple[list[nn.Module], int, int]:
-    """Evaluation copies of the members, the size multiple and the receptive radius."""
+def _inference_modules(models: Members, device: torch.device) -> tuple[list[nn.Module], int, int]:
+    """Evaluation copies of the members on ``device``, the size multiple and the receptive
+    radius."""
     if isinstance(models, Ensemble):
-        return models.inference_members(), models.config.size_multiple, _radius(models.members)
+        return (
+            models.inference_members(device),
+            models.config.size_multiple,
+            _radius(models.members),
+        )
     models = list(models)
     if not models:
         raise ValueError("no ensemble members to predict with")
     if all(isinstance(m, UNet) for m in models):
-        return Ensemble(models).inference_members(), models[0].config.size_multiple, _radius(models)
+        copies = Ensemble(models).inference_members(device)
+        return copies, models[0].config.size_multiple, _radius(models)
     raise TypeError("members must be an Ensemble or a sequence of agents.ensemble.UNet")
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting; None = plain float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bfloat16" or (precision == "auto" and is_cuda(device)):
+        return torch.bfloat16
+    return None
+
+
+def _tiling(tile_size: int | str | None, batch_size: int | str, device: torch.device):
+    """Resolve ``"auto"`` tile and batch sizes for the device."""
+    gpu = is_cuda(device)
+    if tile_size == "auto":
+        tile_size = GPU_TILE if gpu else DEFAULT_TILE
+    if batch_size == "auto":
+        batch_size = GPU_BATCH if gpu else 1
+    if isinstance(tile_size, str) or isinstance(batch_size, str):
+        raise ValueError(
+            f"tile_size and batch_size must be numbers or 'auto': {tile_size!r}, {batch_size!r}"
+        )
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if tile_size is not None and int(tile_size) < 1:
+        raise ValueError(f"tile_size must be >= 1 or None, got {tile_size}")
+    return (None if tile_size is None else int(tile_size)), int(batch_size)
 
 
 def _radius(members: Sequence[UNet]) -> int:
@@ -144,12 +191,14 @@ def predict_members(
     models: Members,
     image: Any,
     *,
-    tile_size: int | None = DEFAULT_TILE,
+    tile_size: int | str | None = "auto",
     context: int | None = None,
     border: int = DEFAULT_BORDER,
-    batch_size: int = 1,
+    batch_size: int | str = "auto",
     num_threads: int | None = None,
     normalize: bool = True,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
 ) -> np.ndarray:
     """Every member's atom probability map for one image.
 
@@ -157,7 +206,8 @@ def predict_members(
         models: an :class:`Ensemble` or a sequence of :class:`UNet` members.
         image: ``(H, W)`` survey image, any units (standardised here when ``normalize``).
         tile_size: core size of a tile in pixels (rounded up to the network's size
-            multiple); ``None`` predicts the image in one piece.
+            multiple); ``None`` predicts the image in one piece; ``"auto"``: 512 on a CPU,
+            2048 on a GPU.
         context: pixels of neighbouring image a tile sees beyond its core where it meets
             another tile (rounded up to the size multiple). Default: the members' receptive
             radius, at most 48 px. With the full receptive radius (1-2 levels) tiled
@@ -165,11 +215,14 @@ def predict_members(
             differences stay below ~3e-4 in probability.
         border: pixels of mirrored image added around the image edge (the same for tiled
             and whole-image prediction), so atoms cut by the edge still look like atoms.
-        batch_size: tiles pushed through a member at once (1: tiles are already large,
-            and one at a time kept the activations in cache: faster on a CPU).
+        batch_size: tiles pushed through a member at once; ``"auto"``: 1 on a CPU (tiles
+            are already large, and one at a time kept the activations in cache), 8 on a GPU.
         num_threads: torch threads for this call (``None``: see ``default_num_threads``).
         normalize: standardise the image first (as in training); turn off only for images
             already standardised.
+        device: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        precision: ``"auto"`` (bfloat16 autocast on a GPU, float32 on a CPU),
+            ``"float32"`` or ``"bfloat16"``.
 
     Returns:
         float32 ``(K, H, W)`` probabilities, one map per member.
@@ -178,14 +231,40 @@ def predict_members(
         >>> probs = predict_members(ensemble, image, tile_size=256)
         >>> probs.mean(0), probs.var(0)
     """
+    with torch_threads(num_threads):
+        probs = _member_maps(
+            models,
+            image,
+            tile_size=tile_size,
+            context=context,
+            border=border,
+            batch_size=batch_size,
+            normalize=normalize,
+            device=resolve_device(device),
+            precision=precision,
+        )
+        return probs.cpu().numpy()
+
+
+def _member_maps(
+    models: Members,
+    image: Any,
+    *,
+    tile_size: int | str | None,
+    context: int | None,
+    border: int,
+    batch_size: int | str,
+    normalize: bool,
+    device: torch.device,
+    precision: str,
+) -> torch.Tensor:
+    """:func:`predict_members`' work: a float32 ``(K, H, W)`` tensor left on ``device``."""
     img = as_image(image)
     if normalize:
         img = normalize_image(img)
-    modules, multiple, radius = _inference_modules(models)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if tile_size is not None and tile_size < 1:
-        raise ValueError(f"tile_size must be >= 1 or None, got {tile_size}")
+    autocast = _autocast_dtype(precision, device)
+    tile_size, batch_size = _tiling(tile_size, batch_size, device)
+    modules, multiple, radius = _inference_modules(models, device)
     if context is None:
         context = min(radius, MAX_DEFAULT_CONTEXT)
     ctx = _round_up(max(0, int(context)), multiple)
@@ -198,9 +277,14 @@ def predict_members(
     core_h, win_h, rows = _windows(hp, core, ctx, pad)
     core_w, win_w, cols = _windows(wp, core, ctx, pad)
     tiles_at = [(r, c) for r in rows for c in cols]
-    out = np.empty((len(modules), hp, wp), dtype=np.float32)
     tensor = torch.from_numpy(np.ascontiguousarray(padded))
-    with torch_threads(num_threads), torch.inference_mode():
+    if is_cuda(device):
+        # one copy of the image to the GPU, from page-locked memory
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    out = torch.empty((len(modules), hp, wp), dtype=torch.float32, device=device)
+    with torch.inference_mode(), torch.autocast(
+        device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None
+    ):
         for b in range(0, len(tiles_at), batch_size):
             batch = tiles_at[b : b + batch_size]
             tiles = torch.stack(
@@ -208,7 +292,7 @@ def predict_members(
             )
             tiles = tiles[:, None].contiguous(memory_format=torch.channels_last)
             for k, module in enumerate(modules):
-                probs = torch.sigmoid(module(tiles))[:, 0].numpy()
+                probs = torch.sigmoid(module(tiles).float())[:, 0]
                 for ((r, wr), (c, wc)), p in zip(batch, probs):
                     dr, dc = r + pad - wr, c + pad - wc
                     out[k, r : r + core_h, c : c + core_w] = p[dr : dr + core_h, dc : dc + core_w]
@@ -225,6 +309,15 @@ def member_variance(probs: np.ndarray) -> np.ndarray:
     d = probs - probs[:1]
     var = (d * d).mean(axis=0) - d.mean(axis=0) ** 2
     return np.maximum(var, 0.0).astype(np.float32)
+
+
+def _mean_and_variance_on_device(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`member_variance` and the mean, computed where the maps are (a GPU): only
+    two maps cross to the host instead of K. Float32 on differences to the first member,
+    so identical members still give exact zeros."""
+    d = probs - probs[:1]
+    var = ((d * d).mean(dim=0) - d.mean(dim=0) ** 2).clamp_min(0.0)
+    return probs.mean(dim=0).cpu().numpy(), var.cpu().numpy()
 
 
 def find_atoms(
@@ -326,11 +419,13 @@ def predict(
     min_area: float | str = "auto",
     method: str = "components",
     min_distance: int = 2,
-    tile_size: int | None = DEFAULT_TILE,
+    tile_size: int | str | None = "auto",
     context: int | None = None,
     border: int = DEFAULT_BORDER,
-    batch_size: int = 1,
+    batch_size: int | str = "auto",
     num_threads: int | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
 ) -> Prediction:
     """Find the atoms in a survey image, each with the ensemble's uncertainty.
 
@@ -338,7 +433,7 @@ def predict(
         models: an :class:`Ensemble` or a sequence of :class:`UNet` members.
         image: ``(H, W)`` survey image (HAADF: atoms bright).
         threshold, min_area, method, min_distance: see :func:`find_atoms`.
-        tile_size, context, border, batch_size, num_threads: see
+        tile_size, context, border, batch_size, num_threads, device, precision: see
             :func:`predict_members`.
 
     Returns:
@@ -349,17 +444,26 @@ def predict(
         >>> p = predict(load_ensemble("default"), survey_image)
         >>> p.atoms[np.argsort(p.uncertainty)[-5:]]    # the five least certain atoms
     """
-    probs = predict_members(
-        models,
-        image,
-        tile_size=tile_size,
-        context=context,
-        border=border,
-        batch_size=batch_size,
-        num_threads=num_threads,
-    )
-    mean = probs.mean(axis=0)
-    variance = member_variance(probs)
+    dev = resolve_device(device)
+    with torch_threads(num_threads):
+        maps = _member_maps(
+            models,
+            image,
+            tile_size=tile_size,
+            context=context,
+            border=border,
+            batch_size=batch_size,
+            normalize=True,
+            device=dev,
+            precision=precision,
+        )
+        n_members = int(maps.shape[0])
+        if is_cuda(dev):
+            mean, variance = _mean_and_variance_on_device(maps)
+        else:  # the CPU's numbers as they always were
+            probs = maps.numpy()
+            mean = probs.mean(axis=0)
+            variance = member_variance(probs)
     atoms, probability, uncertainty, area = find_atoms(
         mean,
         variance,
@@ -368,4 +472,4 @@ def predict(
         method=method,
         min_distance=min_distance,
     )
-    return Prediction(mean, variance, atoms, probability, uncertainty, area, len(probs))
+    return Prediction(mean, variance, atoms, probability, uncertainty, area, n_members)

@@ -6,6 +6,11 @@ gets a different augmentation strength. Training data are arrays: images ``(N, H
 list of 2-D images of any sizes) and, per image, atom positions ``(row, col)`` or a ready
 target mask. The digital twin makes such data (``ophyd_stem.app.training_data``); so does a
 labelled experiment. Retraining on unlabelled images (ELIT) is in :mod:`.elit`.
+
+Members train where ``TrainingSettings.device`` says (a GPU when there is one, by default)
+and, with ``compute=``, in parallel: one member per Dask worker (:mod:`agents.compute`).
+A member's weights depend only on the data, the settings and its seed, so the ensemble is
+the same trained one after the other or in parallel (given the same ``num_threads``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from ..compute import fan_out, get_client
+from ..device import describe, is_cuda, resolve_device
 from ..metrics import match_atoms
 from ._runtime import torch_threads
 from .data import TrainingData, as_image_list, prepare_training_data
@@ -62,7 +69,9 @@ class TrainingSettings:
         vary_augmentation: give member k a jitter scaled by ``0.5 + k / (K - 1)`` so the
             members also differ in what they were taught to ignore.
         seed: member k uses seed ``seed + k``.
-        num_threads: torch threads while training (``None``: the free cores, at most 4).
+        num_threads: torch threads while training (``None``: see ``default_num_threads``).
+        device: where to train: ``"auto"`` (a GPU when there is one), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``.
 
     Example:
         >>> TrainingSettings(members=5, steps=600)   # twice the default: ~2x the time
@@ -83,6 +92,7 @@ class TrainingSettings:
     vary_augmentation: bool = False
     seed: int = 0
     num_threads: int | None = None
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("members", "steps", "batch_size", "crop_size"):
@@ -93,6 +103,9 @@ class TrainingSettings:
         if self.intensity_jitter < 0 or self.noise_jitter < 0:
             raise ValueError("intensity_jitter and noise_jitter must be >= 0")
         self.unet_config()  # validates the architecture
+        from ..device import check_device
+
+        object.__setattr__(self, "device", check_device(self.device))
 
     def unet_config(self) -> UNetConfig:
         return UNetConfig(levels=self.levels, base_filters=self.base_filters, norm=self.norm)
@@ -183,8 +196,9 @@ def train_member(
 ) -> tuple[UNet, list[float]]:
     """Train one U-Net (or continue training ``start``) and return it with its loss curve.
 
-    Deterministic: the same data, settings and seed give the same weights. The global torch
-    random state is left as it was.
+    Deterministic on a CPU: the same data, settings, seed and torch threads give the same
+    weights (on a GPU, the same up to the GPU's own rounding). The global torch random state
+    is left as it was. The network trains on ``settings.device`` and comes back on the CPU.
 
     Args:
         data: from :func:`prepare_training_data`.
@@ -196,8 +210,9 @@ def train_member(
     """
     config = settings.unet_config() if start is None else start.config
     crop = -(-int(settings.crop_size) // config.size_multiple) * config.size_multiple
+    device = resolve_device(settings.device)
     rng = np.random.default_rng(seed)
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if start is None:
@@ -205,6 +220,8 @@ def train_member(
         else:
             net = UNet(config)
             net.load_state_dict(start.state_dict())
+        # initial weights drawn on the CPU from the seed: the same on every device
+        net = net.to(device)
         net.train()
         opt = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -213,19 +230,97 @@ def train_member(
         for _ in range(settings.steps):
             x, y, wt = _sample_batch(data, rng, settings.batch_size, crop)
             x, y, wt = _augment(x, y, wt, rng, settings, strength)
-            xt = torch.from_numpy(np.ascontiguousarray(x))[:, None]
-            yt = torch.from_numpy(np.ascontiguousarray(y))[:, None]
-            wtt = torch.from_numpy(np.ascontiguousarray(wt))[:, None]
+            # crops are drawn on the CPU (numpy's generator: the same draws everywhere)
+            xt, yt, wtt = (_to(a, device) for a in (x, y, wt))
             loss = _loss(net(xt), yt, wtt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss.detach()))
+            # kept on the device: reading each loss would wait for the GPU at every step
+            losses.append(loss.detach())
             if on_step is not None:
                 on_step()
     net.eval()
-    return net, losses
+    return net.cpu(), torch.stack(losses).cpu().tolist() if losses else []
+
+
+def _to(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A ``(B, H, W)`` batch as a ``(B, 1, H, W)`` tensor on ``device``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))[:, None]
+    if is_cuda(device):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+def _member_job(
+    job: tuple[int, float, dict[str, Any] | None],
+    *,
+    data: TrainingData,
+    settings: TrainingSettings,
+    config: dict[str, Any],
+    on_step: Callable[[], None] | None = None,
+) -> tuple[dict[str, torch.Tensor], list[float], dict[str, Any]]:
+    """Train one member (a job for :func:`agents.compute.fan_out`, here or on a worker).
+
+    ``job`` is ``(seed, augmentation strength, weights to start from or None)``. Returns the
+    weights, the loss curve and where the member trained.
+    """
+    seed, strength, start_state = job
+    start = None
+    if start_state is not None:
+        start = UNet(UNetConfig.from_dict(config))
+        start.load_state_dict(start_state)
+    with torch_threads(settings.num_threads):
+        net, losses = train_member(
+            data, settings, seed, start=start, strength=strength, on_step=on_step
+        )
+    return net.state_dict(), losses, describe(resolve_device(settings.device))
+
+
+def train_members(
+    data: TrainingData,
+    settings: TrainingSettings,
+    seeds: Sequence[int],
+    strengths: Sequence[float],
+    *,
+    starts: Sequence[UNet] | None = None,
+    compute: Any = None,
+    progress: Any = None,
+) -> tuple[list[UNet], list[list[float]], list[dict[str, Any]]]:
+    """Train one member per seed, one after the other or in parallel (``compute``).
+
+    Args:
+        data, settings: as for :func:`train_member`.
+        seeds, strengths: per member.
+        starts: per member, weights to continue from (ELIT's fine-tuning).
+        compute: ``None`` (here), ``"local"``, an address or a Client (:mod:`agents.compute`).
+        progress: a tqdm bar: advanced per step here, per member on a cluster.
+
+    Returns:
+        ``(members, loss curves, where each trained)``, in seed order.
+    """
+    config = (starts[0].config if starts else settings.unet_config()).to_dict()
+    states = [m.state_dict() for m in starts] if starts else [None] * len(seeds)
+    jobs = list(zip((int(s) for s in seeds), (float(s) for s in strengths), states))
+    client = get_client(compute)
+    shared: dict[str, Any] = {"data": data, "settings": settings, "config": config}
+    on_done = None
+    if progress is not None:
+        if client is None:
+            shared["on_step"] = progress.update
+        else:
+
+            def on_done(_: int) -> None:
+                progress.update(settings.steps)
+
+    results = fan_out(_member_job, jobs, compute=client, shared=shared, on_done=on_done)
+    members = []
+    for state, _, _ in results:
+        net = UNet(UNetConfig.from_dict(config))
+        net.load_state_dict(state)
+        members.append(net.eval())
+    return members, [r[1] for r in results], [r[2] for r in results]
 
 
 # ---------------------------------------------------------------------------- the ensemble
@@ -261,6 +356,7 @@ def train_ensemble(
     validation: tuple[Any, Sequence[Any]] | None = None,
     description: dict[str, Any] | None = None,
     progress: bool = False,
+    compute: Any = None,
 ) -> Ensemble:
     """Train K U-Nets from different seeds on the same labelled images.
 
@@ -273,6 +369,10 @@ def train_ensemble(
         validation: ``(images, atoms)`` held out to score the ensemble (F1 etc. go into
             ``metadata["metrics"]``).
         description: what the training images are (samples, doses...), for the metadata.
+        progress: show a progress bar (stderr).
+        compute: train the members in parallel, one per Dask worker: ``"local"``,
+            ``"local:N"``, a scheduler address or a ``distributed.Client``; ``None`` trains
+            them here one after the other (see :mod:`agents.compute`).
 
     Returns:
         the trained :class:`Ensemble`, its metadata filled in.
@@ -289,7 +389,6 @@ def train_ensemble(
     seeds = [int(settings.seed) + k for k in range(settings.members)]
     strengths = _strengths(settings.members, settings.vary_augmentation)
     t0 = time.perf_counter()
-    members, final_losses = [], []
     bar = tqdm(
         total=settings.members * settings.steps,
         desc=f"training {settings.members} U-Nets",
@@ -298,10 +397,10 @@ def train_ensemble(
         disable=not progress,
     )
     with torch_threads(settings.num_threads) as threads, bar:
-        for seed, strength in zip(seeds, strengths):
-            net, losses = train_member(data, settings, seed, strength=strength, on_step=bar.update)
-            members.append(net)
-            final_losses.append(float(np.mean(losses[-20:])))
+        members, curves, devices = train_members(
+            data, settings, seeds, strengths, compute=compute, progress=bar
+        )
+    final_losses = [float(np.mean(losses[-20:])) for losses in curves]
     seconds = time.perf_counter() - t0
     metadata = {
         "format": METADATA_FORMAT,
@@ -313,6 +412,8 @@ def train_ensemble(
         "data": data.description,
         "train_seconds": round(seconds, 2),
         "threads": threads,
+        "trained_on": devices,
+        "compute": _compute_name(compute),
         "final_loss": final_losses,
         "history": [],
     }
@@ -320,6 +421,19 @@ def train_ensemble(
     if validation is not None:
         ensemble.metadata["metrics"] = evaluate(ensemble, *validation)
     return ensemble
+
+
+def _compute_name(compute: Any) -> str | None:
+    """What ran the jobs, for the metadata: None (here), ``local:N``, an address."""
+    from ..compute import check_compute
+
+    spec = check_compute(compute)
+    if spec is None or isinstance(spec, str):
+        return spec
+    try:
+        return str(spec.scheduler.address)
+    except AttributeError:
+        return "a dask client"
 
 
 def evaluate(

@@ -14,6 +14,8 @@ Modules, by job:
 * :mod:`~agents.logstar.pareto` -- the front and the operator's choice (numpy only);
 * :mod:`~agents.logstar.optimizer` -- botorch multi-objective BO (torch);
 * :mod:`~agents.logstar.windows` -- sliding-window optimisation and stitching;
+* :mod:`~agents.logstar.batch` -- independent optimisations (windows, a series of images),
+  here or in parallel on a Dask cluster;
 * :mod:`~agents.logstar.clustering` -- GMM classes of atoms, centroid/dispersion images;
 * :mod:`~agents.logstar.plot` -- matplotlib figures;
 * :mod:`~agents.logstar.agent` -- :class:`LoGStarAgent`.
@@ -62,6 +64,7 @@ __all__ = [
     "get_lattice",
     "graphene",
     "non_dominated",
+    "optimize_each",
     "optimize_log",
     "optimize_windows",
     "prepare_image",
@@ -76,6 +79,7 @@ _LAZY = {
     "LoGStarOptimizer": ".optimizer",
     "OptimizationResult": ".optimizer",
     "optimize_log": ".optimizer",
+    "optimize_each": ".batch",
     "AtomClusters": ".clustering",
     "cluster_atoms": ".clustering",
     "WindowMap": ".windows",

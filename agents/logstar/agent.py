@@ -69,6 +69,9 @@ class LoGStarAgent(Agent):
         seed: seeds the optimiser and the GMM.
         num_threads: torch/BLAS threads while optimising (``None``: leave alone).
         progress: show a progress bar of the trials while optimising (stderr).
+        compute: where the windows of :meth:`optimize_windows` run: ``None`` (here, one
+            after the other), ``"local"``, ``"local:N"``, a Dask scheduler address or a
+            ``distributed.Client`` (one window per worker; see :mod:`agents.compute`).
 
     Example:
         >>> agent = LoGStarAgent("graphene", pixel_size_nm=0.0079, budget=40)
@@ -98,8 +101,13 @@ class LoGStarAgent(Agent):
         seed: int = 0,
         num_threads: Optional[int] = 1,
         progress: bool = False,
+        compute: Any = None,
     ) -> None:
         super().__init__()
+        from ..compute import check_compute
+
+        #: where window jobs run (a string is recorded in config(); a Client is not)
+        self.compute = check_compute(compute)
         self.lattice: Lattice = get_lattice(lattice)
         self.pixel_size_nm = None if pixel_size_nm is None else check_pixel_size(pixel_size_nm)
         if budget < 1:
@@ -303,6 +311,7 @@ class LoGStarAgent(Agent):
             n_initial=self.n_initial,
             batch_size=self.batch_size,
             num_threads=self.num_threads,
+            compute=self.compute,
         )
         self.window_map = wmap
         self.choice = None  # no point of a front stands for the windows' parameters

@@ -11,6 +11,9 @@ contamination and thickness change it). Then the user chooses:
   window whose centre is nearest, so every atom is kept by exactly one window; atoms that
   two windows both found across a seam (closer than the ER distance) are merged, keeping the
   one nearer its own window's centre.
+
+The windows are independent optimisations: with ``compute=`` they run in parallel, one per
+Dask worker (:mod:`agents.logstar.batch`), with the same result as one after the other.
 """
 
 from __future__ import annotations
@@ -194,6 +197,7 @@ def optimize_windows(
     space: Optional[SearchSpace] = None,
     rewards: Optional[Sequence[Any]] = None,
     min_separation: float = DEFAULT_MIN_SEPARATION,
+    compute: Any = None,
     **run_kwargs: Any,
 ) -> WindowMap:
     """Run LoG* on every window of an image and map the optima.
@@ -210,6 +214,9 @@ def optimize_windows(
             :func:`~agents.logstar.pareto.select_point`).
         seed: seed of the first window (window ``k`` uses ``seed + k``).
         space, rewards, min_separation: as for the optimiser.
+        compute: ``None`` (one window after the other, here) or a Dask cluster, one window
+            per worker: ``"local"``, ``"local:N"``, an address or a Client
+            (:mod:`agents.compute`).
         run_kwargs: passed to :meth:`LoGStarOptimizer.run` (``n_initial``, ``batch_size``...).
 
     Example:
@@ -217,25 +224,27 @@ def optimize_windows(
         >>> atoms = apply_windows(survey_image, wm, mode="local", lattice="graphene",
         ...                       pixel_size_nm=0.0079)
     """
-    from .optimizer import LoGStarOptimizer
+    from .batch import run_jobs
 
     prepared = prepare_image(image)
     lat = get_lattice(lattice)
     if space is None:
         space = SearchSpace.for_spacing(lat.nn_distance_px(pixel_size_nm))
     windows = sliding_windows(prepared.shape, window, stride)
+    results = run_jobs(
+        [(prepared[w.slices], seed + k) for k, w in enumerate(windows)],
+        lat,
+        pixel_size_nm,
+        rewards=rewards,
+        space=space,
+        min_separation=min_separation,
+        prepared=True,
+        compute=compute,
+        budget=budget,
+        **run_kwargs,
+    )
     params, chosen_rewards, fronts = [], [], []
-    for k, w in enumerate(windows):
-        opt = LoGStarOptimizer(
-            [prepared[w.slices]],
-            lat,
-            pixel_size_nm,
-            rewards=rewards,
-            space=space,
-            min_separation=min_separation,
-            prepared=True,
-        )
-        result = opt.run(budget=budget, seed=seed + k, **run_kwargs)
+    for result in results:
         choice = select_point(result.front, weight=weight, chooser="agent")
         point = result.front[choice.index]
         params.append(point.params)

@@ -9,6 +9,7 @@ Examples::
     ophyd-stem runs
     ophyd-stem show 3f2a9c                      # summary + PNG of its images and spectra
     ophyd-stem replay 3f2a9c --callbacks table plot --forensics --counterfactual ucb
+    ophyd-stem run dcnn --device cuda --compute tcp://scheduler:8786   # GPU, Dask cluster
     ophyd-stem console                          # the IPython console (profile_collection)
     ophyd-stem import-spool                     # write runs the catalog missed
     ophyd-stem serve --status                   # the catalog server commands share (--stop)
@@ -98,6 +99,23 @@ def _session_arguments(parser: argparse.ArgumentParser) -> Any:
         "--operator", help="recorded in every run (default: $OPHYD_STEM_OPERATOR or none)"
     )
     return _catalog_arguments(parser)
+
+
+def _compute_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    group = parser.add_argument_group("compute (default: this process, a GPU when there is one)")
+    if device:
+        group.add_argument(
+            "--device",
+            help="where agents compute: auto (a GPU when there is one), cpu, cuda or cuda:N "
+            "(default: $OPHYD_STEM_DEVICE, the config file, or auto)",
+        )
+    group.add_argument(
+        "--compute",
+        help="Dask cluster for work that fans out (ensemble members, LoG* windows, "
+        "counterfactuals): local, local:N, or a scheduler address such as "
+        "tcp://scheduler:8786 (default: $OPHYD_STEM_COMPUTE, the config file, or none: "
+        "in this process)",
+    )
 
 
 def _twin_arguments(parser: argparse.ArgumentParser, default_sample: str) -> None:
@@ -225,6 +243,8 @@ def _run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         operator=args.operator,
         sample=args.sample,
+        device=args.device,
+        compute=args.compute,
     )
     # The progress bar tells the story on the command line; the table would repeat it
     # (ConsoleOutput takes the table's switch as the person's wish).
@@ -392,10 +412,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         report = forensics(run)
         print(report.text())
         exit_code = 0 if report.ok else 4
-    for alternative in args.counterfactual or []:
-        from .analysis.counterfactual import counterfactual
+    if args.counterfactual:
+        from .analysis.batch import counterfactuals
+        from .config import load_config
 
-        print(counterfactual(run, alternative, out_dir=out).text())
+        compute = load_config(compute=args.compute).compute
+        for result in counterfactuals(run, args.counterfactual, out_dir=out, compute=compute):
+            print(result.text())
     if args.as_experiment:
         recording = as_experiment(run, out)
         print(f"recording: {recording.path}  ({recording.metadata['note']})")
@@ -461,8 +484,10 @@ def _add_serve_command(commands: Any) -> None:
 
 
 def _cmd_train_ensemble(args: argparse.Namespace) -> int:
+    from .config import load_config
     from .registry import train_default_ensemble
 
+    config = load_config(device=args.device, compute=args.compute)
     train_default_ensemble(
         args.name,
         members=args.members,
@@ -472,6 +497,8 @@ def _cmd_train_ensemble(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.force,
         log=lambda line: print(line, flush=True),
+        device=config.device or "auto",
+        compute=config.compute,
     )
     return 0
 
@@ -503,6 +530,8 @@ def _cmd_console(args: argparse.Namespace) -> int:
         ("OPHYD_STEM_DATA_DIR", args.data_dir),
         ("OPHYD_STEM_OPERATOR", args.operator),
         ("OPHYD_STEM_SAMPLE", args.sample),
+        ("OPHYD_STEM_DEVICE", args.device),
+        ("OPHYD_STEM_COMPUTE", args.compute),
     ):
         if value:
             env[name] = value
@@ -546,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
         entry.add_arguments(group)
         _twin_arguments(sub, entry.default_sample)
         catalog = _session_arguments(sub)
+        _compute_arguments(sub)
         catalog.add_argument(
             "--catalog-timeout",
             type=float,
@@ -616,6 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=".", help="folder for figures and recordings (default: the current folder)"
     )
     _catalog_arguments(replay)
+    # a replay computes where the run did (forensics says when it cannot): no --device
+    _compute_arguments(replay, device=False)
     replay.set_defaults(func=_cmd_replay)
 
     _add_serve_command(commands)
@@ -645,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--size", type=int, default=128, help="image side, px")
     train.add_argument("--seed", type=int, default=0, help="seed of images and training")
     train.add_argument("--force", action="store_true", help="replace an existing ensemble")
+    _compute_arguments(train)
     train.set_defaults(func=_cmd_train_ensemble)
 
     console = _command(
@@ -656,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(the twin unless --bridge), the plans and agents (profile_collection/).",
     )
     _session_arguments(console)
+    _compute_arguments(console)
     console.add_argument(
         "--sample", help="the twin's sample (default: $OPHYD_STEM_SAMPLE or graphene)"
     )

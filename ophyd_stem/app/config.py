@@ -6,7 +6,7 @@ The same settings serve the console and the ``ophyd-stem`` command. In order of 
 2. environment variables ``OPHYD_STEM_BRIDGE``, ``OPHYD_STEM_SERVER_KEY`` (the bridge's public
    key file), ``OPHYD_STEM_CLIENT_KEY`` (this client's secret key file), ``OPHYD_STEM_CATALOG``,
    ``OPHYD_STEM_API_KEY``, ``OPHYD_STEM_DATA_DIR``, ``OPHYD_STEM_OPERATOR``,
-   ``OPHYD_STEM_SAMPLE``;
+   ``OPHYD_STEM_SAMPLE``, ``OPHYD_STEM_DEVICE``, ``OPHYD_STEM_COMPUTE``;
 3. the file ``$OPHYD_STEM_CONFIG`` or ``~/.config/ophyd-stem/config.toml``::
 
        [bridge]
@@ -22,8 +22,12 @@ The same settings serve the console and the ``ophyd-stem`` command. In order of 
        data_dir = "~/stem-data"
        operator = "A. Microscopist"
 
+       [compute]
+       device = "auto"                  # where agents compute: auto, cpu, cuda, cuda:N
+       cluster = "tcp://scheduler:8786"  # Dask cluster for fan-out work, or "local"
+
 With no bridge address the session runs the digital twin; with no catalog URI it starts the
-embedded local catalog in the data directory.
+embedded local catalog in the data directory; with no cluster, agent work stays in-process.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ ENV = {
     "data_dir": "OPHYD_STEM_DATA_DIR",
     "operator": "OPHYD_STEM_OPERATOR",
     "sample": "OPHYD_STEM_SAMPLE",
+    "device": "OPHYD_STEM_DEVICE",
+    "compute": "OPHYD_STEM_COMPUTE",
 }
 
 FILE_KEYS = {
@@ -60,6 +66,8 @@ FILE_KEYS = {
     "data_dir": ("session", "data_dir"),
     "operator": ("session", "operator"),
     "sample": ("session", "sample"),
+    "device": ("compute", "device"),
+    "compute": ("compute", "cluster"),
 }
 
 
@@ -76,6 +84,10 @@ class SessionConfig:
         data_dir: where the embedded catalog and the survey images live.
         operator: recorded in every run.
         sample: the twin's sample when no bridge is given; recorded in every run.
+        device: where agents compute (``auto``, ``cpu``, ``cuda``, ``cuda:N``); ``None``:
+            each agent's default (``auto``).
+        compute: Dask cluster for agent work that fans out (``local``, ``local:N`` or a
+            scheduler address such as ``tcp://scheduler:8786``); ``None``: in-process.
         sources: where each setting came from (for ``ophyd-stem`` to show).
     """
 
@@ -87,6 +99,8 @@ class SessionConfig:
     data_dir: str | None = None
     operator: str | None = None
     sample: str = "graphene"
+    device: str | None = None
+    compute: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -105,7 +119,8 @@ def load_config(**explicit: Any) -> SessionConfig:
     """Resolve the session's settings; keyword arguments win over environment and file.
 
     Raises:
-        ValueError: the configuration file is not valid TOML (the message says where).
+        ValueError: the configuration file is not valid TOML (the message says where), or
+            ``device``/``compute`` is malformed (the message says which and where from).
     """
     path = _config_file()
     from_file: dict[str, Any] = {}
@@ -129,4 +144,20 @@ def load_config(**explicit: Any) -> SessionConfig:
         if value is not None:
             setattr(config, name, value)
             config.sources[name] = source
+    _check_compute_settings(config)
     return config
+
+
+def _check_compute_settings(config: SessionConfig) -> None:
+    """Fail early, saying where a bad ``device`` or ``compute`` came from."""
+    from agents.compute import check_compute
+    from agents.device import check_device
+
+    for name, check in (("device", check_device), ("compute", check_compute)):
+        value = getattr(config, name)
+        if value is None:
+            continue
+        try:
+            setattr(config, name, check(value))
+        except ValueError as exc:
+            raise ValueError(f"{name} from {config.sources.get(name)}: {exc}") from None

@@ -175,6 +175,7 @@ def _build_logstar(session: Any, args: argparse.Namespace) -> Generator:
         target=args.target,
         seed=args.seed,
         progress=True,
+        compute=session.config.compute,
     )
     args.agent = agent
     yield from _setup_scan(session, args)
@@ -389,6 +390,7 @@ def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
             beta=args.beta,
             n_seed=args.seeds,
             seed=args.seed,
+            device=session.config.device or "auto",
         )
         return args.agent
 
@@ -475,11 +477,14 @@ def train_default_ensemble(
     seed: int = 0,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    device: str = "auto",
+    compute: Any = None,
 ) -> Any:
     """Train an ensemble of U-Nets on twin images and save it under ``name``.
 
     The images span the out-of-distribution shifts the papers name (dose, sampling, rotation,
-    probe size) for graphene and SrTiO3 (``ophyd_stem.app.training_data``).
+    probe size) for graphene and SrTiO3 (``ophyd_stem.app.training_data``). ``device`` and
+    ``compute`` say where the members train (see :func:`agents.ensemble.train_ensemble`).
     """
     import time
 
@@ -496,8 +501,9 @@ def train_default_ensemble(
     ensemble = train_ensemble(
         data,
         atoms,
-        TrainingSettings(members=members, steps=steps, seed=seed),
+        TrainingSettings(members=members, steps=steps, seed=seed, device=device),
         progress=True,
+        compute=compute,
         description={
             "source": "ophyd-stem digital twin",
             "samples": ["graphene", "SrTiO3"],
@@ -534,14 +540,15 @@ def _build_dcnn(session: Any, args: argparse.Namespace) -> Generator:
     from agents.ensemble import EnsembleAgent, EnsembleNotFoundError
     from plans.dcnn import dcnn
 
+    device = session.config.device or "auto"
     try:
-        agent = EnsembleAgent(args.ensemble, target=args.target)
+        agent = EnsembleAgent(args.ensemble, target=args.target, device=device)
     except EnsembleNotFoundError:
         if args.no_train or args.ensemble != "default":
             raise
         # "A default ensemble is produced on first use": train it now, once.
-        train_default_ensemble("default")
-        agent = EnsembleAgent("default", target=args.target)
+        train_default_ensemble("default", device=device, compute=session.config.compute)
+        agent = EnsembleAgent("default", target=args.target, device=device)
     args.agent = agent
     yield from _setup_scan(session, args)
     m = session.microscope

@@ -12,7 +12,8 @@ functions here, in name order, NSLS-II style:
 ``15-suspenders.py``   :func:`configure_suspenders`: pause when the bridge stops answering
 ``20-plans.py``        :func:`configure_plans`: every standard Bluesky plan and the project's
                        plans by name, ``bp``, ``bps``, ``plans``
-``30-agents.py``       :func:`configure_agents`: agent classes, imported when first used
+``30-agents.py``       :func:`configure_agents`: agent classes, imported when first used;
+                       ``device`` and ``compute`` as configured, for the agents one makes
 (``35-views.py``)      :func:`configure_views`: the live figure of adaptive runs (when plots
                        are on), ``control`` (the operator's hand on them) and its
                        ``control_*`` functions for remote operators
@@ -371,10 +372,19 @@ def configure_plans(session: Session, user_ns: dict[str, Any] | None = None) -> 
 
 
 def configure_agents(session: Session, user_ns: dict[str, Any] | None = None) -> Any:
-    """Make the agents available (``agents``); torch is imported only when one is used."""
+    """Make the agents available (``agents``); torch is imported only when one is used.
+
+    Also exports the configured ``device`` (``"auto"`` unless ``--device``,
+    ``$OPHYD_STEM_DEVICE`` or ``[compute] device`` says otherwise) and ``compute`` (the Dask
+    cluster setting, ``None`` for in-process work), to pass on::
+
+        agent = DKLAgent(image, device=device)
+        wmap = optimize_windows(image, "graphene", 0.0079, compute=compute)
+    """
     import agents
 
-    _export(session, user_ns, agents=agents)
+    config = session.config
+    _export(session, user_ns, agents=agents, device=config.device or "auto", compute=config.compute)
     return agents
 
 

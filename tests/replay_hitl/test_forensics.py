@@ -5,10 +5,12 @@ from __future__ import annotations
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+import torch
 
 from agents.runs import unpack_run
+from ophyd_stem.app.analysis.batch import counterfactuals, forensics_many
 from ophyd_stem.app.analysis.counterfactual import counterfactual, parse
-from ophyd_stem.app.analysis.forensics import forensics
+from ophyd_stem.app.analysis.forensics import forensics, replay_device
 
 from .conftest import dkl_factory
 
@@ -86,3 +88,38 @@ def test_logstar_counterfactual_shows_another_front_point(logstar_run, tmp_path)
     assert same.agree.all()
     assert len(same.chosen) == len(same.recorded)
     assert np.std(mpimg.imread(result.png)[..., :3]) > 0.05
+
+
+def test_forensics_replays_where_the_run_computed(dkl_run):
+    report = forensics(dkl_run.run)
+    assert report.agent["device"] == "cpu"  # the run's agent computed on the CPU
+    assert not any("GPU" in note for note in report.notes)
+    # the same run as if its agent had computed on a GPU: replayed on the CPU, with a note
+    data = unpack_run(dkl_run.documents)
+    gpu = {"type": "cuda", "index": 0, "name": "NVIDIA H200"}
+    data.decisions["reports"] = [{**r, "device": gpu} for r in data.decisions["reports"]]
+    device, note = replay_device(data)
+    if torch.cuda.is_available():
+        assert (device, note) == ("cuda", None)
+    else:
+        assert device == "cpu"
+        assert "NVIDIA H200" in note
+        assert "computes on the CPU" in note
+        again = forensics(data)
+        assert again.ok
+        assert note in again.notes
+
+
+def test_batches_of_forensics_and_counterfactuals_on_a_cluster(
+    dkl_run, edge_run, dask_client, tmp_path
+):
+    reports = forensics_many([dkl_run.run, edge_run.run], compute=dask_client)
+    assert [r.uid for r in reports] == [dkl_run.uid, edge_run.uid]
+    assert all(r.ok for r in reports)
+    alternatives = ["ucb:beta=9", "random"]
+    there = counterfactuals(dkl_run.run, alternatives, out_dir=tmp_path, compute=dask_client)
+    here = counterfactuals(dkl_run.run, alternatives, out_dir=None)
+    assert [r.alternative for r in there] == alternatives
+    for a, b in zip(there, here):
+        np.testing.assert_array_equal(a.chosen, b.chosen)
+        assert a.png.exists()

@@ -11,6 +11,11 @@ longer behaves as it did during the experiment.
 Workflows: ``adaptive_eels`` (DKL and any agent given by ``make_agent``), ``edge_eels``
 (the edge agent's points) and ``logstar`` (the Pareto front, the choice, the atoms).
 
+The agent is rebuilt on the kind of device its report says it computed on (runs from before
+devices were recorded ran on the CPU): a run decided on a GPU replays on a GPU when this
+machine has one, else on the CPU with a note that decisions may then differ by the GPU's
+rounding.
+
 Example:
     >>> report = forensics(catalog["3f2a9c"])                     # doctest: +SKIP
     >>> print(report.text())                                      # doctest: +SKIP
@@ -28,7 +33,14 @@ import numpy as np
 
 from agents.runs import RunData, unpack_run
 
-__all__ = ["Check", "ForensicsReport", "agent_factory", "as_run_data", "forensics"]
+__all__ = [
+    "Check",
+    "ForensicsReport",
+    "agent_factory",
+    "as_run_data",
+    "forensics",
+    "replay_device",
+]
 
 #: positions closer than this (pixels) are the same decision
 POSITION_TOLERANCE = 1e-6
@@ -163,6 +175,39 @@ def _compare(step: int, what: str, recorded: Any, replayed: Any) -> Check:
 # ---------------------------------------------------------------------- agents from runs
 
 
+def _recorded_device(data: RunData) -> dict[str, Any] | None:
+    """Where the run's agent computed, from its report (None: not recorded)."""
+    if data.plan_name == "adaptive_eels":
+        reports = [r for r in data.decisions.get("reports", []) if isinstance(r, dict)]
+        return reports[0].get("device") if reports else None
+    if data.plan_name == "dcnn" and data.dcnn:
+        return (data.dcnn[0].get("report") or {}).get("device")
+    return None
+
+
+def replay_device(data: RunData) -> tuple[str, str | None]:
+    """``(device, note)``: where a replay of the run's agent computes, and why it differs.
+
+    The same kind of device as the run's: the CPU for a run decided on a CPU (also when
+    this machine has a GPU: its rounding differs), a GPU for a run decided on one when this
+    machine has a GPU; else the CPU, with a note.
+    """
+    from agents.device import NoDeviceError, resolve_device
+
+    used = _recorded_device(data) or {"type": "cpu"}
+    if used.get("type") != "cuda":
+        return "cpu", None
+    try:
+        resolve_device("cuda")
+    except NoDeviceError:
+        name = used.get("name") or "a GPU"
+        return "cpu", (
+            f"the run's agent computed on {name} (cuda:{used.get('index')}); no GPU here, so "
+            "this replay computes on the CPU and its decisions can differ by the GPU's rounding"
+        )
+    return "cuda", None
+
+
 def _accepted(cls: Any, options: dict[str, Any]) -> dict[str, Any]:
     params = inspect.signature(cls).parameters
     return {k: v for k, v in options.items() if k in params}
@@ -258,13 +303,14 @@ def agent_factory(data: RunData, **overrides: Any) -> tuple[Callable[[np.ndarray
         ValueError: a plan whose agent cannot be rebuilt from the run.
     """
     plan = data.plan_name
+    device, _ = replay_device(data)
     if plan == "adaptive_eels":
         reported = _reported_factory(data, **overrides)
         if reported is not None:
             return reported
         from agents.dkl import DKLAgent
 
-        options = {**_dkl_options(data), **overrides}
+        options = {**_dkl_options(data), "device": device, **overrides}
         options = _accepted(DKLAgent, options)
         return (lambda image: DKLAgent(image, **options)), {"class": "DKLAgent", **options}
     if plan == "edge_eels":
@@ -288,7 +334,7 @@ def agent_factory(data: RunData, **overrides: Any) -> tuple[Callable[[np.ndarray
 
         return make, {"class": "LoGStarAgent", **options}
     if plan == "dcnn":
-        return _dcnn_factory(data, **overrides)
+        return _dcnn_factory(data, **{"device": device, **overrides})
     raise ValueError(
         f"no agent to rebuild for plan {plan!r} (adaptive_eels, edge_eels, logstar, dcnn)"
     )
@@ -503,6 +549,9 @@ def forensics(run: Any, make_agent: Callable[[np.ndarray], Any] | None = None) -
     if make_agent is not None:
         factory, description = make_agent, {"class": "given make_agent"}
     report = ForensicsReport(uid=data.uid, plan_name=data.plan_name, agent=description)
+    _, device_note = replay_device(data)
+    if device_note and make_agent is None:
+        report.notes.append(device_note)
     if data.plan_name == "adaptive_eels":
         _adaptive(data, factory, report)
     elif data.plan_name == "edge_eels":

@@ -1,0 +1,187 @@
+"""Fan-out of agent work: in this process, or over a ``dask.distributed`` cluster.
+
+Some agent work is a list of independent jobs: the members of an ensemble, the windows of a
+LoG* sliding-window optimisation, a batch of forensics or counterfactual replays. Functions
+that do such work take ``compute=`` and hand the jobs to :func:`fan_out`:
+
+=========================  ===============================================================
+``None`` (default)         in this process, one job after the other (as before)
+``"local"``                a ``LocalCluster`` on this machine: one worker process per core,
+                           one thread each (made on first use, kept for the process)
+``"local:N"``              the same with N worker processes
+``"tcp://host:8786"``      an existing cluster's scheduler (any address dask takes:
+                           ``tcp://``, ``tls://``, ``ucx://``, ``inproc://``)
+a ``distributed.Client``   used as it is
+=========================  ===============================================================
+
+The strings are JSON-able, so ``compute`` travels through queueserver like any agent
+setting. A job gives the same result wherever it runs, as long as it runs with the same
+torch threads (jobs set theirs explicitly; see docs/decisions/0008-cpu-threads.md). On
+workers with GPUs, jobs that take ``device="auto"`` use the worker's GPU (one per worker:
+start workers with ``CUDA_VISIBLE_DEVICES`` set, as dask-cuda does).
+
+Nothing here is a scheduler: dask places, runs and retries the jobs. dask is imported only
+when a cluster is asked for.
+
+Example:
+    >>> fan_out(pow, [1, 2, 3], compute="local:2", shared={"exp": 2})
+    [1, 4, 9]
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = ["check_compute", "close_compute", "fan_out", "get_client"]
+
+_LOCAL = re.compile(r"^local(:(\d+))?$")
+_ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
+_LOCK = threading.Lock()
+#: clients made here from a compute string, by that string (closed at exit)
+_CLIENTS: dict[str, Any] = {}
+
+
+def check_compute(compute: Any) -> Any:
+    """Validate a compute setting without importing dask; strings come back normalised.
+
+    Returns:
+        ``None`` for in-process work, ``"local:N"`` (N = the cores here when not given),
+        an address string, or the ``distributed.Client`` given.
+
+    Raises:
+        ValueError: a string that is neither ``local[:N]`` nor a scheduler address.
+    """
+    if compute is None:
+        return None
+    if not isinstance(compute, str):
+        if hasattr(compute, "submit") and hasattr(compute, "gather"):
+            return compute  # a distributed.Client (or something that acts like one)
+        raise ValueError(f"compute must be None, 'local[:N]', an address or a Client: {compute!r}")
+    text = compute.strip()
+    if text.lower() in ("", "none", "in-process"):
+        return None
+    match = _LOCAL.match(text.lower())
+    if match:
+        n = int(match.group(2)) if match.group(2) else _cores()
+        if n < 1:
+            raise ValueError(f"a local cluster needs at least one worker: {compute!r}")
+        return f"local:{n}"
+    if _ADDRESS.match(text):
+        return text
+    raise ValueError(
+        f"compute must be 'local', 'local:N' or a scheduler address such as "
+        f"tcp://scheduler:8786; got {compute!r}"
+    )
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows
+        return os.cpu_count() or 1
+
+
+def get_client(compute: Any) -> Any:
+    """The ``distributed.Client`` for a compute setting; ``None`` for in-process work.
+
+    ``"local[:N]"`` starts a ``LocalCluster`` (processes, one thread each, its HTTP port any
+    free one) once per process and setting; an address connects to that scheduler once.
+    Both are closed when the process exits, or by :func:`close_compute`.
+
+    Raises:
+        ValueError: a malformed setting.
+        OSError: the scheduler does not answer (dask's own error, with its address).
+    """
+    spec = check_compute(compute)
+    if spec is None or not isinstance(spec, str):
+        return spec
+    with _LOCK:
+        client = _CLIENTS.get(spec)
+        if client is not None and client.status == "running":
+            return client
+        from distributed import Client, LocalCluster
+
+        if spec.startswith("local:"):
+            cluster = LocalCluster(
+                n_workers=int(spec.split(":")[1]),
+                threads_per_worker=1,
+                processes=True,
+                # a free port: the scheduler serves HTTP (health, metrics) even without a
+                # dashboard, on 8787 unless told, and two clusters would collide there
+                dashboard_address=":0",
+            )
+            client = Client(cluster, set_as_default=False)
+        else:
+            client = Client(spec, set_as_default=False)
+        _CLIENTS[spec] = client
+        return client
+
+
+def close_compute() -> None:
+    """Close the clients (and local clusters) :func:`get_client` made."""
+    with _LOCK:
+        clients = list(_CLIENTS.values())
+        _CLIENTS.clear()
+    for client in clients:
+        cluster = client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+atexit.register(close_compute)
+
+
+def fan_out(
+    func: Callable[..., Any],
+    items: Iterable[Any],
+    *,
+    compute: Any = None,
+    shared: Mapping[str, Any] | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Any]:
+    """``[func(item, **shared) for item in items]``, here or on a cluster; results in order.
+
+    Args:
+        func: a module-level function (workers import it by name).
+        items: one job per item.
+        compute: see the module docstring.
+        shared: keyword arguments every job gets (training data, an image): sent to each
+            worker once, not once per job.
+        on_done: called with the item's index as each job finishes (a progress bar).
+
+    Raises:
+        whatever a job raised (the other jobs are cancelled).
+
+    Example:
+        >>> fan_out(train_one, seeds, compute="local", shared={"data": data})
+    """
+    items = list(items)
+    shared = dict(shared or {})
+    client = get_client(compute)
+    if client is None:
+        results = []
+        for i, item in enumerate(items):
+            results.append(func(item, **shared))
+            if on_done is not None:
+                on_done(i)
+        return results
+    from distributed import as_completed
+
+    scattered = {k: client.scatter(v, broadcast=True, hash=False) for k, v in shared.items()}
+    futures = [client.submit(func, item, pure=False, **scattered) for item in items]
+    index = {f.key: i for i, f in enumerate(futures)}
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            if future.status == "error":
+                future.result()  # raises the job's exception here
+            if on_done is not None:
+                on_done(index[future.key])
+        return client.gather(futures)
+    finally:
+        client.cancel(futures + list(scattered.values()))
