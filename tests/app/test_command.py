@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -61,6 +62,9 @@ def test_bad_input_gives_one_clear_line(app_env):
     result = ophyd_stem(app_env, "run", "survey", "--size", "100000")
     assert result.returncode == 1
     assert "width" in result.stderr or "outside" in result.stderr
+    result = ophyd_stem(app_env, "run", "dkl", "--device", "gpu")
+    assert result.returncode == 1
+    assert "device must be one of auto, cpu, cuda, cuda:N" in result.stderr
 
 
 def test_edge_and_dkl_commands_run_on_the_embedded_default(app_env):
@@ -74,7 +78,7 @@ def test_edge_and_dkl_commands_run_on_the_embedded_default(app_env):
     assert float(fraction.group(1)) <= 1.0
     assert "full grid" in edge.stdout
 
-    dkl = ophyd_stem(app_env, "run", "dkl", "--steps", "8", "--seeds", "3")
+    dkl = ophyd_stem(app_env, "run", "dkl", "--steps", "8", "--seeds", "3", "--device", "cpu")
     assert dkl.returncode == 0, dkl.stderr[-3000:]
     assert "stored      yes" in dkl.stdout
     assert re.search(r"best\s+\S+ at \(", dkl.stdout)
@@ -89,10 +93,14 @@ def test_train_ensemble_then_run_dcnn(app_env, tmp_path):
     train = ophyd_stem(
         app_env,
         "train-ensemble", "--name", "tiny", "--members", "2", "--steps", "10",
-        "--images", "4", "--size", "64",
+        "--images", "4", "--size", "64", "--device", "cpu", "--compute", "local:2",
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
     assert "saved ensemble 'tiny'" in train.stdout
+    # one member per worker of the command's own LocalCluster, on the CPU asked for
+    metadata = json.loads((tmp_path / "cache" / "ensembles" / "tiny" / "metadata.json").read_text())
+    assert metadata["compute"] == "local:2"
+    assert metadata["trained_on"] == [{"type": "cpu", "index": None, "name": "cpu"}] * 2
     run = ophyd_stem(app_env, "run", "dcnn", "--ensemble", "tiny", "--size", "64", "--eels", "2")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "found by 2 U-Nets" in run.stdout

@@ -46,3 +46,28 @@ def test_broken_file_and_unknown_settings_are_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("OPHYD_STEM_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(TypeError, match="unknown session setting"):
         load_config(bridge_adress="tcp://x")
+
+
+def test_device_and_cluster_come_from_the_compute_section(tmp_path, monkeypatch):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[compute]\ndevice = "CUDA:1"\ncluster = "tcp://scheduler:8786"\n')
+    monkeypatch.setenv("OPHYD_STEM_CONFIG", str(config_file))
+    monkeypatch.delenv("OPHYD_STEM_DEVICE", raising=False)
+    monkeypatch.delenv("OPHYD_STEM_COMPUTE", raising=False)
+    config = load_config()
+    assert (config.device, config.compute) == ("cuda:1", "tcp://scheduler:8786")
+    monkeypatch.setenv("OPHYD_STEM_COMPUTE", "local:2")
+    assert load_config(device="cpu").device == "cpu"
+    assert load_config().compute == "local:2"
+
+
+def test_a_bad_device_or_cluster_says_where_it_came_from(tmp_path, monkeypatch):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[compute]\ndevice = "gpu"\n')
+    monkeypatch.setenv("OPHYD_STEM_CONFIG", str(config_file))
+    monkeypatch.delenv("OPHYD_STEM_DEVICE", raising=False)
+    monkeypatch.delenv("OPHYD_STEM_COMPUTE", raising=False)
+    with pytest.raises(ValueError, match=r"device from .*config\.toml: device must be one of"):
+        load_config()
+    with pytest.raises(ValueError, match="compute from argument"):
+        load_config(device="cpu", compute="scheduler:8786")
