@@ -10,8 +10,9 @@ docs/images/):
    scikit-image ``blob_log`` with parameters set from the lattice: the hook is
    :func:`make_reference_finder`), on the same images with the same matching rule; then
    the real ``G-Si-2nm`` image, before and after one ELIT round on it (no labels used);
-3. speed: ensemble inference at 128², 512² and 1024², with ``blob_log`` timed in the same
-   process as the baseline;
+3. speed (:mod:`ensemble_speed`, beside this script): inference at 128², 512² and 1024² on
+   the CPU in float32 and bfloat16 and, when CUDA is present, on the GPU, with ``blob_log``
+   timed in the same process as the baseline; a training step on each device;
 4. calibration: error rate of the found atoms by uncertainty bin, and per image, over the
    test images plus hard ones (noise 0.7-1.0, random sampling and orientation, thick
    contamination on graphene) where mistakes happen.
@@ -39,7 +40,6 @@ import hashlib
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -355,54 +355,6 @@ def print_real(real: dict[str, Any]) -> None:
     )
 
 
-# ------------------------------------------------------------------------------ speed
-
-
-def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
-    """(median, best) seconds of ``repeats`` calls after a warm-up call (the first call
-    allocates and builds the inference copies). On a shared machine the best is the better
-    estimate of the machine's speed, the median of what a user would see right now."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
-
-
-def speed(ensemble: Any, args: argparse.Namespace) -> list[tuple]:
-    from agents.ensemble import Ensemble, predict
-    from ophyd_stem.app.training_data import twin_image
-
-    sizes = (128, 512, 1024) if not args.quick else (128, 512)
-    single = Ensemble(ensemble.members[:1])
-    reference = _blob_log_finder("graphene", 2.0 / 256)
-    rows = []
-    for size in sizes:
-        image, _, _ = twin_image("graphene", size=size, noise_level=0.3, pixel_size=2.0 / 256)
-        repeats = 5 if size <= 512 else 3
-        t_ens = _time(
-            lambda image=image: predict(ensemble, image, num_threads=args.threads), repeats
-        )
-        t_one = _time(lambda image=image: predict(single, image, num_threads=args.threads), repeats)
-        t_ref = _time(lambda image=image: reference(image), max(2, repeats // 2))
-        rows.append((size, len(ensemble), t_ens, t_one, t_ref))
-    return rows
-
-
-def print_speed(rows: list, threads: int) -> None:
-    print(f"\n## Inference speed on CPU ({threads} threads), seconds per image: median (best)")
-    print("| image | ensemble (K members) | one member | blob_log (baseline) |")
-    print("| --- | --- | --- | --- |")
-    for size, k, t_ens, t_one, t_ref in rows:
-        print(
-            f"| {size}² | {t_ens[0]:.3f} ({t_ens[1]:.3f}) s, K={k} | {t_one[0]:.3f} "
-            f"({t_one[1]:.3f}) s | {t_ref[0]:.3f} ({t_ref[1]:.3f}) s |"
-        )
-    print("paper (V100 GPU): ~0.035 s per 128² image, 0.037 s per 512²")
-
-
 # ------------------------------------------------------------------------------ calibration
 
 
@@ -461,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small run for a smoke test")
     parser.add_argument("--retrain", action="store_true", help="ignore the cached ensemble")
     parser.add_argument("--docs", action="store_true", help="copy the figures to docs/images")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default 1: decision 0008)"
+    )
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--steps", type=int, default=300, help="training steps per member")
     parser.add_argument("--levels", type=int, default=3)
@@ -482,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"# U-Net ensemble benchmark (torch {torch.__version__}, {args.threads} threads, "
+        f"# U-Net ensemble benchmark (torch {torch.__version__}, {args.threads or 1} threads, "
         f"{os.cpu_count()} CPUs, load average {load:.1f} at start)"
     )
     ensemble, timing = train_or_load(args)
@@ -500,9 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     real = real_image(ensemble, args)
     if real is not None:
         print_real(real)
-    print_speed(speed(ensemble, args), args.threads)
-    if torch.cuda.is_available():
-        print("(a GPU is present but this benchmark measures the CPU path)")
+    from ensemble_speed import run as speed_tables  # beside this script
+
+    speed_tables(ensemble, quick=args.quick)
     cal = calibration(acc)
     print_calibration(cal)
     from ensemble_figures import figures  # beside this script

@@ -213,7 +213,7 @@ def train_member(
     device = resolve_device(settings.device)
     rng = np.random.default_rng(seed)
     losses: list[torch.Tensor] = []
-    with torch.random.fork_rng(devices=[]):
+    with torch_threads(settings.num_threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if start is None:
             net = UNet(config)
