@@ -8,7 +8,7 @@ Agents compute with one torch thread by default and on ``device="auto"`` (a GPU 
 is one); work that fans out takes ``compute=`` (:mod:`agents.compute`). Importing this
 package before torch makes waiting OpenMP threads sleep instead of spin
 (``OMP_WAIT_POLICY=PASSIVE``, unless the environment says otherwise): spinning threads made
-multi-threaded torch calls up to 29x slower on a busy machine (decision 0008).
+multi-threaded torch calls up to 29x slower on a busy machine (decision 0010).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ a ``distributed.Client``   used as it is
 
 The strings are JSON-able, so ``compute`` travels through queueserver like any agent
 setting. A job gives the same result wherever it runs, as long as it runs with the same
-torch threads (jobs set theirs explicitly; see docs/decisions/0008-cpu-threads.md). On
+torch threads (jobs set theirs explicitly; see docs/decisions/0010-cpu-threads.md). On
 workers with GPUs, jobs that take ``device="auto"`` use the worker's GPU (one per worker:
 start workers with ``CUDA_VISIBLE_DEVICES`` set, as dask-cuda does).
 

@@ -14,7 +14,7 @@ one thread each; ``agents.compute``), then compared:
 - **LoG* multi-image optimisation**: each of M twin graphene images (256²) optimised on its
   own (``optimize_each``: Sobol start + Bayesian rounds); the same Pareto fronts?
 
-Both sides use one torch thread per job (decision 0008), so the results are the same and the
+Both sides use one torch thread per job (decision 0010), so the results are the same and the
 speed-up is what the extra processes buy. The cluster's start and the workers' first imports
 (torch, botorch) are paid once, in a warm-up before the timed runs, and shown apart. The load
 average is printed with each row: on a shared machine a second worker only helps when a

@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain", action="store_true", help="ignore the cached ensemble")
     parser.add_argument("--docs", action="store_true", help="copy the figures to docs/images")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default 1: decision 0008)"
+        "--threads", type=int, default=None, help="torch threads (default 1: decision 0010)"
     )
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--steps", type=int, default=300, help="training steps per member")

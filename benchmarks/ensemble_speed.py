@@ -13,7 +13,7 @@ K members of the project's default architecture (3 levels, 8 filters) on a twin 
 image, all in this process:
 
 - **CPU float32**: ``device="cpu"`` (explicitly; what ``"auto"`` gives without a GPU),
-  the default thread policy (1 thread, decision 0008): the production path on a CPU;
+  the default thread policy (1 thread, decision 0010): the production path on a CPU;
 - **CPU bfloat16**: the same with ``precision="bfloat16"`` (opt-in on a CPU; the autocast a
   GPU uses by default);
 - **blob_log**: scikit-image's LoG with fixed parameters, the non-learning baseline (CPU);
@@ -174,7 +174,7 @@ def print_tables(rows: List[Dict[str, Any]], steps: Dict[str, Optional[float]]) 
         f"\n## Ensemble inference, seconds per image: median wall (best wall; median CPU "
         f"seconds); device='auto' resolves to "
         f"{auto['name']} here; CPU: {torch.get_num_threads()} torch threads outside the calls, "
-        f"1 inside (decision 0008)"
+        f"1 inside (decision 0010)"
     )
     gpu_head = f"GPU ({gpu_name}, bf16)" if gpu else "GPU"
     print(

@@ -1,4 +1,4 @@
-"""torch/OpenMP thread policies on a busy machine: what decision 0008 rests on.
+"""torch/OpenMP thread policies on a busy machine: what decision 0010 rests on.
 
 Run from the repository root (about three minutes on two cores)::
 
