@@ -58,38 +58,45 @@ class RunProgress(CallbackBase):
         #: off for runs whose progress the table shows (:class:`ConsoleOutput`)
         self.enabled = True
         self._bar: tqdm | None = None
+        self._run: dict[str, Any] | None = None
         self._counted: set[str] = set()
 
     def start(self, doc: dict[str, Any]) -> None:
         self._close()
         self._counted = set()
-        if not self.enabled:
-            return
-        self._bar = tqdm(
-            total=doc.get("num_points"),
-            desc=str(doc.get("plan_name", "run")),
-            unit="pt",
-            file=self.file,
-            dynamic_ncols=True,
-            leave=True,
-        )
+        # The bar appears with the first measured point, below what other callbacks print
+        # when the run starts (the BestEffortCallback's heading).
+        self._run = doc if self.enabled else None
+
+    def _open(self) -> tqdm | None:
+        if self._bar is None and self._run is not None:
+            self._bar = tqdm(
+                total=self._run.get("num_points") or None,
+                desc=str(self._run.get("plan_name", "run")),
+                unit="pt",
+                file=self.file,
+                dynamic_ncols=True,
+                leave=True,
+            )
+        return self._bar
 
     def descriptor(self, doc: dict[str, Any]) -> None:
         if doc.get("name") not in self.ignore_streams:
             self._counted.add(doc["uid"])
 
     def event(self, doc: dict[str, Any]) -> None:
-        if self._bar is not None and doc["descriptor"] in self._counted:
+        if doc["descriptor"] in self._counted and self._open() is not None:
             self._bar.update(1)
 
     def event_page(self, doc: dict[str, Any]) -> None:
-        if self._bar is not None and doc["descriptor"] in self._counted:
+        if doc["descriptor"] in self._counted and self._open() is not None:
             self._bar.update(len(doc["seq_num"]))
 
     def stop(self, doc: dict[str, Any]) -> None:
         if self._bar is not None and doc.get("exit_status") != "success":
             self._bar.set_postfix_str(doc.get("exit_status", ""))
         self._close()
+        self._run = None
 
     def _close(self) -> None:
         if self._bar is not None:
@@ -144,8 +151,9 @@ def wait_for_catalog(writer: Any, timeout: float | None, file: TextIO | None = N
 class ConsoleOutput(CallbackBase):
     """Chooses one display per run: BestEffortCallback's table or the progress bar.
 
-    Subscribe it *before* the BestEffortCallback (the RunEngine calls callbacks in order),
-    so the table is switched before the callback sees the run.
+    Subscribe it, then the :class:`RunProgress`, *before* the BestEffortCallback (the
+    RunEngine calls callbacks in order): the table is switched before that callback sees
+    the run, and the bar is closed before it prints its closing lines.
 
     Args:
         bec: the session's BestEffortCallback.

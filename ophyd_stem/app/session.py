@@ -212,11 +212,12 @@ def configure_base(
         from .progress import ConsoleOutput, RunProgress
 
         # One display per run: the table for a few rows, the bar for many (ConsoleOutput
-        # goes first so it switches the table before the BestEffortCallback sees the run).
+        # goes first so it switches the table before the BestEffortCallback sees the run; the
+        # bar closes before that callback prints its closing lines).
         session.progress = RunProgress()
         RE.subscribe(ConsoleOutput(bec, session.progress))
-        RE.subscribe(bec)
         RE.subscribe(session.progress)
+        RE.subscribe(bec)
     else:
         RE.subscribe(bec)
     if write_catalog:

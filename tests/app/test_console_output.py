@@ -21,8 +21,8 @@ def session_like():
     bar = io.StringIO()
     progress = RunProgress(file=bar)
     RE.subscribe(ConsoleOutput(bec, progress, max_rows=10))
-    RE.subscribe(bec)
     RE.subscribe(progress)
+    RE.subscribe(bec)
     return RE, bec, bar
 
 
