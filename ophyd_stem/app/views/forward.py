@@ -35,17 +35,22 @@ def _eels_positions(ax: Any, data: RunData, drawn: dict[str, int]) -> None:
     """The EELS positions as numbered crosses, in the colours of their spectra."""
     if not len(data.positions):
         return
+    from matplotlib import patheffects
+
     colours = [EXAMPLE_COLOURS[i % len(EXAMPLE_COLOURS)] for i in range(len(data.positions))]
-    ax.scatter(
+    crosses = ax.scatter(
         data.positions[:, 0],
         data.positions[:, 1],
         marker="x",
         c=colours,
-        s=60,
-        linewidths=2.0,
+        s=110,
+        linewidths=2.5,
+        zorder=4,
         gid="eels",
         label="EELS",
     )
+    # a white rim: the crosses stay visible over atoms of any class colour
+    crosses.set_path_effects([patheffects.withStroke(linewidth=4.5, foreground="white")])
     if len(data.positions) <= 12:
         for i, (x, y) in enumerate(data.positions):
             ax.annotate(
@@ -54,8 +59,9 @@ def _eels_positions(ax: Any, data: RunData, drawn: dict[str, int]) -> None:
                 xytext=(4, 4),
                 textcoords="offset points",
                 color=colours[i],
-                fontsize=8,
+                fontsize=9,
                 fontweight="bold",
+                path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")],
             )
     drawn["eels"] = len(data.positions)
 
