@@ -128,7 +128,8 @@ def overview(fig: Any, data: RunData, shape: Any = None) -> bool:
         ]
         plot_examples(ax, data.energy_axis, data.spectra, examples, labels)
         circled = " (circled where measured)" if len(data.positions) else ""
-        ax.set_title(f"EELS: lowest to highest {short}{circled}", fontsize=10)
+        span = f": lowest to highest {short}" if len(examples) > 1 else ""
+        ax.set_title(f"EELS{span}{circled}", fontsize=10)
         for name in ("survey", "map"):
             if name in axes:
                 _circle(axes[name], data, examples)
