@@ -150,6 +150,7 @@ class OperatorControl:
         self._scalarizer: Callable | None = None
         self._spectra: list[tuple[np.ndarray, np.ndarray]] = []
         self._agent: Any = None
+        self._asked = 0  # times a plan paused for the operator's decision
         #: every intervention recorded so far (also in the run's ``interventions`` stream)
         self.history: list[dict[str, Any]] = []
 
@@ -182,6 +183,12 @@ class OperatorControl:
     def front_shown(self) -> Optional[dict[str, Any]]:
         """The LoG* front waiting for the operator's pick (``chosen``, ``front``), or None."""
         return self._front
+
+    @property
+    def asked(self) -> int:
+        """How many times a plan has paused for the operator's decision (a remote client
+        tells a new question from the one it answered)."""
+        return self._asked
 
     @property
     def waiting(self) -> bool:
@@ -452,6 +459,7 @@ class OperatorControl:
         yield from self._record(step, "review", "suggested", after=pending, detail={"n": batch})
         while True:
             self._pending = pending
+            self._asked += 1
             self._say(_describe(step, self.pending))
             yield from bps.checkpoint()
             yield from bps.pause()
@@ -520,6 +528,7 @@ class OperatorControl:
                 for i, p in enumerate(agent.front)
             ]
             self._front = {"chosen": chosen, "front": front}
+            self._asked += 1
             yield from self._record(image, "front", "front", after=self._front)
             self._say(
                 f"image {image}: LoG* front of {len(front)} points, the agent picked #{chosen}; "

@@ -80,7 +80,8 @@ def resolve_control(control: Union[str, OperatorControl, None]) -> Optional[Oper
 
 
 def control_status(history: int = 10) -> dict[str, Any]:
-    """What the operator sees: ``mode``, ``waiting`` (a plan waits for approval), ``pending``
+    """What the operator sees: ``mode``, ``waiting`` (a plan waits for approval), ``asked``
+    (how many decisions plans have asked for so far), ``pending``
     (the points shown, numbered as ``control_veto`` counts them), ``front`` (a LoG* front
     waiting for a pick) and the last ``history`` interventions."""
     control = shared_control()
@@ -88,6 +89,7 @@ def control_status(history: int = 10) -> dict[str, Any]:
         "operator": control.operator,
         "mode": control.mode,
         "waiting": control.waiting,
+        "asked": control.asked,
         "pending": control.pending,
         "front": control.front_shown,
         "history": list(control.history[-history:]) if history else [],

@@ -12,7 +12,10 @@ Examples::
     ophyd-stem run dcnn --device cuda --compute tcp://scheduler:8786   # GPU, Dask cluster
     ophyd-stem console                          # the IPython console (profile_collection)
     ophyd-stem import-spool                     # write runs the catalog missed
-    ophyd-stem serve --status                   # the catalog server commands share (--stop)
+    ophyd-stem serve                            # a one-machine facility (queueserver)
+    ophyd-stem serve --status                   # what runs: facility, catalog server (--stop)
+    ophyd-stem run dkl --queue tcp://gpu-node:60615 --control approve
+    ophyd-stem control status --queue tcp://gpu-node:60615
 """
 
 from __future__ import annotations
@@ -225,6 +228,13 @@ def _run(args: argparse.Namespace) -> int:
     from .session import configure_session
 
     entry = PLANS[args.plan]
+    if args.queue:
+        from .queue import queue_run
+
+        return queue_run(args, entry)
+    if getattr(args, "control", None):
+        print("ophyd-stem: --control needs --queue (here nobody could act while it runs)")
+        return 2
     # Something to read at once: a new session takes seconds (the catalog server may start).
     source = args.bridge or f"the digital twin ({args.sample})"
     print(f"ophyd-stem run {args.plan}: connecting to {source} and the catalog...",
@@ -446,41 +456,11 @@ def _cmd_import_spool(args: argparse.Namespace) -> int:
     return 0 if getattr(report, "ok", True) else 3
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from ophyd_stem.catalog import EmbeddedServer, server_status, stop_server
-
-    settings = _settings(args)
-    if args.stop:
-        stopped = stop_server(settings)
-        print(f"catalog server of {settings.data_dir}: {'stopped' if stopped else 'not running'}")
-        return 0
-    if not args.status:
-        EmbeddedServer.start(settings)
-    print(server_status(settings))
-    return 0
-
-
 def _add_serve_command(commands: Any) -> None:
-    """``ophyd-stem serve``: the long-lived embedded catalog server of a data directory."""
-    serve = _command(
-        commands,
-        "serve",
-        "start, show or stop the catalog server that commands share",
-        "ophyd-stem serve --status",
-        description="The embedded catalog server of the data directory is started by the "
-        "first command that needs it and reused by the next ones; it stops by itself after "
-        "30 min without a request ($OPHYD_STEM_CATALOG_IDLE seconds, 0: never). Without "
-        "--status or --stop: start it now.",
-    )
-    action = serve.add_mutually_exclusive_group()
-    action.add_argument("--status", action="store_true", help="say whether it runs; start nothing")
-    action.add_argument("--stop", action="store_true", help="stop it (the catalog's files stay)")
-    serve.add_argument(
-        "--data-dir",
-        help="data directory of the embedded catalog (default: $OPHYD_STEM_DATA_DIR, the "
-        "config file, or the user data folder)",
-    )
-    serve.set_defaults(func=_cmd_serve, catalog=None, api_key=None)
+    """``ophyd-stem serve``: the facility (app/facility.py), and the catalog server alone."""
+    from .facility import add_serve_parser
+
+    add_serve_parser(commands, _session_arguments)
 
 
 def _cmd_train_ensemble(args: argparse.Namespace) -> int:
@@ -582,6 +562,14 @@ def build_parser() -> argparse.ArgumentParser:
             default=120.0,
             help="seconds to wait for the catalog at the end (the spool keeps the rest)",
         )
+        queue = sub.add_argument_group("facility mode")
+        queue.add_argument(
+            "--queue",
+            metavar="ADDRESS",
+            help="submit to the re-manager at ADDRESS (e.g. tcp://host:60615) and follow the "
+            "run there, instead of running here",
+        )
+        queue.add_argument("--queue-key", help="the re-manager's public key (encrypted channel)")
         sub.set_defaults(func=_cmd_run)
 
     runs = _command(
@@ -679,6 +667,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true", help="replace an existing ensemble")
     _compute_arguments(train)
     train.set_defaults(func=_cmd_train_ensemble)
+
+    from .queue import add_control_parser
+
+    add_control_parser(commands)
 
     console = _command(
         commands,

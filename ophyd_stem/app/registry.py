@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PLANS", "PlanEntry", "register"]
+__all__ = ["PLANS", "PlanEntry", "QueueItem", "register"]
+
+#: ``(plan name, positional arguments, keyword arguments)``, all JSON
+QueueItem = tuple[str, list[Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class PlanEntry:
     twin_options: dict[str, Any] | None = None
     example: str = ""
     description: str = ""
+    #: the same experiment as queue items for a re-manager (``--queue``): ``args ->
+    #: [(plan name, args, kwargs)]``, every value JSON, devices and agents by name
+    queue_items: Callable[[argparse.Namespace], list[QueueItem]] | None = None
 
 
 PLANS: dict[str, PlanEntry] = {}
@@ -68,6 +74,16 @@ def _scan_arguments(parser: argparse.ArgumentParser, size: int) -> None:
         help="field of view, nm (default: the microscope's; the twin: 2 nm graphene, 4 nm "
         "SrTiO3, 200 nm nanowire, 300 nm nanoparticles)",
     )
+
+
+def _setup_item(args: argparse.Namespace, *extra: Any) -> list[QueueItem]:
+    """The scan settings as a queued ``mv`` (device components by name)."""
+    moves: list[Any] = ["scan_engine.width", args.size, "scan_engine.height", args.size]
+    if args.dwell is not None:
+        moves += ["scan_engine.dwell_time", args.dwell]
+    if args.fov is not None:
+        moves += ["scan_engine.field_of_view", args.fov]
+    return [("mv", [*moves, *extra], {})]
 
 
 def _setup_scan(session: Any, args: argparse.Namespace) -> Generator:
@@ -115,6 +131,18 @@ def _build_grid(session: Any, args: argparse.Namespace) -> Generator:
     return (yield from spectrum_image(m.scan, m.eels_points, args.rows, args.cols))
 
 
+def _queue_survey(args: argparse.Namespace) -> list[QueueItem]:
+    return [*_setup_item(args), ("survey", ["scan_engine"], {"num": args.num})]
+
+
+def _queue_grid(args: argparse.Namespace) -> list[QueueItem]:
+    exposure = ["eels.exposure", args.exposure] if args.exposure is not None else []
+    return [
+        *_setup_item(args, *exposure),
+        ("spectrum_image", ["scan_engine", "eels_points", args.rows, args.cols], {}),
+    ]
+
+
 register(
     PlanEntry(
         "survey",
@@ -122,6 +150,7 @@ register(
         _survey_arguments,
         _build_survey,
         example="ophyd-stem run survey --sample srtio3 --size 512",
+        queue_items=_queue_survey,
     )
 )
 register(
@@ -132,6 +161,7 @@ register(
         _build_grid,
         default_sample="nanowire",
         example="ophyd-stem run grid --rows 64 --cols 64",
+        queue_items=_queue_grid,
     )
 )
 
@@ -158,22 +188,36 @@ def _logstar_arguments(parser: argparse.ArgumentParser) -> None:
         help="where EELS goes: atoms far brighter than the lattice (dopants), the brightest "
         "GMM class, or any atom; brightest first. 'outliers' may give fewer than --eels",
     )
+    _control_argument(parser)
+
+
+def _control_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--control",
+        choices=("free", "approve"),
+        default=None,
+        help="with --queue: the operator's hand on the run (`ophyd-stem control`)",
+    )
+
+
+def _logstar_settings(args: argparse.Namespace, sample: str) -> dict[str, Any]:
+    lattice = args.lattice or ("SrTiO3" if sample.lower() == "srtio3" else "graphene")
+    return {
+        "lattice": lattice,
+        "budget": args.budget,
+        "default_weight": args.weight,
+        "n_clusters": args.clusters,
+        "target": args.target,
+        "seed": args.seed,
+    }
 
 
 def _build_logstar(session: Any, args: argparse.Namespace) -> Generator:
     from agents.logstar import LoGStarAgent
     from plans import logstar
 
-    lattice = args.lattice or (
-        "SrTiO3" if session.config.sample.lower() == "srtio3" else "graphene"
-    )
     agent = LoGStarAgent(
-        lattice,
-        budget=args.budget,
-        default_weight=args.weight,
-        n_clusters=args.clusters,
-        target=args.target,
-        seed=args.seed,
+        **_logstar_settings(args, session.config.sample),
         progress=True,
         compute=session.config.compute,
     )
@@ -216,6 +260,18 @@ def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _queue_logstar(args: argparse.Namespace) -> list[QueueItem]:
+    kwargs: dict[str, Any] = {
+        "agent_kwargs": _logstar_settings(args, args.sample),
+        "images": args.images,
+        "n_eels": args.eels,
+        "control": args.control,
+    }
+    if args.eels:
+        kwargs["eels_points"] = "eels_points"
+    return [*_setup_item(args), ("logstar", ["scan_engine", "logstar"], kwargs)]
+
+
 register(
     PlanEntry(
         "logstar",
@@ -229,6 +285,7 @@ register(
         "and spacing errors (ER), the choice recorded; GMM classes of atoms; EELS at the "
         "atoms far brighter than the lattice (dopants) with --eels. On the twin the atoms "
         "are scored against the truth.",
+        queue_items=_queue_logstar,
     )
 )
 
@@ -304,6 +361,20 @@ def _edge_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _edge_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "method": args.method,
+        "sigma": args.sigma,
+        "spacing": args.spacing,
+        "budget": args.budget,
+    }
+
+
+def _queue_edge(args: argparse.Namespace) -> list[QueueItem]:
+    kwargs = {"agent_kwargs": _edge_settings(args), "scalarizer": args.scalarizer}
+    return [*_setup_item(args), ("edge_eels", ["scan_engine", "eels_points", "edge"], kwargs)]
+
+
 def _build_edge(session: Any, args: argparse.Namespace) -> Generator:
     from agents.edges import EdgeAgent
     from plans import edge_eels
@@ -315,9 +386,7 @@ def _build_edge(session: Any, args: argparse.Namespace) -> Generator:
         scalarizer = get_scalarizer(args.scalarizer)
 
     def make_agent(image):
-        args.agent = EdgeAgent(
-            image, method=args.method, sigma=args.sigma, spacing=args.spacing, budget=args.budget
-        )
+        args.agent = EdgeAgent(image, **_edge_settings(args))
         return args.agent
 
     yield from _setup_scan(session, args)
@@ -372,6 +441,31 @@ def _dkl_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seeds", type=int, default=5, help="random first measurements")
     parser.add_argument("--maps-every", type=int, default=5, help="record maps every k steps")
+    _control_argument(parser)
+
+
+def _dkl_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "window": args.window,
+        "acquisition": args.acquisition,
+        "xi": args.xi,
+        "beta": args.beta,
+        "n_seed": args.seeds,
+        "seed": args.seed,
+    }
+
+
+def _queue_dkl(args: argparse.Namespace) -> list[QueueItem]:
+    kwargs = {
+        "agent_kwargs": _dkl_settings(args),
+        "steps": args.steps,
+        "maps_every": args.maps_every,
+        "control": args.control,
+    }
+    return [
+        *_setup_item(args),
+        ("adaptive_eels", ["scan_engine", "eels_points", "dkl", args.scalarizer], kwargs),
+    ]
 
 
 def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
@@ -382,16 +476,7 @@ def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
     scalarizer = get_scalarizer(args.scalarizer)
 
     def make_agent(image):
-        args.agent = DKLAgent(
-            image,
-            window=args.window,
-            acquisition=args.acquisition,
-            xi=args.xi,
-            beta=args.beta,
-            n_seed=args.seeds,
-            seed=args.seed,
-            device=session.config.device or "auto",
-        )
+        args.agent = DKLAgent(image, **_dkl_settings(args), device=session.config.device or "auto")
         return args.agent
 
     yield from _setup_scan(session, args)
@@ -448,6 +533,7 @@ register(
         default_sample="nanowire",
         summarize=_summarize_edge,
         example="ophyd-stem run edge --budget 200 --method gradient",
+        queue_items=_queue_edge,
     )
 )
 register(
@@ -459,6 +545,7 @@ register(
         default_sample="nanoparticles",
         summarize=_summarize_dkl,
         example="ophyd-stem run dkl --steps 30 --acquisition ucb --beta 9",
+        queue_items=_queue_dkl,
     )
 )
 
@@ -536,6 +623,17 @@ def _dcnn_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _queue_dcnn(args: argparse.Namespace) -> list[QueueItem]:
+    kwargs: dict[str, Any] = {
+        "agent_kwargs": {"ensemble": args.ensemble, "target": args.target},
+        "images": args.images,
+        "n_eels": args.eels,
+    }
+    if args.eels:
+        kwargs["eels_points"] = "eels_points"
+    return [*_setup_item(args), ("dcnn", ["scan_engine", "ensemble"], kwargs)]
+
+
 def _build_dcnn(session: Any, args: argparse.Namespace) -> Generator:
     from agents.ensemble import EnsembleAgent, EnsembleNotFoundError
     from plans.dcnn import dcnn
@@ -587,5 +685,6 @@ register(
         "most uncertain sites, the brightest atoms or the surest (--target). The first run "
         "trains the default ensemble on twin images (minutes; `ophyd-stem train-ensemble`). "
         "On the twin the atoms are scored against the truth.",
+        queue_items=_queue_dcnn,
     )
 )

@@ -186,7 +186,9 @@ def configure_base(
     RE.subscribe(memory.saver(RE), "start")
     if config.operator:
         RE.md["operator"] = config.operator
-    RE.md["sample"] = config.sample if config.uses_twin else RE.md.get("sample", "unknown")
+    # the twin's sample, or one the operator named for a real microscope (or a twin bridge)
+    named = config.uses_twin or "sample" in config.sources
+    RE.md["sample"] = config.sample if named else RE.md.get("sample", "unknown")
     session = Session(config=config, RE=RE, settings=catalog_settings)
 
     ip = _in_ipython()
@@ -227,14 +229,39 @@ def configure_base(
             )
             session.catalog_uri = config.catalog
         else:
-            session.writer = CatalogWriter.to_embedded(catalog_settings)
             from ophyd_stem.catalog import EmbeddedServer
 
+            running = EmbeddedServer.find(catalog_settings)
+            session.writer = CatalogWriter.to_embedded(catalog_settings)
             server = EmbeddedServer.find(catalog_settings)
             session.catalog_uri = server.uri if server is not None else None
+            if running is None and server is not None and _in_queueserver():
+                _stop_when_this_process_ends(server)
         RE.subscribe(session.writer)
     _export(session, user_ns, RE=RE, bec=bec, session=session)
     return session
+
+
+def _in_queueserver() -> bool:
+    """True in a queueserver process: the re-manager's worker, qserver-list-plans-devices."""
+    try:
+        from bluesky_queueserver import is_re_worker_active
+    except ImportError:
+        return False
+    return bool(is_re_worker_active())
+
+
+def _stop_when_this_process_ends(server: Any) -> None:
+    """Stop the catalog server this process started when the process ends.
+
+    The re-manager's worker and ``qserver-list-plans-devices`` are multiprocessing children:
+    they end without running ``atexit`` handlers, so the server's own stop-at-exit never runs
+    and it would outlive them. multiprocessing's finalizers do run there (and at a normal
+    interpreter exit too).
+    """
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, server.stop, exitpriority=10)
 
 
 def configure_devices(

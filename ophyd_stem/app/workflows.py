@@ -20,7 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from .registry import PlanEntry, _scan_arguments, _setup_scan, _twin_truth, register
+from .registry import (
+    PlanEntry,
+    QueueItem,
+    _scan_arguments,
+    _setup_item,
+    _setup_scan,
+    _twin_truth,
+    register,
+)
 
 __all__: list[str] = []
 
@@ -48,6 +56,17 @@ def _run_adaptive(session: Any, args: argparse.Namespace, make) -> Generator:
             m.scan, m.eels_points, make_agent, get_scalarizer(args.scalarizer), steps=args.steps
         )
     )
+
+
+def _queue_adaptive(agent: str, settings: Any) -> Any:
+    """``--queue``: the scan settings, then ``adaptive_eels`` with the agent by name."""
+
+    def items(args: argparse.Namespace) -> list[QueueItem]:
+        plan_args = ["scan_engine", "eels_points", agent, args.scalarizer]
+        kwargs = {"agent_kwargs": settings(args), "steps": args.steps}
+        return [*_setup_item(args), ("adaptive_eels", plan_args, kwargs)]
+
+    return items
 
 
 def _truth_lines(session: Any, args: argparse.Namespace) -> list[str]:
@@ -97,11 +116,13 @@ def _build_bandit(session: Any, args: argparse.Namespace) -> Generator:
         yield from _run_adaptive(
             session,
             args,
-            lambda image: BanditAgent(
-                image, arms=args.arms, n_arms=args.n_arms, policy=args.policy, seed=args.seed
-            ),
+            lambda image: BanditAgent(image, **_bandit_settings(args)),
         )
     )
+
+
+def _bandit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"arms": args.arms, "n_arms": args.n_arms, "policy": args.policy, "seed": args.seed}
 
 
 def _summarize_bandit(session: Any, args: argparse.Namespace) -> list[str]:
@@ -135,11 +156,13 @@ def _build_physics(session: Any, args: argparse.Namespace) -> Generator:
         yield from _run_adaptive(
             session,
             args,
-            lambda image: PhysicsGPAgent(
-                image, acquisition=args.acquisition, n_seed=args.seeds, seed=args.seed
-            ),
+            lambda image: PhysicsGPAgent(image, **_physics_settings(args)),
         )
     )
+
+
+def _physics_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"acquisition": args.acquisition, "n_seed": args.seeds, "seed": args.seed}
 
 
 def _summarize_physics(session: Any, args: argparse.Namespace) -> list[str]:
@@ -169,11 +192,13 @@ def _build_latent(session: Any, args: argparse.Namespace) -> Generator:
         yield from _run_adaptive(
             session,
             args,
-            lambda image: LatentAgent(
-                image, n_clusters=args.clusters, mode=args.mode, seed=args.seed
-            ),
+            lambda image: LatentAgent(image, **_latent_settings(args)),
         )
     )
+
+
+def _latent_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"n_clusters": args.clusters, "mode": args.mode, "seed": args.seed}
 
 
 def _summarize_latent(session: Any, args: argparse.Namespace) -> list[str]:
@@ -230,6 +255,20 @@ def _build_drift(session: Any, args: argparse.Namespace) -> Generator:
     )
 
 
+def _queue_drift(args: argparse.Namespace) -> list[QueueItem]:
+    exposure = ["eels.exposure", args.exposure] if args.exposure is not None else []
+    kwargs = {
+        "budget": args.budget,
+        "every_points": args.every,
+        "every_seconds": args.every_seconds,
+        "correct": not args.no_correction,
+    }
+    return [
+        *_setup_item(args, *exposure),
+        ("drift_corrected_edge_eels", ["scan_engine", "eels_points"], kwargs),
+    ]
+
+
 register(
     PlanEntry(
         "bandit",
@@ -239,6 +278,7 @@ register(
         default_sample="nanoparticles",
         summarize=_summarize_bandit,
         example="ophyd-stem run bandit --policy ucb --n-arms 6",
+        queue_items=_queue_adaptive("bandit", _bandit_settings),
     )
 )
 register(
@@ -250,6 +290,7 @@ register(
         default_sample="nanoparticles",
         summarize=_summarize_physics,
         example="ophyd-stem run physics --steps 20",
+        queue_items=_queue_adaptive("physics", _physics_settings),
     )
 )
 register(
@@ -261,6 +302,7 @@ register(
         default_sample="nanoparticles",
         summarize=_summarize_latent,
         example="ophyd-stem run latent --mode novelty",
+        queue_items=_queue_adaptive("latent", _latent_settings),
     )
 )
 register(
@@ -272,5 +314,6 @@ register(
         default_sample="nanowire",
         twin_options={"drift": True},
         example="ophyd-stem run drift --every 20",
+        queue_items=_queue_drift,
     )
 )
