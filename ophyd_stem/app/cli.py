@@ -460,7 +460,7 @@ def _add_serve_command(commands: Any) -> None:
     """``ophyd-stem serve``: the facility (app/facility.py), and the catalog server alone."""
     from .facility import add_serve_parser
 
-    add_serve_parser(commands, _session_arguments)
+    add_serve_parser(commands, _command, _session_arguments)
 
 
 def _cmd_train_ensemble(args: argparse.Namespace) -> int:
@@ -567,9 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--queue",
             metavar="ADDRESS",
             help="submit to the re-manager at ADDRESS (e.g. tcp://host:60615) and follow the "
-            "run there, instead of running here",
+            "run there (default: run here)",
         )
-        queue.add_argument("--queue-key", help="the re-manager's public key (encrypted channel)")
+        queue.add_argument(
+            "--queue-key",
+            help="the re-manager's public key, for an encrypted channel (default: "
+            "$QSERVER_ZMQ_PUBLIC_KEY or none)",
+        )
         sub.set_defaults(func=_cmd_run)
 
     runs = _command(
@@ -670,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .queue import add_control_parser
 
-    add_control_parser(commands)
+    add_control_parser(commands, _command)
 
     console = _command(
         commands,

@@ -537,15 +537,20 @@ def _close_re_manager(address: str, piece: _Piece, timeout: float) -> None:
 # ------------------------------------------------------------------------ the command
 
 
-def add_serve_parser(commands: Any, session_arguments: Any) -> argparse.ArgumentParser:
-    """The ``serve`` sub-command (``cli.build_parser`` calls this)."""
-    serve = commands.add_parser(
+def add_serve_parser(
+    commands: Any, command: Any, session_arguments: Any
+) -> argparse.ArgumentParser:
+    """The ``serve`` sub-command (``cli.build_parser`` calls this with its ``_command`` and
+    ``_session_arguments``)."""
+    serve = command(
+        commands,
         "serve",
-        help="start a one-machine facility: Redis, the catalog, the re-manager (queueserver)",
+        "start a one-machine facility: Redis, the catalog, the re-manager (queueserver)",
+        "ophyd-stem serve --redis-port 0 --control-port 0 --info-port 0 --twin-bridge",
         description=(
             "Start Redis, the catalog (Tiled), optionally a twin bridge, and the queueserver's "
             "re-manager with this project's profile, each its own process; Ctrl-C stops them "
-            "all. See docs/facility.md."
+            "all (docs/facility.md). --status, --stop and --catalog-only act on what runs."
         ),
     )
     group = serve.add_argument_group("ports (0: any free one)")
@@ -558,8 +563,8 @@ def add_serve_parser(commands: Any, session_arguments: Any) -> argparse.Argument
     serve.add_argument(
         "--catalog-database",
         metavar="URI",
-        help="keep the catalog in PostgreSQL (postgresql://user@host:5432/db) instead of the "
-        "embedded SQLite catalog",
+        help="keep the catalog in PostgreSQL (postgresql://user@host:5432/db) (default: the "
+        "embedded SQLite catalog of the data directory)",
     )
     serve.add_argument(
         "--twin-bridge",

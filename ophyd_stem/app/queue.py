@@ -422,12 +422,15 @@ def _catalog_hint(args: Any) -> str:
     return f" --catalog {args.catalog}" if getattr(args, "catalog", None) else ""
 
 
-def add_control_parser(commands: Any) -> Any:
+def add_control_parser(commands: Any, command: Any) -> Any:
     """``ophyd-stem control ACT --queue ADDRESS``: the operator's hand on a plan that runs in a
-    re-manager (queued with ``control="approve"`` or ``"free"``)."""
-    control = commands.add_parser(
+    re-manager (queued with ``control="approve"`` or ``"free"``); ``command`` makes the
+    sub-parser (``cli._command``)."""
+    control = command(
+        commands,
         "control",
-        help="approve, veto, redirect a plan running in a re-manager (facility mode)",
+        "approve, veto, redirect a plan running in a re-manager (facility mode)",
+        "ophyd-stem control veto 0 --queue tcp://127.0.0.1:60615 --operator jane",
         description="The operator's acts on a plan queued with control='approve' or 'free', "
         "recorded in its run as in the console; then `resume`.",
     )
@@ -442,8 +445,15 @@ def add_control_parser(commands: Any) -> Any:
     )  # fmt: skip
     control.add_argument("values", nargs="*", help="the act's values")
     control.add_argument("--queue", default=DEFAULT_ADDRESS, help="the re-manager's address")
-    control.add_argument("--queue-key", help="the re-manager's public key (encrypted channel)")
-    control.add_argument("--operator", help="recorded as who acted")
+    control.add_argument(
+        "--queue-key",
+        help="the re-manager's public key, for an encrypted channel (default: "
+        "$QSERVER_ZMQ_PUBLIC_KEY or none)",
+    )
+    control.add_argument(
+        "--operator",
+        help="recorded as who acted (default: $OPHYD_STEM_OPERATOR, else the facility's)",
+    )
     control.set_defaults(func=_cmd_control)
     return control
 

@@ -196,7 +196,8 @@ def _control_argument(parser: argparse.ArgumentParser) -> None:
         "--control",
         choices=("free", "approve"),
         default=None,
-        help="with --queue: the operator's hand on the run (`ophyd-stem control`)",
+        help="with --queue: the operator's hand on the run, `ophyd-stem control` (default: "
+        "none, the agent runs alone)",
     )
 
 
