@@ -237,7 +237,9 @@ class DriftTracker:
     # ------------------------------------------------------------------ report
 
     def config(self) -> Dict[str, Any]:
+        """How the tracker was made (all but the reference image), to rebuild it."""
         return {
+            "reference_time": self.reference_time,
             "every_points": self.every_points,
             "every_seconds": self.every_seconds,
             "upsample": self.upsample,

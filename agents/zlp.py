@@ -165,14 +165,42 @@ class ZeroLossAligner:
         Spectra whose ZLP lies further than ``max_shift`` from 0 eV are returned unshifted;
         their position is still reported (for the record).
         """
-        zlp = np.atleast_1d(locate_zero_loss(spectra, energy_axis, self.search, self.method))
-        trusted = np.abs(zlp) <= self.max_shift
-        shifts = np.where(trusted, -zlp, 0.0)
+        aligned, zlp, _ = self.align_with_shifts(spectra, energy_axis)
+        return aligned, zlp
+
+    def align_with_shifts(
+        self, spectra: Any, energy_axis: Any
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(aligned spectra, ZLP positions eV, shifts applied eV)``.
+
+        A spectrum without counts near 0 eV (the beam blanked, a hole in the camera's
+        readout) has no peak to align on: its position is NaN and it is left unshifted, so
+        one empty spectrum never stops an acquisition.
+        """
+        axis = _axis(energy_axis)
         spec = np.asarray(spectra)
-        aligned = shift_spectra(spec.reshape(-1, spec.shape[-1]), energy_axis, shifts)
+        if spec.ndim == 0 or spec.shape[-1] != axis.size:
+            raise ValueError(f"spectra have {spec.shape[-1:]} channels, the axis {axis.size}")
+        flat = spec.reshape(-1, axis.size)
+        window = np.abs(axis) <= self.search
+        if np.count_nonzero(window) < 3:  # not a low-loss axis: say so as locate_zero_loss does
+            locate_zero_loss(flat[:1], axis, self.search, self.method)
+        has_peak = flat[:, window].max(axis=1) > 0
+        zlp = np.full(len(flat), np.nan)
+        if has_peak.any():
+            zlp[has_peak] = np.atleast_1d(
+                locate_zero_loss(flat[has_peak], axis, self.search, self.method)
+            )
+        trusted = np.isfinite(zlp) & (np.abs(np.nan_to_num(zlp)) <= self.max_shift)
+        shifts = np.where(trusted, -np.nan_to_num(zlp), 0.0)
+        aligned = shift_spectra(flat, axis, shifts)
         self.n_aligned += int(trusted.sum())
         self.n_untrusted += int((~trusted).sum())
-        return aligned.reshape(spec.shape), zlp.reshape(spec.shape[:-1])
+        return (
+            aligned.reshape(spec.shape),
+            zlp.reshape(spec.shape[:-1]),
+            shifts.reshape(spec.shape[:-1]),
+        )
 
     def walk(self, zlp: Any) -> Optional[float]:
         """The median ZLP position of a batch, eV: how far the energy scale has walked (None

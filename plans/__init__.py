@@ -15,6 +15,7 @@ from .basic import spectrum_image, survey
 from .control import OperatorControl
 from .dcnn import dcnn
 from .drift import drift_corrected_edge_eels
+from .latent import latent_eels
 from .logstar import logstar
 from .operator import CONTROL_FUNCTIONS, shared_control
 
@@ -29,6 +30,7 @@ PLANS = {
         logstar,
         dcnn,
         drift_corrected_edge_eels,
+        latent_eels,
     )
 }
 
@@ -40,6 +42,7 @@ __all__ = [
     "dcnn",
     "drift_corrected_edge_eels",
     "edge_eels",
+    "latent_eels",
     "logstar",
     "shared_control",
     "spectrum_image",

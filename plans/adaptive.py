@@ -32,6 +32,7 @@ from ._queue import AGENT, CONTROL, FLYER, READABLE, SCALARIZER, queue_parameter
 from .control import OperatorControl
 from .operator import resolve_control
 from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table
+from .zero_loss import ZeroLossStep
 
 __all__ = ["adaptive_eels", "edge_eels"]
 
@@ -53,6 +54,7 @@ def edge_eels(
     agent_kwargs: Optional[dict[str, Any]] = None,
     scalarizer: Union[str, Scalarizer, None] = None,
     signal: str = "HAADF",
+    zero_loss: Optional[bool] = None,
     md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """Edge-guided EELS: spectra only where the survey image shows an edge or interface.
@@ -76,16 +78,23 @@ def edge_eels(
         recorded per point.
     signal : str
         The survey signal the edges are found in.
+    zero_loss : bool, optional
+        Zero-loss alignment (:mod:`plans.zero_loss`): None (default) on for low-loss spectra,
+        True on, False off. The scalarizer sees aligned spectra; ``primary`` keeps them as
+        measured and ``zero_loss`` the shifts.
     """
     make_agent = image_agent(agent, agent_kwargs)
     scalarizer = scalarizer_of(scalarizer)
+    aligner = ZeroLossStep(zero_loss)
     _md = {
         "plan_name": "edge_eels",
         "plan_args": {
             **describe_request(agent, agent_kwargs),
             "signal": signal,
             "scalarizer": getattr(scalarizer, "__name__", None),
+            "zero_loss": zero_loss,
         },
+        "zero_loss": aligner.metadata(),
         "detectors": [scan_engine.name, eels_points.name],
         "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
         **(md or {}),
@@ -119,7 +128,9 @@ def edge_eels(
         )
         suggestions = agent.suggest(len(points))
         positions = np.array([[s["x"], s["y"]] for s in suggestions])
-        acquisition = yield from acquire_spectra_at_points(eels_points, positions)
+        acquisition = yield from acquire_spectra_at_points(
+            eels_points, positions, zero_loss=aligner
+        )
         if scalarizer is not None:
             values = np.asarray(scalarizer(acquisition.spectra, acquisition.energy_axis))
             agent.ingest(acquisition.positions, values)
@@ -150,6 +161,7 @@ def adaptive_eels(
     maps_every: int = 5,
     control: Union[str, OperatorControl, None] = None,
     signal: str = "HAADF",
+    zero_loss: Optional[bool] = None,
     md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """The inverse workflow: an agent chooses each next EELS position from what it learnt.
@@ -190,12 +202,17 @@ def adaptive_eels(
         runs freely.
     signal : str
         The survey signal the agent sees.
+    zero_loss : bool, optional
+        Zero-loss alignment (:mod:`plans.zero_loss`): None (default) on for low-loss spectra,
+        True on, False off. The scalarizer sees aligned spectra; ``primary`` keeps them as
+        measured and ``zero_loss`` the shifts.
     """
     if steps < 1 or batch < 1:
         raise ValueError("steps and batch must be >= 1")
     make_agent = image_agent(agent, agent_kwargs)
     scalarizer = scalarizer_of(scalarizer)
     control = resolve_control(control)
+    aligner = ZeroLossStep(zero_loss)
     _md = {
         "plan_name": "adaptive_eels",
         "plan_args": {
@@ -206,7 +223,9 @@ def adaptive_eels(
             "signal": signal,
             "scalarizer": getattr(scalarizer, "__name__", repr(scalarizer)),
             "control": None if control is None else control.mode,
+            "zero_loss": zero_loss,
         },
+        "zero_loss": aligner.metadata(),
         "detectors": [scan_engine.name, eels_points.name],
         "num_points": steps * batch,
         "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
@@ -237,7 +256,9 @@ def adaptive_eels(
             if not suggestions:
                 break
             positions = np.array([[s["x"], s["y"]] for s in suggestions], dtype=np.float64)
-            acquisition = yield from acquire_spectra_at_points(eels_points, positions)
+            acquisition = yield from acquire_spectra_at_points(
+                eels_points, positions, zero_loss=aligner
+            )
             if control is not None:  # the operator may have changed the scalarizer
                 raw = control.scalarize(acquisition.spectra, acquisition.energy_axis, scalarizer)
             else:

@@ -11,6 +11,7 @@ from bluesky.utils import MsgGenerator
 
 from ._queue import FLYER, READABLE, queue_parameters
 from .stubs import acquire_spectra_at_points, grid_positions, read_survey_image
+from .zero_loss import ZeroLossStep
 
 __all__ = ["spectrum_image", "survey"]
 
@@ -57,12 +58,15 @@ def spectrum_image(
     cols: int,
     region: Optional[Sequence[float]] = None,
     batch: int = 256,
+    zero_loss: Optional[bool] = None,
     md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """The exhaustive baseline: a survey image, then a spectrum at every grid position.
 
     The survey image goes to the ``survey`` stream; the ``rows x cols`` spectra (with their
-    beam positions) to ``primary``, acquired a chunk of positions per bridge call.
+    beam positions) to ``primary``, acquired a chunk of positions per bridge call; with
+    zero-loss alignment on, where each spectrum's zero-loss peak was and the shift that puts
+    it at 0 eV go to ``zero_loss`` (:mod:`plans.zero_loss`).
 
     Parameters
     ----------
@@ -75,11 +79,21 @@ def spectrum_image(
     batch : int
         Positions per checkpoint: after a pause or a bridge outage, only the batch in flight
         is measured again.
+    zero_loss : bool, optional
+        Zero-loss alignment: None (default) on when the energy axis holds 0 eV (low-loss),
+        off for core-loss; True on; False off.
     md : dict, optional
     """
+    aligner = ZeroLossStep(zero_loss)
     _md = {
         "plan_name": "spectrum_image",
-        "plan_args": {"rows": rows, "cols": cols, "region": list(region) if region else None},
+        "plan_args": {
+            "rows": rows,
+            "cols": cols,
+            "region": list(region) if region else None,
+            "zero_loss": zero_loss,
+        },
+        "zero_loss": aligner.metadata(),
         "detectors": [scan_engine.name, eels_points.name],
         "num_points": rows * cols,
         "shape": [rows, cols],
@@ -95,6 +109,6 @@ def spectrum_image(
         width = yield from bps.rd(scan_engine.width)
         height = yield from bps.rd(scan_engine.height)
         points = grid_positions(rows, cols, int(width), int(height), region)
-        yield from acquire_spectra_at_points(eels_points, points, batch=batch)
+        yield from acquire_spectra_at_points(eels_points, points, batch=batch, zero_loss=aligner)
 
     return (yield from inner())

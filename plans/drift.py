@@ -28,6 +28,7 @@ from ophyd_stem import Record, Table
 
 from ._queue import FLYER, READABLE, queue_parameters
 from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table
+from .zero_loss import ZeroLossStep
 
 __all__ = ["acquire_spectra_tracking_drift", "drift_corrected_edge_eels"]
 
@@ -43,6 +44,7 @@ def acquire_spectra_tracking_drift(
     correct: bool = True,
     drift_record: Optional[Any] = None,
     decision_record: Optional[Any] = None,
+    zero_loss: Optional[Any] = None,
 ) -> MsgGenerator[SpectrumAcquisition]:
     """Spectra at the survey sites ``points`` ``(N, 2)``, re-measuring the drift between chunks.
 
@@ -52,7 +54,11 @@ def acquire_spectra_tracking_drift(
     positions; the first is one spectrum long, to learn how long a spectrum takes.
 
     ``correct=False`` measures and records the drift the same way but leaves the beam on the
-    survey's positions: the uncorrected baseline.
+    survey's positions: the uncorrected baseline. ``zero_loss``: a
+    :class:`plans.zero_loss.ZeroLossStep` aligning each chunk's spectra.
+
+    Each decision records ``planned_time``, the instrument time the correction was computed
+    for, so forensics can re-derive every corrected position from the recorded re-scans.
 
     Returns:
         The spectra with the positions the beam was really sent to (corrected).
@@ -96,17 +102,18 @@ def acquire_spectra_tracking_drift(
         # a site that drifted out of the field is measured at the field's edge, and flagged
         outside = np.any((corrected < 0) | (corrected > limit), axis=1)
         corrected = np.clip(corrected, 0.0, limit)
-        got = yield from acquire_spectra_at_points(eels_points, corrected)
+        got = yield from acquire_spectra_at_points(eels_points, corrected, zero_loss=zero_loss)
         spent = float(got.instrument_time)
         clock += spent
         per_point = spent / len(chunk)
-        for (x0, y0), (x, y), out in zip(chunk, got.positions, outside):
+        for (x0, y0), (x, y), out, when in zip(chunk, got.positions, outside, times):
             yield from record(
                 decision_record,
                 "decisions",
                 step=done,
                 x=float(x),
                 y=float(y),
+                planned_time=float(when),
                 intended_x=float(x0),
                 intended_y=float(y0),
                 correction_x=float(x - x0),
@@ -139,6 +146,7 @@ def drift_corrected_edge_eels(
     correct: bool = True,
     normalisation: str = "cross",
     signal: str = "HAADF",
+    zero_loss: Optional[bool] = None,
     md: Optional[Dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """Edge-guided EELS with drift correction: the edge sites of the survey, hit on time.
@@ -161,6 +169,9 @@ def drift_corrected_edge_eels(
         correlation): see :func:`agents.drift.phase_correlation`.
     signal : str
         The survey signal the edges are found in and the drift is measured on.
+    zero_loss : bool, optional
+        Zero-loss alignment of the spectra (:mod:`plans.zero_loss`): None (default) on for
+        low-loss spectra, True on, False off.
     """
     from agents.drift import DriftTracker
     from agents.edges import EdgeAgent
@@ -179,10 +190,13 @@ def drift_corrected_edge_eels(
         "correct": correct,
         "normalisation": normalisation,
         "signal": signal,
+        "zero_loss": zero_loss,
     }
+    aligner = ZeroLossStep(zero_loss)
     _md = {
         "plan_name": "drift_corrected_edge_eels",
         "plan_args": plan_args,
+        "zero_loss": aligner.metadata(),
         "detectors": [scan_engine.name, eels_points.name],
         "num_points": budget,
         "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
@@ -228,7 +242,14 @@ def drift_corrected_edge_eels(
         )
         sites = np.array([[s["x"], s["y"]] for s in agent.suggest(len(points))])
         yield from acquire_spectra_tracking_drift(
-            scan_engine, eels_points, sites, tracker, clock=frame, signal=signal, correct=correct
+            scan_engine,
+            eels_points,
+            sites,
+            tracker,
+            clock=frame,
+            signal=signal,
+            correct=correct,
+            zero_loss=aligner,
         )
 
     return (yield from inner())

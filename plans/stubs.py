@@ -37,8 +37,12 @@ def grid_positions(
 
 
 def acquire_spectra_at_points(
-    eels_points: Any, points: np.ndarray, stream_name: str = "primary", batch: int = 256
-) -> MsgGenerator[int]:
+    eels_points: Any,
+    points: np.ndarray,
+    stream_name: str = "primary",
+    batch: int = 256,
+    zero_loss: Any = None,
+) -> MsgGenerator[SpectrumAcquisition | None]:
     """Acquire a spectrum at each ``(x, y)`` of ``points`` into ``stream_name``.
 
     Uses the microscope's multi-point EELS device (one bridge call per chunk of positions),
@@ -48,10 +52,14 @@ def acquire_spectra_at_points(
     emitted twice. Must run inside an open run; may run several times in one run (the stream
     is described once).
 
+    With ``zero_loss`` (a :class:`plans.zero_loss.ZeroLossStep`), each batch is aligned on its
+    zero-loss peaks as it arrives and the alignment recorded (stream ``zero_loss``, in the
+    same order as the spectra); the stream keeps the spectra as measured.
+
     Returns:
-        All the spectra, their positions and energy axis in one
-        :class:`~dm_bridge.types.SpectrumAcquisition` (for the plan's agent), or None when
-        ``points`` is empty.
+        All the spectra (zero-loss aligned when ``zero_loss`` is on), their positions and
+        energy axis in one :class:`~dm_bridge.types.SpectrumAcquisition` (for the plan's
+        agent), or None when ``points`` is empty.
     """
     points = np.asarray(points, dtype=np.float64)
     if batch < 1:
@@ -64,7 +72,10 @@ def acquire_spectra_at_points(
         yield from bps.kickoff(eels_points, wait=True)
         yield from bps.complete(eels_points, wait=True)
         yield from bps.collect(eels_points)
-        parts.append(eels_points.last_acquisition)
+        part = eels_points.last_acquisition
+        if zero_loss is not None:
+            part = yield from zero_loss.apply(part)
+        parts.append(part)
     if not parts:
         return None
     return SpectrumAcquisition(

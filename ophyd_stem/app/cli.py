@@ -429,6 +429,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         compute = load_config(compute=args.compute).compute
         for result in counterfactuals(run, args.counterfactual, out_dir=out, compute=compute):
             print(result.text())
+    if args.latent:
+        from agents.runs import unpack_run
+
+        from .analysis.latent import trajectory_figure
+
+        print(f"latent trajectory: {trajectory_figure(unpack_run(run), out)}")
     if args.as_experiment:
         recording = as_experiment(run, out)
         print(f"recording: {recording.path}  ({recording.metadata['note']})")
@@ -438,8 +444,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             "tcp://127.0.0.1:5555; in Python: "
             "ophyd_stem.app.analysis.replay.replay_microscope(path)"
         )
-    if not (callbacks or args.forensics or args.counterfactual or args.as_experiment):
-        print("nothing asked: give --callbacks, --forensics, --counterfactual or --as-experiment")
+    if not (
+        callbacks or args.forensics or args.counterfactual or args.as_experiment or args.latent
+    ):
+        print(
+            "nothing asked: give --callbacks, --forensics, --counterfactual, --latent or "
+            "--as-experiment"
+        )
         return 2
     return exit_code
 
@@ -627,7 +638,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ALTERNATIVE",
         help="what another choice would have done: ucb, ei, uncertainty (e.g. ucb:beta=9), "
         "random, raster, dkl:window=8; canny/gradient for edge runs; weight=W or index=I "
-        "for LoG*; repeat for several (default: none)",
+        "for LoG*; uncorrected, phase or drift:velocity_window=2 for drift runs; "
+        "latent:n_clusters=3 for latent runs; off or centroid for the zero-loss alignment; "
+        "repeat for several (default: none)",
+    )
+    replay.add_argument(
+        "--latent",
+        action="store_true",
+        help="draw the run's positions in the latent space of its survey (a rotation-"
+        "invariant VAE, trained now unless the run recorded its latent map; PNG in --out)",
     )
     replay.add_argument(
         "--as-experiment",

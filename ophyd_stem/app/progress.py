@@ -50,6 +50,7 @@ class RunProgress(CallbackBase):
             "dcnn_maps",
             "drift",
             "drift_images",
+            "zero_loss",
         ),
     ) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PLANS", "PlanEntry", "QueueItem", "register"]
+__all__ = ["PLANS", "ZERO_LOSS", "PlanEntry", "QueueItem", "register", "zero_loss_argument"]
 
 #: ``(plan name, positional arguments, keyword arguments)``, all JSON
 QueueItem = tuple[str, list[Any], dict[str, Any]]
@@ -117,6 +117,22 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exposure", type=float, default=None, help="EELS exposure, s (default: the microscope's)"
     )
+    zero_loss_argument(parser)
+
+
+#: ``--zero-loss`` choices and the plans' ``zero_loss`` argument they mean
+ZERO_LOSS = {"auto": None, "on": True, "off": False}
+
+
+def zero_loss_argument(parser: argparse.ArgumentParser) -> None:
+    """``--zero-loss auto|on|off``: align each spectrum on its zero-loss peak."""
+    parser.add_argument(
+        "--zero-loss",
+        choices=tuple(ZERO_LOSS),
+        default="auto",
+        help="align each spectrum on its zero-loss peak: auto = for low-loss spectra "
+        "(default: auto)",
+    )
 
 
 def _build_grid(session: Any, args: argparse.Namespace) -> Generator:
@@ -128,7 +144,11 @@ def _build_grid(session: Any, args: argparse.Namespace) -> Generator:
     if args.exposure is not None:
         yield from bps.mv(session.microscope.eels.exposure, args.exposure)
     m = session.microscope
-    return (yield from spectrum_image(m.scan, m.eels_points, args.rows, args.cols))
+    return (
+        yield from spectrum_image(
+            m.scan, m.eels_points, args.rows, args.cols, zero_loss=ZERO_LOSS[args.zero_loss]
+        )
+    )
 
 
 def _queue_survey(args: argparse.Namespace) -> list[QueueItem]:
@@ -137,9 +157,10 @@ def _queue_survey(args: argparse.Namespace) -> list[QueueItem]:
 
 def _queue_grid(args: argparse.Namespace) -> list[QueueItem]:
     exposure = ["eels.exposure", args.exposure] if args.exposure is not None else []
+    kwargs = {"zero_loss": ZERO_LOSS[args.zero_loss]}
     return [
         *_setup_item(args, *exposure),
-        ("spectrum_image", ["scan_engine", "eels_points", args.rows, args.cols], {}),
+        ("spectrum_image", ["scan_engine", "eels_points", args.rows, args.cols], kwargs),
     ]
 
 

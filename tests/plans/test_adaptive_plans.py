@@ -53,6 +53,7 @@ def test_edge_plan_measures_few_pixels_and_covers_the_true_interface(RE, nanowir
 def test_dkl_loop_records_spectra_decisions_and_maps_consistently(RE, nanoparticles):
     from agents.dkl import DKLAgent
     from agents.scalarizers import get_scalarizer
+    from agents.zlp import shift_spectra
 
     scalarizer = get_scalarizer("band:20:30")
     agents = []
@@ -74,10 +75,14 @@ def test_dkl_loop_records_spectra_decisions_and_maps_consistently(RE, nanopartic
     spectra = stream_events(RE, "primary")
     decisions = stream_events(RE, "decisions")
     assert len(spectra) == len(decisions) == 6
-    # Each decision's value is the scalarizer applied to the spectrum measured at that step.
+    # Each decision's value is the scalarizer applied to the spectrum measured at that step,
+    # aligned on its zero-loss peak (on by default for low-loss spectra: primary keeps the
+    # spectrum as measured, zero_loss the shift applied).
     start = next(d for n, d in RE.documents if n == "descriptor" and d["name"] == "primary")
     axis = np.asarray(start["configuration"]["eels_points"]["data"]["eels-energy_axis"])
-    recomputed = [float(scalarizer(np.asarray(s["eels-spectrum"]), axis)) for s in spectra]
+    shifts = [z["zero_loss-shift"] for z in stream_events(RE, "zero_loss")]
+    raw = np.array([s["eels-spectrum"] for s in spectra], dtype=np.float32)
+    recomputed = [float(scalarizer(a, axis)) for a in shift_spectra(raw, axis, shifts)]
     np.testing.assert_allclose([d["decision-value"] for d in decisions], recomputed, rtol=1e-6)
     np.testing.assert_allclose(agents[0].values, recomputed, rtol=1e-6)
     # Seeds first, then the model's own choices with their acquisition values.

@@ -4,6 +4,7 @@ import bluesky.plan_stubs as bps
 import numpy as np
 import pytest
 
+from ophyd_stem.app.views.decor import figure_problems
 from ophyd_stem.sim import twin_microscope
 from plans.drift import drift_corrected_edge_eels
 
@@ -49,3 +50,36 @@ def test_drift_is_measured_recorded_and_corrected(RE, drifting, correct):
         assert shift[-1, 1] < -1.0
     else:
         assert np.all(shift == 0)
+
+
+def test_drift_run_replays_compares_and_draws(RE, drifting):
+    from matplotlib.figure import Figure
+
+    from agents.runs import unpack_run
+    from ophyd_stem.app.analysis.counterfactual import counterfactual
+    from ophyd_stem.app.analysis.forensics import forensics
+    from ophyd_stem.app.views import draw
+
+    RE(bps.mv(drifting.eels.exposure, 1.0))
+    RE(drift_corrected_edge_eels(drifting.scan, drifting.eels_points, budget=30,
+                                 every_points=10))  # fmt: skip
+    data = unpack_run(RE.documents)
+    # forensics: the edge points, every estimate registered again from the recorded re-scans,
+    # every beam position re-derived from them at its planned time
+    report = forensics(data)
+    assert report.ok, report.text()
+    kinds = [c.what for c in report.checks]
+    assert kinds.count("drift") == len(stream_events(RE, "drift")) >= 2
+    assert kinds.count("positions") == kinds.count("drift") + 1  # before the first re-scan too
+    # without correction the beam would have stayed on the survey's sites, pixels away
+    uncorrected = counterfactual(data, "uncorrected", out_dir=None)
+    assert float(uncorrected.summary["mean distance (px)"]) > 1.0
+    intended = np.column_stack([data.decisions["intended_x"], data.decisions["intended_y"]])
+    np.testing.assert_allclose(uncorrected.chosen, intended)
+    phase = counterfactual(data, "phase", out_dir=None)
+    assert "estimates changed by (px)" in phase.summary
+    fig = Figure(figsize=(18, 4.8))
+    drawn = draw(fig, data)
+    assert drawn["trajectory"] == len(stream_events(RE, "drift"))
+    assert drawn["correction"] == drawn["beam"] == 30
+    assert figure_problems(fig) == []

@@ -174,6 +174,18 @@ def test_bandit_and_drift_corrected_plans_from_json(RE, queue):
     assert [d for n, d in RE.documents if n == "stop"][-1]["exit_status"] == "success"
 
 
+def test_latent_plan_from_json(RE, queue):
+    plan, _ = queue.prepare(
+        "latent_eels", "scan_engine", "eels_points", agent_kwargs={"n_clusters": 3, "epochs": 2},
+        n_eels=3, scalarizer="band:20:30", zero_loss=True,
+    )  # fmt: skip
+    RE(plan)
+    start = next(d for n, d in RE.documents if n == "start")
+    assert start["plan_args"]["agent"] == "latent"
+    assert start["zero_loss"]["mode"] == "on"
+    assert [d for n, d in RE.documents if n == "stop"][-1]["exit_status"] == "success"
+
+
 def test_a_named_agent_or_scalarizer_that_is_wrong_fails_the_plan_with_a_clear_error():
     from agents.registry import make_agent
     from plans import adaptive_eels

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from agents.runs import unpack_run
+from agents.zlp import shift_spectra
 from ophyd_stem.app.analysis.forensics import forensics
 from ophyd_stem.catalog._runs import verify_run
 from plans import OperatorControl, adaptive_eels
@@ -110,7 +111,11 @@ def test_approve_mode_measures_only_what_the_operator_approved(RE, nanoparticles
         ]["data"]["eels-energy_axis"]
     )
     new = band("band:5:15")
-    expected = [float(new(np.asarray(s["eels-spectrum"]), axis)) for s in spectra]
+    # the agent saw the spectra aligned on their zero-loss peak (on for low-loss spectra):
+    # primary keeps them as measured, zero_loss the shift of each
+    shifts = [r["zero_loss-shift"] for r in stream_rows(docs, "zero_loss")]
+    raw = np.array([s["eels-spectrum"] for s in spectra], dtype=np.float32)
+    expected = [float(new(a, axis)) for a in shift_spectra(raw, axis, shifts)]
     np.testing.assert_allclose(made[0].values, expected, rtol=1e-9)
     np.testing.assert_allclose([d["decision-value"] for d in decisions[2:]], expected[2:])
 

@@ -22,6 +22,13 @@ Alternatives, as ``name[:key=value,...]``:
 ``uncertain``,         DCNN runs: the same ensemble sending the beam to another target
 ``brightest``,
 ``confident``
+``uncorrected``,       drift-corrected runs: no correction, the other correlation, or the
+``phase``, ``cross``,  tracker with other settings (``drift:velocity_window=2``), given the
+``drift:key=value``    same re-scans
+``latent:key=value``   latent runs: the latent agent with other settings (``n_clusters``,
+                       ``mode``), or ``random``, ``raster``
+``off``, ``centroid``, any run aligned on the zero-loss peak: no alignment, the other peak
+``zlp:key=value``      refinement, another window (``zlp:search=3,max_shift=1``)
 =====================  ==================================================================
 
 Example:
@@ -45,6 +52,8 @@ from .forensics import agent_factory, as_run_data
 __all__ = ["CounterfactualResult", "RandomAgent", "RasterAgent", "counterfactual", "parse"]
 
 ACQUISITIONS = ("ei", "ucb", "uncertainty")
+#: alternatives to a run's zero-loss alignment (any run that aligned)
+ZERO_LOSS_ALTERNATIVES = ("off", "centroid", "log-parabola", "zlp")
 EDGE_METHODS = ("canny", "gradient")
 
 
@@ -348,6 +357,27 @@ def _run_logstar(data: RunData, name: str, options: dict[str, Any]) -> Counterfa
     return CounterfactualResult.of(data, recorded, chosen, agree, summary)
 
 
+def _run_drift(data: RunData, name: str, options: dict[str, Any]) -> CounterfactualResult:
+    """Another drift correction given the same re-scans (:mod:`.corrections`)."""
+    from .corrections import drift_counterfactual
+
+    got = drift_counterfactual(data, name, options)
+    return CounterfactualResult.of(
+        data, got["recorded"], got["chosen"], got["agree"], got["summary"]
+    )
+
+
+def _run_zero_loss(data: RunData, name: str, options: dict[str, Any]) -> CounterfactualResult:
+    """Another zero-loss setting on the same spectra: the beam went to the same places, so
+    the figure shows the positions whose shift changed by more than 0.01 eV."""
+    from .corrections import zero_loss_counterfactual
+
+    got = zero_loss_counterfactual(data, name, options)
+    recorded = np.asarray(data.positions, dtype=float).reshape(-1, 2)
+    same = np.abs(got["shift"] - np.asarray(data.zero_loss["shift"], dtype=float)) <= 0.01
+    return CounterfactualResult.of(data, recorded, recorded[~same], same, got["summary"])
+
+
 def _figure(data: RunData, result: CounterfactualResult, path: Path) -> Path:
     from matplotlib.figure import Figure
 
@@ -424,7 +454,18 @@ def counterfactual(
     """
     data = as_run_data(run)
     name, options = parse(alternative)
-    if data.plan_name == "adaptive_eels":
+    if name in ZERO_LOSS_ALTERNATIVES:
+        result = _run_zero_loss(data, name, options)
+    elif data.plan_name == "drift_corrected_edge_eels":
+        result = _run_drift(data, name, options)
+    elif data.plan_name == "latent_eels":
+        from .latent import latent_counterfactual
+
+        got = latent_counterfactual(data, name, options)
+        result = CounterfactualResult.of(
+            data, got["recorded"], got["chosen"], got["agree"], got["summary"]
+        )
+    elif data.plan_name == "adaptive_eels":
         if data.survey_image is None or not len(data.values):
             raise ValueError("the run has no survey image or no decisions to compare with")
         result = _run_adaptive(data, name, options)

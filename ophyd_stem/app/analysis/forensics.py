@@ -9,7 +9,11 @@ recorded. A mismatch means the agent (its code, its settings, the libraries unde
 longer behaves as it did during the experiment.
 
 Workflows: ``adaptive_eels`` (DKL and any agent given by ``make_agent``), ``edge_eels``
-(the edge agent's points) and ``logstar`` (the Pareto front, the choice, the atoms).
+(the edge agent's points), ``logstar`` (the Pareto front, the choice, the atoms), ``dcnn``,
+``drift_corrected_edge_eels`` (the edge points, every drift estimate re-registered from the
+recorded re-scans, every beam position re-derived) and, in any run that aligned its spectra
+on the zero-loss peak (``spectrum_image`` included), the peaks located again
+(:mod:`.corrections`).
 
 The agent is rebuilt on the kind of device its report says it computed on (runs from before
 devices were recorded ran on the CPU): a run decided on a GPU replays on a GPU when this
@@ -313,7 +317,7 @@ def agent_factory(data: RunData, **overrides: Any) -> tuple[Callable[[np.ndarray
         options = {**_dkl_options(data), "device": device, **overrides}
         options = _accepted(DKLAgent, options)
         return (lambda image: DKLAgent(image, **options)), {"class": "DKLAgent", **options}
-    if plan == "edge_eels":
+    if plan in ("edge_eels", "drift_corrected_edge_eels"):
         from agents.edges import EdgeAgent
 
         options = _accepted(EdgeAgent, {**data.edge_report, **overrides})
@@ -335,8 +339,13 @@ def agent_factory(data: RunData, **overrides: Any) -> tuple[Callable[[np.ndarray
         return make, {"class": "LoGStarAgent", **options}
     if plan == "dcnn":
         return _dcnn_factory(data, **{"device": device, **overrides})
+    if plan == "latent_eels":
+        from .latent import latent_factory
+
+        return latent_factory(data, **overrides)
     raise ValueError(
-        f"no agent to rebuild for plan {plan!r} (adaptive_eels, edge_eels, logstar, dcnn)"
+        f"no agent to rebuild for plan {plan!r} (adaptive_eels, edge_eels, logstar, dcnn, "
+        "drift_corrected_edge_eels, latent_eels)"
     )
 
 
@@ -448,6 +457,7 @@ def _check_values(data: RunData, report: ForensicsReport) -> None:
     ]
     steps = np.asarray(data.decisions["step"], dtype=int)
     recomputed = np.empty(len(steps))
+    spectra = data.aligned_spectra  # what the scalarizer saw: zero-loss aligned when it was
     try:
         for i, step in enumerate(steps):
             current = name
@@ -455,7 +465,7 @@ def _check_values(data: RunData, report: ForensicsReport) -> None:
                 if at <= step:
                     current = new
             func = get_scalarizer(str(current))
-            recomputed[i] = float(np.asarray(func(data.spectra[i], data.energy_axis)))
+            recomputed[i] = float(np.asarray(func(spectra[i], data.energy_axis)))
     except (ValueError, TypeError) as exc:
         report.notes.append(f"scalarizer {name!r} could not be rebuilt by name: {exc}")
         return
@@ -544,8 +554,15 @@ def forensics(run: Any, make_agent: Callable[[np.ndarray], Any] | None = None) -
         >>> report.ok, report.matches, len(report.checks)         # doctest: +SKIP
         (True, 12, 12)
     """
+    from .corrections import drift_checks, zero_loss_checks
+
     data = as_run_data(run)
-    factory, description = agent_factory(data)
+    if data.plan_name == "spectrum_image":  # no agent: only the zero-loss alignment to redo
+        if not data.zero_loss:
+            raise ValueError("a spectrum image without zero-loss alignment has no decisions")
+        factory, description = None, {"class": "none (spectrum image)"}
+    else:
+        factory, description = agent_factory(data)
     if make_agent is not None:
         factory, description = make_agent, {"class": "given make_agent"}
     report = ForensicsReport(uid=data.uid, plan_name=data.plan_name, agent=description)
@@ -554,12 +571,21 @@ def forensics(run: Any, make_agent: Callable[[np.ndarray], Any] | None = None) -
         report.notes.append(device_note)
     if data.plan_name == "adaptive_eels":
         _adaptive(data, factory, report)
-    elif data.plan_name == "edge_eels":
+    elif data.plan_name in ("edge_eels", "drift_corrected_edge_eels"):
         _edge(data, factory, report)
     elif data.plan_name == "dcnn":
         _dcnn(data, factory, report)
-    else:
+    elif data.plan_name == "logstar":
         _logstar(data, factory, report)
+    elif data.plan_name == "latent_eels":
+        from .latent import latent_checks
+
+        report.checks += latent_checks(data, factory)
+    extras = [drift_checks] if data.plan_name == "drift_corrected_edge_eels" else []
+    for extra in [*extras, zero_loss_checks]:
+        checks, notes = extra(data)
+        report.checks += checks
+        report.notes += notes
     if data.exit_status not in (None, "success"):
         report.notes.append(f"the run ended with '{data.exit_status}': checked what it holds")
     return report

@@ -81,13 +81,28 @@ def run_report(run: Any, out_dir: Path) -> tuple[str, Path]:
     fig.savefig(png, dpi=90)
 
     figures = [png]
-    if start.get("plan_name") in ("adaptive_eels", "edge_eels", "logstar", "dcnn"):
+    workflows = (
+        "adaptive_eels",
+        "edge_eels",
+        "logstar",
+        "dcnn",
+        "drift_corrected_edge_eels",
+        "latent_eels",
+    )
+    aligned = bool(data.zero_loss)
+    if start.get("plan_name") in workflows or aligned:
         from ..views import render
+        from ..views.corrections import render_zero_loss
+        from .corrections import correction_summary
 
-        lines += decision_summary(data)
+        lines += decision_summary(data) + correction_summary(data)
         workflow, _ = render(data, out_dir / f"run-{start.get('scan_id')}-{uid[:8]}-workflow.png")
         figures.append(workflow)
         lines.append(f"  workflow    {workflow}")
+        if aligned and start.get("plan_name") != "spectrum_image":
+            name = f"run-{start.get('scan_id')}-{uid[:8]}-zero-loss.png"
+            figures.append(render_zero_loss(data, out_dir / name))
+            lines.append(f"  zero loss   {figures[-1]}")
     lines += _where(run, image_ref)
     title = f"scan {start.get('scan_id')}: {start.get('plan_name')} on {start.get('sample')}"
     page = _write_html(

@@ -348,13 +348,21 @@ def _acq_label(acquisition: str) -> str:
 
 def draw(fig: Any, data: RunData) -> dict[str, int]:
     """Draw a run's workflow figure on ``fig``; returns what was drawn (artist counts)."""
+    from .corrections import draw_drift, draw_zero_loss
     from .forward import draw_dcnn, draw_logstar
+    from .latent import draw_latent
 
     fig.clear()
     if data.plan_name == "logstar":
         drawn = draw_logstar(fig, data)
     elif data.plan_name == "dcnn":
         drawn = draw_dcnn(fig, data)
+    elif data.plan_name == "drift_corrected_edge_eels":
+        drawn = draw_drift(fig, data)
+    elif data.plan_name == "spectrum_image":
+        drawn = draw_zero_loss(fig, data)
+    elif data.plan_name == "latent_eels":
+        drawn = draw_latent(fig, data)
     else:
         drawn = _draw_adaptive(fig, data)
     _fit(fig)

@@ -45,6 +45,9 @@ _REDRAW_STREAMS = (
     "logstar_front",
     "atoms",
     "dcnn_maps",
+    "drift",
+    "zero_loss",
+    "latent_map",
 )
 
 
@@ -78,7 +81,15 @@ class LiveView(QtAwareCallback):
         out_dir: str | Path | None = None,
         show: bool | None = None,
         save_every: int = 0,
-        plans: tuple[str, ...] = ("adaptive_eels", "edge_eels", "logstar", "dcnn"),
+        plans: tuple[str, ...] = (
+            "adaptive_eels",
+            "edge_eels",
+            "logstar",
+            "dcnn",
+            "drift_corrected_edge_eels",
+            "spectrum_image",
+            "latent_eels",
+        ),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

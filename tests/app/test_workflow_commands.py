@@ -1,0 +1,36 @@
+"""The seed's workflows from the command line: a zero-loss aligned spectrum image, shown,
+checked by forensics and drawn in the latent space of its survey."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib.image as mpimg
+import numpy as np
+
+from .test_command import ophyd_stem
+
+
+def test_run_zlp_then_show_forensics_and_latent_trajectory(app_env, tmp_path):
+    run = ophyd_stem(app_env, "run", "zlp", "--rows", "4", "--cols", "4", "--size", "48")
+    assert run.returncode == 0, run.stderr[-3000:]
+    uid = re.search(r"^run ([0-9a-f-]{36})", run.stdout, re.M).group(1)
+    assert "peak found and moved to 0 eV in 16 of 16 spectra" in run.stdout
+    raw, after = map(float, re.search(
+        r"ZLP position ([0-9.]+) eV rms as measured, ([0-9.]+) eV after", run.stdout
+    ).groups())  # fmt: skip
+    assert raw > 0.05 > 10 * after  # the twin's spectrometer jitters by 0.1 eV rms
+
+    show = ophyd_stem(app_env, "show", uid[:8], "--out", str(tmp_path / "figs"))
+    assert show.returncode == 0, show.stderr[-3000:]
+    assert re.search(r"zero loss   16 of 16 spectra aligned", show.stdout)
+    workflow = re.search(r"workflow    (\S+\.png)", show.stdout).group(1)
+    assert np.std(mpimg.imread(workflow)[..., :3]) > 0.05
+
+    replay = ophyd_stem(app_env, "replay", uid[:8], "--forensics", "--latent",
+                        "--counterfactual", "off", "--out", str(tmp_path / "replay"))  # fmt: skip
+    assert replay.returncode == 0, replay.stdout[-2000:] + replay.stderr[-2000:]
+    assert "1 of 1 decisions match" in replay.stdout
+    assert "ZLP scatter after (eV)" in replay.stdout
+    latent = re.search(r"latent trajectory: (\S+\.png)", replay.stdout).group(1)
+    assert np.std(mpimg.imread(latent)[..., :3]) > 0.05
