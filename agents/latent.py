@@ -47,7 +47,8 @@ class LatentAgent(Agent):
         window, latent_dim, epochs: the rVAE's (see :class:`~agents.rvae.RotationInvariantVAE`).
         seed: seeds the rVAE and the mixture.
         num_threads: torch threads for training and encoding.
-        device: where the rVAE trains (``"cpu"``, ``"cuda"``, ``"auto"``).
+        device: where the rVAE trains: ``"auto"`` (a GPU when there is one), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"`` (:mod:`agents.device`); the report says where it ran.
     """
 
     name = "latent"
@@ -64,7 +65,7 @@ class LatentAgent(Agent):
         epochs: int = 20,
         seed: int = 0,
         num_threads: Optional[int] = 1,
-        device: str = "cpu",
+        device: str = "auto",
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -199,6 +200,8 @@ class LatentAgent(Agent):
                 "final_loss": self.vae.losses[-1] if self.vae.losses else None,
                 "train_seconds": self.vae.train_seconds,
             },
+            # where the latent space was learnt (config() holds what was asked for)
+            "device": self.vae.where(),
         }
 
 

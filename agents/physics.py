@@ -50,6 +50,7 @@ from pyro.nn import PyroModule
 
 from .acquisition import ACQUISITIONS, acquisition_values
 from .base import Agent, Suggestion
+from .device import check_device, describe, resolve_device
 from .patches import candidate_grid
 
 __all__ = ["PHYSICAL_PARAMETERS", "PhysicsGPAgent", "signed_edge_distance"]
@@ -124,7 +125,7 @@ class _EdgeProfileGP(PyroModule):
         noise = pyro.sample("noise", dist.LogNormal(np.log(0.1), 1.0))
         mean = background + step * torch.sigmoid((d - shift) / width)
         cov = variance * _rbf(xy, xy, lengthscale)
-        cov = cov + (noise + 1e-5) * torch.eye(len(xy), dtype=xy.dtype)
+        cov = cov + (noise + 1e-5) * torch.eye(len(xy), dtype=xy.dtype, device=xy.device)
         return pyro.sample("y", dist.MultivariateNormal(mean, covariance_matrix=cov), obs=y)
 
 
@@ -143,8 +144,11 @@ class PhysicsGPAgent(Agent):
         learning_rate: Adam's learning rate.
         draws: posterior draws the predictive mixes.
         num_threads: torch threads during fits (None: torch's own setting).
-        device: ``"cpu"`` (or ``"auto"``/``"cuda"``: small exact GPs are latency-bound, so
-            the CPU is used unless a GPU is asked for by name).
+        device: ``"cpu"`` (default), ``"auto"``, ``"cuda"`` or ``"cuda:N"``
+            (:mod:`agents.device`). The CPU by default, unlike DKL: an exact GP on tens of
+            points mixed over ``draws`` posterior draws is many tiny kernels, which a GPU runs
+            no faster; ask for one by name for large candidate grids. The report says where
+            the decisions were computed.
 
     Suggestions carry ``acquisition``, ``mean`` and ``std`` (posterior predictive, in the
     measured units) and ``source`` (``"seed"`` or ``"model"``).
@@ -189,10 +193,9 @@ class PhysicsGPAgent(Agent):
         self.learning_rate = float(learning_rate)
         self.draws = int(draws)
         self.num_threads = None if num_threads is None else int(num_threads)
-        self.device = str(device)
-        self._torch_device = torch.device(
-            "cuda" if self.device.startswith("cuda") and torch.cuda.is_available() else "cpu"
-        )
+        #: the device asked for (recorded in config(); a replay asks for the same)
+        self.device = check_device(device)
+        self._torch_device = resolve_device(self.device)
         self.candidates = candidate_grid(image.shape, self.step)
         self._cand_d = self.distance[
             self.candidates[:, 1].astype(int), self.candidates[:, 0].astype(int)
@@ -407,4 +410,6 @@ class PhysicsGPAgent(Agent):
             "training_loss": self.last_loss,
             "n_fits": self.n_fits,
             "last_fit_seconds": self.last_fit_seconds,
+            # where the decisions were computed (config() holds what was asked for)
+            "device": describe(self._torch_device),
         }

@@ -38,6 +38,7 @@ from pyro.infer import Trace_ELBO
 from pyro.nn import PyroModule
 from torch import nn
 
+from .device import check_device, describe, resolve_device
 from .patches import candidate_grid, extract_patches
 
 __all__ = ["RotationInvariantVAE"]
@@ -151,7 +152,12 @@ class RotationInvariantVAE:
         epochs, batch_size, learning_rate: training by SVI.
         seed: seeds the initial weights and every draw.
         num_threads: torch threads while training and encoding (None: torch's setting).
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (a GPU when there is one).
+        device: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
+            (:mod:`agents.device`); :meth:`where` says where it trained.
+
+    Raises:
+        ValueError: bad sizes or a malformed device.
+        agents.device.NoDeviceError: a GPU asked for by name on a machine without it.
     """
 
     name = "rvae"
@@ -169,7 +175,7 @@ class RotationInvariantVAE:
         learning_rate: float = 3e-3,
         seed: int = 0,
         num_threads: Optional[int] = 1,
-        device: str = "cpu",
+        device: str = "auto",
     ) -> None:
         if window < 4 or latent_dim < 1 or hidden < 4:
             raise ValueError("window >= 4 px, latent_dim >= 1 and hidden >= 4 are required")
@@ -186,11 +192,9 @@ class RotationInvariantVAE:
         self.learning_rate = float(learning_rate)
         self.seed = int(seed)
         self.num_threads = None if num_threads is None else int(num_threads)
-        self.device = str(device)
-        want_gpu = self.device.startswith("cuda") or self.device == "auto"
-        self._device = torch.device(
-            self.device if self.device.startswith("cuda") else "cuda"
-        ) if want_gpu and torch.cuda.is_available() else torch.device("cpu")  # fmt: skip
+        #: the device asked for (recorded in config(); a replay asks for the same)
+        self.device = check_device(device)
+        self._device = resolve_device(self.device)
         self._encoder: Optional[_Encoder] = None
         self._scale: Optional[tuple[float, float]] = None
         self.losses: list[float] = []
@@ -265,6 +269,10 @@ class RotationInvariantVAE:
         loc = loc.cpu().numpy().astype(np.float64)
         angle = (loc[:, self.latent_dim] + np.pi) % (2 * np.pi) - np.pi
         return loc[:, : self.latent_dim], angle
+
+    def where(self) -> Dict[str, Any]:
+        """Where it trains and encodes: ``{"type", "index", "name"}`` (the GPU's model)."""
+        return describe(self._device)
 
     def config(self) -> Dict[str, Any]:
         keys = ("window", "latent_dim", "hidden", "theta_prior", "shift_prior", "sigma",

@@ -186,6 +186,10 @@ def _recorded_device(data: RunData) -> dict[str, Any] | None:
         return reports[0].get("device") if reports else None
     if data.plan_name == "dcnn" and data.dcnn:
         return (data.dcnn[0].get("report") or {}).get("device")
+    if data.plan_name == "latent_eels":
+        from .latent import recorded_latent_map
+
+        return ((recorded_latent_map(data) or {}).get("report") or {}).get("device")
     return None
 
 
@@ -309,7 +313,7 @@ def agent_factory(data: RunData, **overrides: Any) -> tuple[Callable[[np.ndarray
     plan = data.plan_name
     device, _ = replay_device(data)
     if plan == "adaptive_eels":
-        reported = _reported_factory(data, **overrides)
+        reported = _reported_factory(data, **{"device": device, **overrides})
         if reported is not None:
             return reported
         from agents.dkl import DKLAgent
@@ -342,7 +346,7 @@ def agent_factory(data: RunData, **overrides: Any) -> tuple[Callable[[np.ndarray
     if plan == "latent_eels":
         from .latent import latent_factory
 
-        return latent_factory(data, **overrides)
+        return latent_factory(data, **{"device": device, **overrides})
     raise ValueError(
         f"no agent to rebuild for plan {plan!r} (adaptive_eels, edge_eels, logstar, dcnn, "
         "drift_corrected_edge_eels, latent_eels)"
