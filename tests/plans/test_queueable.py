@@ -210,3 +210,18 @@ def test_queue_annotations_pass_the_queueservers_own_checks(name):
     annotation = getattr(plan, "_custom_parameter_annotation_", None)
     if annotation is not None:  # raises on a malformed annotation or an unknown parameter
         parameter_annotation_decorator(annotation)(plan)
+
+
+@pytest.mark.parametrize("command", ["grid", "latent", "zlp", "drift", "physics", "bandit"])
+def test_the_commands_queue_items_pass_the_queueservers_validation(queue, command):
+    """`ophyd-stem run COMMAND --queue` submits these items: each must validate as sent."""
+    from ophyd_stem.app import workflows  # noqa: F401  (registers the seed's workflows)
+    from ophyd_stem.app.cli import build_parser
+    from ophyd_stem.app.registry import PLANS
+
+    args = build_parser().parse_args(["run", command])
+    items = PLANS[command].queue_items(args)
+    assert items[-1][0] in plans.PLANS
+    for name, plan_args, kwargs in items:
+        ok, message, _ = queue.validate(name, *plan_args, **kwargs)
+        assert ok, f"{name}: {message}"
