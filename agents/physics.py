@@ -53,16 +53,52 @@ from .base import Agent, Suggestion
 from .device import check_device, describe, resolve_device
 from .patches import candidate_grid
 
-__all__ = ["PHYSICAL_PARAMETERS", "PhysicsGPAgent", "signed_edge_distance"]
+__all__ = [
+    "HYPOTHESES",
+    "PHYSICAL_PARAMETERS",
+    "PhysicsGPAgent",
+    "physical_mean",
+    "signed_edge_distance",
+]
 
-#: the physical parameters reported, with their units
-PHYSICAL_PARAMETERS = {
-    "background": "value",
-    "step": "value",
-    "edge_shift": "px",
-    "edge_width": "px",
+#: the physical models of the mean, as a function of the signed distance ``d`` from the edge
+#: (standardised values; px): name -> (what it says, its parameters with units)
+HYPOTHESES: Dict[str, tuple] = {
+    "step": (
+        "background + step * sigmoid((d - edge_shift) / edge_width): the signal changes "
+        "across the edge (a particle's plasmon, a thickness step)",
+        {"background": "value", "step": "value", "edge_shift": "px", "edge_width": "px"},
+    ),
+    "peak": (
+        "background + height * exp(-((d - edge_shift) / edge_width)^2 / 2): the signal "
+        "is found at the edge only (an interface or surface state)",
+        {"background": "value", "height": "value", "edge_shift": "px", "edge_width": "px"},
+    ),
+    "flat": (
+        "background: the edge does not matter (the GP alone explains the map)",
+        {"background": "value"},
+    ),
 }
-SITES = ("background", "step", "edge_shift", "edge_width", "lengthscale", "variance", "noise")
+#: the physical parameters of the default hypothesis, with their units
+PHYSICAL_PARAMETERS = HYPOTHESES["step"][1]
+_PRIORS = {
+    "background": lambda: dist.Normal(0.0, 1.0),
+    "step": lambda: dist.Normal(0.0, 2.0),
+    "height": lambda: dist.Normal(0.0, 2.0),
+    "edge_shift": lambda: dist.Normal(0.0, 2.0),
+    "edge_width": lambda: dist.LogNormal(np.log(2.0), 0.7),
+}
+_GP_SITES = ("lengthscale", "variance", "noise")
+
+
+def physical_mean(hypothesis: str, p: Dict[str, Any], d: Any) -> Any:
+    """The mean of ``hypothesis`` at edge distances ``d`` for parameters ``p`` (torch)."""
+    if hypothesis == "step":
+        return p["background"] + p["step"] * torch.sigmoid((d - p["edge_shift"]) / p["edge_width"])
+    if hypothesis == "peak":
+        z = (d - p["edge_shift"]) / p["edge_width"]
+        return p["background"] + p["height"] * torch.exp(-0.5 * z * z)
+    return p["background"] + 0.0 * d
 
 
 def signed_edge_distance(survey_image: Any, classes: int = 3, smooth: float = 1.5) -> np.ndarray:
@@ -113,17 +149,19 @@ def _rbf(a: torch.Tensor, b: torch.Tensor, lengthscale: torch.Tensor) -> torch.T
 
 
 class _EdgeProfileGP(PyroModule):
-    """The generative model: physical mean over the edge distance + an RBF GP residual."""
+    """The generative model: a hypothesis' physical mean over the edge distance + an RBF GP
+    residual."""
+
+    def __init__(self, hypothesis: str = "step") -> None:
+        super().__init__()
+        self.hypothesis = hypothesis
 
     def forward(self, xy: torch.Tensor, d: torch.Tensor, y: Optional[torch.Tensor] = None):
-        background = pyro.sample("background", dist.Normal(0.0, 1.0))
-        step = pyro.sample("step", dist.Normal(0.0, 2.0))
-        shift = pyro.sample("edge_shift", dist.Normal(0.0, 2.0))
-        width = pyro.sample("edge_width", dist.LogNormal(np.log(2.0), 0.7))
+        p = {name: pyro.sample(name, _PRIORS[name]()) for name in HYPOTHESES[self.hypothesis][1]}
         lengthscale = pyro.sample("lengthscale", dist.LogNormal(np.log(10.0), 0.7))
         variance = pyro.sample("variance", dist.LogNormal(np.log(0.3), 1.0))
         noise = pyro.sample("noise", dist.LogNormal(np.log(0.1), 1.0))
-        mean = background + step * torch.sigmoid((d - shift) / width)
+        mean = physical_mean(self.hypothesis, p, d)
         cov = variance * _rbf(xy, xy, lengthscale)
         cov = cov + (noise + 1e-5) * torch.eye(len(xy), dtype=xy.dtype, device=xy.device)
         return pyro.sample("y", dist.MultivariateNormal(mean, covariance_matrix=cov), obs=y)
@@ -144,6 +182,8 @@ class PhysicsGPAgent(Agent):
         learning_rate: Adam's learning rate.
         draws: posterior draws the predictive mixes.
         num_threads: torch threads during fits (None: torch's own setting).
+        hypothesis: the physical model of the mean (:data:`HYPOTHESES`): ``"step"`` (default,
+            the edge profile above), ``"peak"`` (a signal at the edge only) or ``"flat"``.
         device: ``"cpu"`` (default), ``"auto"``, ``"cuda"`` or ``"cuda:N"``
             (:mod:`agents.device`). The CPU by default, unlike DKL: an exact GP on tens of
             points mixed over ``draws`` posterior draws is many tiny kernels, which a GPU runs
@@ -172,8 +212,11 @@ class PhysicsGPAgent(Agent):
         draws: int = 16,
         num_threads: Optional[int] = 1,
         device: str = "cpu",
+        hypothesis: str = "step",
     ) -> None:
         super().__init__()
+        if hypothesis not in HYPOTHESES:
+            raise ValueError(f"hypothesis must be one of {tuple(HYPOTHESES)}, got {hypothesis!r}")
         if acquisition not in ACQUISITIONS:
             raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {acquisition!r}")
         if min(train_steps, finetune_steps, draws) < 1 or n_seed < 1:
@@ -196,6 +239,8 @@ class PhysicsGPAgent(Agent):
         #: the device asked for (recorded in config(); a replay asks for the same)
         self.device = check_device(device)
         self._torch_device = resolve_device(self.device)
+        self.hypothesis = hypothesis
+        self._sites = (*HYPOTHESES[hypothesis][1], *_GP_SITES)
         self.candidates = candidate_grid(image.shape, self.step)
         self._cand_d = self.distance[
             self.candidates[:, 1].astype(int), self.candidates[:, 0].astype(int)
@@ -249,7 +294,7 @@ class PhysicsGPAgent(Agent):
             first = self._guide is None
             if first:
                 # made inside the module-local context: their parameters stay theirs
-                self._model = _EdgeProfileGP()
+                self._model = _EdgeProfileGP(self.hypothesis)
                 self._guide = AutoNormal(self._model, init_scale=0.05)
                 self._guide(xy, d, y)  # creates the guide's parameters
                 self._guide.to(self._torch_device)
@@ -268,10 +313,23 @@ class PhysicsGPAgent(Agent):
         self._dirty = False
         self.last_fit_seconds = time.perf_counter() - started
 
+    def log_evidence(self, particles: int = 32) -> float:
+        """The evidence of this hypothesis for the measurements so far: the ELBO (a lower
+        bound of the log marginal likelihood, per measurement, of the standardised values),
+        estimated over ``particles`` draws of the fitted posterior. Hypotheses fitted to the
+        same measurements compare by it (:class:`agents.hypotheses.HypothesisAgent`)."""
+        if self._dirty or self._guide is None:
+            self.fit()
+        with _quiet_torch(self.num_threads, self.seed + 104729), torch.no_grad():
+            xy, d, y = self._tensors()
+            elbo = Trace_ELBO(num_particles=int(particles), vectorize_particles=False)
+            loss = elbo.loss(self._model, self._guide, xy, d, y)
+        return -float(loss) / len(y)
+
     def _draws(self) -> Dict[str, torch.Tensor]:
         assert self._guide is not None
         samples = [self._guide() for _ in range(self.draws)]
-        return {k: torch.stack([s[k] for s in samples]).detach() for k in SITES}
+        return {k: torch.stack([s[k] for s in samples]).detach() for k in self._sites}
 
     def _predict(
         self, xy: torch.Tensor, d: torch.Tensor, y: torch.Tensor
@@ -284,12 +342,9 @@ class PhysicsGPAgent(Agent):
         means, variances = [], []
         with torch.no_grad():
             for s in range(self.draws):
-                prior = p["background"][s] + p["step"][s] * torch.sigmoid(
-                    (d - p["edge_shift"][s]) / p["edge_width"][s]
-                )
-                cprior = p["background"][s] + p["step"][s] * torch.sigmoid(
-                    (cd - p["edge_shift"][s]) / p["edge_width"][s]
-                )
+                draw = {k: v[s] for k, v in p.items()}
+                prior = physical_mean(self.hypothesis, draw, d)
+                cprior = physical_mean(self.hypothesis, draw, cd)
                 k = p["variance"][s] * _rbf(xy, xy, p["lengthscale"][s])
                 k = k + (p["noise"][s] + 1e-5) * torch.eye(len(xy), **t)
                 chol = torch.linalg.cholesky(k)
@@ -311,11 +366,11 @@ class PhysicsGPAgent(Agent):
         with _quiet_torch(self.num_threads, self.seed + 1):
             p = self._draws()
         out = {}
-        for name, units in PHYSICAL_PARAMETERS.items():
+        for name, units in HYPOTHESES[self.hypothesis][1].items():
             v = p[name].cpu().numpy().astype(np.float64)
             if name == "background":
                 v = v * self._y_std + self._y_mean
-            elif name == "step":
+            elif name in ("step", "height"):
                 v = v * self._y_std
             out[name] = {"mean": float(v.mean()), "std": float(v.std()), "units": units}
         return out
@@ -392,7 +447,7 @@ class PhysicsGPAgent(Agent):
     def config(self) -> Dict[str, Any]:
         keys = ("step", "classes", "acquisition", "xi", "beta", "n_seed", "seed",
                 "train_steps", "finetune_steps", "learning_rate", "draws", "num_threads",
-                "device")  # fmt: skip
+                "device", "hypothesis")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
     def report(self) -> Dict[str, Any]:
@@ -406,7 +461,8 @@ class PhysicsGPAgent(Agent):
             "best_value": best[0][2]["value"] if best else None,
             "best_position": [best[0][1]["x"], best[0][1]["y"]] if best else None,
             "physics": self.posterior(),
-            "model": "background + step * sigmoid((d - edge_shift) / edge_width) + GP(x, y)",
+            "model": HYPOTHESES[self.hypothesis][0] + "; + GP(x, y)",
+            "hypothesis": self.hypothesis,
             "training_loss": self.last_loss,
             "n_fits": self.n_fits,
             "last_fit_seconds": self.last_fit_seconds,

@@ -243,6 +243,11 @@ register_agent(
     "Physics-informed GP: an edge-profile mean with priors; posterior of the physical parameters",
 )
 register_agent(
+    "hypotheses",
+    "agents.hypotheses:HypothesisAgent",
+    "Competing physical hypotheses (edge step, edge peak, no edge) weighed by their evidence",
+)
+register_agent(
     "latent",
     "agents.latent:LatentAgent",
     "Latent-space discovery: cluster representatives, then novelty, in a rotation-invariant VAE",

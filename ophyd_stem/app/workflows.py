@@ -150,31 +150,64 @@ def _physics_arguments(parser: argparse.ArgumentParser) -> None:
         help="how to choose: expected improvement, upper confidence bound, most uncertain",
     )
     parser.add_argument("--seeds", type=int, default=5, help="random first measurements")
-
-
-def _build_physics(session: Any, args: argparse.Namespace) -> Generator:
-    from agents.physics import PhysicsGPAgent
-
-    return (
-        yield from _run_adaptive(
-            session,
-            args,
-            # the CPU unless --device (or the config) asks for a GPU: agents.physics
-            lambda image: PhysicsGPAgent(
-                image, **_physics_settings(args), device=session.config.device or "cpu"
-            ),
-        )
+    parser.add_argument(
+        "--hypotheses",
+        default=None,
+        help="weigh competing models by their evidence, e.g. step,peak,flat (agents.hypotheses;"
+        " default: the edge step alone)",
     )
 
 
+def _hypotheses(args: argparse.Namespace) -> list[str] | None:
+    return [h.strip() for h in args.hypotheses.split(",") if h.strip()] if args.hypotheses else None
+
+
+def _build_physics(session: Any, args: argparse.Namespace) -> Generator:
+    # the CPU unless --device (or the config) asks for a GPU: agents.physics
+    device = session.config.device or "cpu"
+    if _hypotheses(args):
+        from agents.hypotheses import HypothesisAgent
+
+        def make(image):
+            return HypothesisAgent(image, **_physics_settings(args), device=device)
+    else:
+        from agents.physics import PhysicsGPAgent
+
+        def make(image):
+            return PhysicsGPAgent(image, **_physics_settings(args), device=device)
+
+    return (yield from _run_adaptive(session, args, make))
+
+
 def _physics_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {"acquisition": args.acquisition, "n_seed": args.seeds, "seed": args.seed}
+    settings = {"acquisition": args.acquisition, "n_seed": args.seeds, "seed": args.seed}
+    if _hypotheses(args):
+        settings["hypotheses"] = _hypotheses(args)
+    return settings
+
+
+def _queue_physics(args: argparse.Namespace) -> list[QueueItem]:
+    name = "hypotheses" if _hypotheses(args) else "physics"
+    return _queue_adaptive(name, _physics_settings)(args)
+
+
+def _posterior(physics: dict[str, Any]) -> str:
+    return "; ".join(
+        f"{k} {v['mean']:.3g} +- {v['std']:.2g} {v['units']}" for k, v in physics.items()
+    )
 
 
 def _summarize_physics(session: Any, args: argparse.Namespace) -> list[str]:
-    physics = args.agent.report()["physics"]
-    parts = [f"{k} {v['mean']:.3g} +- {v['std']:.2g} {v['units']}" for k, v in physics.items()]
-    return [*_truth_lines(session, args), "  posterior   " + "; ".join(parts)]
+    report = args.agent.report()
+    if "hypotheses" not in report:
+        return [*_truth_lines(session, args), "  posterior   " + _posterior(report["physics"])]
+    lines = [*_truth_lines(session, args), f"  most probable  {report['most_probable']}"]
+    for name, h in sorted(report["hypotheses"].items(), key=lambda kv: -kv[1]["probability"]):
+        lines.append(
+            f"  {name:9s} p = {h['probability']:.3f}, evidence {h['evidence']:.3f} per "
+            f"spectrum; {_posterior(h['physics'])}"
+        )
+    return lines
 
 
 # ---------------------------------------------------------------------- latent
@@ -309,13 +342,14 @@ register(
 register(
     PlanEntry(
         "physics",
-        "physics-informed GP (pyro): edge-profile mean, posterior of its parameters",
+        "physics-informed GP (pyro): edge-profile mean, posterior of its parameters; or "
+        "competing hypotheses weighed by their evidence (--hypotheses)",
         _physics_arguments,
         _build_physics,
         default_sample="nanoparticles",
         summarize=_summarize_physics,
         example="ophyd-stem run physics --steps 20",
-        queue_items=_queue_adaptive("physics", _physics_settings),
+        queue_items=_queue_physics,
     )
 )
 register(

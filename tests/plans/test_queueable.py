@@ -212,15 +212,19 @@ def test_queue_annotations_pass_the_queueservers_own_checks(name):
         parameter_annotation_decorator(annotation)(plan)
 
 
-@pytest.mark.parametrize("command", ["grid", "latent", "zlp", "drift", "physics", "bandit"])
+@pytest.mark.parametrize(
+    "command",
+    ["grid --zero-loss off", "latent", "zlp", "drift", "physics", "physics --hypotheses step,peak",
+     "bandit"],
+)  # fmt: skip
 def test_the_commands_queue_items_pass_the_queueservers_validation(queue, command):
     """`ophyd-stem run COMMAND --queue` submits these items: each must validate as sent."""
     from ophyd_stem.app import workflows  # noqa: F401  (registers the seed's workflows)
     from ophyd_stem.app.cli import build_parser
     from ophyd_stem.app.registry import PLANS
 
-    args = build_parser().parse_args(["run", command])
-    items = PLANS[command].queue_items(args)
+    args = build_parser().parse_args(["run", *command.split()])
+    items = PLANS[command.split()[0]].queue_items(args)
     assert items[-1][0] in plans.PLANS
     for name, plan_args, kwargs in items:
         ok, message, _ = queue.validate(name, *plan_args, **kwargs)

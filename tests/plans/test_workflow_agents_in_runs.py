@@ -32,3 +32,20 @@ def test_bandit_run_is_recorded_and_forensics_reproduces_it(RE, nanoparticles):
     assert [c.what for c in report.checks] == ["suggest"] * 6 + ["zero_loss"]
     result = counterfactual(documents, "bandit:policy=ucb", out_dir=None)
     assert np.all(np.isfinite(result.chosen))
+
+
+def test_hypotheses_run_records_the_evidence_and_forensics_reproduces_it(RE, nanoparticles):
+    from agents.runs import unpack_run
+    from ophyd_stem.app.analysis.forensics import forensics
+
+    fast = {"n_seed": 2, "seed": 1, "step": 4, "train_steps": 40, "finetune_steps": 5,
+            "draws": 2, "particles": 4, "hypotheses": ["step", "flat"]}  # fmt: skip
+    RE(adaptive_eels(nanoparticles.scan, nanoparticles.eels_points, "hypotheses", "band:20:30",
+                     agent_kwargs=fast, steps=3, batch=2, maps_every=0))  # fmt: skip
+    data = unpack_run(RE.documents)
+    report = data.decisions["reports"][-1]
+    assert set(report["hypotheses"]) == {"step", "flat"}
+    assert sum(h["probability"] for h in report["hypotheses"].values()) == pytest.approx(1.0)
+    replay = forensics(data)
+    assert replay.ok, replay.text()
+    assert replay.agent["class"] == "HypothesisAgent"

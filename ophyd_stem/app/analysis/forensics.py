@@ -276,6 +276,7 @@ def _dkl_options(data: RunData) -> dict[str, Any]:
 REPORTED_AGENTS = {
     "bandit": "agents.bandit:BanditAgent",
     "physics_gp": "agents.physics:PhysicsGPAgent",
+    "hypotheses": "agents.hypotheses:HypothesisAgent",
     "latent": "agents.latent:LatentAgent",
 }
 

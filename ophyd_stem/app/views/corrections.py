@@ -132,6 +132,21 @@ def has_zero_loss(data: RunData) -> bool:
     return bool(len(data.zero_loss.get("zlp", [])))
 
 
+def _grid_of(data: RunData, values: np.ndarray) -> tuple[np.ndarray, list[float]] | None:
+    """A spectrum image's values as its ``rows x cols`` map and the map's extent in survey
+    pixels (None when the run is not a full grid)."""
+    shape = data.start.get("shape")
+    if not shape or len(shape) != 2 or int(shape[0]) * int(shape[1]) != len(values):
+        return None
+    rows, cols = int(shape[0]), int(shape[1])
+    x = np.asarray(data.zero_loss["x"], float).reshape(rows, cols)
+    y = np.asarray(data.zero_loss["y"], float).reshape(rows, cols)
+    dx = (x[0, -1] - x[0, 0]) / max(cols - 1, 1) or 1.0
+    dy = (y[-1, 0] - y[0, 0]) / max(rows - 1, 1) or 1.0
+    extent = [x.min() - dx / 2, x.max() + dx / 2, y.max() + dy / 2, y.min() - dy / 2]
+    return values.reshape(rows, cols), extent
+
+
 def draw_zero_loss(fig: Any, data: RunData) -> dict[str, int]:
     """The zero-loss alignment's figure on ``fig`` (a spectrum image's figure: without
     alignment, the survey with the grid and the mean spectrum); returns what was drawn."""
@@ -147,10 +162,18 @@ def draw_zero_loss(fig: Any, data: RunData) -> dict[str, int]:
         drawn["survey"] = 1
         if aligned:
             zlp = np.asarray(rows["zlp"], dtype=float)
-            dots = ax.scatter(rows["x"], rows["y"], c=zlp, cmap="coolwarm", s=14,
-                              vmin=-np.nanmax(np.abs(zlp)), vmax=np.nanmax(np.abs(zlp)),
-                              gid="zlp_map")  # fmt: skip
-            add_colorbar(fig, dots, ax, "zero-loss peak found at (eV)")
+            grid = _grid_of(data, zlp)
+            limit = float(np.nanmax(np.abs(zlp))) or 1e-3
+            colours = {"cmap": "coolwarm", "vmin": -limit, "vmax": limit}
+            if grid is not None:  # a spectrum image: the map over the grid's region
+                values, extent = grid
+                im = ax.imshow(values, extent=extent, interpolation="nearest", **colours)
+                im.set_gid("map:zero-loss peak")
+                mapped = im
+            else:  # points: each spectrum's peak where it was taken
+                mapped = ax.scatter(rows["x"], rows["y"], c=zlp, s=18, edgecolors="k",
+                                    linewidths=0.3, gid="zlp_map", **colours)  # fmt: skip
+            add_colorbar(fig, mapped, ax, "zero-loss peak found at (eV)")
             ax.set_title("where the zero-loss peak was")
             drawn["zlp_map"] = len(zlp)
         elif len(data.positions):
