@@ -43,7 +43,8 @@ def test_bad_registrations_are_refused(name, factory, message):
 
 
 def test_unknown_names_and_wrong_settings_say_what_is_known():
-    with pytest.raises(ValueError, match="known agents: bandit, dkl, edge, ensemble, latent, "):
+    known = "known agents: bandit, dkl, edge, ensemble, hypotheses, latent, "
+    with pytest.raises(ValueError, match=known):
         agent_entry("dlk")
     with pytest.raises(ValueError, match=r"it takes \[.*'budget'"):
         make_agent("edge", np.eye(16), budgte=3)
