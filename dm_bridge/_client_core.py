@@ -229,6 +229,8 @@ class ClientCore:
             if timeout <= 0:
                 raise ValueError("timeout must be > 0 seconds")
             return float(timeout)
+        if not command.startswith("acquire_"):
+            return self.timeout
         seconds = acquisition_estimate(command, args, self.scan, self.eels, self.timing)[0]
         return self.timeout + INSTRUMENT_TIME_FACTOR * seconds
 

@@ -149,12 +149,12 @@ class BridgeClient:
             transport.send(sock, frames, transport.NOBLOCK)
         # The common case first: the reply arrives within the first slice.
         if transport.poll([(sock, transport.POLLIN)], slice_ms(timeout)):
-            reply = self._core.match(transport.recv(sock, small=2), rid)
+            reply = self._core.match(transport.recv(sock), rid)
             if reply is not None:
                 return reply
         while True:
             self._wait(channel, command, deadline, timeout, transport.POLLIN)
-            reply = self._core.match(transport.recv(sock, small=2), rid)
+            reply = self._core.match(transport.recv(sock), rid)
             if reply is not None:
                 return reply
 

@@ -290,9 +290,12 @@ def spectrum_result(acq: SpectrumAcquisition) -> Dict[str, Any]:
     }
 
 
+_FIELDS = {cls: frozenset(f.name for f in fields(cls)) for cls in (ScanParameters, EELSParameters)}
+
+
 def _known(cls: Any, values: Mapping[str, Any]) -> Dict[str, Any]:
     # A newer server may add fields; keep the ones this dataclass knows.
-    names = {f.name for f in fields(cls)}
+    names = _FIELDS[cls]
     return {k: v for k, v in values.items() if k in names}
 
 

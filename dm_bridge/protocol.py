@@ -226,9 +226,11 @@ def array_from_frame(buffer: Buffer, descriptor: Any) -> np.ndarray:
 
 
 def _frame_of(array: np.ndarray) -> Tuple[Any, Dict[str, Any]]:
-    name = dtype_descriptor(array.dtype)
-    if array.dtype.str != name and array.dtype.itemsize > 1:
-        array = array.astype(name)  # a big-endian host: the wire is little-endian
+    name = _ALLOWED.get(array.dtype)  # the common case: a native little-endian dtype
+    if name is None:
+        name = dtype_descriptor(array.dtype)
+        if array.dtype.itemsize > 1:
+            array = array.astype(name)  # a big-endian host: the wire is little-endian
     if not array.flags.c_contiguous:
         array = array.copy(order="C")  # (not ascontiguousarray: it makes 0-d arrays 1-d)
     return memoryview(array.reshape(-1)).cast("B"), {"dtype": name, "shape": list(array.shape)}
@@ -287,8 +289,10 @@ except (ImportError, TypeError):  # a Python without the C accelerator
 
 def _parse_json(raw: Buffer, scan: Any = None) -> Any:
     """Parse a header. JSON that the protocol refuses although JSON allows it (a repeated
-    key, a number too large for a float64) is flagged for :func:`_json_problem`."""
-    _seen.repeat = _seen.overflow = None
+    key, a number too large for a float64) is flagged for :func:`_json_problem` (request
+    headers only: another ``scan`` has no such checks)."""
+    if scan is None:
+        _seen.repeat = _seen.overflow = None
     try:
         text = bytes(raw).decode("utf-8")
         start = 0
@@ -334,6 +338,9 @@ def _valid_id(value: Any) -> bool:
     return as_integer(value) is not None
 
 
+_SCALARS = (str, int, bool, type(None))
+
+
 def _extract_arrays(
     value: Any, frames: List[Any], descriptors: List[Any], strict: bool, depth: int = 0
 ) -> Any:
@@ -345,22 +352,40 @@ def _extract_arrays(
     if depth > MAX_DEPTH:
         raise ValueError("value nested too deeply to send")
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _SCALARS:
         return value  # the common case first: plain JSON scalars pass unchanged
+    if kind is float and value - value == 0.0:
+        return value  # (inf - inf and nan - nan are nan)
+    if kind is dict:
+        if _plain(value):
+            return value  # nothing to convert (the common small result): no copy
+        depth += 1
+        # Scalars are copied inline: a call per value would cost more than the rest.
+        return {
+            (k if type(k) is str else str(k)): (
+                v
+                if type(v) in _SCALARS or (type(v) is float and v - v == 0.0)
+                else _extract_arrays(v, frames, descriptors, strict, depth)
+            )
+            for k, v in value.items()
+        }
+    if kind is list or kind is tuple:
+        depth += 1
+        return [
+            v
+            if type(v) in _SCALARS or (type(v) is float and v - v == 0.0)
+            else _extract_arrays(v, frames, descriptors, strict, depth)
+            for v in value
+        ]
     if isinstance(value, np.ndarray):
         frame, descriptor = _frame_of(value)
         frames.append(frame)
         descriptors.append(descriptor)
         return {FRAME_REF: len(frames) - 1}
-    if isinstance(value, dict):
-        if _plain(value):
-            return value  # nothing to convert (the common small result): no copy
-        return {
-            str(k): _extract_arrays(v, frames, descriptors, strict, depth + 1)
-            for k, v in value.items()
-        }
+    if isinstance(value, dict):  # a dict subclass
+        return _extract_arrays(dict(value), frames, descriptors, strict, depth)
     if isinstance(value, (list, tuple)):
-        return [_extract_arrays(v, frames, descriptors, strict, depth + 1) for v in value]
+        return _extract_arrays(list(value), frames, descriptors, strict, depth)
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -395,17 +420,29 @@ def _insert_arrays(
 ) -> Any:
     if depth > MAX_DEPTH:
         raise BadRequest("reply nested too deeply")
-    if _is_frame_ref(value):
-        i = as_integer(value[FRAME_REF])
-        if i is None or not 0 <= i < len(arrays) or used[i]:
-            raise BadRequest(f"bad frame reference {value!r} ({len(arrays)} frames)")
-        used[i] = True
-        return arrays[i]
-    if isinstance(value, dict):
-        return {k: _insert_arrays(v, arrays, used, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_insert_arrays(v, arrays, used, depth + 1) for v in value]
+    kind = type(value)
+    if kind is dict:
+        if len(value) == 1 and FRAME_REF in value:
+            i = as_integer(value[FRAME_REF])
+            if i is None or not 0 <= i < len(arrays) or used[i]:
+                raise BadRequest(f"bad frame reference {value!r} ({len(arrays)} frames)")
+            used[i] = True
+            return arrays[i]
+        depth += 1
+        return {
+            k: v if type(v) in _SCALARS_OR_FLOAT else _insert_arrays(v, arrays, used, depth)
+            for k, v in value.items()
+        }
+    if kind is list:
+        depth += 1
+        return [
+            v if type(v) in _SCALARS_OR_FLOAT else _insert_arrays(v, arrays, used, depth)
+            for v in value
+        ]
     return value
+
+
+_SCALARS_OR_FLOAT = (str, int, bool, float, type(None))
 
 
 def _decode_frames(descriptors: Any, raw: Sequence[Buffer]) -> List[np.ndarray]:
@@ -491,8 +528,8 @@ def decode_request(
         raise RequestError(BadRequest("empty request: no header frame"))
     header_raw = parts[0]
     if max_request_bytes is not None:
-        if len(parts) == 1 and type(header_raw) is bytes:
-            size = envelope_bytes + len(header_raw)
+        if len(parts) == 1 and type(header_raw) is not memoryview:
+            size = envelope_bytes + len(header_raw)  # (bytes or zmq.Frame: len is bytes)
         else:
             size = envelope_bytes + sum(memoryview(p).nbytes for p in parts)
         if size > max_request_bytes:

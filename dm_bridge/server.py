@@ -365,6 +365,10 @@ class Server:
                 job = queue.popleft()
                 self._current = job
                 self.backend.clear_abort()
+                if job.command.startswith("acquire_"):
+                    # status during a long command reads this copy (with live_status): the
+                    # standby thread must not call the backend, which may call DM
+                    self._snapshot_status()
                 self._aways += 1
                 self._away = (self._aways, time.monotonic())
                 self._baton.release()  # away: the standby thread may take the socket
@@ -374,13 +378,16 @@ class Server:
                     if not self._baton.acquire(False):
                         handback.send(b"")  # the standby thread has it: ask for it back
                         self._baton.acquire()
+                        self._snapshot_status()  # (it answered status meanwhile: renew)
                     self._away = None
                     self._current = None
                 self._send(job.envelope, parts)
                 if queue:
                     self._read()  # between commands, so hello/status/abort never wait in line
-            elif poll(items, _POLL_MS):
-                self._read(idle=True)
+            else:
+                ready = poll(items, _POLL_MS)
+                if ready:
+                    self._read(idle=True, ready=ready)
 
     def _execute(self, job: _Job) -> List[Any]:
         backend = self.backend
@@ -404,7 +411,6 @@ class Server:
             message = f"{type(exc).__name__}: {exc}"
             backend.last_error = f"[internal_error] {job.command}: {message}"
             parts = self._error(job.command, job.id, "internal_error", message, job.received)
-        self._snapshot_status()
         return parts
 
     def _check_reply_size(self, job: _Job) -> None:
@@ -496,7 +502,7 @@ class Server:
 
     # ---------------------------------------------------------------- either thread (baton)
 
-    def _read(self, idle: bool = False) -> None:
+    def _read(self, idle: bool = False, ready: Optional[List[Any]] = None) -> None:
         """Handle what is waiting on the socket, up to :data:`_BATCH` requests. Connection
         events first, before each request, so that a closed connection's queued work is
         dropped before a new connection reusing its file descriptor is read.
@@ -504,18 +510,23 @@ class Server:
         Args:
             idle: the instrument thread with nothing queued: stop at the first instrument
                 command, so that it runs at once (the rest waits in the socket meanwhile).
+            ready: what a poll just said was readable (spares asking the sockets once).
         """
         router, monitor = self._router, self._monitor
         events, pollin = transport.EVENTS, transport.POLLIN
         for _ in range(_BATCH):
-            if monitor.getsockopt(events) & pollin:
+            if ready is not None:
+                events_waiting = any(sock is monitor for sock, _ in ready)
+                request_waiting = any(sock is router for sock, _ in ready)
+                ready = None
+            else:
+                events_waiting = monitor.getsockopt(events) & pollin
+                request_waiting = router.getsockopt(events) & pollin
+            if events_waiting:
                 self._connection_events(monitor)
-            if not router.getsockopt(events) & pollin:
+            if not request_waiting:
                 return
-            # The delimiter and the header as bytes, array frames without copying; the
-            # routing id as a Frame (to ask which connection it came on) unless the command
-            # will wait behind nothing.
-            parts = transport.recv(router, small=3, first_frame=not idle)
+            parts = transport.recv(router)
             try:
                 queued = self._handle(parts)
             except Exception as exc:  # never let one message take the server down
@@ -599,7 +610,7 @@ class Server:
         else:
             expires = None if request.timeout is None else received + request.timeout
             fd: Optional[int] = None
-            if type(parts[0]) is not bytes:
+            if self._current is not None or queue:  # it will wait: note its connection
                 with contextlib.suppress(zmq.ZMQError):
                     fd = parts[0].get(_SRCFD)
             queue.append(_Job(envelope, request.id, command, args, received, expires, fd))

@@ -3,9 +3,8 @@
 pyzmq's ``send_multipart``/``recv_multipart`` and ``Socket.poll`` are convenient, but on the
 bridge's hot path (a small call is a few tens of microseconds end to end) their overheads
 show: flag arithmetic on ``IntFlag`` enums, a new ``Poller`` per ``Socket.poll``, and a
-``Frame`` object per received part. These helpers do the same with plain integers, receive
-the small leading parts (envelope, delimiter, header) as ``bytes`` and only array frames
-without copying.
+``Frame`` object per received part. These helpers do the same with plain integers, copy only
+small parts on sending, and receive frames without copying or asking ``RCVMORE``.
 
 Standard library and pyzmq only, Python 3.8 syntax: the server uses it inside DigitalMicrograph.
 """
@@ -31,27 +30,30 @@ EVENTS = int(zmq.EVENTS)
 poll = zmq.zmq_poll
 
 
+COPY_LIMIT = 1 << 20
+
+
 def send(sock: Any, parts: Sequence[Any], flags: int = 0) -> None:
     """Send ``parts`` as one multipart message. Parts of ``copy_threshold`` bytes or more
     (arrays) are sent without copying; keep them unchanged until sent."""
     last = len(parts) - 1
+    limit = COPY_LIMIT
     for i, part in enumerate(parts):
-        sock.send(part, (SNDMORE | flags) if i < last else flags, copy=len(part) < 65536)
+        sock.send(part, (SNDMORE | flags) if i < last else flags, copy=len(part) < limit)
 
 
-def recv(sock: Any, flags: int = 0, small: int = 3, first_frame: bool = False) -> List[Any]:
-    """Receive one multipart message: the first ``small`` parts as ``bytes`` (the routing
-    envelope, delimiter and header), the rest as ``zmq.Frame`` (arrays, not copied).
+def recv(sock: Any, flags: int = 0) -> List[Any]:
+    """Receive one multipart message as ``zmq.Frame`` objects (no copies; ``bytes(frame)``
+    or ``memoryview(frame)`` to read one). A frame's ``more`` says whether another follows,
+    which costs less than asking the socket (``RCVMORE``) after each part.
 
     Args:
         sock: the socket.
         flags: ``NOBLOCK`` to raise ``zmq.Again`` instead of waiting for the first part.
-        small: how many leading parts to copy into ``bytes``.
-        first_frame: receive the first part as a ``zmq.Frame`` anyway (a ROUTER's routing
-            id, to ask which connection it came on).
     """
-    get = sock.getsockopt
-    parts = [sock.recv(flags, copy=not first_frame)]
-    while get(RCVMORE):
-        parts.append(sock.recv(copy=len(parts) < small))
+    frame = sock.recv(flags, copy=False)
+    parts = [frame]
+    while frame.more:
+        frame = sock.recv(copy=False)
+        parts.append(frame)
     return parts

@@ -55,9 +55,15 @@ class ScanParameters:
         return self.field_of_view / self.width
 
     def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["signals"] = list(self.signals)
-        return d
+        # (not dataclasses.asdict: it deep-copies, and this runs for every image)
+        return {
+            "width": self.width,
+            "height": self.height,
+            "dwell_time": self.dwell_time,
+            "rotation": self.rotation,
+            "field_of_view": self.field_of_view,
+            "signals": list(self.signals),
+        }
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,13 @@ class EELSParameters:
         return self.dispersion * self.binning
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        return {
+            "exposure": self.exposure,
+            "energy_offset": self.energy_offset,
+            "dispersion": self.dispersion,
+            "binning": self.binning,
+            "channels": self.channels,
+        }
 
 
 def energy_axis(params: EELSParameters) -> np.ndarray:
