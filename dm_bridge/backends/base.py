@@ -345,8 +345,10 @@ class Backend(ABC):
 
     def check_position(self, x: Any, y: Any) -> Tuple[float, float]:
         """Validate a beam position against the current scan field."""
-        x = _as_float("x", x)
-        y = _as_float("y", y)
+        if type(x) is not float or x - x != 0.0:  # (finite floats, the usual, need nothing)
+            x = _as_float("x", x)
+        if type(y) is not float or y - y != 0.0:
+            y = _as_float("y", y)
         w, h = self._scan.width, self._scan.height
         if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
             raise OutOfRange(
