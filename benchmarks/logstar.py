@@ -15,9 +15,10 @@ Prints three tables and writes figures under ``benchmarks/out/``:
    its reference coordinates.
 2. **Speed**: a full LoG* optimisation over ten 128² twin images (jointly) and over one 512²
    image, beside the *same* optimisation (same seed, same trials) with plain ``blob_log``
-   per trial, in this process. botorch's one-off start-up (imports, its C++ kernel) is paid
-   in a warm-up run before anything is timed. Wall-clock and CPU seconds are both shown:
-   on a shared machine CPU time is the steadier number.
+   per trial, in this process. botorch's one-off start-up (its imports; the fused C++
+   kernel only with OPHYD_STEM_FUSED_LOGEHVI=1) is paid in a warm-up run before anything
+   is timed. Wall-clock and CPU seconds are both shown: on a shared machine CPU time is the
+   steadier number.
 
 Scoring at image edges (the same rule for every method): a column centred just outside the
 frame still shows on the edge pixels and a LoG finds it there. On the twin, whose truth
@@ -183,7 +184,7 @@ def logstar(
 
 
 def warm_up() -> None:
-    """Pay botorch's one-off costs (imports, the C++ kernel compile) before timing."""
+    """Pay botorch's one-off costs (imports; the kernel compile where opted in) before timing."""
     image, _, px, _ = twin_image("graphene", 0.3, seed=99, size=64)
     LoGStarOptimizer([image], "graphene", px).run(budget=10, n_initial=6, batch_size=4)
 

@@ -51,5 +51,6 @@ def test_a_catalog_server_killed_mid_run_is_restarted_and_the_run_stored(app_env
     runs = ophyd_stem(app_env, "runs")
     assert runs.returncode == 0, runs.stderr
     (line,) = [line for line in runs.stdout.splitlines() if uid[:8] in line]
-    assert line.split()[-2:] == ["81", "success"]  # 1 survey + 80 spectra, all there
+    # 1 survey + 80 spectra + their 80 zero-loss alignments (stream zero_loss), all there
+    assert line.split()[-2:] == ["161", "success"]
     assert EmbeddedServer.find(settings).pid == server.pid  # reused, not started again

@@ -40,7 +40,7 @@ def test_run_survey_then_grid_then_list_and_show(app_env, tmp_path):
     lines = [line for line in runs.stdout.splitlines() if uid_grid[:8] in line]
     assert len(lines) == 1
     assert "spectrum_image" in lines[0]
-    assert " 21 " in lines[0]  # 1 survey event + 20 spectra
+    assert " 41 " in lines[0]  # 1 survey event + 20 spectra + their 20 zero-loss alignments
     assert uid_survey[:8] in runs.stdout
 
     show = ophyd_stem(app_env, "show", uid_grid[:8], "--out", str(tmp_path / "figs"))

@@ -149,3 +149,36 @@ def test_short_optimisation_finds_most_real_graphene_atoms(real_graphene):
     # the reference omits atoms cut by the image edge, which LoG finds: F1 stays below 1
     assert score.f1 > 0.85, score.as_dict()
     assert score.recall > 0.9, score.as_dict()
+
+
+def test_bo_rounds_never_compile_botorchs_cpp_kernel(tmp_path):
+    """A LoG* run must not JIT-compile botorch's fused kernel: that stalled experiments for
+    minutes and, with a stale lock file, hung every later process. Run in a fresh process
+    whose torch extension cache is empty; it must stay empty."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cache = tmp_path / "torch_extensions"
+    code = (
+        "import numpy as np\n"
+        "from agents.logstar.optimizer import LoGStarOptimizer\n"
+        "rng = np.random.default_rng(0)\n"
+        "image = rng.random((48, 48))\n"
+        "r = LoGStarOptimizer([image], 'graphene', 0.01).run(budget=8, n_initial=4,"
+        " batch_size=2, seed=0)\n"
+        "assert any(t.stage == 'bo' for t in r.trials)\n"
+        "import botorch.acquisition.multi_objective.logei as L\n"
+        "print('fused', L._C is not None)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPHYD_STEM_FUSED_LOGEHVI"}
+    env["TORCH_EXTENSIONS_DIR"] = str(cache)
+    root = Path(__file__).resolve().parents[3]
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "fused False" in out.stdout
+    assert not cache.exists() or not any(cache.iterdir())
