@@ -124,7 +124,9 @@ def main() -> int:
         after = os.getloadavg()
     print(f"\nplan latency, {args.repeats} repeats each; ms: median / min / max")
     print(f"load average {before[0]:.1f} at start, {after[0]:.1f} at end (2 cores)\n")
-    print(f"{'plan':20} {'where':8} {'to start':>24} {'total':>24}  queue cost (median)")
+    header = "median     min     max"
+    print(f"{'':29} {'to start':^24} {'total':^24}")
+    print(f"{'plan':20} {'where':8} {header:>24} {header:>24}  queue cost (median)")
     for label in PLANS:
         for where, figures in (("console", here[label]), ("queue", there[label])):
             extra = ""
