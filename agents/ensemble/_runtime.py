@@ -19,11 +19,11 @@ def default_num_threads() -> int:
 
     Measured on a shared 2-core machine (``benchmarks/threads_under_load.py``, decision
     0010): with other jobs running, two OpenMP threads spin-waited for a partner the OS had
-    descheduled and made a training step ~29x and inference ~6x slower than one thread;
-    with passive waiting two threads were about as fast as one, no more. One thread also
-    gives the same numbers in this process and on a Dask worker. Use the cores through processes
-    (``compute="local"``: one member per worker), or pass ``num_threads`` on a machine
-    known to be idle.
+    descheduled and made a training step 13-29x and inference 4-6x slower than one thread;
+    with passive waiting two threads were mixed (faster only by taking cores from the
+    neighbours). One thread also gives the same numbers in this process and on a Dask
+    worker. Use the cores through processes (``compute="local"``: one member per worker),
+    or pass ``num_threads`` on a machine known to be idle.
     """
     return 1
 
