@@ -100,7 +100,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--budget", type=int, default=24, help="LoG* trials per image")
     args = parser.parse_args(argv)
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from agents.compute import local_cluster
 
     print(
         f"# Dask fan-out of agent work ({os.cpu_count()} CPUs, {args.workers}-worker "
@@ -116,9 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ),
     }
     t0 = time.perf_counter()
-    cluster = LocalCluster(
-        n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-    )
+    cluster = local_cluster(args.workers)
     client = Client(cluster, set_as_default=False)
     started = time.perf_counter() - t0
     try:

@@ -56,12 +56,13 @@ def RE():
 @pytest.fixture(scope="session")
 def dask_client():
     """A ``distributed.Client`` on a real 2-worker ``LocalCluster`` (processes, one thread
-    each, HTTP on a free port), shared by the tests that fan work out; closed at the end."""
-    from distributed import Client, LocalCluster
+    each: ``agents.compute.local_cluster``), shared by the tests that fan work out; closed at
+    the end."""
+    from distributed import Client
 
-    cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-    )
+    from agents.compute import local_cluster
+
+    cluster = local_cluster(2)
     client = Client(cluster, set_as_default=False)
     try:
         yield client
