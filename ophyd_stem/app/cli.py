@@ -389,6 +389,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     text, png = run_report(run, Path(args.out))
     print(text)
     print(f"figure: {png}")
+    if args.latent:
+        from agents.runs import unpack_run
+
+        from .analysis.latent import trajectory_figure
+
+        print(f"latent trajectory: {trajectory_figure(unpack_run(run), Path(args.out))}")
     return 0
 
 
@@ -605,6 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default=".",
         help="folder for the PNGs and the HTML page (default: the current folder)",
+    )
+    show.add_argument(
+        "--latent",
+        action="store_true",
+        help="also draw the run's positions in the latent space of its survey (Figure 4d of "
+        "the first seed paper: a rotation-invariant VAE trained now, unless the run recorded "
+        "its latent map)",
     )
     _catalog_arguments(show)
     show.set_defaults(func=_cmd_show)

@@ -21,11 +21,12 @@ def test_run_zlp_then_show_forensics_and_latent_trajectory(app_env, tmp_path):
     ).groups())  # fmt: skip
     assert raw > 0.05 > 10 * after  # the twin's spectrometer jitters by 0.1 eV rms
 
-    show = ophyd_stem(app_env, "show", uid[:8], "--out", str(tmp_path / "figs"))
+    show = ophyd_stem(app_env, "show", uid[:8], "--latent", "--out", str(tmp_path / "figs"))
     assert show.returncode == 0, show.stderr[-3000:]
     assert re.search(r"zero loss   16 of 16 spectra aligned", show.stdout)
     workflow = re.search(r"workflow    (\S+\.png)", show.stdout).group(1)
     assert np.std(mpimg.imread(workflow)[..., :3]) > 0.05
+    assert re.search(r"latent trajectory: (\S+\.png)", show.stdout)
 
     replay = ophyd_stem(app_env, "replay", uid[:8], "--forensics", "--latent",
                         "--counterfactual", "off", "--out", str(tmp_path / "replay"))  # fmt: skip

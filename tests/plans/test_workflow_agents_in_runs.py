@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from agents.runs import unpack_run
 from ophyd_stem.sim import twin_microscope
 from plans import adaptive_eels
 
@@ -32,10 +33,17 @@ def test_bandit_run_is_recorded_and_forensics_reproduces_it(RE, nanoparticles):
     assert [c.what for c in report.checks] == ["suggest"] * 6 + ["zero_loss"]
     result = counterfactual(documents, "bandit:policy=ucb", out_dir=None)
     assert np.all(np.isfinite(result.chosen))
+    # the live figure (the arms' posterior as maps) follows the house rules
+    from ophyd_stem.app.views.decor import figure_problems
+    from ophyd_stem.app.views.figures import _figure, draw
+
+    fig = _figure("adaptive_eels", show=False)
+    drawn = draw(fig, unpack_run(documents))
+    assert drawn["mean"] == 1  # the map of the arms' posterior mean
+    assert figure_problems(fig) == []
 
 
 def test_hypotheses_run_records_the_evidence_and_forensics_reproduces_it(RE, nanoparticles):
-    from agents.runs import unpack_run
     from ophyd_stem.app.analysis.forensics import forensics
 
     fast = {"n_seed": 2, "seed": 1, "step": 4, "train_steps": 40, "finetune_steps": 5,

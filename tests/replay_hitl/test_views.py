@@ -91,6 +91,9 @@ def test_adaptive_figure_follows_the_operator_live_and_in_replay(
     assert_drawn(live.last_png, live)
     assert points(live, "measured") + points(live, "operator") == 5
     assert points(live, "operator") == 1
+    # the spectra were aligned on their zero-loss peak (low-loss): that figure too, live
+    assert live.last_zero_loss_png.exists()
+    assert figure_problems(live.zero_loss_figure) == []
 
     replayed = LiveView(out_dir=tmp_path / "replayed", show=False)
     replay(stored(catalog_env, uid_of(RE.documents)), [replayed])

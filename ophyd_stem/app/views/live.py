@@ -74,6 +74,8 @@ class LiveView(QtAwareCallback):
         last_png: the last PNG written.
         drawn: what the last redraw drew (``{"measured": 12, "next": 1, ...}``).
         figure: the matplotlib figure.
+        zero_loss_figure, last_zero_loss_png: a workflow run that aligns its spectra on the
+            zero-loss peak gets that alignment's figure too (written beside the other PNG).
     """
 
     def __init__(
@@ -98,6 +100,9 @@ class LiveView(QtAwareCallback):
         self.save_every = int(save_every)
         self.plans = tuple(plans)
         self.figure: Any = None
+        #: the zero-loss alignment's figure (runs that align and are not spectrum images)
+        self.zero_loss_figure: Any = None
+        self.last_zero_loss_png: Path | None = None
         self.last_png: Path | None = None
         self.drawn: dict[str, int] = {}
         self._docs: list[tuple[str, dict]] = []
@@ -177,5 +182,27 @@ class LiveView(QtAwareCallback):
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 self.last_png = self.out_dir / re.sub(r"[^\w.-]", "_", name)
                 self.figure.savefig(self.last_png, dpi=80)
+            if data.zero_loss and data.plan_name != "spectrum_image":
+                self._redraw_zero_loss(data, final or bool(due))
         except Exception:  # a figure must never stop an experiment
             log.exception("the live view could not draw")
+
+    def _redraw_zero_loss(self, data: Any, save: bool) -> None:
+        """The zero-loss alignment of a workflow run (its own figure beside the workflow's:
+        where each spectrum's peak was, the walk, the aligned peak)."""
+        from .corrections import draw_zero_loss
+
+        if self.zero_loss_figure is None:
+            self.zero_loss_figure = _figure("spectrum_image", self.show)
+        self.zero_loss_figure.clear()
+        draw_zero_loss(self.zero_loss_figure, data)
+        self.zero_loss_figure.suptitle(
+            f"{data.plan_name} - scan {data.start.get('scan_id')}: zero-loss alignment"
+        )
+        if self.show:
+            self.zero_loss_figure.canvas.draw_idle()
+        if self.out_dir is not None and save:
+            name = f"{data.plan_name}-{data.start.get('scan_id')}-{data.uid[:8]}-zero-loss.png"
+            self.zero_loss_figure.tight_layout(rect=TITLE_ROOM)
+            self.last_zero_loss_png = self.out_dir / re.sub(r"[^\w.-]", "_", name)
+            self.zero_loss_figure.savefig(self.last_zero_loss_png, dpi=80)
