@@ -42,11 +42,19 @@ from .acquisition import ACQUISITIONS, acquisition_values
 from .base import Agent, Suggestion, as_positions
 from .device import check_device, describe, is_cuda, resolve_device
 from .dkl_model import DeepKernelGP, FeatureNet, PatchProjection, predict_exact, torch_threads
-from .patches import candidate_grid, extract_patches, grid_points
+from .patches import (
+    MAX_CANDIDATES,
+    candidate_grid,
+    default_step,
+    default_window,
+    extract_patches,
+    grid_points,
+    spread_points,
+)
 
-__all__ = ["DKLAgent"]
+__all__ = ["MAX_CANDIDATES", "DKLAgent", "default_step", "default_window"]
 
-SEED_MODES = ("random", "grid")
+SEED_MODES = ("spread", "random", "grid")
 MIN_POINTS_TO_FIT = 2
 #: training points a fit uses at most on a CPU with ``max_train_points="auto"`` (a GPU: all)
 CPU_MAX_TRAIN_POINTS = 300
@@ -57,9 +65,12 @@ class DKLAgent(Agent):
     """Active learning of a spectral scalar over a survey image with a deep kernel GP.
 
     Args:
-        survey_image: 2-D survey image (HAADF, say) of the scan field.
-        window: patch side in pixels around each position.
-        step: spacing of the candidate grid in pixels (2 on 128 x 128 = 4,096 candidates).
+        survey_image: 2-D survey image (HAADF, say) of the scan field, any shape.
+        window: patch side in pixels around each position; ``None``: scaled to the field
+            (:func:`default_window`: 24 px on 128 x 128, 13 px on 48 x 80).
+        step: spacing of the candidate grid in pixels; ``None``: every pixel on a field of
+            up to 4,096 pixels, else the smallest step under that (:func:`default_step`:
+            2 on 128 x 128).
         candidates: explicit ``(N, 2)`` ``(x, y)`` candidate positions instead of the grid.
         normalise, border: patch normalisation and border handling (``agents.patches``).
         acquisition: ``"ei"``, ``"ucb"`` or ``"uncertainty"``; changeable while running.
@@ -68,9 +79,11 @@ class DKLAgent(Agent):
         hidden: widths of the network's hidden layers; ``None`` = no network, a plain GP on
             the raw patches (the baseline DKL is compared with).
         feature_dim: number of learned features the GP sees.
-        seed_points: ``"random"``, ``"grid"``, or ``(M, 2)`` positions to measure first
-            (from the edge workflow, say).
-        n_seed: number of random or grid seed points.
+        seed_points: ``"spread"`` (the default: one random candidate in each cell of an
+            even grid of ``n_seed`` cells over the field, so the first spectra cover it),
+            ``"random"`` (anywhere), ``"grid"`` (the cells' centres), or ``(M, 2)`` positions
+            to measure first (from the edge workflow, say).
+        n_seed: number of seed points.
         seed: seeds the network's initial weights and every random choice: same seed, same
             data, same suggestions.
         num_threads: torch threads during fits and predictions (``None``: leave torch's).
@@ -83,7 +96,7 @@ class DKLAgent(Agent):
         device: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
     Example:
-        >>> agent = DKLAgent(survey_image, window=8, n_seed=4, seed=1)
+        >>> agent = DKLAgent(survey_image, n_seed=4, seed=1)   # window, step from the field
         >>> for _ in range(10):
         ...     s = agent.suggest(1)[0]
         ...     agent.ingest([[s["x"], s["y"]]], [measure(s["x"], s["y"])])
@@ -96,8 +109,8 @@ class DKLAgent(Agent):
     def __init__(
         self,
         survey_image: Any,
-        window: int = 24,
-        step: int = 2,
+        window: Optional[int] = None,
+        step: Optional[int] = None,
         candidates: Optional[Any] = None,
         normalise: Optional[str] = "image",
         border: str = "reflect",
@@ -107,7 +120,7 @@ class DKLAgent(Agent):
         hidden: Optional[Sequence[int]] = (64, 32),
         feature_dim: int = 3,
         n_components: Optional[int] = 16,
-        seed_points: Union[str, Any] = "random",
+        seed_points: Union[str, Any] = "spread",
         n_seed: int = 5,
         seed: int = 0,
         num_threads: Optional[int] = 1,
@@ -139,7 +152,9 @@ class DKLAgent(Agent):
         if int(feature_dim) < 1:
             raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
         self.image = image
-        self.window = int(window)
+        self.window = default_window(image.shape) if window is None else int(window)
+        if step is None and candidates is None:
+            step = default_step(image.shape)
         self.normalise = normalise
         self.border = border
         self.num_threads = None if num_threads is None else int(num_threads)
@@ -295,6 +310,9 @@ class DKLAgent(Agent):
             if seed_points == "random":
                 idx = self._rng.choice(len(self.candidates), size=n_seed, replace=False)
                 return [tuple(self.candidates[i]) for i in idx]
+            if seed_points == "spread":
+                picks = spread_points(self.image.shape, n_seed, self.candidates, self._rng)
+                return [tuple(self.candidates[i]) for i in picks]
             return [tuple(p) for p in grid_points(self.image.shape, n_seed)]
         pts = as_positions(seed_points)
         rows, cols = self.image.shape

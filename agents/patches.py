@@ -14,15 +14,67 @@ Border handling: ``"reflect"`` pads the image by mirroring so every pixel can be
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["candidate_grid", "extract_patches", "grid_points"]
+__all__ = [
+    "MAX_CANDIDATES",
+    "WINDOW_FRACTION",
+    "WINDOW_LIMITS",
+    "candidate_grid",
+    "default_step",
+    "default_window",
+    "extract_patches",
+    "grid_points",
+    "spread_points",
+]
 
 NORMALISATIONS = ("image", "patch", None)
 BORDERS = ("reflect", "exclude")
+
+#: the candidate grid's default step keeps the candidates at or under this many: every pixel
+#: of a field up to 64 x 64 (or 48 x 85...), every 2nd of one up to 128 x 128
+MAX_CANDIDATES = 4096
+#: the default window is this fraction of the field's shorter side (13 px on a 48 x 80
+#: atomic-resolution field, chosen on held-out-free "dev" fields of the assembled replay)...
+WINDOW_FRACTION = 0.27
+#: ... but never smaller than this (a patch must show a neighbourhood) nor larger (24 px:
+#: the size chosen on the twin's particles at 128 x 128)
+WINDOW_LIMITS = (5, 24)
+
+
+def default_step(shape: Tuple[int, int], max_candidates: int = MAX_CANDIDATES) -> int:
+    """The candidate grid's step for a field: 1 (every pixel) while the field has at most
+    ``max_candidates`` pixels, else the smallest step that brings it under.
+
+    Why every pixel on a small field: there a feature can be one or two pixels across (an
+    atomic column in a 48 x 80 spectrum image), and a grid of every 2nd pixel can miss its
+    centre altogether. Why a bound: each step predicts at every candidate.
+
+    Example:
+        >>> default_step((48, 80)), default_step((128, 128)), default_step((512, 512))
+        (1, 2, 8)
+    """
+    pixels = int(shape[0]) * int(shape[1])
+    return max(1, int(np.ceil(np.sqrt(pixels / max_candidates) - 1e-9)))
+
+
+def default_window(shape: Tuple[int, int]) -> int:
+    """The patch side for a field: :data:`WINDOW_FRACTION` of its shorter side, within
+    :data:`WINDOW_LIMITS` px.
+
+    The window should show what predicts the spectrum (a particle and its edge, an atomic
+    column and its neighbours) and not half the field: 24 px suits the twin's 300 nm
+    particle field at 128 x 128; on a 50-pixel-high spectrum image it would see half of it.
+
+    Example:
+        >>> default_window((128, 128)), default_window((48, 80)), default_window((16, 300))
+        (24, 13, 5)
+    """
+    lo, hi = WINDOW_LIMITS
+    return int(np.clip(round(WINDOW_FRACTION * min(int(shape[0]), int(shape[1]))), lo, hi))
 
 
 def candidate_grid(
@@ -176,3 +228,45 @@ def grid_points(shape: Tuple[int, int], n: int) -> np.ndarray:
     ys = (np.arange(ny) + 0.5) * rows / ny - 0.5
     grid = np.array([(x, y) for y in ys for x in xs])[:n]
     return np.rint(grid)
+
+
+def spread_points(
+    shape: Tuple[int, int], n: int, candidates: np.ndarray, rng: np.random.Generator
+) -> List[int]:
+    """One random candidate in each of ``n`` cells tiling a field (the cells of
+    :func:`grid_points`), cells in raster order: first measurements that cover the field,
+    yet differ from seed to seed.
+
+    Args:
+        shape: ``(rows, columns)`` of the field.
+        n: how many points.
+        candidates: ``(N, 2)`` ``(x, y)`` positions to pick from.
+        rng: the random generator (seeded by the caller).
+
+    Returns:
+        Indices into ``candidates``, distinct.
+
+    Example:
+        >>> xy = candidate_grid((48, 80))
+        >>> picks = spread_points((48, 80), 6, xy, np.random.default_rng(0))
+        >>> sorted({(int(x // 27), int(y // 24)) for x, y in xy[picks]})
+        [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    """
+    if n <= 0:
+        return []
+    rows, cols = (int(v) for v in shape)
+    centres = grid_points(shape, n)
+    ny = len(np.unique(centres[:, 1]))
+    nx = int(np.ceil(n / ny))
+    cell_x = np.minimum((candidates[:, 0] + 0.5) * nx // cols, nx - 1).astype(int)
+    cell_y = np.minimum((candidates[:, 1] + 0.5) * ny // rows, ny - 1).astype(int)
+    cell = cell_y * nx + cell_x
+    picks: List[int] = []
+    for k in range(n):
+        inside = np.setdiff1d(np.flatnonzero(cell == k), picks)
+        if len(inside) == 0:  # explicit candidates may leave a cell empty
+            inside = np.setdiff1d(np.arange(len(candidates)), picks)
+        if len(inside) == 0:
+            break
+        picks.append(int(rng.choice(inside)))
+    return picks

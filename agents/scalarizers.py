@@ -18,7 +18,13 @@ The command line and the console name a scalarizer with a short spec, ``name:arg
 ``ratio:20:30:40:50``                   peak height in 20-30 eV / peak height in 40-50 eV
 ``peak:12:18`` (``peak:12:18:centroid``)  peak position in 12-18 eV (parabolic or centroid)
 ``jump:400:450:460:500``                edge jump ratio, pre-edge 400-450, post-edge 460-500
+``edge:400:450:460:500``                edge signal above the power-law background, 460-500
+``despike:<any spec>``                  the same, read after cosmic-ray spikes are removed
 ======================================  ==================================================
+
+Raw spectra carry cosmic-ray spikes; ``despike:`` in front of any spec runs
+:func:`agents.despike.despike` (a Hampel filter) on each spectrum first. The spec, and so the
+run's record of its scalarizer, then says the values were despiked.
 
 Writing your own: any function ``f(spectrum, energy_axis) -> float`` works where a scalarizer
 is expected; register a factory to make it available by name::
@@ -38,12 +44,15 @@ from typing import Any, Callable, Dict, Tuple, Union
 
 import numpy as np
 
+from .despike import despike
+
 __all__ = [
     "SCALARIZERS",
     "Scalarizer",
     "band_intensity",
     "band_slice",
     "edge_jump_ratio",
+    "edge_signal",
     "get_scalarizer",
     "peak_height_ratio",
     "peak_position",
@@ -236,6 +245,34 @@ def peak_position(
     return _scalar_or_array(centre)
 
 
+def _power_law_background(
+    spec: np.ndarray, axis: np.ndarray, pre_edge: Band, post_edge: Band
+) -> Tuple[slice, np.ndarray]:
+    """Egerton's background: ``A * E**-r`` fitted to the pre-edge window (a straight line in
+    log-log, least squares), extrapolated under the post-edge window.
+
+    Returns the post-edge channels and the background there, ``(..., n_post)``.
+    """
+    pre = band_slice(axis, *_check_band(pre_edge, axis, "pre-edge window"))
+    post = band_slice(axis, *_check_band(post_edge, axis, "post-edge window"))
+    if pre.stop - pre.start < 2:
+        raise ValueError("the pre-edge window needs at least 2 channels for a power-law fit")
+    if axis[pre.stop - 1] >= axis[post.start]:
+        raise ValueError("the pre-edge window must end below the post-edge window")
+    if axis[pre.start] <= 0:
+        raise ValueError("a power-law background needs positive energies in the pre-edge window")
+    log_e = np.log(axis[pre])
+    counts = spec[..., pre]
+    floor = 1e-12 * max(float(np.max(np.abs(counts))), 1e-300)
+    log_c = np.log(np.maximum(counts, floor))
+    # vectorised least squares of log_c = log_a - r * log_e for every spectrum of the stack
+    de = log_e - log_e.mean()
+    slope = ((log_c - log_c.mean(axis=-1, keepdims=True)) * de).sum(axis=-1) / (de @ de)
+    intercept = log_c.mean(axis=-1) - slope * log_e.mean()
+    background = np.exp(intercept[..., None] + slope[..., None] * np.log(axis[post]))
+    return post, background
+
+
 def edge_jump_ratio(spectrum: Any, energy_axis: Any, pre_edge: Band, post_edge: Band) -> Any:
     """Core-loss edge jump ratio: post-edge counts over the extrapolated background.
 
@@ -257,25 +294,32 @@ def edge_jump_ratio(spectrum: Any, energy_axis: Any, pre_edge: Band, post_edge: 
     """
     axis = _check_axis(energy_axis)
     spec = _check_spectrum(spectrum, axis)
-    pre = band_slice(axis, *_check_band(pre_edge, axis, "pre-edge window"))
-    post = band_slice(axis, *_check_band(post_edge, axis, "post-edge window"))
-    if pre.stop - pre.start < 2:
-        raise ValueError("the pre-edge window needs at least 2 channels for a power-law fit")
-    if axis[pre.stop - 1] >= axis[post.start]:
-        raise ValueError("the pre-edge window must end below the post-edge window")
-    if axis[pre.start] <= 0:
-        raise ValueError("a power-law background needs positive energies in the pre-edge window")
-    log_e = np.log(axis[pre])
-    counts = spec[..., pre]
-    floor = 1e-12 * max(float(np.max(np.abs(counts))), 1e-300)
-    log_c = np.log(np.maximum(counts, floor))
-    # vectorised least squares of log_c = log_a - r * log_e for every spectrum of the stack
-    de = log_e - log_e.mean()
-    slope = ((log_c - log_c.mean(axis=-1, keepdims=True)) * de).sum(axis=-1) / (de @ de)
-    intercept = log_c.mean(axis=-1) - slope * log_e.mean()
-    background = np.exp(intercept[..., None] + slope[..., None] * np.log(axis[post]))
+    post, background = _power_law_background(spec, axis, pre_edge, post_edge)
     ratio = spec[..., post].sum(axis=-1) / background.sum(axis=-1)
     return _scalar_or_array(ratio)
+
+
+def edge_signal(spectrum: Any, energy_axis: Any, pre_edge: Band, post_edge: Band) -> Any:
+    """Core-loss edge signal: counts above the extrapolated power-law background (counts x eV).
+
+    The quantity of an elemental map: the background ``A * E**-r`` is fitted to the pre-edge
+    window and extrapolated (as in :func:`edge_jump_ratio`); what lies above it is integrated
+    over the post-edge window, channel by channel times the channel width. Zero means no edge;
+    unlike the jump ratio it grows with the amount of the element under the beam, so "90 %
+    of the strongest signal" means 90 % of the element, not of element plus background.
+
+    Example:
+        >>> e = np.linspace(300, 600, 601)             # 0.5 eV channels
+        >>> s = 1e9 * e**-3.0 + np.where(e >= 450, 10.0, 0.0)
+        >>> round(edge_signal(s, e, (350, 440), (460, 500)), 6)   # 10 counts x 40.5 eV
+        405.0
+    """
+    axis = _check_axis(energy_axis)
+    spec = _check_spectrum(spectrum, axis)
+    post, background = _power_law_background(spec, axis, pre_edge, post_edge)
+    widths = np.gradient(axis)[post]
+    signal = ((spec[..., post] - background) * widths).sum(axis=-1)
+    return _scalar_or_array(signal)
 
 
 # ------------------------------------------------------------------ registry
@@ -347,8 +391,28 @@ def _jump(*fields: Any) -> Scalarizer:
     )
 
 
-for _name, _factory in {"band": _band, "ratio": _ratio, "peak": _peak, "jump": _jump}.items():
+def _edge(*fields: Any) -> Scalarizer:
+    a, b, c, d = _numbers("edge", fields, 4)
+    return _label(
+        functools.partial(edge_signal, pre_edge=(a, b), post_edge=(c, d)),
+        f"edge:{a:g}:{b:g}:{c:g}:{d:g}",
+    )
+
+
+_BUILT_IN = {"band": _band, "ratio": _ratio, "peak": _peak, "jump": _jump, "edge": _edge}
+for _name, _factory in _BUILT_IN.items():
     register_scalarizer(_name, _factory)
+
+#: the spec prefix that despikes each spectrum before the scalarizer reads it
+DESPIKE = "despike"
+
+
+def _despiked(inner: Scalarizer, name: str) -> Scalarizer:
+    def scalarize(spectrum: Any, energy_axis: Any) -> Any:
+        return inner(despike(spectrum), energy_axis)
+
+    scalarize.__name__ = name
+    return scalarize
 
 
 def _field(text: str) -> Any:
@@ -362,7 +426,9 @@ def get_scalarizer(spec: Union[str, Scalarizer]) -> Scalarizer:
     """A scalarizer from a spec such as ``"band:20:30"``, or a callable passed through.
 
     The fields after the name are energies in eV (and, for ``peak``, an optional method).
-    The function returned carries the spec as its ``__name__`` so runs can record it.
+    ``despike:`` in front of a spec removes cosmic-ray spikes from each spectrum first
+    (:func:`agents.despike.despike`). The function returned carries the spec as its
+    ``__name__`` so runs can record it.
 
     Raises:
         ValueError: unknown name or wrong number of fields, with the known names listed.
@@ -371,21 +437,31 @@ def get_scalarizer(spec: Union[str, Scalarizer]) -> Scalarizer:
         >>> f = get_scalarizer("band:20:30")
         >>> f.__name__
         'band:20:30'
+        >>> get_scalarizer("despike:jump:400:450:460:500").__name__
+        'despike:jump:400:450:460:500'
     """
     if callable(spec):
         return spec
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"scalarizer spec must be a non-empty string, got {spec!r}")
     name, *fields = spec.strip().split(":")
+    if name == DESPIKE:
+        if not fields or fields[0] == DESPIKE:
+            raise ValueError(
+                f"scalarizer spec {spec!r}: give the scalarizer to despike, e.g. despike:band:20:30"
+            )
+        inner = get_scalarizer(":".join(fields))
+        return _despiked(inner, f"{DESPIKE}:{inner.__name__}")
     try:
         factory = SCALARIZERS[name]
     except KeyError:
-        known = ", ".join(sorted(SCALARIZERS))
+        known = ", ".join(sorted([*SCALARIZERS, DESPIKE]))
         raise ValueError(f"unknown scalarizer {name!r} in {spec!r}; known: {known}") from None
     try:
         return factory(*(_field(f) for f in fields))
     except (TypeError, ValueError) as exc:
         raise ValueError(
             f"scalarizer spec {spec!r}: {exc}; examples: band:20:30, ratio:20:30:40:50, "
-            "peak:12:18[:centroid], jump:400:450:460:500"
+            "peak:12:18[:centroid], jump:400:450:460:500, edge:400:450:460:500, "
+            "despike:band:20:30"
         ) from None

@@ -8,6 +8,7 @@ number of atoms for the lattice, no two atoms closer than the lattice allows), n
 Modules, by job:
 
 * :mod:`~agents.logstar.lattice` -- expected column density and spacing of a lattice;
+* :mod:`~agents.logstar.library` -- the lattices of common materials and zone axes, by name;
 * :mod:`~agents.logstar.params` -- one trial's parameters and the search box;
 * :mod:`~agents.logstar.scalespace` -- the cached LoG scale space (identical to ``blob_log``);
 * :mod:`~agents.logstar.rewards` -- QC, ER and the user-reward interface;
@@ -36,13 +37,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .lattice import Lattice, get_lattice, graphene, srtio3
+from .lattice import Lattice, graphene, srtio3
+from .library import LIBRARY, get_lattice, library_lattice, library_names
 from .params import LoGParameters, SearchSpace
 from .pareto import Choice, ParetoPoint, non_dominated, select_point
 from .rewards import ErrorRate, QualityCount, RewardContext
 from .scalespace import ImageScaleSpaces, ScaleSpace, blob_log_reference, prepare_image
 
 __all__ = [
+    "LIBRARY",
     "AtomClusters",
     "Choice",
     "ErrorRate",
@@ -63,6 +66,8 @@ __all__ = [
     "cluster_atoms",
     "get_lattice",
     "graphene",
+    "library_lattice",
+    "library_names",
     "non_dominated",
     "optimize_each",
     "optimize_log",

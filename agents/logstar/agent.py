@@ -12,7 +12,21 @@ The agent's cycle on a microscope:
    positions at atoms of the target class (by default the brightest class; ``"outliers"``:
    only the atoms far brighter than the lattice, e.g. the dopants), brightest first, each
    atom once per image, as ``x`` = column, ``y`` = row.
-4. ``report()`` is small and JSON-able: the front, the chosen point, the history of choices.
+4. ``report()`` is small and JSON-able: the front, the chosen point, the history of choices,
+   where the pixel size came from, and whether the atoms are plausible.
+
+Two checks a user cannot easily do by eye run on every image:
+
+* the pixel size: without one (``pixel_size_nm="fft"``, or none given with the image) it is
+  estimated from the image's lattice reflections (:mod:`~agents.logstar.calibration`); with
+  one, the estimate is made anyway and a calibration that disagrees with a clear lattice by
+  more than 5 % is reported and warned about;
+* plausibility (:mod:`~agents.logstar.plausibility`): do the found atoms sit on bright
+  columns, with their neighbours where the rewards' lattice puts them? The count alone cannot
+  tell (only the W columns of WS2 typed: the right count, in the wrong places). A failed check
+  is in ``report()["plausibility"]`` (so in the run) and is logged as a warning (and raised
+  as an :class:`~agents.logstar.plausibility.ImplausibleAtomsWarning` with
+  ``warn_implausible=True``).
 """
 
 from __future__ import annotations
@@ -25,11 +39,14 @@ import scipy.ndimage as ndi
 from tqdm import tqdm
 
 from ..base import Agent, Suggestion
+from .checks import ImageChecks
 from .clustering import AtomClusters, cluster_atoms
-from .lattice import Lattice, check_pixel_size, get_lattice
+from .lattice import Lattice, check_pixel_size
+from .library import get_lattice
 from .optimizer import LoGStarOptimizer, OptimizationResult
 from .params import LoGParameters, SearchSpace
 from .pareto import Choice, ParetoPoint, select_point
+from .plausibility import Plausibility
 from .rewards import DEFAULT_MIN_SEPARATION, Reward, RewardContext, evaluate_rewards
 from .scalespace import ImageScaleSpaces, prepare_image
 from .windows import WindowMap, apply_windows, optimize_windows
@@ -46,13 +63,16 @@ Target = Union[str, int]
 OUTLIER_Z = 5.0
 
 
-class LoGStarAgent(Agent):
+class LoGStarAgent(ImageChecks, Agent):
     """Reward-driven, unsupervised atom finding with a Pareto front the operator steers.
 
     Args:
-        lattice: the sample's lattice: ``"graphene"``, ``"SrTiO3"`` (Sr and Ti-O columns),
-            ``"SrTiO3:Sr"``, or a :class:`~agents.logstar.lattice.Lattice`.
-        pixel_size_nm: survey image pixel size, nm (can also come with each image).
+        lattice: the sample's lattice, a name from the library (``"graphene"``, ``"hBN"``,
+            ``"WS2"``, ``"WS2:W"``, ``"SrTiO3"``, ``"Si[110]"``, ``"Au[110]"``...: see
+            :mod:`agents.logstar.library`) or a :class:`~agents.logstar.lattice.Lattice`.
+        pixel_size_nm: survey image pixel size, nm (can also come with each image);
+            ``"fft"``: always estimate it from the image's lattice reflections, whatever the
+            image's calibration says.
         budget: trials per optimisation.
         n_initial: Sobol trials before BO (default 60 % of the budget, at least 8).
         batch_size: candidates per BO round.
@@ -72,6 +92,9 @@ class LoGStarAgent(Agent):
         compute: where the windows of :meth:`optimize_windows` run: ``None`` (here, one
             after the other), ``"local"``, ``"local:N"``, a Dask scheduler address or a
             ``distributed.Client`` (one window per worker; see :mod:`agents.compute`).
+        warn_implausible: also raise an ``ImplausibleAtomsWarning`` (a Python warning) when
+            an image's atoms fail the plausibility check or its calibration is contradicted;
+            either way the report says so and the ``agents.logstar`` logger warns.
 
     Example:
         >>> agent = LoGStarAgent("graphene", pixel_size_nm=0.0079, budget=40)
@@ -87,7 +110,7 @@ class LoGStarAgent(Agent):
     def __init__(
         self,
         lattice: Any = "graphene",
-        pixel_size_nm: Optional[float] = None,
+        pixel_size_nm: Union[float, str, None] = None,
         budget: int = 40,
         n_initial: Optional[int] = None,
         batch_size: int = 4,
@@ -102,6 +125,7 @@ class LoGStarAgent(Agent):
         num_threads: Optional[int] = 1,
         progress: bool = False,
         compute: Any = None,
+        warn_implausible: bool = False,
     ) -> None:
         super().__init__()
         from ..compute import check_compute
@@ -109,7 +133,12 @@ class LoGStarAgent(Agent):
         #: where window jobs run (a string is recorded in config(); a Client is not)
         self.compute = check_compute(compute)
         self.lattice: Lattice = get_lattice(lattice)
-        self.pixel_size_nm = None if pixel_size_nm is None else check_pixel_size(pixel_size_nm)
+        self.pixel_size_from_fft = pixel_size_nm == "fft"
+        self.pixel_size_nm = (
+            None
+            if pixel_size_nm is None or self.pixel_size_from_fft
+            else check_pixel_size(pixel_size_nm)
+        )
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
         if not 0 <= default_weight <= 1:
@@ -129,6 +158,7 @@ class LoGStarAgent(Agent):
         self.seed = int(seed)
         self.num_threads = num_threads
         self.progress = bool(progress)
+        self.warn_implausible = bool(warn_implausible)
 
         self.result: Optional[OptimizationResult] = None
         self.choice: Optional[Choice] = None
@@ -141,6 +171,9 @@ class LoGStarAgent(Agent):
         self.image_pixel_size_nm: Optional[float] = None
         self.atoms = np.empty((0, 3))
         self.clusters: Optional[AtomClusters] = None
+        #: the last image's pixel size: where it came from and what the FFT said
+        self.pixel_size_info: Dict[str, Any] = {}
+        self.plausibility: Optional[Plausibility] = None
         self.images_seen = 0
         self.optimisations = 0
         self._suggested: set = set()
@@ -161,18 +194,6 @@ class LoGStarAgent(Agent):
         raise ValueError(
             f"target must be 'brightest', 'outliers', 'all' or a class number, got {target!r}"
         )
-
-    def _pixel_for(self, pixel_size_nm: Optional[float]) -> float:
-        if pixel_size_nm is not None:
-            return check_pixel_size(pixel_size_nm)
-        if self.pixel_size_nm is None and self.image_pixel_size_nm is not None:
-            return self.image_pixel_size_nm  # the last survey image's calibration
-        if self.pixel_size_nm is None:
-            raise ValueError(
-                "pixel_size_nm is unknown: give it with the image (the survey image's "
-                "calibration) or to the agent"
-            )
-        return self.pixel_size_nm
 
     @property
     def front(self) -> List[ParetoPoint]:
@@ -354,8 +375,11 @@ class LoGStarAgent(Agent):
         Returns:
             A short summary: number of atoms, atoms per class, whether it optimised.
         """
-        px = self._pixel_for(pixel_size_nm)
         prepared = prepare_image(survey_image)
+        px = self._pixel_for(pixel_size_nm, prepared)
+        self._cross_check(
+            prepared, px, pixel_size_nm if pixel_size_nm is not None else self.pixel_size_nm
+        )
         if optimize is None:
             optimize = self.params is None or (
                 self.params_pixel_size_nm is not None
@@ -377,6 +401,8 @@ class LoGStarAgent(Agent):
     def _analyse(self, prepared: np.ndarray, px: float) -> None:
         self.image, self.image_pixel_size_nm = prepared, px
         self.atoms = self._find(prepared, px)
+        # whatever the rewards say: do the atoms sit where the lattice puts them?
+        self._check_atoms(prepared, px)
         self._suggested = set()
         self.clusters = None
         if self.n_clusters >= 2 and len(self.atoms) >= max(3, self.n_clusters):
@@ -505,6 +531,14 @@ class LoGStarAgent(Agent):
             return np.empty(0, dtype=int)
         return np.flatnonzero((brightness - median) / spread > z)
 
+    def config(self) -> Dict[str, Any]:
+        """The constructor's plain settings (as :meth:`Agent.config`), with
+        ``pixel_size_nm="fft"`` when the pixel size is to come from each image."""
+        out = super().config()
+        if out.pop("pixel_size_from_fft", False):
+            out["pixel_size_nm"] = "fft"
+        return out
+
     def report(self) -> Dict[str, Any]:
         """Small and JSON-able: the lattice, the front (no atom positions), the chosen
         point, who chose it and how, every choice so far, and the current image's counts."""
@@ -515,6 +549,8 @@ class LoGStarAgent(Agent):
             "agent": self.name,
             "lattice": self.lattice.as_dict(),
             "pixel_size_nm": self.image_pixel_size_nm or self.pixel_size_nm,
+            "pixel_size": dict(self.pixel_size_info),
+            "plausibility": self.plausibility.as_dict() if self.plausibility else None,
             "reward_names": list(self.result.reward_names) if self.result else [],
             "front": [p.summary() for p in self.front],
             "chosen": chosen,

@@ -12,7 +12,10 @@ Built in:
   Ti-O column and two pure O columns. HAADF shows the Sr and Ti-O columns; the O columns are
   faint, so the user says which columns count (``srtio3(columns=("Sr", "TiO"))``, the
   default);
-* any user-given unit cell (:meth:`Lattice.from_unit_cell`).
+* any user-given unit cell (:meth:`Lattice.from_unit_cell`);
+* more materials (hBN, the 2H dichalcogenides, Si and GaAs [110], fcc metals) in
+  :mod:`agents.logstar.library`, where :func:`~agents.logstar.library.get_lattice` turns a
+  name into a lattice.
 
 Lengths are in nm; ``*_px`` helpers convert with the survey image's pixel size (nm/pixel).
 """
@@ -25,7 +28,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["SRTIO3_COLUMNS", "Lattice", "check_pixel_size", "get_lattice", "graphene", "srtio3"]
+__all__ = ["SRTIO3_COLUMNS", "Lattice", "check_pixel_size", "graphene", "srtio3"]
 
 #: projected columns of SrTiO3 [001] (fractional positions in the cubic cell)
 SRTIO3_COLUMNS: Dict[str, Tuple[Tuple[float, float], ...]] = {
@@ -33,6 +36,8 @@ SRTIO3_COLUMNS: Dict[str, Tuple[Tuple[float, float], ...]] = {
     "TiO": ((0.5, 0.5),),
     "O": ((0.5, 0.0), (0.0, 0.5)),
 }
+#: HAADF brightness of each SrTiO3 column, sum of Z**1.7 (Sr 38; Ti 22 + O 8; O 8)
+_SRTIO3_BRIGHTNESS = {"Sr": 38**1.7, "TiO": 22**1.7 + 8**1.7, "O": 8**1.7}
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class Lattice:
         cell: ``((ax, ay), (bx, by))`` the projected cell vectors, nm.
         basis: fractional positions ``(u, v)`` of the counted columns in the cell.
         labels: one name per basis column (``"C"``, ``"Sr"``...).
+        brightness: relative HAADF brightness of each basis column (``sum Z**1.7`` of its
+            atoms); empty when unknown (all alike). Used for the lattice's expected
+            reflections and for synthetic images, never by the rewards.
 
     Example:
         >>> lat = Lattice.from_unit_cell("square", (0.4, 0.4), 90.0, [(0.0, 0.0)])
@@ -55,6 +63,7 @@ class Lattice:
     cell: Tuple[Tuple[float, float], Tuple[float, float]]
     basis: Tuple[Tuple[float, float], ...]
     labels: Tuple[str, ...] = ()
+    brightness: Tuple[float, ...] = ()
     _nn: float = field(default=0.0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +83,10 @@ class Lattice:
         object.__setattr__(self, "cell", tuple(tuple(float(v) for v in row) for row in cell))
         object.__setattr__(self, "basis", tuple(tuple(float(v) for v in row) for row in basis))
         object.__setattr__(self, "labels", labels)
+        bright = tuple(float(b) for b in self.brightness)
+        if bright and (len(bright) != len(basis) or not all(b > 0 for b in bright)):
+            raise ValueError(f"brightness needs one value > 0 per basis column, got {bright!r}")
+        object.__setattr__(self, "brightness", bright)
         wrapped = basis % 1.0
         diff = np.abs(wrapped[:, None, :] - wrapped[None, :, :])
         diff = np.minimum(diff, 1.0 - diff).max(axis=2)
@@ -91,6 +104,7 @@ class Lattice:
         angle_deg: float,
         basis: Sequence[Tuple[float, float]],
         labels: Sequence[str] = (),
+        brightness: Sequence[float] = (),
     ) -> Lattice:
         """A lattice from cell lengths ``(a, b)`` in nm, the angle between them in degrees,
         and fractional column positions.
@@ -106,7 +120,13 @@ class Lattice:
         if not 0 < gamma < math.pi:
             raise ValueError(f"the cell angle must lie between 0 and 180 degrees, got {angle_deg}")
         cell = ((a, 0.0), (b * math.cos(gamma), b * math.sin(gamma)))
-        return cls(name=name, cell=cell, basis=tuple(map(tuple, basis)), labels=tuple(labels))
+        return cls(
+            name=name,
+            cell=cell,
+            basis=tuple(map(tuple, basis)),
+            labels=tuple(labels),
+            brightness=tuple(brightness),
+        )
 
     @property
     def cell_area_nm2(self) -> float:
@@ -157,6 +177,7 @@ class Lattice:
             "cell_nm": [list(v) for v in self.cell],
             "basis": [list(v) for v in self.basis],
             "labels": list(self.labels),
+            "brightness": list(self.brightness),
             "density_per_nm2": self.density_per_nm2,
             "nn_distance_nm": self.nn_distance_nm,
         }
@@ -169,6 +190,7 @@ class Lattice:
             cell=tuple(tuple(v) for v in data["cell_nm"]),
             basis=tuple(tuple(v) for v in data["basis"]),
             labels=tuple(data.get("labels", ())),
+            brightness=tuple(data.get("brightness", ())),
         )
 
 
@@ -192,7 +214,12 @@ def graphene(a_nm: float = 0.246) -> Lattice:
         0.142
     """
     return Lattice.from_unit_cell(
-        "graphene", (a_nm, a_nm), 120.0, [(1 / 3, 2 / 3), (2 / 3, 1 / 3)], ("C", "C")
+        "graphene",
+        (a_nm, a_nm),
+        120.0,
+        [(1 / 3, 2 / 3), (2 / 3, 1 / 3)],
+        ("C", "C"),
+        brightness=(6**1.7, 6**1.7),
     )
 
 
@@ -217,35 +244,12 @@ def srtio3(columns: Sequence[str] = ("Sr", "TiO"), a_nm: float = 0.3905) -> Latt
         raise ValueError(
             f"SrTiO3 columns must be chosen from {sorted(SRTIO3_COLUMNS)}, got {list(columns)!r}"
         )
-    basis, labels = [], []
+    basis, labels, bright = [], [], []
     for col in chosen:
         for pos in SRTIO3_COLUMNS[col]:
             basis.append(pos)
             labels.append(col)
+            bright.append(_SRTIO3_BRIGHTNESS[col])
     return Lattice.from_unit_cell(
-        f"SrTiO3[001] {'+'.join(chosen)}", (a_nm, a_nm), 90.0, basis, labels
+        f"SrTiO3[001] {'+'.join(chosen)}", (a_nm, a_nm), 90.0, basis, labels, bright
     )
-
-
-def get_lattice(spec: Any) -> Lattice:
-    """A lattice from a name (``"graphene"``, ``"SrTiO3"``, ``"SrTiO3:Sr,TiO,O"``), a
-    :class:`Lattice`, or a dict as written by :meth:`Lattice.as_dict`.
-
-    Example:
-        >>> get_lattice("SrTiO3:Sr").labels
-        ('Sr',)
-    """
-    if isinstance(spec, Lattice):
-        return spec
-    if isinstance(spec, dict):
-        return Lattice.from_dict(spec)
-    if isinstance(spec, str):
-        name, _, cols = spec.partition(":")
-        key = name.strip().lower()
-        if key == "graphene":
-            return graphene()
-        if key in ("srtio3", "sto"):
-            columns = [c.strip() for c in cols.split(",") if c.strip()] if cols else ("Sr", "TiO")
-            return srtio3(columns)
-        raise ValueError(f"unknown lattice {spec!r}: use 'graphene', 'SrTiO3[:Sr,TiO,O]'")
-    raise ValueError(f"cannot make a lattice from {spec!r}")

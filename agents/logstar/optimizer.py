@@ -33,7 +33,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .lattice import Lattice, get_lattice
+from .lattice import Lattice
+from .library import get_lattice
 from .params import LoGParameters, SearchSpace
 from .pareto import ParetoPoint, pareto_front
 from .rewards import (

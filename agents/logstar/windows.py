@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .lattice import get_lattice
+from .library import get_lattice
 from .params import LoGParameters, SearchSpace
 from .pareto import select_point
 from .rewards import DEFAULT_MIN_SEPARATION, RewardContext

@@ -245,6 +245,7 @@ def _run(args: argparse.Namespace) -> int:
         mode=args.twin_mode,
         suspenders=args.bridge is not None,
         twin_options=twin_options,
+        instrument=entry.instrument(args) if entry.instrument and not args.bridge else None,
         bridge=args.bridge,
         server_key=args.server_key,
         client_key=args.client_key,
@@ -318,7 +319,7 @@ def _print_run_summary(session: Any, uid: str, wall: float, instrument: float, o
     config = session.config
     data_dir = session.settings.data_dir
     where = config.catalog or f"{session.catalog_uri} (embedded; data in {data_dir})"
-    source = config.bridge or f"digital twin, sample {config.sample}"
+    source = config.bridge or session.instrument_label or f"digital twin, sample {config.sample}"
     print(f"run {uid}")
     print(f"  instrument  {source}")
     print(f"  catalog     {where}")

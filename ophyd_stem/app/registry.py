@@ -49,6 +49,9 @@ class PlanEntry:
     #: the same experiment as queue items for a re-manager (``--queue``): ``args ->
     #: [(plan name, args, kwargs)]``, every value JSON, devices and agents by name
     queue_items: Callable[[argparse.Namespace], list[QueueItem]] | None = None
+    #: the simulated instrument the options ask for instead of the twin, or None:
+    #: ``args -> {"backend": name, "options": {...}, "label": str} | None``
+    instrument: Callable[[argparse.Namespace], dict[str, Any] | None] | None = None
 
 
 PLANS: dict[str, PlanEntry] = {}
@@ -59,8 +62,9 @@ def register(entry: PlanEntry) -> PlanEntry:
     return entry
 
 
-def _scan_arguments(parser: argparse.ArgumentParser, size: int) -> None:
-    parser.add_argument("--size", type=int, default=size, help="survey width = height, px")
+def _scan_arguments(parser: argparse.ArgumentParser, size: int | None) -> None:
+    keep = " (default: as the instrument has it)" if size is None else ""
+    parser.add_argument("--size", type=int, default=size, help=f"survey width = height, px{keep}")
     parser.add_argument(
         "--dwell",
         type=float,
@@ -77,25 +81,32 @@ def _scan_arguments(parser: argparse.ArgumentParser, size: int) -> None:
 
 
 def _setup_item(args: argparse.Namespace, *extra: Any) -> list[QueueItem]:
-    """The scan settings as a queued ``mv`` (device components by name)."""
-    moves: list[Any] = ["scan_engine.width", args.size, "scan_engine.height", args.size]
+    """The scan settings as a queued ``mv`` (device components by name); none to make, none
+    queued."""
+    moves: list[Any] = []
+    if args.size is not None:  # None: the field stays as it is (a recording fixes it)
+        moves += ["scan_engine.width", args.size, "scan_engine.height", args.size]
     if args.dwell is not None:
         moves += ["scan_engine.dwell_time", args.dwell]
     if args.fov is not None:
         moves += ["scan_engine.field_of_view", args.fov]
-    return [("mv", [*moves, *extra], {})]
+    moves += list(extra)
+    return [("mv", moves, {})] if moves else []
 
 
 def _setup_scan(session: Any, args: argparse.Namespace) -> Generator:
     import bluesky.plan_stubs as bps
 
     scan = session.microscope.scan
-    moves: list[Any] = [scan.width, args.size, scan.height, args.size]
+    moves: list[Any] = []
+    if args.size is not None:  # None: the field stays as it is (a recording fixes it)
+        moves += [scan.width, args.size, scan.height, args.size]
     if args.dwell is not None:
         moves += [scan.dwell_time, args.dwell]
     if args.fov is not None:
         moves += [scan.field_of_view, args.fov]
-    yield from bps.mv(*moves)
+    if moves:
+        yield from bps.mv(*moves)
 
 
 def _survey_arguments(parser: argparse.ArgumentParser) -> None:
@@ -191,7 +202,16 @@ def _logstar_arguments(parser: argparse.ArgumentParser) -> None:
     _scan_arguments(parser, 256)
     parser.add_argument("--images", type=int, default=1, help="survey images to analyse")
     parser.add_argument(
-        "--lattice", default=None, help="graphene or SrTiO3 (default: the twin's sample)"
+        "--lattice",
+        default=None,
+        help="a library name: graphene, hBN, WS2 (WS2:W metal only, WS2:bulk), MoS2, SrTiO3, "
+        "Si[110], GaAs[110], Au[001], Au[110]... (default: the twin's sample)",
+    )
+    parser.add_argument(
+        "--pixel-size",
+        default=None,
+        help="nm per pixel, or 'fft' to take it from the image's lattice reflections "
+        "(default: the survey image's calibration)",
     )
     parser.add_argument("--budget", type=int, default=40, help="LoG* trials per optimisation")
     parser.add_argument(
@@ -231,7 +251,20 @@ def _logstar_settings(args: argparse.Namespace, sample: str) -> dict[str, Any]:
         "n_clusters": args.clusters,
         "target": args.target,
         "seed": args.seed,
+        **_pixel_size_option(args.pixel_size),
     }
+
+
+def _pixel_size_option(value: str | None) -> dict[str, Any]:
+    """``--pixel-size``: nm per pixel, or ``fft`` (from the image's lattice reflections)."""
+    if value is None:
+        return {}
+    if value == "fft":
+        return {"pixel_size_nm": "fft"}
+    try:
+        return {"pixel_size_nm": float(value)}
+    except ValueError:
+        raise SystemExit(f"--pixel-size must be nm per pixel or 'fft', got {value!r}") from None
 
 
 def _build_logstar(session: Any, args: argparse.Namespace) -> Generator:
@@ -279,6 +312,21 @@ def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
     if agent.image is not None:
         found = agent.atoms[:, [1, 0]] if len(agent.atoms) else np.empty((0, 2))
         lines += _truth_atoms(session, found, agent.positions, agent.image.shape)
+    source = (report.get("pixel_size") or {}).get("source")
+    if report.get("pixel_size_nm"):
+        lines.append(
+            f"  pixel size  {report['pixel_size_nm']:.5g} nm/px ({source or 'given'}; "
+            f"lattice {report['lattice']['name']})"
+        )
+    warning = (report.get("pixel_size") or {}).get("warning")
+    if warning:
+        lines.append(f"  WARNING     {warning}")
+    check = report.get("plausibility") or {}
+    if check:
+        if check.get("ok"):
+            lines.append("  plausible   the atoms sit on columns, where the lattice puts them")
+        for text in check.get("warnings") or []:
+            lines.append(f"  WARNING     {text}")
     return lines
 
 
@@ -445,7 +493,7 @@ def _minutes(seconds: float) -> str:
 
 
 def _dkl_arguments(parser: argparse.ArgumentParser) -> None:
-    _scan_arguments(parser, 128)
+    _scan_arguments(parser, None)
     parser.add_argument("--steps", type=int, default=30, help="measurements the agent chooses")
     parser.add_argument(
         "--acquisition",
@@ -456,19 +504,55 @@ def _dkl_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--xi", type=float, default=0.01, help="EI exploration margin")
     parser.add_argument("--beta", type=float, default=4.0, help="UCB exploration weight")
     parser.add_argument(
-        "--scalarizer", default="band:20:30", help="what to maximise, e.g. band:20:30 (eV)"
+        "--scalarizer",
+        default="band:20:30",
+        help="what to maximise, e.g. band:20:30 or edge:420:450:455:475 (eV); "
+        "despike:<spec> removes cosmic-ray spikes first",
     )
     parser.add_argument(
-        "--window", type=int, default=16, help="patch side around each pixel the model sees, px"
+        "--despike",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="remove cosmic-ray spikes before scalarizing (recorded as despike:<spec>; "
+        "default: on for --replay, off on the twin)",
     )
-    parser.add_argument("--seeds", type=int, default=5, help="random first measurements")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="patch size around each pixel, px (default: scaled to the field, 5-24)",
+    )
+    parser.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        help="candidate spacing, px (default: every pixel up to 4,096 pixels, else coarser)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=5, help="first measurements, spread over the field"
+    )
     parser.add_argument("--maps-every", type=int, default=5, help="record maps every k steps")
+    parser.add_argument(
+        "--signal", default=None, help="survey detector the agent learns from (default: HAADF)"
+    )
+    group = parser.add_argument_group("a recorded experiment instead of the twin")
+    group.add_argument(
+        "--replay",
+        metavar="SI_FILE",
+        help="serve this spectrum image (.dm3/.dm4, .hspy, .emd, .npz, .h5, .npy) as the "
+        "instrument; any shape",
+    )
+    group.add_argument(
+        "--survey", metavar="SURVEY_FILE", help="its survey image, when in a separate file"
+    )
     _control_argument(parser)
 
 
 def _dkl_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The agent's keyword arguments (JSON: None leaves window and step to the field)."""
     return {
         "window": args.window,
+        "step": args.step,
         "acquisition": args.acquisition,
         "xi": args.xi,
         "beta": args.beta,
@@ -478,24 +562,64 @@ def _dkl_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _queue_dkl(args: argparse.Namespace) -> list[QueueItem]:
-    kwargs = {
+    if args.replay is not None:
+        raise SystemExit(
+            "--replay serves a recording in this process; with --queue, serve it on the "
+            "facility's bridge (dm-bridge serve --backend replay --file ...)"
+        )
+    kwargs: dict[str, Any] = {
         "agent_kwargs": _dkl_settings(args),
         "steps": args.steps,
         "maps_every": args.maps_every,
         "control": args.control,
     }
+    if args.signal is not None:
+        kwargs["signal"] = args.signal
     return [
         *_setup_item(args),
-        ("adaptive_eels", ["scan_engine", "eels_points", "dkl", args.scalarizer], kwargs),
+        ("adaptive_eels", ["scan_engine", "eels_points", "dkl", _dkl_scalarizer(args)], kwargs),
     ]
 
 
+def _dkl_instrument(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--replay SI_FILE [--survey SURVEY_FILE]``: the replay backend serves the files."""
+    if args.replay is None:
+        if args.survey is not None:
+            raise SystemExit("--survey needs --replay SI_FILE (the spectrum image it belongs to)")
+        return None
+    from pathlib import Path
+
+    files = [Path(args.replay)] + ([Path(args.survey)] if args.survey else [])
+    for path in files:
+        if not path.is_file():
+            raise SystemExit(f"no such file: {path}")
+    options: dict[str, Any] = {"file": str(files[0])}
+    if args.survey:
+        options["survey"] = str(files[1])
+    return {
+        "backend": "replay",
+        "options": options,
+        "label": "replay of " + " + ".join(p.name for p in files),
+    }
+
+
+def _dkl_scalarizer(args: argparse.Namespace) -> str:
+    """The scalarizer spec as the run records it: ``despike:`` in front when despiking."""
+    spec = str(args.scalarizer)
+    despike = args.despike if args.despike is not None else args.replay is not None
+    if despike and not spec.startswith("despike:"):
+        spec = "despike:" + spec
+    return spec
+
+
 def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
+    import bluesky.plan_stubs as bps
+
     from agents.dkl import DKLAgent
     from agents.scalarizers import get_scalarizer
     from plans import adaptive_eels
 
-    scalarizer = get_scalarizer(args.scalarizer)
+    scalarizer = get_scalarizer(_dkl_scalarizer(args))
 
     def make_agent(image):
         args.agent = DKLAgent(image, **_dkl_settings(args), device=session.config.device or "auto")
@@ -503,6 +627,10 @@ def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
 
     yield from _setup_scan(session, args)
     m = session.microscope
+    signal = args.signal
+    if signal is None:  # HAADF when the instrument has it, else its first detector (ABF...)
+        signals = list((yield from bps.rd(m.scan.signals)) or ["HAADF"])
+        signal = "HAADF" if "HAADF" in signals else signals[0]
     return (
         yield from adaptive_eels(
             m.scan,
@@ -511,6 +639,7 @@ def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
             scalarizer,
             steps=args.steps,
             maps_every=args.maps_every,
+            signal=signal,
         )
     )
 
@@ -524,7 +653,9 @@ def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
     x, y = agent.positions[best]
     lines = [
         f"  best        {values[best]:.4g} at ({x:.1f}, {y:.1f}) px, "
-        f"step {best + 1} of {len(values)}"
+        f"step {best + 1} of {len(values)} ({_dkl_scalarizer(args)})",
+        f"  agent       window {agent.window} px, candidates every {agent.grid_step} px "
+        f"({len(agent.candidates)}), {args.seeds} seed points spread over the field",
     ]
     truth = _twin_truth(session)
     target = None if truth is None else truth.get("target_map")
@@ -568,6 +699,7 @@ register(
         summarize=_summarize_dkl,
         example="ophyd-stem run dkl --steps 30 --acquisition ucb --beta 9",
         queue_items=_queue_dkl,
+        instrument=_dkl_instrument,
     )
 )
 

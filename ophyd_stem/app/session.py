@@ -72,6 +72,8 @@ class Session:
     progress: Any = None
     microscope: Any = None
     bridge: Any = None
+    #: what serves the session when it is not the twin nor a bridge (a replay's files)
+    instrument_label: str | None = None
     watchdog: Any = None
     catalog_uri: str | None = None
     plans: Any = None
@@ -269,15 +271,20 @@ def configure_devices(
     user_ns: dict[str, Any] | None = None,
     *,
     mode: str = "thread",
+    instrument: dict[str, Any] | None = None,
     **twin_options: Any,
 ) -> Any:
-    """Connect the microscope: a real bridge when one is configured, else the digital twin.
+    """Connect the microscope: a real bridge when one is configured, else the digital twin
+    (or the simulated instrument ``instrument`` names).
 
     Args:
         session: from :func:`configure_base`.
         user_ns: names added: ``microscope``, ``stem``, ``scan``, ``eels``, ``eels_points``.
         mode: for the twin, ``"thread"`` (a real bridge on loopback in this process),
             ``"subprocess"`` or ``"local"`` (no sockets).
+        instrument: instead of the twin, ``{"backend": "replay", "options": {"file": ...},
+            "label": ...}``: another bridge backend, run the same way (``ophyd-stem run dkl
+            --replay`` serves a recording so).
         twin_options: twin options (``seed=1``, ``time_scale=0.05``...).
     """
     from bluesky.run_engine import call_in_bluesky_event_loop
@@ -287,7 +294,15 @@ def configure_devices(
 
     config = session.config
     assets = session.settings.assets_dir
-    if config.uses_twin:
+    if config.uses_twin and instrument is not None:
+        options = dict(instrument.get("options") or {})
+        if "time_scale" in twin_options:
+            options.setdefault("time_scale", twin_options["time_scale"])
+        session.bridge = SimBridge(instrument["backend"], mode=mode, **options)
+        session.instrument_label = str(instrument.get("label") or instrument["backend"])
+        session.RE.md["sample"] = session.instrument_label
+        client = session.bridge.async_client()
+    elif config.uses_twin:
         session.bridge = SimBridge("twin", mode=mode, sample=config.sample, **twin_options)
         client = session.bridge.async_client()
     else:
@@ -460,6 +475,7 @@ def configure_session(
     mode: str = "thread",
     suspenders: bool = True,
     twin_options: dict[str, Any] | None = None,
+    instrument: dict[str, Any] | None = None,
     **base: Any,
 ) -> Session:
     """All of the above: base, devices, suspenders, plans, agents.
@@ -469,11 +485,15 @@ def configure_session(
         mode: how to run the twin when no bridge is configured.
         suspenders: install the bridge suspender.
         twin_options: passed to the twin.
+        instrument: another simulated instrument instead of the twin (see
+            :func:`configure_devices`).
         base: :func:`configure_base` arguments and session settings.
     """
     session = configure_base(user_ns, **base)
     try:
-        configure_devices(session, user_ns, mode=mode, **(twin_options or {}))
+        configure_devices(
+            session, user_ns, mode=mode, instrument=instrument, **(twin_options or {})
+        )
         if suspenders:
             configure_suspenders(session)
         configure_plans(session, user_ns)

@@ -76,3 +76,27 @@ def test_operator_choice_is_applied_to_the_next_run_without_reoptimising(RE, mic
     report = json.loads(record["logstar-report"])
     assert report["chosen"]["chooser"] == "jane"
     assert report["chosen"]["method"] == "index"
+
+
+def test_a_lattice_the_image_does_not_show_is_flagged_in_the_run(RE, microscope, caplog):
+    """Whatever the count says: atoms that do not sit where the rewards' lattice puts them
+    are flagged in the report the run records, and in a logged warning."""
+    from agents.logstar import LoGStarAgent
+
+    right = LoGStarAgent("graphene", budget=16, n_initial=10, seed=0, n_clusters=0)
+    RE(logstar(microscope.scan, right))
+    report = json.loads(stream_events(RE, "logstar")[0]["logstar-report"])
+    assert report["plausibility"]["ok"], report["plausibility"]["warnings"]
+    assert report["pixel_size"]["source"] == "given"
+    assert "warning" not in report["pixel_size"]
+
+    RE.documents.clear()
+    wrong = LoGStarAgent("SrTiO3", budget=16, n_initial=10, seed=0, n_clusters=0)
+    with caplog.at_level("WARNING", logger="agents.logstar"):
+        RE(logstar(microscope.scan, wrong))
+    assert "LoG* atoms implausible" in caplog.text
+    report = json.loads(stream_events(RE, "logstar")[0]["logstar-report"])
+    assert not report["plausibility"]["ok"]
+    assert report["plausibility"]["warnings"]
+    # the image's own reflections disagree with the calibration for this lattice too
+    assert "calibration" in report["pixel_size"]["warning"]

@@ -338,17 +338,30 @@ def as_experiment(
 
 
 def replay_microscope(
-    recording: str | Path, mode: str = "local", assets_dir: str | Path | None = None
+    recording: str | Path,
+    mode: str = "local",
+    assets_dir: str | Path | None = None,
+    survey: str | Path | None = None,
 ) -> Any:
     """A connected :class:`~ophyd_stem.Microscope` that serves a recording (from
     :func:`as_experiment`, or any file the replay backend reads). Call it after creating
     the RunEngine, as :func:`~ophyd_stem.sim.twin_microscope`.
 
     Args:
-        recording: the file.
+        recording: the file (a spectrum image, with or without its survey image).
         mode: ``"local"`` (in-process), ``"thread"`` or ``"subprocess"`` (a real bridge).
         assets_dir: where the new run's survey images go.
+        survey: the survey image's own file, when it is not in ``recording``; its field
+            may have any shape (the scan field is the survey's).
+
+    Example:
+        >>> m = replay_microscope("si.npz", survey="survey.npz")     # doctest: +SKIP
+        >>> f = get_scalarizer("despike:edge:420:450:455:475")       # doctest: +SKIP
+        >>> RE(adaptive_eels(m.scan, m.eels_points, make_agent, f))   # doctest: +SKIP
     """
     from ophyd_stem.sim import twin_microscope
 
-    return twin_microscope(mode=mode, assets_dir=assets_dir, backend="replay", file=str(recording))
+    options = {"file": str(recording)}
+    if survey is not None:
+        options["survey"] = str(survey)
+    return twin_microscope(mode=mode, assets_dir=assets_dir, backend="replay", **options)

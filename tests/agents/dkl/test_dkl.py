@@ -172,6 +172,43 @@ def test_seed_points_random_grid_or_given(scene, fast_dkl):
         DKLAgent(image, seed_points="sobol", **fast_dkl)
 
 
+def test_spread_seed_points_fall_one_in_each_cell_of_the_field():
+    image = np.random.default_rng(0).random((48, 80))  # a field as wide as a line of cells
+    for seed in range(3):
+        agent = DKLAgent(image, n_seed=6, seed=seed, train_iters=5, finetune_iters=5)
+        first = agent.suggest(6)
+        assert {s["source"] for s in first} == {"seed"}
+        seeds = [(s["x"], s["y"]) for s in first]
+        # grid_points splits 48 x 80 into 2 rows x 3 columns of cells: one seed in each
+        cells = {(int(x // (80 / 3)), int(y // 24)) for x, y in seeds}
+        assert cells == {(c, r) for r in range(2) for c in range(3)}
+    again = DKLAgent(image, n_seed=6, seed=2, train_iters=5, finetune_iters=5).suggest(6)
+    assert [(s["x"], s["y"]) for s in again] == seeds  # seeded: the same seeds again
+
+
+def test_candidates_and_window_follow_the_field():
+    from agents.dkl import default_step, default_window
+
+    assert [default_step(s) for s in ((48, 80), (64, 64), (65, 64), (128, 128))] == [1, 1, 2, 2]
+    assert default_step((512, 512)) == 8
+    assert default_step((20, 5000)) == 5  # 4,000 candidates
+    assert [default_window(s) for s in ((48, 80), (50, 120), (128, 128), (10, 10))] == [
+        13,
+        14,
+        24,
+        5,
+    ]
+    small = DKLAgent(np.random.default_rng(1).random((30, 70)), train_iters=5, finetune_iters=5)
+    assert small.grid_step == 1
+    assert len(small.candidates) == 30 * 70  # every pixel
+    assert small.grid_shape == (30, 70)
+    assert small.window == 8
+    # what forensics needs to build it again: the values in force, not "None"
+    assert small.config()["step"] == 1
+    assert small.config()["window"] == 8
+    assert small.config()["seed_points"] == "spread"
+
+
 def test_before_two_measurements_it_explores_at_random(scene, fast_dkl):
     image, _ = scene
     fast_dkl["n_seed"] = 0

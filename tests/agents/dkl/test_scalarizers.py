@@ -214,3 +214,22 @@ def test_a_callable_passes_through():
         return 1.0
 
     assert get_scalarizer(f) is f
+
+
+# ------------------------------------------------------------------ edge signal
+
+
+def test_edge_signal_is_the_counts_above_the_power_law_background():
+    e = np.linspace(300.0, 600.0, 601)  # 0.5 eV channels
+    background = 1e9 * e**-3.0
+    step = np.where(e >= 450, 10.0, 0.0)
+    from agents.scalarizers import edge_signal
+
+    assert edge_signal(background + step, e, (350, 440), (460, 500)) == pytest.approx(
+        10.0 * 0.5 * 81, rel=1e-6
+    )  # 81 channels of 0.5 eV, 10 counts each above the background
+    assert edge_signal(background, e, (350, 440), (460, 500)) == pytest.approx(0.0, abs=1e-6)
+    f = get_scalarizer("edge:350:440:460:500")
+    assert f.__name__ == "edge:350:440:460:500"
+    stack = np.stack([background, background + step, background + 2 * step])
+    np.testing.assert_allclose(f(stack, e), [0.0, 405.0, 810.0], atol=1e-6)

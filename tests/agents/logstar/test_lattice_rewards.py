@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from agents.logstar.lattice import Lattice, get_lattice, graphene, srtio3
+from agents.logstar.lattice import Lattice, graphene, srtio3
+from agents.logstar.library import get_lattice
 from agents.logstar.rewards import (
     ErrorRate,
     QualityCount,

@@ -1,0 +1,277 @@
+"""Do the atoms LoG* found sit where the lattice its rewards assumed puts them?
+
+The rewards count atoms and spacings; they cannot see *where* the atoms are. With the wrong
+lattice typed (only the W columns of WS2, whose honeycomb also holds S2 columns), a parameter
+set can find the expected number of atoms, none too close, all in the wrong places: between
+columns, on hollow sites, on the dimmer sublattice. So after the optimisation the agent
+checks the chosen atoms against the image and the lattice, whatever the count says:
+
+* **on a column**: a found atom should sit on a column: closer to a local maximum of the
+  image's curvature (its Laplacian of Gaussian over an eighth of the spacing: a dim column
+  beside a bright one is a shoulder, not a maximum, of the intensity) than a column's half
+  width (0.05 nm, at most a quarter of the nearest-neighbour distance, at least 2 px);
+* **no bright column left out**: the columns at least 0.8 x as strong as the typical found
+  atom (at a coarser scale, a fifth of the spacing, where noise makes no maxima) should each
+  have a found atom on them (finding the dim sublattice and missing the bright one is the
+  WS2 case; so is finding one atom of many);
+* **neighbours where the lattice puts them**: around each found atom, at least half of its
+  found neighbours should sit at the lattice's neighbour vectors (for some in-plane rotation,
+  per atom, so a grain boundary or a second grain does not count as an error), within a
+  quarter of the nearest-neighbour distance.
+
+Below :data:`LIMITS` the check fails and says which test failed and by how much; fewer than
+:data:`MIN_ATOMS` atoms cannot be judged and fail too. It never changes the atoms; the agent
+puts it in its report (and so in the run) and logs a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from .lattice import Lattice, check_pixel_size
+
+__all__ = ["LIMITS", "ImplausibleAtomsWarning", "Plausibility", "check_plausibility"]
+
+log = logging.getLogger("agents.logstar")
+
+#: the check fails when fewer atoms than ``on_columns`` sit on a column, fewer judged atoms
+#: than ``on_lattice`` have their neighbours in place, or more bright columns than
+#: ``missed_bright`` are left without an atom
+LIMITS = {"on_columns": 0.7, "on_lattice": 0.6, "missed_bright": 0.3}
+#: fewer atoms than this cannot be judged (and fail)
+MIN_ATOMS = 5
+#: a column counts as bright when its response is at least this fraction of the median found
+#: atom's (a dim sublattice, S2 beside W at 0.15, stays out; so does noise at the coarse scale)
+BRIGHT_LEVEL = 0.8
+#: tolerance of the neighbour vectors, as a fraction of the nearest-neighbour distance
+TOLERANCE = 0.25
+#: a found atom is on a column when closer to its centre than this (nm; and than a quarter of
+#: the nearest-neighbour distance, and never less than 2 px)
+COLUMN_WIDTH_NM = 0.05
+_ANGLES = np.deg2rad(np.arange(0.0, 360.0, 2.0))
+
+
+class ImplausibleAtomsWarning(UserWarning):
+    """The atoms found do not sit on the lattice the rewards assumed."""
+
+
+@dataclass
+class Plausibility:
+    """The outcome of :func:`check_plausibility` (fractions in 0..1, distances in px).
+
+    Attributes:
+        ok: all three tests passed.
+        on_columns: share of found atoms within the tolerance of a bright column.
+        median_offset_px: median distance from a found atom to the nearest column.
+        missed_bright: share of the bright columns (as bright as the median found atom)
+            with no found atom on them.
+        on_lattice: share of the atoms with at least two found neighbours whose neighbours
+            sit at the lattice's neighbour vectors (None: no atom had two neighbours).
+        n_atoms: atoms checked.
+        lattice: the lattice's name.
+        warnings: one sentence per failed test.
+    """
+
+    ok: bool
+    on_columns: float
+    median_offset_px: float
+    missed_bright: float
+    on_lattice: Any
+    n_atoms: int
+    lattice: str
+    warnings: List[str] = field(default_factory=list)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """JSON-able."""
+        return {
+            "ok": self.ok,
+            "on_columns": self.on_columns,
+            "median_offset_px": self.median_offset_px,
+            "missed_bright": self.missed_bright,
+            "on_lattice": self.on_lattice,
+            "n_atoms": self.n_atoms,
+            "lattice": self.lattice,
+            "limits": dict(LIMITS),
+            "warnings": list(self.warnings),
+        }
+
+
+def _neighbour_vectors(lattice: Lattice, pixel_size_nm: float) -> List[np.ndarray]:
+    """Per basis column: the vectors (px, as ``(row, col)``) to its neighbours out to a
+    little past the third nearest, so even a dumbbell's partner is not the only one."""
+    cell = np.asarray(lattice.cell, dtype=float)
+    basis = np.asarray(lattice.basis, dtype=float) % 1.0
+    shifts = np.array([(i, j) for i in range(-3, 4) for j in range(-3, 4)], dtype=float)
+    sites = (basis[None, :, :] + shifts[:, None, :]).reshape(-1, 2) @ cell  # (x, y) nm
+    out = []
+    for origin in basis @ cell:
+        v = sites - origin
+        d = np.linalg.norm(v, axis=1)
+        v, d = v[d > 1e-9], d[d > 1e-9]
+        reach = 1.1 * np.sort(d)[min(2, len(d) - 1)]
+        keep = v[d <= reach] / pixel_size_nm
+        out.append(keep[:, ::-1])  # (row, col) like the atoms; a mirror the angles absorb
+    return out
+
+
+def _on_lattice(points: np.ndarray, vectors: List[np.ndarray], tol: float) -> np.ndarray:
+    """Per point: its neighbours' match fraction (best rotation and basis column), or NaN
+    when it has fewer than two neighbours within reach."""
+    reach = max(float(np.linalg.norm(v, axis=1).max()) for v in vectors) + tol
+    tree = cKDTree(points)
+    out = np.full(len(points), np.nan)
+    rot = np.stack([np.cos(_ANGLES), -np.sin(_ANGLES), np.sin(_ANGLES), np.cos(_ANGLES)], -1)
+    rot = rot.reshape(-1, 2, 2)
+    # each basis column's vectors (and their mirror images: a flipped scan) at every angle
+    rotated = [
+        np.einsum("aij,vj->avi", rot, v * sign)
+        for v in vectors
+        for sign in (np.array([1.0, 1.0]), np.array([1.0, -1.0]))
+    ]
+    for i, p in enumerate(points):
+        near = [j for j in tree.query_ball_point(p, reach) if j != i]
+        if len(near) < 2:
+            continue
+        u = points[near] - p  # (U, 2)
+        best = 0.0
+        for v in rotated:  # (angles, V, 2)
+            radius = float(np.linalg.norm(v[0], axis=1).max()) + tol
+            judged = np.linalg.norm(u, axis=1) <= radius
+            if judged.sum() < 2:
+                continue
+            d = np.linalg.norm(u[judged][None, :, None, :] - v[:, None, :, :], axis=-1)
+            matched = (d.min(axis=2) <= tol).mean(axis=1)  # per angle
+            best = max(best, float(matched.max()))
+        out[i] = best
+    return out
+
+
+def check_plausibility(
+    atoms: Any, image: Any, lattice: Lattice, pixel_size_nm: float, warn: bool = False
+) -> Plausibility:
+    """Check found atoms against the image and the lattice the rewards assumed.
+
+    Args:
+        atoms: ``(N, 2+)`` rows ``(row, col, ...)`` in pixels.
+        image: the image they were found in (bright atoms: HAADF, or an inverted ABF).
+        lattice: the lattice the rewards used.
+        pixel_size_nm: the pixel size the rewards used, nm.
+        warn: also issue an :class:`ImplausibleAtomsWarning` when the check fails (a failed
+            check is always logged as a warning on the ``agents.logstar`` logger).
+
+    Example:
+        >>> lattice = get_lattice("WS2:W")
+        >>> check = check_plausibility(agent.atoms, image, lattice, 0.01)  # doctest: +SKIP
+        >>> check.ok, check.warnings                                       # doctest: +SKIP
+        (False, ['only 41 % of the found atoms sit on a bright column ...'])
+    """
+    px = check_pixel_size(pixel_size_nm)
+    img = np.asarray(image, dtype=np.float64)
+    pts = np.asarray(atoms, dtype=np.float64)
+    pts = pts.reshape(len(pts), -1)[:, :2] if pts.size else np.empty((0, 2))
+    nn_px = lattice.nn_distance_px(px)
+    tol = TOLERANCE * nn_px
+    # on a column means closer than its own half width (0.05 nm), however
+    # far apart the lattice's columns are; never below the pixel grid's own error
+    tol_column = max(2.0, min(TOLERANCE * nn_px, COLUMN_WIDTH_NM / px))
+    if len(pts) < MIN_ATOMS:
+        result = Plausibility(False, 0.0, float("nan"), 1.0, None, len(pts), lattice.name)
+        result.warnings.append(
+            f"only {len(pts)} atoms were found: too few to judge where they sit (the lattice "
+            f"{lattice.name} expects many more in a field this size?)"
+        )
+        return _finish(result, warn)
+
+    # the columns: local maxima of the image's curvature (a Laplacian of Gaussian over an
+    # eighth of the spacing), not of its intensity: a dim column beside bright ones (S2
+    # beside W) is a shoulder, not a maximum, of the intensity
+    columns, _ = _maxima(img, 0.12 * nn_px, 0.35 * nn_px)
+    if len(columns):
+        offset, _ = cKDTree(columns).query(pts)
+    else:
+        offset = np.full(len(pts), np.inf)
+    on_columns = float(np.mean(offset <= tol_column))
+
+    # bright columns with no atom: at a coarser scale (a fifth of the spacing, where noise
+    # makes no maxima), those as strong as the typical found atom, away from the edge
+    strong, response = _maxima(img, 0.2 * nn_px, 0.5 * nn_px)
+    rows, cols = img.shape
+    level = BRIGHT_LEVEL * float(np.median(_sample(response, pts)))
+    inside = (
+        (strong[:, 0] >= tol)
+        & (strong[:, 0] <= rows - 1 - tol)
+        & (strong[:, 1] >= tol)
+        & (strong[:, 1] <= cols - 1 - tol)
+    )
+    bright = strong[inside & (_sample(response, strong) >= level)] if len(strong) else strong
+    if len(bright):
+        gap, _ = cKDTree(pts).query(bright)
+        missed = float(np.mean(gap > tol_column))
+    else:
+        missed = 0.0
+
+    matched = _on_lattice(pts, _neighbour_vectors(lattice, px), tol)
+    judged = np.isfinite(matched)
+    on_lattice = float(np.mean(matched[judged] >= 0.5)) if judged.any() else None
+
+    result = Plausibility(
+        ok=True,
+        on_columns=on_columns,
+        median_offset_px=float(np.median(offset)),
+        missed_bright=missed,
+        on_lattice=on_lattice,
+        n_atoms=len(pts),
+        lattice=lattice.name,
+    )
+    name = f"{lattice.name} (nearest neighbours {lattice.nn_distance_nm:.3f} nm = {nn_px:.1f} px)"
+    if on_columns < LIMITS["on_columns"]:
+        result.warnings.append(
+            f"only {100 * on_columns:.0f} % of the found atoms sit on a bright column "
+            f"(median {result.median_offset_px:.1f} px away; tolerance {tol_column:.1f} px): "
+            f"the image may not show {name}"
+        )
+    if missed > LIMITS["missed_bright"]:
+        result.warnings.append(
+            f"{100 * missed:.0f} % of the image's bright columns have no atom on them: the "
+            f"atoms found may be a dimmer sublattice, or the lattice {name} misses columns"
+        )
+    if on_lattice is not None and on_lattice < LIMITS["on_lattice"]:
+        result.warnings.append(
+            f"the neighbours of only {100 * on_lattice:.0f} % of the atoms sit where {name} puts "
+            "them: check the lattice and the pixel size"
+        )
+    result.ok = not result.warnings
+    return _finish(result, warn)
+
+
+def _maxima(image: np.ndarray, sigma: float, size: float) -> Any:
+    """Local maxima ``(row, col)`` of the image's negative Laplacian of Gaussian at
+    ``sigma`` px, at least ``size`` px apart, and the response image itself."""
+    response = -ndimage.gaussian_laplace(image, max(1.0, sigma))
+    window = max(3, int(size) | 1)
+    peaks = (response == ndimage.maximum_filter(response, size=window)) & (
+        response > ndimage.minimum_filter(response, size=window)
+    )
+    return np.argwhere(peaks).astype(np.float64), response
+
+
+def _sample(image: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    r = np.clip(np.rint(pts[:, 0]).astype(int), 0, image.shape[0] - 1)
+    c = np.clip(np.rint(pts[:, 1]).astype(int), 0, image.shape[1] - 1)
+    return image[r, c]
+
+
+def _finish(result: Plausibility, warn: bool) -> Plausibility:
+    if not result.ok:
+        message = "LoG* atoms implausible: " + "; ".join(result.warnings)
+        log.warning(message)
+        if warn:
+            warnings.warn(message, ImplausibleAtomsWarning, stacklevel=3)
+    return result

@@ -1,0 +1,77 @@
+"""``ophyd-stem run dkl --replay SI --survey SURVEY``: a recording of any shape, as a user runs
+it, and ``replay_microscope(path, survey=...)`` in the console."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from dm_bridge.backends.recording_arrays import write_array_file
+
+from .test_command import ophyd_stem
+
+ROWS, COLS = 20, 36  # not square: the command must take the recording's field as it is
+
+
+def _recording(folder):
+    """A small spectrum image with its survey in a separate file (signal "ABF"): a core-loss
+    edge at 450 eV whose strength follows the survey's dark discs, and one cosmic-ray spike."""
+    yy, xx = np.mgrid[:ROWS, :COLS]
+    discs = np.zeros((ROWS, COLS))
+    for cy, cx in ((6, 8), (13, 27), (15, 10)):
+        discs = np.maximum(discs, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0))
+    survey = 1000.0 - 600.0 * discs  # ABF: the columns are dark
+    energy = np.arange(400.0, 520.0)
+    background = 1e12 * energy**-3.0
+    edge = np.where(energy >= 450, 1.0, 0.0) * (energy / 450.0) ** -2.0
+    spectra = background + 3e3 * discs[..., None] * edge
+    spectra[2, 30, 70] += 5e5  # a spike at 470 eV, in the post-edge window
+    si, sv = folder / "si.npz", folder / "survey.npz"
+    write_array_file(si, {"spectra": spectra.astype(np.float32), "energy_axis": energy})
+    write_array_file(sv, {"survey": survey.astype(np.float32), "signals": np.array(["ABF"])})
+    return si, sv
+
+
+def test_dkl_runs_on_a_recording_of_any_shape_with_its_survey(app_env, tmp_path):
+    si, survey = _recording(tmp_path)
+    run = ophyd_stem(
+        app_env,
+        "run", "dkl", "--replay", str(si), "--survey", str(survey),
+        "--scalarizer", "edge:420:445:452:500", "--step", "2", "--window", "7",
+        "--steps", "6", "--seeds", "3",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "instrument  replay of si.npz + survey.npz" in run.stdout
+    assert "stored      yes" in run.stdout
+    # despiking is on for a replay, and the run records it in the scalarizer's name
+    assert "(despike:edge:420:445:452:500)" in run.stdout
+    agent = re.search(r"agent\s+window (\d+) px, candidates every (\d+) px \((\d+)\)", run.stdout)
+    assert agent is not None
+    assert agent.groups() == ("7", "2", str((ROWS // 2) * (COLS // 2)))
+    uid = re.search(r"^run ([0-9a-f-]{36})", run.stdout, re.M).group(1)
+    show = ophyd_stem(app_env, "show", uid[:8], "--out", str(tmp_path / "figs"))
+    assert show.returncode == 0, show.stderr[-2000:]
+    assert "despike:edge:420:445:452:500" in show.stdout
+
+
+def test_a_survey_without_a_spectrum_image_is_refused(app_env, tmp_path):
+    _, survey = _recording(tmp_path)
+    run = ophyd_stem(app_env, "run", "dkl", "--survey", str(survey))
+    assert run.returncode != 0
+    assert "--survey needs --replay" in run.stderr
+
+
+def test_replay_microscope_takes_the_survey_file(RE, tmp_path):
+    from ophyd_stem.app.analysis.replay import replay_microscope
+
+    si, survey = _recording(tmp_path)
+    microscope = replay_microscope(si, survey=survey, assets_dir=tmp_path / "assets")
+    try:
+        backend = microscope.sim_bridge.backend
+        scan = backend.get_scan_parameters()
+        assert (scan["width"], scan["height"]) == (COLS, ROWS)
+        assert list(backend.recording.survey) == ["ABF"]
+        assert backend.describe()["files"] == [str(si), str(survey)]
+    finally:
+        microscope.sim_bridge.close()
