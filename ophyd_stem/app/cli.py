@@ -235,8 +235,9 @@ def _run(args: argparse.Namespace) -> int:
     if getattr(args, "control", None):
         print("ophyd-stem: --control needs --queue (here nobody could act while it runs)")
         return 2
+    instrument = entry.instrument(args) if entry.instrument and not args.bridge else None
     # Something to read at once: a new session takes seconds (the catalog server may start).
-    source = args.bridge or f"the digital twin ({args.sample})"
+    source = args.bridge or (instrument or {}).get("label") or f"the digital twin ({args.sample})"
     print(f"ophyd-stem run {args.plan}: connecting to {source} and the catalog...",
           file=sys.stderr, flush=True)  # fmt: skip
     twin_options = {**_twin_options(args), **(entry.twin_options or {})}
@@ -245,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
         mode=args.twin_mode,
         suspenders=args.bridge is not None,
         twin_options=twin_options,
-        instrument=entry.instrument(args) if entry.instrument and not args.bridge else None,
+        instrument=instrument,
         bridge=args.bridge,
         server_key=args.server_key,
         client_key=args.client_key,
