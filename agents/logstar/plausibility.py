@@ -56,6 +56,8 @@ TOLERANCE = 0.25
 #: the nearest-neighbour distance, and never less than 2 px)
 COLUMN_WIDTH_NM = 0.05
 _ANGLES = np.deg2rad(np.arange(0.0, 360.0, 2.0))
+#: at most this many atoms have their neighbourhood judged (a seeded sample beyond)
+MAX_JUDGED = 400
 
 
 class ImplausibleAtomsWarning(UserWarning):
@@ -123,10 +125,14 @@ def _neighbour_vectors(lattice: Lattice, pixel_size_nm: float) -> List[np.ndarra
 
 def _on_lattice(points: np.ndarray, vectors: List[np.ndarray], tol: float) -> np.ndarray:
     """Per point: its neighbours' match fraction (best rotation and basis column), or NaN
-    when it has fewer than two neighbours within reach."""
+    when it has fewer than two neighbours within reach (or is not among the
+    :data:`MAX_JUDGED` points judged: a fixed, seeded sample keeps big images quick)."""
     reach = max(float(np.linalg.norm(v, axis=1).max()) for v in vectors) + tol
     tree = cKDTree(points)
     out = np.full(len(points), np.nan)
+    judged = np.arange(len(points))
+    if len(points) > MAX_JUDGED:
+        judged = np.sort(np.random.default_rng(0).choice(len(points), MAX_JUDGED, replace=False))
     rot = np.stack([np.cos(_ANGLES), -np.sin(_ANGLES), np.sin(_ANGLES), np.cos(_ANGLES)], -1)
     rot = rot.reshape(-1, 2, 2)
     # each basis column's vectors (and their mirror images: a flipped scan) at every angle
@@ -135,7 +141,8 @@ def _on_lattice(points: np.ndarray, vectors: List[np.ndarray], tol: float) -> np
         for v in vectors
         for sign in (np.array([1.0, 1.0]), np.array([1.0, -1.0]))
     ]
-    for i, p in enumerate(points):
+    for i in judged:
+        p = points[i]
         near = [j for j in tree.query_ball_point(p, reach) if j != i]
         if len(near) < 2:
             continue
