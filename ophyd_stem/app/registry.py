@@ -535,15 +535,17 @@ def _dkl_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--signal", default=None, help="survey detector the agent learns from (default: HAADF)"
     )
-    group = parser.add_argument_group("a recorded experiment instead of the twin")
-    group.add_argument(
+    # (the command puts these options in the plan's own group: no group of their own)
+    parser.add_argument(
         "--replay",
         metavar="SI_FILE",
-        help="serve this spectrum image (.dm3/.dm4, .hspy, .emd, .npz, .h5, .npy) as the "
-        "instrument; any shape",
+        help="a recorded experiment instead of the twin: serve this spectrum image (.dm3/.dm4, "
+        ".hspy, .emd, .npz, .h5, .npy) as the instrument; any shape (default: the twin)",
     )
-    group.add_argument(
-        "--survey", metavar="SURVEY_FILE", help="its survey image, when in a separate file"
+    parser.add_argument(
+        "--survey",
+        metavar="SURVEY_FILE",
+        help="the replay's survey image, in its own file (default: the one in SI_FILE)",
     )
     _control_argument(parser)
 
