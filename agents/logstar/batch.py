@@ -116,7 +116,7 @@ def optimize_each(
         >>> results = optimize_each(frames, "graphene", 0.0079, budget=32, compute="local")
         >>> [r.front[0].params for r in results]
     """
-    from .lattice import get_lattice
+    from .library import get_lattice
     from .params import SearchSpace
     from .scalespace import prepare_image
 
