@@ -10,47 +10,47 @@ import numpy as np
 SAMPLE_TITLES = {"graphene": "twin graphene", "srtio3": "twin SrTiO3"}
 
 
-def _f1(s: dict[str, int]) -> float:
-    d = 2 * s["tp"] + s["fp"] + s["fn"]
-    return 2 * s["tp"] / d if d else 1.0
-
-
-def figures(
-    acc: dict[str, Any], real: dict[str, Any] | None, cal: dict[str, Any], out: Path
-) -> list[Path]:
-    """Write the accuracy, example and calibration figures to ``out``; return their paths."""
+def figures(acc: dict[str, Any], real: dict[str, Any] | None, out: Path) -> list[Path]:
+    """Write the accuracy, example and uncertainty figures to ``out``; return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from ensemble_scoring import Tally, f1
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    labels = list(acc["tallies"])
 
     # 1. accuracy against noise
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    lowest = 1.0
     for ax, sample in zip(axes, SAMPLE_TITLES):
         rows = [r for r in acc["rows"] if r[0] == sample]
         levels = [r[1] for r in rows]
-        ax.plot(levels, [_f1(r[2]) for r in rows], "o-", label="U-Net ensemble")
-        ax.plot(levels, [_f1(r[4]) for r in rows], "s--", label=rows[0][3])
+        for label, style in zip(labels, ("o:", "o-")):
+            values = [f1(r[2][label]) for r in rows]
+            ax.plot(levels, values, style, label=f"ensemble ({label})")
+            lowest = min(lowest, *values)
+        values = [f1(r[4]) for r in rows]
+        lowest = min(lowest, *values)
+        ax.plot(levels, values, "s--", label=rows[0][3])
         ax.set_title(SAMPLE_TITLES[sample])
         ax.set_xlabel("noise level")
         ax.grid(alpha=0.3)
-    lowest = min(min(_f1(r[2]), _f1(r[4])) for r in acc["rows"])
     axes[0].set_ylim(min(0.9, lowest - 0.02), 1.005)
-    axes[0].set_ylabel("F1")
-    axes[0].legend(loc="lower left")
+    axes[0].set_ylabel("F1 (edge-excluded)")
+    axes[0].legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     written.append(_save(fig, out / "ensemble_accuracy.png"))
 
-    # 2. examples: image with atoms coloured by uncertainty, mean map, variance map
+    # 2. examples (the default ensemble): atoms coloured by uncertainty, mean, variance
     cases = dict(acc["examples"])
     if real is not None:
-        pred, s = real["twin-trained ensemble"]
-        cases["real G-Si-2nm"] = (real["image"], pred, real["truth"], s)
-        pred2, s2 = real["after one ELIT round"]
-        cases["real, after ELIT"] = (real["image"], pred2, real["truth"], s2)
+        for label in ("default", "default + ELIT"):
+            if label in real["results"]:
+                pred, s = real["results"][label]
+                cases[f"real G-Si-2nm, {label}"] = (real["image"], pred, real["truth"], s)
     fig, axes = plt.subplots(len(cases), 3, figsize=(8, 2.6 * len(cases)))
     crop = (slice(0, 128), slice(0, 128))  # a corner of each image: atoms big enough to see
     for row, (title, (image, pred, truth, s)) in zip(np.atleast_2d(axes), cases.items()):
@@ -65,8 +65,8 @@ def figures(
             s=10,
             cmap="autumn",
         )
-        row[0].set_title(f"{title}: F1 {s['f1']:.3f}", fontsize=8)
-        fig.colorbar(sc, ax=row[0], fraction=0.046, label="atom uncertainty")
+        row[0].set_title(f"{title}: F1 {f1(s['strict']):.3f} strict", fontsize=8)
+        fig.colorbar(sc, ax=row[0], fraction=0.046, label="P(false atom)")
         row[1].imshow(pred.mean[crop], vmin=0, vmax=1, cmap="viridis")
         row[1].set_title("mean probability", fontsize=8)
         im = row[2].imshow(pred.variance[crop], cmap="magma")
@@ -78,18 +78,32 @@ def figures(
     fig.tight_layout()
     written.append(_save(fig, out / "ensemble_examples.png", dpi=60))
 
-    # 3. calibration
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    table = cal["table"]
-    axes[0].bar(range(len(table)), [t[3] for t in table], color="tab:red")
-    axes[0].set_xticks(range(len(table)), [f"{t[0]:.0e}\n–{t[1]:.0e}" for t in table], fontsize=7)
-    axes[0].set_xlabel("atom uncertainty bin (mean variance)")
-    axes[0].set_ylabel("error rate (false positives)")
-    axes[1].scatter(cal["img_unc"], cal["img_err"], s=12)
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("image uncertainty (mean variance)")
-    axes[1].set_ylabel("error (1 - F1)")
-    axes[1].set_title(f"Spearman ρ = {cal['spearman']:.2f}", fontsize=9)
+    # 3. false-atom rate by uncertainty quintile, baseline and default, twin and real
+    sets = [("twin test + hard images", acc["tallies"])]
+    if real is not None:
+        tallies = {}
+        for label in labels:
+            pred, s = real["results"][label]
+            tallies[label] = Tally()
+            tallies[label].add(s, pred.uncertainty)
+        sets.append(("real G-Si-2nm", tallies))
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.5 * len(sets), 3.4))
+    for ax, (title, tallies) in zip(np.atleast_1d(axes), sets):
+        width = 0.8 / len(tallies)
+        for i, (label, tally) in enumerate(tallies.items()):
+            st = tally.stats()
+            rates = [q[3] for q in st["quintiles"]]
+            ax.bar(
+                np.arange(len(rates)) + (i - 0.5) * width,
+                rates,
+                width,
+                label=f"{label}: FP/TP median {st['ratio']:.1f}x",
+            )
+        ax.set_xticks(range(5), ["1 (most\ncertain)", "2", "3", "4", "5 (least\ncertain)"])
+        ax.set_xlabel("quintile of the atom uncertainty")
+        ax.set_ylabel("false-atom rate")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     written.append(_save(fig, out / "ensemble_calibration.png"))
     return written

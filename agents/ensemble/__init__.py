@@ -1,7 +1,9 @@
 """Atom finding with an ensemble of U-Nets, with uncertainty (ELIT-style).
 
 K small U-Nets trained from different seeds vote on every pixel: the mean of their atom
-probabilities finds the atoms, the variance across them says how sure the ensemble is.
+probabilities finds the atoms; what the members see at each atom (how much they disagree, how
+much of an atom they see, how plausibly it sits among its neighbours) gives its uncertainty,
+calibrated on twin images as the probability that the atom is false.
 ELIT's iterative training retrains the ensemble on the atoms it is sure of in new,
 unlabelled images. See docs/ensemble.md.
 
@@ -18,11 +20,14 @@ Example:
 """
 
 from .agent import TARGETS, EnsembleAgent
+from .calibration import calibrate_uncertainty, false_atoms
 from .data import TrainingData, prepare_training_data
 from .elit import iterative_training, pseudo_labels
+from .evidence import EVIDENCE, AtomCalibration
 from .masks import atom_mask, auto_radius, nearest_neighbour_distance
 from .members import Ensemble
-from .predict import Prediction, find_atoms, member_variance, predict, predict_members
+from .predict import find_atoms, member_variance, predict, predict_members
+from .prediction import Prediction
 from .store import (
     CACHE_ENV,
     EnsembleNotFoundError,
@@ -37,7 +42,9 @@ from .unet import UNet, UNetConfig
 
 __all__ = [
     "CACHE_ENV",
+    "EVIDENCE",
     "TARGETS",
+    "AtomCalibration",
     "Ensemble",
     "EnsembleAgent",
     "EnsembleNotFoundError",
@@ -49,8 +56,10 @@ __all__ = [
     "atom_mask",
     "auto_radius",
     "cache_dir",
+    "calibrate_uncertainty",
     "ensemble_path",
     "evaluate",
+    "false_atoms",
     "find_atoms",
     "iterative_training",
     "list_ensembles",

@@ -19,14 +19,22 @@ from scipy import ndimage
 from ..base import Agent, Suggestion
 from ..device import check_device, describe, resolve_device
 from ._runtime import as_image
+from .evidence import DEFAULT_MIN_SPACING
 from .members import Ensemble
-from .predict import Prediction, predict
+from .predict import DEFAULT_MAX_FALSE, predict
+from .prediction import Prediction
 from .store import load_ensemble
 
 __all__ = ["TARGETS", "EnsembleAgent"]
 
 #: the atom classes ``suggest`` can aim at
 TARGETS = ("uncertain", "brightest", "confident")
+#: :func:`agents.ensemble.predict`'s rules for which atoms are reported, as defaults
+ATOM_RULES = {
+    "min_spacing": DEFAULT_MIN_SPACING,
+    "exclude_edge": True,
+    "max_false": DEFAULT_MAX_FALSE,
+}
 
 
 class EnsembleAgent(Agent):
@@ -35,8 +43,10 @@ class EnsembleAgent(Agent):
     Args:
         ensemble: an :class:`Ensemble`, or the name or folder of a saved one (loaded now,
             so a missing ensemble fails here with a message saying how to train it).
-        target: which atoms ``suggest`` returns first: ``"uncertain"`` (highest ensemble
-            variance), ``"brightest"`` (highest image intensity) or ``"confident"``.
+        target: which atoms ``suggest`` returns first: ``"uncertain"`` (highest uncertainty:
+            the atoms most likely false when the ensemble is calibrated, else the highest
+            variance across members), ``"brightest"`` (highest image intensity) or
+            ``"confident"``.
         min_separation: suggestions stay at least this far (pixels) from positions already
             suggested for the current image or measured; default: half the median distance
             between the found atoms.
@@ -184,13 +194,20 @@ class EnsembleAgent(Agent):
 
     def config(self) -> dict[str, Any]:
         """How this agent was made (JSON-able): the ensemble by name with its weights'
-        checksum (a replay must load the same weights), the target and prediction settings."""
+        checksum (a replay must load the same weights), the target, the prediction settings
+        (the atom rules filled in, so a later default cannot change what a replay finds) and
+        the uncertainty calibration used (``None``: the members' variance)."""
+        predict_kwargs = {**ATOM_RULES, **self.predict_kwargs}
+        calibration = predict_kwargs.pop("calibration", "auto")
+        if calibration == "auto":
+            calibration = self.ensemble.calibration
         return {
             "ensemble": self.ensemble.name,
             "weights_sha256": self.ensemble.metadata.get("weights_sha256"),
             "target": self.target,
             "min_separation": self.min_separation,
-            "predict": dict(self.predict_kwargs),
+            "predict": predict_kwargs,
+            "calibration": calibration.to_dict() if calibration is not None else None,
             "device": self.device_request,
         }
 

@@ -2,8 +2,8 @@
 
 Ensemble Learning - Iterative Training (Ghosh et al., npj Comput. Mater. 7, 100, 2021):
 after a first ensemble, predict on new *unlabelled* images, keep as labels only the atoms the
-ensemble is sure of (mean probability high AND variance across members low), ignore the
-uncertain places in the loss, and retrain. The ensemble thereby adapts to a microscope's own
+ensemble is sure of (mean probability high AND uncertainty low), ignore the uncertain places
+in the loss, and retrain. The ensemble thereby adapts to a microscope's own
 images without anyone labelling them.
 """
 
@@ -20,10 +20,14 @@ from ._runtime import as_image, torch_threads
 from .data import TrainingData, as_image_list, prepare_training_data
 from .masks import Radius, atom_mask, auto_radius
 from .members import Ensemble
-from .predict import Prediction, predict
+from .predict import predict
+from .prediction import Prediction
 from .train import TrainingSettings, _now, _strengths, train_members
 
 __all__ = ["iterative_training", "pseudo_labels"]
+
+#: mean probability from which the members "see an atom" at a pixel (``find_atoms``' default)
+FOREGROUND = 0.5
 
 
 def pseudo_labels(
@@ -31,21 +35,27 @@ def pseudo_labels(
     *,
     min_probability: float = 0.8,
     max_uncertainty: float = 0.01,
+    max_variance: float | None = None,
     radius: Radius = "auto",
     exclusion: float = 2.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ELIT's labels for an unlabelled image: the atoms the ensemble is sure of.
 
     An atom is kept when its probability is at least ``min_probability`` AND its
-    uncertainty (mean variance across members) at most ``max_uncertainty``. The loss weight
-    is 0 (ignore) at every pixel whose variance exceeds ``max_uncertainty`` and within
-    ``exclusion`` disc radii of every rejected atom, so retraining neither learns those
+    uncertainty at most ``max_uncertainty``. The loss weight is 0 (ignore) at every pixel
+    whose variance across members exceeds ``max_variance``, within ``exclusion`` disc radii
+    of every rejected atom, and wherever the members saw an atom that was not reported (two
+    implausibly close, or one cut by the image edge), so retraining neither learns those
     doubtful atoms nor learns them as background; it is 1 on the kept atoms' discs.
 
     Args:
         prediction: the ensemble's prediction on the unlabelled image.
         min_probability: lowest atom probability accepted as a label.
-        max_uncertainty: highest variance accepted (per atom and per background pixel).
+        max_uncertainty: highest atom uncertainty accepted (in the prediction's units: a
+            probability of being false when calibrated, else a variance).
+        max_variance: highest variance across members at a background pixel; default:
+            ``max_uncertainty`` when the uncertainty is a variance, else the median
+            footprint variance of the probable atoms.
         radius: target disc radius (pixels or ``"auto"`` from the kept atoms).
         exclusion: radius of the ignored zone around rejected atoms, in disc radii.
 
@@ -56,6 +66,10 @@ def pseudo_labels(
         raise ValueError(f"min_probability must be in (0, 1], got {min_probability}")
     if max_uncertainty < 0:
         raise ValueError(f"max_uncertainty must be >= 0, got {max_uncertainty}")
+    if max_variance is None:
+        max_variance = _variance_limit([prediction], min_probability, max_uncertainty)
+    if max_variance < 0:
+        raise ValueError(f"max_variance must be >= 0, got {max_variance}")
     keep = (prediction.probability >= min_probability) & (prediction.uncertainty <= max_uncertainty)
     kept, rejected = prediction.atoms[keep], prediction.atoms[~keep]
     shape = prediction.mean.shape
@@ -65,11 +79,33 @@ def pseudo_labels(
         else float(radius)
     )
     mask = atom_mask(kept, shape, radius=r)
-    weight = (prediction.variance <= max_uncertainty).astype(np.float32)
+    weight = (prediction.variance <= max_variance).astype(np.float32)
     if len(rejected):
         weight[atom_mask(rejected, shape, radius=exclusion * r) > 0] = 0.0
+    # foreground far from every reported atom: an atom left out (implausible, cut by the edge)
+    reported = atom_mask(prediction.atoms, shape, radius=exclusion * r) > 0
+    weight[(prediction.mean >= FOREGROUND) & ~reported] = 0.0
     weight[mask > 0] = 1.0
     return kept, mask, weight
+
+
+def _footprint_variance(p: Prediction) -> np.ndarray:
+    """The members' variance over each atom's footprint (the evidence keeps its log10)."""
+    if p.uncertainty_method == "variance" or "variance" not in p.evidence:
+        return np.asarray(p.uncertainty, dtype=np.float64)
+    return 10.0 ** np.asarray(p.evidence["variance"], dtype=np.float64)
+
+
+def _variance_limit(
+    preds: Sequence[Prediction], min_probability: float, max_uncertainty: float
+) -> float:
+    """Background pixels count up to this variance: the atom limit itself when the
+    uncertainty is a variance, else the median footprint variance of the probable atoms."""
+    if all(p.uncertainty_method == "variance" for p in preds):
+        return float(max_uncertainty)
+    probable = [_footprint_variance(p)[p.probability >= min_probability] for p in preds]
+    values = np.concatenate(probable) if probable else np.empty(0)
+    return float(np.median(values)) if len(values) else 0.0
 
 
 def _uncertainty_limit(
@@ -115,10 +151,13 @@ def iterative_training(
         min_probability, max_uncertainty: what counts as confident (see
             :func:`pseudo_labels`). ``max_uncertainty="auto"`` (default) takes, each round,
             the median uncertainty of the probable atoms (probability >= min_probability)
-            in all unlabelled images: the more certain half become labels. The variance
-            scale depends on the number of members and on how far the images are from the
+            in all unlabelled images: the more certain half become labels (and background
+            pixels count up to the median footprint variance of those atoms). The scale
+            depends on the number of members and on how far the images are from the
             training data, so a fixed number keeps all atoms for one ensemble and none for
-            another.
+            another. The ensemble's uncertainty calibration is carried over unchanged (it
+            was fitted for the first members; refit it with
+            :func:`agents.ensemble.calibrate_uncertainty` on labelled images if needed).
         from_scratch: train new members instead of fine-tuning.
         predict_kwargs: passed to :func:`agents.ensemble.predict`.
         device: where to predict and retrain (``"auto"``, ``"cpu"``, ``"cuda[:N]"``);
@@ -160,11 +199,13 @@ def iterative_training(
         masks, weights, kept_total, rejected_total = [], [], 0, 0
         preds = [predict(current, im, **predict_kwargs) for im in imgs]
         limit = _uncertainty_limit(preds, min_probability, max_uncertainty)
+        pixel_limit = _variance_limit(preds, min_probability, limit)
         for pred in preds:
             kept, mask, weight = pseudo_labels(
                 pred,
                 min_probability=min_probability,
                 max_uncertainty=limit,
+                max_variance=pixel_limit,
                 radius=settings.mask_radius,
             )
             masks.append(mask)
@@ -201,6 +242,8 @@ def iterative_training(
                 "pseudo_atoms_rejected": rejected_total,
                 "min_probability": min_probability,
                 "max_uncertainty": limit,
+                "max_variance": pixel_limit,
+                "uncertainty_method": preds[0].uncertainty_method if preds else None,
                 "steps": settings.steps,
                 "from_scratch": from_scratch,
                 "seeds": seeds,

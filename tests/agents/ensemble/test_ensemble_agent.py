@@ -84,6 +84,21 @@ def test_report_is_small_and_json_able(tiny_ensemble, survey):
     assert len(json.dumps(report)) < 1000
 
 
+def test_config_records_the_atom_rules_and_the_calibration_used(tiny_ensemble):
+    from agents.ensemble import EVIDENCE, AtomCalibration
+
+    config = EnsembleAgent(tiny_ensemble, num_threads=1).config()
+    # filled in, so a replay finds the same atoms whatever the defaults become
+    assert config["predict"] == {"min_spacing": 0.6, "exclude_edge": True, "max_false": 0.5}
+    assert config["calibration"] is None  # the tiny ensemble was never calibrated
+    n = len(EVIDENCE)
+    cal = AtomCalibration(EVIDENCE, (0.0,) * n, (1.0,) * n, (0.5,) * n, -2.0)
+    config = EnsembleAgent(tiny_ensemble, calibration=cal, min_spacing=None).config()
+    assert config["predict"] == {"min_spacing": None, "exclude_edge": True, "max_false": 0.5}
+    assert AtomCalibration.from_dict(config["calibration"]) == cal
+    json.dumps(config)
+
+
 def test_agent_loads_a_saved_ensemble_by_name(tmp_path, monkeypatch, tiny_ensemble, survey):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     with pytest.raises(EnsembleNotFoundError, match="train-ensemble"):

@@ -136,6 +136,24 @@ def test_pseudo_labels_keep_only_confident_atoms_and_ignore_doubtful_places():
     assert weight[20, 20] == 1
 
 
+def test_pseudo_labels_of_a_calibrated_prediction_limit_pixels_by_variance():
+    # uncertainties are probabilities of being false: far above any pixel variance
+    pred = _prediction([0.95, 0.9, 0.95, 0.99], [0.02, 0.6, 0.03, 0.01])
+    pred.uncertainty_method = "calibrated"
+    pred.evidence = {"variance": np.log10([1e-3, 5e-2, 2e-3, 1e-4])}
+    pred.mean[20:23, 18:21] = 0.9  # the members saw an atom here that was not reported
+    kept, _, weight = pseudo_labels(pred, min_probability=0.8, max_uncertainty=0.1, radius=2)
+    assert kept.tolist() == [[8.0, 8.0], [30.0, 8.0], [30.0, 30.0]]
+    # background up to the median footprint variance of the probable atoms (1.5e-3)
+    assert weight[15, 15] == 1  # variance 1e-4
+    assert weight[0, 39] == 0  # variance 0.2, not compared with the 0.1 atom limit
+    assert weight[21, 19] == 0  # an unreported atom is not learned as background
+    _, _, explicit = pseudo_labels(
+        pred, min_probability=0.8, max_uncertainty=0.1, max_variance=0.25, radius=2
+    )
+    assert explicit[0, 39] == 1
+
+
 def test_pseudo_labels_tighter_thresholds_keep_fewer_atoms():
     pred = _prediction([0.95, 0.9, 0.85, 0.99], [0.001, 0.004, 0.002, 0.0])
     loose, _, _ = pseudo_labels(pred, min_probability=0.8, max_uncertainty=0.01)
