@@ -11,8 +11,9 @@ the console, given as ``agent(image) -> agent`` with ``suggest``, ``ingest``, ``
 Records: ``survey``; ``latent_map`` (one event: the latent coordinates ``z``, the cluster,
 the rotation angle and the log-density of every candidate patch as images over the candidate
 grid, the grid's ``x``/``y`` in px, and the agent's report with how it was made); ``primary``
-(the spectra); ``decisions`` (one per spectrum: position, cluster, latent coordinates,
-``representative`` or ``novelty``, and the scalarizer's value when one is given); with
+(the spectra); ``decisions`` (one per spectrum: position, cluster, latent coordinates
+``z0``, ``z1``..., ``representative`` or ``novelty``, and the scalarizer's value when one is
+given); with
 zero-loss alignment, ``zero_loss`` (:mod:`plans.zero_loss`).
 """
 
@@ -127,7 +128,9 @@ def latent_eels(
                 y=float(y),
                 value=float(values[i]),
                 cluster=int(s.get("cluster", -1)),
-                z=np.asarray(s.get("z", []), dtype=np.float64),
+                # one column per latent coordinate (z0, z1, ...): a catalog on SQLite keeps
+                # arrays this small in its event table, which has no column type for them
+                **{f"z{k}": float(v) for k, v in enumerate(np.ravel(s.get("z", [])))},
                 log_density=float(s.get("log_density", np.nan)),
                 source=str(s.get("source", "agent")),
             )

@@ -349,6 +349,15 @@ def _settings(args: argparse.Namespace) -> Any:
     return CatalogSettings(data_dir=Path(config.data_dir) if config.data_dir else None)
 
 
+def _log_dir(args: argparse.Namespace) -> Path | None:
+    """The data directory, for the log file (None when the settings cannot be read: the
+    command itself says why)."""
+    try:
+        return _settings(args).data_dir
+    except Exception:
+        return None
+
+
 def _open_catalog(args: argparse.Namespace, listing: bool = False) -> Any:
     from ophyd_stem.catalog import open_catalog
 
@@ -740,6 +749,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.func is not _cmd_console:  # the console is a Python session: its own logs
+            from .logs import route_library_logs
+
+            route_library_logs(_log_dir(args))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -5,10 +5,7 @@
   reported (``agents.physics``);
 - ``latent``: the survey's latent map recorded, then EELS at the cluster representatives
   and novel patches of a rotation-invariant VAE's latent space (``plans.latent``);
-- ``drift``: edge-guided EELS on a drifting twin, with drift measured and corrected
-  (``plans.drift``);
-- ``zlp``: a spectrum image on a twin whose energy scale jitters and walks, every spectrum
-  aligned on its zero-loss peak (``plans.zero_loss``).
+- ``drift`` and ``zlp``, the instrument corrections: :mod:`.correction_workflows`.
 
 The bandit and physics agents run in :func:`plans.adaptive_eels` (decisions, reports and
 maps recorded as for DKL); agents are imported inside ``build`` so listing the commands
@@ -276,57 +273,6 @@ def _summarize_latent(session: Any, args: argparse.Namespace) -> list[str]:
     return lines
 
 
-# ---------------------------------------------------------------------- drift
-
-
-def _drift_arguments(parser: argparse.ArgumentParser) -> None:
-    _scan_arguments(parser, 128)
-    parser.add_argument("--budget", type=int, default=150, help="most edge points")
-    parser.add_argument("--every", type=int, default=10, help="re-scan every this many spectra")
-    parser.add_argument("--every-seconds", type=float, default=0.0, help="or after this long, s")
-    parser.add_argument(
-        "--exposure", type=float, default=None, help="EELS exposure, s (default: the microscope's)"
-    )
-    parser.add_argument(
-        "--no-correction", action="store_true", help="measure drift but do not follow it"
-    )
-
-
-def _build_drift(session: Any, args: argparse.Namespace) -> Generator:
-    import bluesky.plan_stubs as bps
-
-    from plans.drift import drift_corrected_edge_eels
-
-    yield from _setup_scan(session, args)
-    m = session.microscope
-    if args.exposure is not None:
-        yield from bps.mv(m.eels.exposure, args.exposure)
-    return (
-        yield from drift_corrected_edge_eels(
-            m.scan,
-            m.eels_points,
-            budget=args.budget,
-            every_points=args.every,
-            every_seconds=args.every_seconds,
-            correct=not args.no_correction,
-        )
-    )
-
-
-def _queue_drift(args: argparse.Namespace) -> list[QueueItem]:
-    exposure = ["eels.exposure", args.exposure] if args.exposure is not None else []
-    kwargs = {
-        "budget": args.budget,
-        "every_points": args.every,
-        "every_seconds": args.every_seconds,
-        "correct": not args.no_correction,
-    }
-    return [
-        *_setup_item(args, *exposure),
-        ("drift_corrected_edge_eels", ["scan_engine", "eels_points"], kwargs),
-    ]
-
-
 register(
     PlanEntry(
         "bandit",
@@ -364,108 +310,6 @@ register(
         queue_items=_queue_latent,
     )
 )
-register(
-    PlanEntry(
-        "drift",
-        "edge-guided EELS with specimen drift measured and corrected (twin drifts)",
-        _drift_arguments,
-        _build_drift,
-        default_sample="nanowire",
-        twin_options={"drift": True},
-        example="ophyd-stem run drift --every 20",
-        queue_items=_queue_drift,
-    )
-)
 
 
-# ---------------------------------------------------------------------- zero loss
-
-#: the twin's spectrometer for ``run zlp``: jitter (eV rms per spectrum) and walk (eV/s)
-ZLP_TWIN = {"energy_jitter": 0.1, "energy_drift": 1e-3}
-
-
-def _zlp_arguments(parser: argparse.ArgumentParser) -> None:
-    _scan_arguments(parser, 128)
-    parser.add_argument("--rows", type=int, default=16, help="spectra per column of the grid")
-    parser.add_argument("--cols", type=int, default=16, help="spectra per row of the grid")
-    parser.add_argument(
-        "--exposure", type=float, default=None, help="EELS exposure, s (default: the microscope's)"
-    )
-
-
-class _Documents:
-    """Keeps a run's documents (the summary reads the alignment back as it was recorded)."""
-
-    def __init__(self) -> None:
-        self.documents: list[tuple[str, dict]] = []
-
-    def __call__(self, name: str, doc: dict) -> None:
-        self.documents.append((name, doc))
-
-
-def _build_zlp(session: Any, args: argparse.Namespace) -> Generator:
-    import bluesky.plan_stubs as bps
-    import bluesky.preprocessors as bpp
-
-    from plans import spectrum_image
-
-    yield from _setup_scan(session, args)
-    m = session.microscope
-    if args.exposure is not None:
-        yield from bps.mv(m.eels.exposure, args.exposure)
-    args.documents = _Documents()
-    # a batch per row: the walk of the energy scale is recorded row by row
-    plan = spectrum_image(
-        m.scan, m.eels_points, args.rows, args.cols, batch=args.cols, zero_loss=True
-    )
-    return (yield from bpp.subs_wrapper(plan, args.documents))
-
-
-def _queue_zlp(args: argparse.Namespace) -> list[QueueItem]:
-    exposure = ["eels.exposure", args.exposure] if args.exposure is not None else []
-    plan_args = ["scan_engine", "eels_points", args.rows, args.cols]
-    kwargs = {"batch": args.cols, "zero_loss": True}
-    return [*_setup_item(args, *exposure), ("spectrum_image", plan_args, kwargs)]
-
-
-def _summarize_zlp(session: Any, args: argparse.Namespace) -> list[str]:
-    from agents.runs import unpack_run
-    from agents.zlp import locate_zero_loss
-
-    data = unpack_run(args.documents.documents, fill_external=False)
-    rows = data.zero_loss
-    if not rows:
-        return ["  zero loss   not aligned (no zero-loss peak on the energy axis)"]
-    zlp = np.asarray(rows["zlp"], dtype=float)
-    trusted = np.asarray(rows["trusted"], dtype=bool)
-    after = locate_zero_loss(data.aligned_spectra[trusted], data.energy_axis)
-    walk = np.asarray(rows["walk"], dtype=float)
-    return [
-        f"  zero loss   peak found and moved to 0 eV in {int(trusted.sum())} of {len(zlp)} spectra",
-        f"  scatter     ZLP position {np.nanstd(zlp):.3f} eV rms as measured, "
-        f"{np.std(after):.4f} eV after alignment",
-        f"  walk        median ZLP {walk[0]:+.3f} eV in the first batch, {walk[-1]:+.3f} eV "
-        "in the last (the energy scale's slow drift)",
-        f"  twin        spectrometer jitter {ZLP_TWIN['energy_jitter']} eV rms, walk "
-        f"{ZLP_TWIN['energy_drift']} eV/s; spectra kept as measured in primary, shifts in "
-        "zero_loss",
-    ]
-
-
-register(
-    PlanEntry(
-        "zlp",
-        "spectrum image with every spectrum aligned on its zero-loss peak (twin jitters)",
-        _zlp_arguments,
-        _build_zlp,
-        default_sample="nanoparticles",
-        summarize=_summarize_zlp,
-        twin_options=dict(ZLP_TWIN),
-        example="ophyd-stem run zlp --rows 8 --cols 8",
-        queue_items=_queue_zlp,
-        description="A spectrum image on the twin's nanoparticles whose spectrometer jitters "
-        "(0.1 eV rms) and walks (1 meV/s): every spectrum's zero-loss peak is located and the "
-        "spectrum moved so it sits at 0 eV; the spectra are kept as measured, the shifts in "
-        "the zero_loss stream.",
-    )
-)
+from . import correction_workflows  # noqa: E402, F401  (registers drift and zlp)

@@ -35,3 +35,27 @@ def test_run_zlp_then_show_forensics_and_latent_trajectory(app_env, tmp_path):
     assert "ZLP scatter after (eV)" in replay.stdout
     latent = re.search(r"latent trajectory: (\S+\.png)", replay.stdout).group(1)
     assert np.std(mpimg.imread(latent)[..., :3]) > 0.05
+
+
+def test_run_drift_scores_itself_against_the_twins_drift_and_show_finds_it_by_scan_id(
+    app_env, tmp_path
+):
+    # 30 edge sites of 6 s each: the twin's specimen drifts by a few px meanwhile
+    run = ophyd_stem(app_env, "run", "drift", "--budget", "30", "--exposure", "6")
+    assert run.returncode == 0, run.stderr[-3000:]
+    moved = float(re.search(r"the specimen moved ([0-9.]+) px", run.stdout).group(1))
+    estimate = float(re.search(r"truth       drift estimates ([0-9.]+) px from the twin's",
+                               run.stdout).group(1))  # fmt: skip
+    placed, stayed = map(float, re.search(
+        r"placement   beam corrected: spectra ([0-9.]+) px from their sites .*; ([0-9.]+) px "
+        r"had the beam stayed", run.stdout).groups())  # fmt: skip
+    assert moved > 1.5
+    assert estimate < 0.5
+    assert placed < 0.5 < stayed
+    assert "Retrying" not in run.stderr
+
+    # the first run of this data directory, by its scan_id
+    show = ophyd_stem(app_env, "show", "1", "--out", str(tmp_path / "figs"))
+    assert show.returncode == 0, show.stderr[-3000:]
+    assert "drift_corrected_edge_eels" in show.stdout
+    assert re.search(r"drift       \d+ re-scans", show.stdout)

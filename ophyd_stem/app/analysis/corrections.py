@@ -32,6 +32,7 @@ __all__ = [
     "drift_checks",
     "drift_counterfactual",
     "drift_replay",
+    "drift_truth",
     "zero_loss_checks",
     "zero_loss_counterfactual",
 ]
@@ -304,6 +305,66 @@ def zero_loss_counterfactual(data: RunData, name: str, options: dict[str, Any]) 
         f"(recorded alignment {np.nanstd(located + recorded):.4f}, raw {np.nanstd(located):.4f})",
     }
     return {"summary": summary, "zlp": zlp, "shift": shift}
+
+
+def _true_displacement(frames: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(times s since the survey, displacements px) of the specimen at each truth frame."""
+    first = frames[0]
+    t = np.deg2rad(float(first.get("rotation", 0.0)))
+    c, s = np.cos(t), np.sin(t)
+    times = np.array([float(f["time"]) - float(first["time"]) for f in frames])
+    moved = np.array([np.subtract(f["drift_nm"], first["drift_nm"]) for f in frames], float)
+    # a fixed specimen point moves in the image as the drift (ScanFrame.to_pixels)
+    u = c * moved[:, 0] - s * moved[:, 1]
+    v = s * moved[:, 0] + c * moved[:, 1]
+    return times, np.column_stack([u, v]) / float(first["pixel_size"])
+
+
+def drift_truth(data: RunData, frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """A drift-corrected run scored against the twin's truth.
+
+    Args:
+        data: a ``drift_corrected_edge_eels`` run.
+        frames: the twin's truth frame (``get_truth()["frame"]``: ``time`` s, ``drift_nm``,
+            ``pixel_size`` nm, ``rotation`` degrees) of the survey, then of each re-scan, in
+            the order they were taken.
+
+    Returns:
+        ``{"moved": largest displacement of the specimen, px; "estimate_error": (K,) px, each
+        drift estimate against the true displacement at its re-scan; "placement": (N,) px,
+        distance of each spectrum's specimen point from its site; "uncorrected": (N,) px,
+        the same had the beam stayed where the survey said; "scored": (N,) bool, sites still
+        inside the field}``. The specimen's displacement at a spectrum is interpolated between
+        the re-scans (past the last one, extrapolated from the last two: the twin's stage
+        drift is linear plus a small random walk).
+
+    Raises:
+        ValueError: not one truth frame per re-scan, plus the survey's.
+    """
+    est = _estimates(data)
+    n_est = len(est.get("dx", []))
+    if len(frames) != n_est + 1:
+        raise ValueError(f"{len(frames)} truth frames for the survey and {n_est} re-scans")
+    times, true = _true_displacement(frames)
+    estimates = np.column_stack([est.get("dx", []), est.get("dy", [])]).astype(float)
+    estimate_error = np.linalg.norm(estimates - true[1:], axis=1)
+    dec = data.decisions
+    placed = np.column_stack([dec.get("x", []), dec.get("y", [])]).astype(float)
+    intended = np.column_stack([dec.get("intended_x", []), dec.get("intended_y", [])]).astype(float)
+    when = np.asarray(dec.get("planned_time", np.zeros(len(placed))), dtype=float)
+    moved = np.column_stack([np.interp(when, times, true[:, k]) for k in (0, 1)])
+    if len(times) >= 2:  # past the last re-scan: the line through the last two
+        rate = (true[-1] - true[-2]) / max(times[-1] - times[-2], 1e-9)
+        late = when > times[-1]
+        moved[late] = true[-1] + np.outer(when[late] - times[-1], rate)
+    outside = np.asarray(dec.get("outside_field", np.zeros(len(placed))), dtype=bool)
+    return {
+        "moved": float(np.max(np.linalg.norm(true, axis=1))),
+        "estimate_error": estimate_error,
+        "placement": np.linalg.norm(placed - moved - intended, axis=1),
+        "uncorrected": np.linalg.norm(moved, axis=1),
+        "scored": ~outside,
+    }
 
 
 def correction_summary(data: RunData) -> list[str]:
