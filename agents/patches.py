@@ -63,7 +63,7 @@ def default_step(shape: Tuple[int, int], max_candidates: int = MAX_CANDIDATES) -
 
 def default_window(shape: Tuple[int, int]) -> int:
     """The patch side for a field: :data:`WINDOW_FRACTION` of its shorter side, within
-    :data:`WINDOW_LIMITS` px.
+    :data:`WINDOW_LIMITS` px, and never larger than the field's longer side.
 
     The window should show what predicts the spectrum (a particle and its edge, an atomic
     column and its neighbours) and not half the field: 24 px suits the twin's 300 nm
@@ -72,9 +72,14 @@ def default_window(shape: Tuple[int, int]) -> int:
     Example:
         >>> default_window((128, 128)), default_window((48, 80)), default_window((16, 300))
         (24, 13, 5)
+        >>> default_window((3, 3)), default_window((3, 40))
+        (3, 5)
     """
     lo, hi = WINDOW_LIMITS
-    return int(np.clip(round(WINDOW_FRACTION * min(int(shape[0]), int(shape[1]))), lo, hi))
+    rows, cols = int(shape[0]), int(shape[1])
+    # patches are padded by mirroring, so a window may be taller than a strip of a field, but
+    # not larger than the field both ways (a 3 x 3 field gets a 3-pixel window, not an error)
+    return int(min(np.clip(round(WINDOW_FRACTION * min(rows, cols)), lo, hi), max(rows, cols, 1)))
 
 
 def candidate_grid(

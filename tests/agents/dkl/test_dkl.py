@@ -209,6 +209,19 @@ def test_candidates_and_window_follow_the_field():
     assert small.config()["seed_points"] == "spread"
 
 
+@pytest.mark.parametrize("shape", [(3, 3), (2, 4), (1, 40), (7, 301)])
+def test_tiny_and_odd_fields_get_a_window_that_fits_and_run(shape):
+    image = np.random.default_rng(3).random(shape)
+    agent = DKLAgent(image, n_seed=2, seed=0, train_iters=5, finetune_iters=5)
+    assert 1 <= agent.window <= max(shape)
+    for _ in range(4):  # seeds, then the model
+        s = agent.suggest(1)[0]
+        assert 0 <= s["x"] <= shape[1] - 1
+        assert 0 <= s["y"] <= shape[0] - 1
+        agent.ingest([[s["x"], s["y"]]], [float(s["x"] + s["y"])])
+    assert len(agent.values) == 4
+
+
 def test_before_two_measurements_it_explores_at_random(scene, fast_dkl):
     image, _ = scene
     fast_dkl["n_seed"] = 0
