@@ -18,9 +18,10 @@ The agent's cycle on a microscope:
 Two checks a user cannot easily do by eye run on every image:
 
 * the pixel size: without one (``pixel_size_nm="fft"``, or none given with the image) it is
-  estimated from the image's lattice reflections (:mod:`~agents.logstar.calibration`); with
-  one, the estimate is made anyway and a calibration that disagrees with a clear lattice by
-  more than 5 % is reported and warned about;
+  estimated from the image's lattice reflections (:mod:`~agents.logstar.calibration`) and
+  reported as such, the image's own calibration beside it; with one, the estimate is made
+  anyway and a calibration that disagrees with a clear lattice by more than 5 % is reported
+  and warned about;
 * plausibility (:mod:`~agents.logstar.plausibility`): do the found atoms sit on bright
   columns, with their neighbours where the rewards' lattice puts them? The count alone cannot
   tell (only the W columns of WS2 typed: the right count, in the wrong places). A failed check
@@ -376,6 +377,7 @@ class LoGStarAgent(ImageChecks, Agent):
             A short summary: number of atoms, atoms per class, whether it optimised.
         """
         prepared = prepare_image(survey_image)
+        self.pixel_size_info = {}  # this image's: _pixel_for says "fft" if it estimated it
         px = self._pixel_for(pixel_size_nm, prepared)
         self._cross_check(
             prepared, px, pixel_size_nm if pixel_size_nm is not None else self.pixel_size_nm

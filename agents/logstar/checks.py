@@ -100,8 +100,13 @@ class ImageChecks:
 
     def _cross_check(self, image: np.ndarray, px: float, given: Optional[float]) -> None:
         """Record where ``px`` came from and, for a given one, what the FFT says about it."""
-        if self.pixel_size_info.get("source") == "fft" and given is None:
-            return  # estimated for this very image
+        if self.pixel_size_info.get("source") == "fft":
+            # estimated for this very image (asked for, or nothing given): a calibration the
+            # image came with is recorded beside it, not compared with itself
+            if given is not None:
+                self.pixel_size_info["given_nm"] = float(given)
+                self.pixel_size_info["fft_over_given"] = float(px / given)
+            return
         estimate = self._fft_estimate(image, reference=px)
         self.pixel_size_info = compare_calibration(estimate, px, self.lattice)
         if "warning" in self.pixel_size_info:

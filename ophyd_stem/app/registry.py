@@ -312,7 +312,15 @@ def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
     if agent.image is not None:
         found = agent.atoms[:, [1, 0]] if len(agent.atoms) else np.empty((0, 2))
         lines += _truth_atoms(session, found, agent.positions, agent.image.shape)
-    source = (report.get("pixel_size") or {}).get("source")
+    info = report.get("pixel_size") or {}
+    source = info.get("source")
+    if source == "fft" and info.get("given_nm"):
+        source = (
+            f"from the image's FFT; its calibration {info['given_nm']:.5g}, "
+            f"FFT/calibration {info['fft_over_given']:.4f}"
+        )
+    elif source == "fft":
+        source = "from the image's FFT"
     if report.get("pixel_size_nm"):
         lines.append(
             f"  pixel size  {report['pixel_size_nm']:.5g} nm/px ({source or 'given'}; "

@@ -118,3 +118,24 @@ def test_logstar_command_prints_its_truth_score_and_where_eels_landed(app_env):
     assert re.search(r"truth\s+F1 [0-9.]+ \(TP \d+, FP \d+, FN \d+", run.stdout)
     # each EELS position named by the true atom it landed on, and what the field holds
     assert re.search(r"EELS on\s+.*in the field: \d+ C", run.stdout)
+
+
+def test_logstar_command_says_where_the_pixel_size_came_from_and_flags_a_wrong_lattice(app_env):
+    fft = ophyd_stem(
+        app_env, "run", "logstar", "--size", "192", "--fov", "1.5", "--budget", "10",
+        "--pixel-size", "fft",
+    )  # fmt: skip
+    assert fft.returncode == 0, fft.stderr[-3000:]
+    line = re.search(r"pixel size\s+([0-9.]+) nm/px \(from the image's FFT; its calibration "
+                     r"([0-9.]+), FFT/calibration ([0-9.]+)", fft.stdout)  # fmt: skip
+    assert line is not None, fft.stdout
+    assert abs(float(line.group(1)) / float(line.group(2)) - 1) < 0.01  # 1.5 nm / 192 px
+    assert "plausible   the atoms sit on columns" in fft.stdout
+    # graphene imaged, SrTiO3 typed: whatever the count says, the run warns
+    wrong = ophyd_stem(
+        app_env, "run", "logstar", "--size", "96", "--fov", "0.75", "--budget", "10",
+        "--lattice", "SrTiO3",
+    )  # fmt: skip
+    assert wrong.returncode == 0, wrong.stderr[-3000:]
+    assert re.search(r"WARNING .*bright columns have no atom", wrong.stdout), wrong.stdout
+    assert "plausible" not in wrong.stdout

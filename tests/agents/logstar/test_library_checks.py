@@ -196,3 +196,8 @@ def test_the_agent_warns_in_its_report_about_a_calibration_the_lattice_contradic
     agent.observe(image, pixel_size_nm=1.3 * PX)
     assert agent.image_pixel_size_nm == pytest.approx(PX, rel=5e-3)
     assert agent.config()["pixel_size_nm"] == "fft"
+    # the report says where the size in use came from, the image's calibration beside it
+    info = agent.report()["pixel_size"]
+    assert info["source"] == "fft"
+    assert info["given_nm"] == pytest.approx(1.3 * PX)
+    assert info["fft_over_given"] == pytest.approx(1 / 1.3, rel=5e-3)
