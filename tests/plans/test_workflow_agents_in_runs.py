@@ -57,3 +57,14 @@ def test_hypotheses_run_records_the_evidence_and_forensics_reproduces_it(RE, nan
     replay = forensics(data)
     assert replay.ok, replay.text()
     assert replay.agent["class"] == "HypothesisAgent"
+    # the figure adds the hypotheses' probabilities, decision by decision, to the maps
+    from ophyd_stem.app.views.decor import figure_problems
+    from ophyd_stem.app.views.figures import _figure, draw
+
+    fig = _figure("adaptive_eels", show=False)
+    drawn = draw(fig, data)
+    assert drawn["hypotheses"] == 2  # a line per hypothesis
+    lines = {line.get_gid(): line for ax in fig.axes for line in ax.lines}
+    probabilities = [r["hypotheses"]["step"]["probability"] for r in data.decisions["reports"]]
+    np.testing.assert_allclose(lines["p:step"].get_ydata(), probabilities)
+    assert figure_problems(fig) == []

@@ -6,7 +6,7 @@ drift-corrected EELS (``drift_corrected_edge_eels``)
     field's centre, coloured by time); the drift against time (nm); the correlation peak of
     each registration with the trust threshold; the correction applied to each spectrum (nm).
 zero-loss alignment (any run with a ``zero_loss`` stream; ``spectrum_image``'s figure)
-    where the zero-loss peak was found in each spectrum, as a map over the field (eV); its
+    where the zero-loss peak was found in each spectrum, as a map over the field (meV); its
     position spectrum by spectrum with the batch's median (the slow walk); the peak region of
     the mean spectrum as measured and aligned.
 
@@ -161,9 +161,10 @@ def draw_zero_loss(fig: Any, data: RunData) -> dict[str, int]:
         _survey(fig, ax, data)
         drawn["survey"] = 1
         if aligned:
-            zlp = np.asarray(rows["zlp"], dtype=float)
+            zlp = 1e3 * np.asarray(rows["zlp"], dtype=float)  # meV: sub-channel positions
             grid = _grid_of(data, zlp)
-            limit = float(np.nanmax(np.abs(zlp))) or 1e-3
+            # at least +-1 meV: a steady spectrometer's peaks look as still as they are
+            limit = max(float(np.nanmax(np.abs(zlp))), 1.0)
             colours = {"cmap": "coolwarm", "vmin": -limit, "vmax": limit}
             if grid is not None:  # a spectrum image: the map over the grid's region
                 values, extent = grid
@@ -173,7 +174,7 @@ def draw_zero_loss(fig: Any, data: RunData) -> dict[str, int]:
             else:  # points: each spectrum's peak where it was taken
                 mapped = ax.scatter(rows["x"], rows["y"], c=zlp, s=18, edgecolors="k",
                                     linewidths=0.3, gid="zlp_map", **colours)  # fmt: skip
-            add_colorbar(fig, mapped, ax, "zero-loss peak found at (eV)")
+            add_colorbar(fig, mapped, ax, "zero-loss peak found at (meV)")
             ax.set_title("where the zero-loss peak was")
             drawn["zlp_map"] = len(zlp)
         elif len(data.positions):
@@ -181,19 +182,20 @@ def draw_zero_loss(fig: Any, data: RunData) -> dict[str, int]:
             ax.set_title(f"{data.survey_signal} survey, {len(data.positions)} spectra")
     if aligned:
         ax = axes.pop(0)
-        zlp = np.asarray(rows["zlp"], dtype=float)
+        zlp = 1e3 * np.asarray(rows["zlp"], dtype=float)  # meV
         n = np.arange(1, len(zlp) + 1)
         trusted = np.asarray(rows.get("trusted", np.ones(len(zlp))), dtype=bool)
         ax.plot(n[trusted], zlp[trusted], ".", ms=3, color="tab:gray", label="each spectrum")
         if (~trusted).any():
             ax.plot(n[~trusted], np.nan_to_num(zlp[~trusted]), "x", color="k",
                     label="not trusted (left as measured)")  # fmt: skip
-        ax.plot(n, rows["walk"], "-", color="tab:red", lw=1.5, label="batch median (walk)",
+        ax.plot(n, 1e3 * np.asarray(rows["walk"], dtype=float), "-", color="tab:red", lw=1.5,
+                label="batch median (walk)",
                 gid="walk")  # fmt: skip
         ax.axhline(0.0, color="k", lw=0.5)
         ax.set_xlabel("spectrum")
-        ax.set_ylabel("zero-loss peak position (eV)")
-        ax.set_title(f"energy scale: {np.nanstd(zlp):.3f} eV rms")
+        ax.set_ylabel("zero-loss peak position (meV)")
+        ax.set_title(f"energy scale: {np.nanstd(zlp):.1f} meV rms as measured")
         ax.legend(fontsize=7)
         drawn["zlp_trace"] = len(zlp)
     if spectra:

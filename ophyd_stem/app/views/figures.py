@@ -28,6 +28,7 @@ import numpy as np
 from agents.runs import RunData
 
 from .decor import TITLE_ROOM, add_colorbar, panel_grid, show_image
+from .physics import draw_physics, physics_history
 from .spectra import (
     EXAMPLE_COLOURS,
     THICKNESS_LABEL,
@@ -273,12 +274,14 @@ def _draw_adaptive(fig: Any, data: RunData) -> dict[str, int]:
                 maps.append((key, title, cmap, label))
     has_spectra = data.spectra is not None and len(data.spectra) > 0
     values = _values_in_force(data)
+    physics = physics_history(data)  # the physics-informed agents' posterior, step by step
     panels = (
         (["survey"] if data.survey_image is not None else [])
         + [m[0] for m in maps]
         + (["edge_map"] if data.edge_map is not None and not maps else [])
         + (["spectra"] if has_spectra else [])
         + (["curve"] if len(values) >= 2 else [])
+        + (["physics"] if physics is not None else [])
     )
     axes = dict(zip(panels, panel_grid(fig, len(panels))))
     if "survey" in axes:
@@ -327,6 +330,8 @@ def _draw_adaptive(fig: Any, data: RunData) -> dict[str, int]:
         _legend(ax, fontsize=7)
         ax.set_title("learning curve", fontsize=10)
         drawn["curve"] = len(values)
+    if physics is not None:
+        drawn[physics[0]] = draw_physics(axes["physics"], *physics)
     return drawn
 
 
