@@ -270,6 +270,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _scan = _DECODER.scan_once  # the C scanner: decode() without its Python wrapper
 # Replies are the server's, checked by the client only for what it uses: no hooks.
 _REPLY_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_plain_scan = _REPLY_DECODER.scan_once
 _JSON_SPACE = " \t\n\r"
 
 
@@ -314,6 +315,49 @@ def _parse_json(raw: Buffer, scan: Any = None) -> Any:
         raise BadRequest(f"header is not valid JSON: {exc}") from None
 
 
+def _pairs(value: Any, depth: int = 0) -> int:
+    """Key-value pairs in the objects of a parsed header; -1 if it holds a non-finite float
+    (a literal too large for a float64) or nests deeper than the fast path looks."""
+    if depth > 8:
+        return -1
+    n = 0
+    if type(value) is dict:
+        n = len(value)
+        value = value.values()
+    for v in value:
+        kind = type(v)
+        if kind is float:
+            if v - v != 0.0:  # inf (NaN literals are refused while parsing)
+                return -1
+        elif kind is dict or kind is list:
+            m = _pairs(v, depth + 1)
+            if m < 0:
+                return -1
+            n += m
+    return n
+
+
+def _parse_header(raw: Buffer) -> Tuple[Any, Optional[str]]:
+    """Parse a request header: the value, and what the protocol refuses in it although JSON
+    allows it (a repeated key, a number too large for a float64), or ``None``.
+
+    The common header is parsed by the C scanner without hooks (they cost more than the
+    parse itself) and then checked: its objects hold as many pairs as the text has colons
+    (so no key repeats: a repeated key makes fewer pairs than colons; colons inside strings
+    also send the header the slow way) and no float is infinite. Anything else goes through
+    the parser with hooks, which says exactly what is wrong.
+    """
+    try:
+        text = str(raw, "utf-8")
+        value, end = _plain_scan(text, 0)
+        if end == len(text) and type(value) is dict and text.count(":") == _pairs(value):
+            return value, None
+    except (UnicodeDecodeError, ValueError, StopIteration, RecursionError):
+        pass  # the slow path says what is wrong
+    value = _parse_json(raw)
+    return value, _json_problem()
+
+
 def _json_problem() -> Optional[str]:
     """What the last :func:`_parse_json` in this thread flagged, if anything."""
     if _seen.repeat is not None:
@@ -327,6 +371,19 @@ def _dump(header: Dict[str, Any]) -> bytes:
     if _C_ENCODE is not None:
         return "".join(_C_ENCODE(header, 0)).encode("ascii")
     return _ENCODER.encode(header).encode("utf-8")
+
+
+# Pieces of small headers by command (and server instance): a handful in practice; bounded
+# all the same, since a client may send any command name.
+_REQUEST_HEADS: Dict[str, str] = {}
+_REPLY_HEADS: Dict[Tuple[Any, Any], Tuple[str, str]] = {}
+
+
+def _cached(cache: Dict[Any, Any], key: Any, value: Any) -> Any:
+    if len(cache) >= 256:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _valid_id(value: Any) -> bool:
@@ -475,6 +532,22 @@ def encode_request(
         timeout: seconds the caller will wait; the server drops the request unexecuted if it
             is still queued after that long.
     """
+    if (
+        type(request_id) is int
+        and (not args or (type(args) is dict and _plain(args)))
+        and (timeout is None or (type(timeout) is float and timeout - timeout == 0.0))
+        and _C_ENCODE is not None
+    ):
+        # The common small request (integer id, no arrays), written from cached pieces:
+        # the same header as below, without building and walking a dict.
+        head = _REQUEST_HEADS.get(command)
+        if head is None:
+            head = _cached(_REQUEST_HEADS, command, '"command":' + "".join(_C_ENCODE(command, 0)))
+        text = "".join(_C_ENCODE(args, 0)) if args else "{}"
+        tail = "}" if timeout is None else f',"timeout":{float.__repr__(timeout)}}}'
+        return [
+            f'{{"protocol":1,"id":{int.__repr__(request_id)},{head},"args":{text}{tail}'.encode()
+        ]
     frames: List[Any] = []
     descriptors: List[Dict[str, Any]] = []
     header: Dict[str, Any] = {
@@ -493,7 +566,7 @@ def encode_request(
 def peek_request_id(raw_header: Buffer) -> Any:
     """The request id of a header that may be otherwise broken, or ``None``."""
     try:
-        header = _parse_json(raw_header)
+        header = _parse_header(raw_header)[0]
     except BadRequest:
         return None
     if isinstance(header, dict) and _valid_id(header.get("id")):
@@ -542,12 +615,11 @@ def decode_request(
                 rid,
             )
     try:
-        header = _parse_json(header_raw)
+        header, problem = _parse_header(header_raw)
     except BadRequest as exc:
         raise RequestError(exc) from None
     if type(header) is not dict:
         raise RequestError(BadRequest("header must be a JSON object"))
-    problem = _json_problem()
     rid = header.get("id")
     if not _valid_id(rid):
         raise RequestError(
@@ -622,6 +694,28 @@ def encode_reply(
         TypeError, ValueError: ``result`` holds something that cannot be sent (a bug in the
             caller; the server turns it into an ``internal_error`` reply).
     """
+    if (
+        type(result) is dict
+        and type(elapsed) is float
+        and elapsed - elapsed == 0.0
+        and (type(request_id) is int or type(request_id) is str)
+        and _C_ENCODE is not None
+        and _plain(result)
+    ):
+        # The common small result (a flat dict of scalars), written from cached pieces: the
+        # same header as below, without building and walking a dict.
+        key = (command, instance)
+        head = _REPLY_HEADS.get(key)
+        if head is None:
+            tail = "" if instance is None else ',"instance":' + "".join(_C_ENCODE(instance, 0))
+            cmd = "".join(_C_ENCODE(command, 0))
+            head = _cached(_REPLY_HEADS, key, (f',"ok":true,"command":{cmd},"result":', tail))
+        rid = "".join(_C_ENCODE(request_id, 0))
+        text = "".join(_C_ENCODE(result, 0))
+        return [
+            f'{{"protocol":1,"id":{rid}{head[0]}{text},"frames":[],'
+            f'"elapsed":{float.__repr__(elapsed)}{head[1]}}}'.encode()
+        ]
     frames: List[Any] = []
     descriptors: List[Dict[str, Any]] = []
     header: Dict[str, Any] = {
@@ -671,15 +765,24 @@ def decode_reply(parts: Sequence[Buffer]) -> Reply:
     """
     if not parts:
         raise BadRequest("empty reply from the server")
-    header = _parse_json(parts[0], _REPLY_DECODER.scan_once)
-    if not isinstance(header, dict) or "ok" not in header:
+    try:
+        text = str(parts[0], "utf-8")
+        header, end = _plain_scan(text, 0)  # (the common reply: no wrapper, no whitespace)
+        if end != len(text):
+            header = None
+    except (UnicodeDecodeError, ValueError, StopIteration, RecursionError):
+        header = None
+    if header is None:
+        header = _parse_json(parts[0], _plain_scan)  # says what is wrong, if anything
+    if type(header) is not dict or "ok" not in header:
         raise BadRequest(f"reply header is not a bridge reply: {str(header)[:200]}")
-    rid = header.get("id")
-    command = header.get("command")
-    elapsed = header.get("elapsed")
-    instance = header.get("instance")
-    if header.get("protocol") != PROTOCOL_VERSION:
-        raise BadRequest(f"server replied with protocol {header.get('protocol')!r}")
+    get = header.get
+    rid, command, elapsed, instance = get("id"), get("command"), get("elapsed"), get("instance")
+    if get("protocol") != PROTOCOL_VERSION:
+        raise BadRequest(f"server replied with protocol {get('protocol')!r}")
+    if header["ok"] is True and len(parts) == 1 and get("frames", _NO_FRAMES) == []:
+        # the common small reply: no frames to match with the result
+        return Reply(rid, True, get("result"), None, None, command, elapsed, instance)
     if not header["ok"]:
         error = header.get("error")
         if not isinstance(error, dict):

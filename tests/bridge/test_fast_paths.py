@@ -1,0 +1,147 @@
+"""The small-call fast paths of the wire format say exactly what the general code says.
+
+Small headers are written from cached pieces and read by the C JSON scanner without hooks
+(``dm_bridge/protocol.py``); these tests hold them to the general encoder and to the parser
+with hooks, which refuses repeated keys and numbers too large for a float64.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dm_bridge import protocol
+from dm_bridge.errors import BadRequest
+from dm_bridge.protocol import (
+    RequestError,
+    decode_reply,
+    decode_request,
+    encode_reply,
+    encode_request,
+)
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+FLAT = st.dictionaries(st.text(max_size=8), SCALARS, max_size=5)
+NESTED = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+def _hooked(raw: bytes):
+    """What the parser with hooks makes of a header: (value, problem)."""
+    value = protocol._parse_json(raw)
+    return value, protocol._json_problem()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.integers(0, 2**62), st.integers(-(2**62), -1)),
+    st.sampled_from(["get_beam_position", "set_beam_position", "hello", 'x\u00e9"y']),
+    FLAT | st.none(),
+    st.none() | st.floats(min_value=1e-6, max_value=1e6),
+)
+def test_small_requests_are_the_general_header(rid, command, args, timeout):
+    (fast,) = encode_request(rid, command, args, timeout)
+    expected = {"protocol": 1, "id": rid, "command": command, "args": args or {}}
+    if timeout is not None:
+        expected["timeout"] = timeout
+    assert json.loads(fast) == expected
+    request = decode_request([fast])
+    assert (request.id, request.command, request.args, request.timeout) == (
+        rid,
+        command,
+        args or {},
+        timeout,
+    )
+
+
+def test_requests_that_are_not_small_still_go_the_general_way():
+    (header, frame) = encode_request(3, "acquire_spectra_at_points", {"points": np.zeros((2, 2))})
+    assert json.loads(header)["frames"] == [{"dtype": "<f8", "shape": [2, 2]}]
+    assert len(memoryview(frame).cast("B")) == 32
+    assert json.loads(encode_request("id-7", "hello")[0])["id"] == "id-7"
+    with pytest.raises(ValueError):  # JSON has no infinity, fast path or not
+        encode_request(1, "hello", None, float("inf"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(-(2**62), 2**62) | st.text(max_size=20),
+    st.sampled_from(["get_beam_position", None, "\u00b5"]),
+    FLAT,
+    st.floats(min_value=0, max_value=10),
+    st.none() | st.text(min_size=1, max_size=12),
+)
+def test_small_replies_are_the_general_header(rid, command, result, elapsed, instance):
+    (fast,) = encode_reply(rid, result, elapsed, command, instance)
+    expected = {
+        "protocol": 1,
+        "id": rid,
+        "ok": True,
+        "command": command,
+        "result": result,
+        "frames": [],
+        "elapsed": elapsed,
+    }
+    if instance is not None:
+        expected["instance"] = instance
+    assert json.loads(fast) == expected
+    reply = decode_reply([fast])
+    assert (reply.id, reply.ok, reply.result, reply.instance) == (rid, True, result, instance)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), NESTED, max_size=5), st.data())
+def test_the_fast_header_parse_agrees_with_the_hooked_one(header, data):
+    text = json.dumps(header, separators=(",", ":"))
+    # Repeat a key, put a colon into a string or a literal too large for a float64, or not.
+    edit = data.draw(st.sampled_from(["none", "repeat", "colon", "overflow", "space"]))
+    if edit == "repeat" and header:
+        key = data.draw(st.sampled_from(sorted(header)))
+        text = text[:-1] + ("," if len(text) > 2 else "") + json.dumps(key) + ":1}"
+    elif edit == "colon":
+        text = text[:-1] + ("," if len(text) > 2 else "") + '"a:b":"c:d"}'
+    elif edit == "overflow":
+        text = text[:-1] + ("," if len(text) > 2 else "") + '"big":[1e400]}'
+    elif edit == "space":
+        text = " " + text + "\n"
+    raw = text.encode()
+    assert protocol._parse_header(raw) == _hooked(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b'{"id":1,"id":2}', "repeated"),
+        (b'{"id":"a:b","x":{"y":1,"y":2}}', "repeated"),  # a colon in a string, and a repeat
+        (b'{"id":1,"x":[{"t":1e400}]}', "too large"),
+        (b'{"id":1,"x":-1e309}', "too large"),
+    ],
+)
+def test_the_protocols_refusals_survive_the_fast_parse(raw, problem):
+    assert problem in protocol._parse_header(raw)[1]
+
+
+def test_a_reply_with_null_frames_is_still_refused():
+    with pytest.raises(BadRequest):
+        decode_reply([b'{"protocol":1,"id":1,"ok":true,"result":{},"frames":null}'])
+    with pytest.raises(BadRequest):
+        decode_reply([b'{"protocol":1,"id":1,"ok":true,"result":{},"frames":[]} x'])
+    with pytest.raises(RequestError):
+        decode_request([b'{"protocol":1,"id":1,"command":"hello","args":{}} x'])
+    reply = decode_reply([b' {"protocol":1,"id":1,"ok":true,"result":{"x":1}} '])
+    assert reply.result == {"x": 1}
