@@ -31,8 +31,10 @@ Trained ensembles are cached under the ensemble cache (``OPHYD_STEM_CACHE``) as
 
 Usage::
 
-    python benchmarks/ensemble.py                 # full run (~30 min on 2 busy cores)
-    python benchmarks/ensemble.py --quick         # smaller, for a smoke test
+    python benchmarks/ensemble.py                 # full run: ~10 min training both ensembles
+                                                  # on 2 cores at load ~5, ~3 min with them
+                                                  # cached (~20 min cached at load 15)
+    python benchmarks/ensemble.py --quick         # tiny ensembles, a smoke test (~1 min)
     python benchmarks/ensemble.py --docs          # also refresh docs/images/*.png
 """
 
