@@ -188,21 +188,33 @@ def _queue_physics(args: argparse.Namespace) -> list[QueueItem]:
     return _queue_adaptive(name, _physics_settings)(args)
 
 
-def _posterior(physics: dict[str, Any]) -> str:
+def _posterior(physics: dict[str, Any], scalarizer: str) -> str:
+    """The physical parameters' posterior; the agent's "value" (the scalarizer's values)
+    named with the scalarizer's unit (counts·eV for a band)."""
+    import re
+
+    from .views.figures import scalarizer_label
+
+    label = scalarizer_label(scalarizer)
+    unit = re.search(r"\(([^()]*)\)$", label)
+    value_unit = unit.group(1) if unit else f"({label})"
     return "; ".join(
-        f"{k} {v['mean']:.3g} +- {v['std']:.2g} {v['units']}" for k, v in physics.items()
+        f"{k} {v['mean']:.3g} +- {v['std']:.2g} "
+        + (value_unit if v["units"] == "value" else v["units"])
+        for k, v in physics.items()
     )
 
 
 def _summarize_physics(session: Any, args: argparse.Namespace) -> list[str]:
     report = args.agent.report()
     if "hypotheses" not in report:
-        return [*_truth_lines(session, args), "  posterior   " + _posterior(report["physics"])]
+        posterior = _posterior(report["physics"], args.scalarizer)
+        return [*_truth_lines(session, args), "  posterior   " + posterior]
     lines = [*_truth_lines(session, args), f"  most probable  {report['most_probable']}"]
     for name, h in sorted(report["hypotheses"].items(), key=lambda kv: -kv[1]["probability"]):
         lines.append(
             f"  {name:9s} p = {h['probability']:.3f}, evidence {h['evidence']:.3f} per "
-            f"spectrum; {_posterior(h['physics'])}"
+            f"spectrum; {_posterior(h['physics'], args.scalarizer)}"
         )
     return lines
 

@@ -59,3 +59,19 @@ def test_run_drift_scores_itself_against_the_twins_drift_and_show_finds_it_by_sc
     assert show.returncode == 0, show.stderr[-3000:]
     assert "drift_corrected_edge_eels" in show.stdout
     assert re.search(r"drift       \d+ re-scans", show.stdout)
+
+
+def test_run_physics_and_bandit_print_their_truth_score_and_what_they_learnt(app_env):
+    physics = ophyd_stem(app_env, "run", "physics", "--steps", "7", "--size", "64")
+    assert physics.returncode == 0, physics.stderr[-3000:]
+    assert re.search(r"truth       best measured position holds \d+ % of the true maximum",
+                     physics.stdout)  # fmt: skip
+    # the physical parameters' posterior, the band's values in their unit
+    assert re.search(r"posterior   background \S+ \+- \S+ counts·eV; .*edge_width \S+ \+- \S+ px",
+                     physics.stdout)  # fmt: skip
+
+    bandit = ophyd_stem(app_env, "run", "bandit", "--steps", "7", "--size", "64")
+    assert bandit.returncode == 0, bandit.stderr[-3000:]
+    assert re.search(r"truth       best measured position holds \d+ %", bandit.stdout)
+    pulls = re.search(r"pulls per arm \{(.*)\}", bandit.stdout).group(1)
+    assert sum(int(p.split(": ")[1]) for p in pulls.split(", ")) == 7
