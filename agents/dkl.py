@@ -209,6 +209,8 @@ class DKLAgent(Agent):
         self._rng = np.random.default_rng(self.seed)
         self._seeds = self._make_seeds(seed_points, int(n_seed))
         self._train_patches = np.empty((0, self._candidate_x.shape[1]), dtype=np.float32)
+        #: positions measured whose value was not finite (not learned from, not suggested again)
+        self.unusable = np.empty((0, 2), dtype=np.float64)
 
         self._model: Optional[DeepKernelGP] = None
         self._optimizer: Optional[torch.optim.Optimizer] = None
@@ -321,6 +323,44 @@ class DKLAgent(Agent):
         if np.any((pts[:, 1] < -0.5) | (pts[:, 1] > rows - 0.5)):
             raise ValueError(f"seed points must lie in the image (y in 0..{rows - 1})")
         return [tuple(p) for p in pts]
+
+    def ingest(self, x: Any, y: Any = None) -> None:
+        """Tell the agent about new measurements (see :meth:`Agent.ingest`).
+
+        On real recordings a spectrum can give no number: a dead or saturated read-out, a
+        ratio over zero counts. Such a value (NaN or infinite) is not learned from, and
+        would stop a run if it were refused: its position is kept in :attr:`unusable`, never
+        suggested again and counted in ``report()["n_unusable"]``; the finite values of the
+        same call are ingested as usual. Positions outside the image are still refused,
+        before anything is stored.
+        """
+        if y is None:
+            super().ingest(x, y)
+            return
+        pts = as_positions(x)
+        vals = np.atleast_1d(np.asarray(y, dtype=np.float64))
+        if vals.ndim != 1 or len(vals) != len(pts):
+            raise ValueError(f"{len(pts)} positions but {vals.shape} values")
+        bad = ~np.isfinite(vals)
+        if bad.any():
+            rows, cols = self.image.shape
+            inside = (
+                (pts[:, 0] >= -0.5)
+                & (pts[:, 0] <= cols - 0.5)
+                & (pts[:, 1] >= -0.5)
+                & (pts[:, 1] <= rows - 0.5)
+            )
+            if not inside.all():
+                raise ValueError(f"positions outside the image ({cols} x {rows} px)")
+            if (~bad).any():
+                super().ingest(pts[~bad], vals[~bad])
+            self.unusable = np.concatenate([self.unusable, pts[bad]])
+            return
+        super().ingest(pts, vals)
+
+    def _measured_pixels(self) -> List[Tuple[int, int]]:
+        """Pixels measured so far, usable or not: none is suggested again."""
+        return [(int(x), int(y)) for x, y in np.rint(np.vstack([self.positions, self.unusable]))]
 
     def _ingest(self, positions: np.ndarray, values: np.ndarray) -> None:
         # raises for positions outside the image before anything is stored
@@ -510,8 +550,8 @@ class DKLAgent(Agent):
             beta=self._beta,
         )
         if self.exclude_measured:
-            for x, y in np.rint(self.positions):
-                i = self._pixel_index.get((int(x), int(y)))
+            for x, y in self._measured_pixels():
+                i = self._pixel_index.get((x, y))
                 if i is not None:
                     acq[i] = -np.inf
         return acq
@@ -561,7 +601,7 @@ class DKLAgent(Agent):
         return out
 
     def _random_suggestions(self, n: int) -> List[Suggestion]:
-        measured = {(int(x), int(y)) for x, y in np.rint(self.positions)}
+        measured = set(self._measured_pixels())
         free = [i for i, p in enumerate(np.rint(self.candidates)) if tuple(p) not in measured]
         picks = self._rng.choice(free, size=min(n, len(free)), replace=False) if free else []
         return [
@@ -615,6 +655,7 @@ class DKLAgent(Agent):
             "config": self.config(),
             "step": self.step,
             "n_measured": len(self.values),
+            "n_unusable": len(self.unusable),
             "n_train_points": int(min(len(self.values), self.max_train_points or len(self.values))),
             "n_candidates": len(self.candidates),
             "seeds_left": len(self._seeds),

@@ -246,6 +246,28 @@ def test_training_set_is_capped_to_the_best_and_the_most_recent(scene, fast_dkl)
     assert agent.report()["n_train_points"] == 6
 
 
+def test_a_spectrum_without_a_number_is_not_learned_nor_suggested_again(fast_dkl):
+    """A dead read-out or a ratio over zero counts gives NaN: the run goes on."""
+    image = np.random.default_rng(4).random((6, 6))  # 36 candidates
+    agent = DKLAgent(image, **{**fast_dkl, "window": 3, "step": 1, "n_seed": 0})
+    dead = (2.0, 3.0)
+    agent.ingest([dead, (0.0, 0.0), (5.0, 5.0)], [np.nan, 1.0, 2.0])
+    agent.ingest([(1.0, 1.0)], [np.inf])
+    assert len(agent.values) == 2  # the finite ones, learned from
+    assert agent.report()["n_unusable"] == 2
+    seen = set()
+    for _ in range(32):  # every other candidate, then nothing left
+        for s in agent.suggest(1):
+            seen.add((s["x"], s["y"]))
+            agent.ingest([[s["x"], s["y"]]], [float(s["x"] - s["y"])])
+    assert dead not in seen
+    assert (1.0, 1.0) not in seen
+    assert len(seen) + 4 == 36
+    with pytest.raises(ValueError, match="outside"):
+        agent.ingest([(40.0, 1.0)], [np.nan])
+    assert agent.report()["n_unusable"] == 2
+
+
 def test_positions_outside_the_image_are_refused_before_anything_is_stored(scene, fast_dkl):
     agent = DKLAgent(scene[0], **fast_dkl)
     with pytest.raises(ValueError, match="outside"):
