@@ -75,3 +75,51 @@ def test_replay_microscope_takes_the_survey_file(RE, tmp_path):
         assert backend.describe()["files"] == [str(si), str(survey)]
     finally:
         microscope.sim_bridge.close()
+
+
+def test_a_spectrum_without_a_number_does_not_stop_a_run_on_a_recording(RE, tmp_path):
+    """A dead read-out (all zeros) gives a ratio over zero counts, NaN: the run records it
+    and goes on, and the agent does not go back to that pixel."""
+    from agents.dkl import DKLAgent
+    from agents.scalarizers import get_scalarizer
+    from ophyd_stem.app.analysis.replay import replay_microscope
+    from plans import adaptive_eels
+
+    si, survey = _recording(tmp_path)
+    data = dict(np.load(si))
+    dead = [(y, x) for y in range(0, ROWS, 2) for x in range(0, COLS, 2)]  # a quarter of it
+    for y, x in dead:
+        data["spectra"][y, x] = 0.0
+    write_array_file(si, data)
+    ratio = get_scalarizer("ratio:455:475:400:440")
+    microscope = replay_microscope(si, survey=survey, assets_dir=tmp_path / "assets")
+    agents = []
+
+    def make(image):
+        agents.append(DKLAgent(image, n_seed=4, seed=0, train_iters=20, finetune_iters=5))
+        return agents[0]
+
+    try:
+        RE(
+            adaptive_eels(
+                microscope.scan, microscope.eels_points, make, ratio, steps=12, signal="ABF"
+            )
+        )
+    finally:
+        microscope.sim_bridge.close()
+    stops = [d for n, d in RE.documents if n == "stop"]
+    assert stops[-1]["exit_status"] == "success"
+    streams = {d["uid"]: d["name"] for n, d in RE.documents if n == "descriptor"}
+    rows = []
+    for n, d in RE.documents:
+        if n not in ("event", "event_page") or streams[d["descriptor"]] != "decisions":
+            continue
+        data = {k: np.atleast_1d(v) for k, v in d["data"].items()}
+        key = {k.split("-")[-1]: k for k in data}
+        rows += list(zip(data[key["x"]], data[key["y"]], data[key["value"]]))
+    assert len(rows) == 12
+    unusable = [(x, y) for x, y, v in rows if not np.isfinite(v)]
+    assert unusable  # a quarter of the field is dead: some were measured
+    assert all((int(y), int(x)) in dead for x, y in unusable)
+    assert agents[0].report()["n_unusable"] == len(unusable)
+    assert len({(x, y) for x, y, _ in rows}) == 12  # no pixel twice
