@@ -68,3 +68,21 @@ def test_hypotheses_run_records_the_evidence_and_forensics_reproduces_it(RE, nan
     probabilities = [r["hypotheses"]["step"]["probability"] for r in data.decisions["reports"]]
     np.testing.assert_allclose(lines["p:step"].get_ydata(), probabilities)
     assert figure_problems(fig) == []
+
+
+def test_physics_run_replays_and_a_counterfactual_changes_its_acquisition(RE, nanoparticles):
+    from ophyd_stem.app.analysis.counterfactual import counterfactual
+    from ophyd_stem.app.analysis.forensics import forensics
+
+    fast = {"n_seed": 2, "seed": 1, "step": 4, "train_steps": 40, "finetune_steps": 5,
+            "draws": 2}  # fmt: skip
+    RE(adaptive_eels(nanoparticles.scan, nanoparticles.eels_points, "physics", "band:20:30",
+                     agent_kwargs=fast, steps=4, batch=2, maps_every=0))  # fmt: skip
+    data = unpack_run(RE.documents)
+    assert "edge_width" in data.decisions["reports"][-1]["physics"]
+    replay = forensics(data)
+    assert replay.ok, replay.text()
+    assert replay.agent["class"] == "PhysicsGPAgent"
+    other = counterfactual(data, "physics:acquisition=ei", out_dir=None)
+    assert other.chosen.shape == data.positions.shape  # 4 steps of 2 spectra
+    assert np.all(np.isfinite(other.chosen))
