@@ -228,9 +228,22 @@ def _primary(data: RunData) -> None:
             declared = (primary.data_keys.get("eels-spectrum") or {}).get("dtype_numpy")
             if declared == "<f4":
                 data.spectra = data.spectra.astype(np.float32)
-    axis = primary.configuration.get("eels-energy_axis")
-    if axis is not None:
-        data.energy_axis = np.asarray(axis, dtype=np.float64)
+    data.energy_axis = _energy_axis(primary.configuration)
+
+
+def _energy_axis(configuration: Dict[str, Any]) -> Optional[np.ndarray]:
+    """Channel energies (eV) from the spectrometer's calibration in the configuration:
+    ``offset + i * dispersion * binning`` (older runs recorded the whole axis)."""
+    if configuration.get("eels-energy_axis") is not None:
+        return np.asarray(configuration["eels-energy_axis"], dtype=np.float64)
+    try:
+        offset = float(configuration["eels-energy_offset"])
+        binning = max(int(configuration.get("eels-binning", 1)), 1)
+        width = float(configuration["eels-dispersion"]) * binning
+        channels = int(configuration["eels-channels"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return offset + width * np.arange(channels, dtype=np.float64)
 
 
 def _decisions(data: RunData) -> None:

@@ -347,16 +347,20 @@ def _numbers(name: str, fields: Tuple[Any, ...], count: int) -> Tuple[float, ...
     return tuple(fields)
 
 
-def _label(func: Any, spec: str) -> Scalarizer:
-    # a partial takes attributes: the spec becomes the name the run records
+def _label(func: Any, spec: str, units: str) -> Scalarizer:
+    # a partial takes attributes: the spec becomes the name the run records, and the units
+    # of its values go into the run's description of them ("" is dimensionless)
     func.__name__ = spec
+    func.units = units
     return func
 
 
 def _band(*fields: Any) -> Scalarizer:
     start, stop = _numbers("band", fields, 2)
     return _label(
-        functools.partial(band_intensity, start=start, stop=stop), f"band:{start:g}:{stop:g}"
+        functools.partial(band_intensity, start=start, stop=stop),
+        f"band:{start:g}:{stop:g}",
+        "counts",
     )
 
 
@@ -365,6 +369,7 @@ def _ratio(*fields: Any) -> Scalarizer:
     return _label(
         functools.partial(peak_height_ratio, numerator=(a, b), denominator=(c, d)),
         f"ratio:{a:g}:{b:g}:{c:g}:{d:g}",
+        "",
     )
 
 
@@ -380,6 +385,7 @@ def _peak(*fields: Any) -> Scalarizer:
     return _label(
         functools.partial(peak_position, start=start, stop=stop, method=method),
         f"peak:{start:g}:{stop:g}{suffix}",
+        "eV",
     )
 
 
@@ -388,6 +394,7 @@ def _jump(*fields: Any) -> Scalarizer:
     return _label(
         functools.partial(edge_jump_ratio, pre_edge=(a, b), post_edge=(c, d)),
         f"jump:{a:g}:{b:g}:{c:g}:{d:g}",
+        "",
     )
 
 
@@ -412,6 +419,8 @@ def _despiked(inner: Scalarizer, name: str) -> Scalarizer:
         return inner(despike(spectrum), energy_axis)
 
     scalarize.__name__ = name
+    if hasattr(inner, "units"):  # despiking changes no units
+        scalarize.units = inner.units  # type: ignore[attr-defined]
     return scalarize
 
 
@@ -428,7 +437,8 @@ def get_scalarizer(spec: Union[str, Scalarizer]) -> Scalarizer:
     The fields after the name are energies in eV (and, for ``peak``, an optional method).
     ``despike:`` in front of a spec removes cosmic-ray spikes from each spectrum first
     (:func:`agents.despike.despike`). The function returned carries the spec as its
-    ``__name__`` so runs can record it.
+    ``__name__`` and the units of its values as ``units`` (counts, eV, or "" for ratios), so
+    runs can record both.
 
     Raises:
         ValueError: unknown name or wrong number of fields, with the known names listed.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -26,17 +26,49 @@ from dm_bridge.types import SpectrumAcquisition
 
 from ._bridge import BridgeHandle, abandon_on_pause, bridge_signal
 
-__all__ = ["EELSCamera", "EELSPoints"]
+__all__ = ["EELSCamera", "EELSPoints", "energy_axis_from_configuration"]
+
+
+def energy_axis_from_configuration(configuration: Mapping[str, Any]) -> np.ndarray | None:
+    """The energy axis (eV per channel) from a run's EELS configuration values.
+
+    Args:
+        configuration: data keys to values, e.g. a descriptor's
+            ``configuration["eels_points"]["data"]``: ``eels-energy_offset`` (eV),
+            ``eels-dispersion`` (eV/channel), ``eels-binning``, ``eels-channels``. An older
+            run's ``eels-energy_axis`` array is returned as it is.
+
+    Returns:
+        The axis, or None when the configuration lacks the calibration.
+
+    Example:
+        >>> energy_axis_from_configuration({"eels-energy_offset": -5.0,
+        ...     "eels-dispersion": 0.25, "eels-binning": 2, "eels-channels": 3})
+        array([-5. , -4.5, -4. ])
+    """
+    if "eels-energy_axis" in configuration:
+        return np.asarray(configuration["eels-energy_axis"], dtype=np.float64)
+    try:
+        offset = float(configuration["eels-energy_offset"])
+        binning = max(int(configuration.get("eels-binning", 1)), 1)
+        width = float(configuration["eels-dispersion"]) * binning
+        channels = int(configuration["eels-channels"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return offset + width * np.arange(channels, dtype=np.float64)
 
 
 class EELSCamera(StandardReadable, Triggerable):
     """EELS camera and spectrometer settings; ``trigger()`` acquires a spectrum.
 
-    The spectrum travels inline in the event (``eels-spectrum``, counts per channel); its
-    energy axis (``eels-energy_axis``, eV) is in the configuration of every run and is
-    refreshed with each acquisition, so every reader can plot it. A scalar,
-    ``eels-intensity`` (total counts), is hinted so BestEffortCallback and LiveGrid have
-    something sensible to plot while a spectrum image is acquired.
+    The spectrum travels inline in the event (``eels-spectrum``, counts per channel). Its
+    energy axis is in the configuration of every run as the spectrometer's calibration,
+    scalars that every reader (databroker's ``config`` included) can read: channel ``i`` is at
+    ``eels-energy_offset + i * eels-dispersion * eels-binning`` eV, ``eels-channels``
+    channels (:func:`energy_axis_from_configuration`). ``eels.energy_axis`` has the whole
+    axis, refreshed with each acquisition, for the console. A scalar, ``eels-intensity``
+    (total counts), is hinted so BestEffortCallback and LiveGrid have something sensible to
+    plot while a spectrum image is acquired.
 
     Example:
         >>> RE(bps.mv(eels.exposure, 0.05))
@@ -51,9 +83,11 @@ class EELSCamera(StandardReadable, Triggerable):
             self.dispersion = self._param(float, "dispersion", "eV/channel", 4)
             self.binning = self._param(int, "binning", None, None)
             self.channels = self._param(int, "channels", None, None)
-            self.energy_axis, self._set_energy_axis = soft_signal_r_and_setter(
-                Array1D[np.float64], units="eV"
-            )
+        # Not configuration: an array there breaks databroker's config reader; the scalars
+        # above define it.
+        self.energy_axis, self._set_energy_axis = soft_signal_r_and_setter(
+            Array1D[np.float64], units="eV"
+        )
         with self.add_children_as_readables(StandardReadableFormat.UNCACHED_SIGNAL):
             self.spectrum, self._set_spectrum = soft_signal_r_and_setter(
                 Array1D[np.float32], units="counts"
@@ -259,6 +293,12 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
 
     def resume(self) -> None:
         self._paused.clear()
+
+    @property
+    def hints(self) -> dict[str, list[str]]:
+        """The total intensity: what BestEffortCallback and LiveGrid plot over the beam
+        positions (the spectra and the positions themselves are not plotted against them)."""
+        return {"fields": ["eels-intensity"]}
 
     async def describe_collect(self) -> dict[str, dict[str, DataKey]]:
         source = f"dm-bridge://{self._handle.address}/acquire_spectra_at_points"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from bluesky.protocols import EventPageCollectable, Flyable, Reading, Triggerabl
 from event_model import DataKey, PartialEventPage
 from ophyd_async.core import AsyncStatus, Device
 
-__all__ = ["Record", "Table", "as_field_value"]
+__all__ = ["FIELD_UNITS", "Record", "Table", "as_field_value"]
 
 
 def as_field_value(value: Any) -> Any:
@@ -52,23 +52,52 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+#: units of the fields plans commonly record, unless a plan says otherwise; ``""`` means
+#: dimensionless (counts of things, indices, fractions, probabilities, scores)
+FIELD_UNITS: dict[str, str] = {
+    **dict.fromkeys(
+        ("x", "y", "sigma", "dx", "dy", "intended_x", "intended_y", "correction_x",
+         "correction_y", "drift_x", "drift_y"),
+        "px",
+    ),
+    **dict.fromkeys(("vx", "vy"), "px/s"),
+    **dict.fromkeys(("time", "requested"), "s"),
+    **dict.fromkeys(
+        ("step", "image", "order", "point", "n_points", "n_atoms", "chosen", "cluster",
+         "fraction_of_pixels", "edge_strength", "probability", "uncertainty", "peak", "used",
+         "optimised", "precision", "recall", "f1", "QC", "ER", "qc", "er"),
+        "",
+    ),
+}  # fmt: skip
+
+
 def _datakey(source: str, value: Any, units: str | None) -> DataKey:
     if isinstance(value, np.ndarray):
         key = DataKey(
             source=source, shape=list(value.shape), dtype="array", dtype_numpy=value.dtype.str
         )
     elif isinstance(value, str):
-        # Same convention as ophyd-async string signals; the real length may exceed 40.
-        key = DataKey(source=source, shape=[], dtype="string", dtype_numpy="|S40")
+        # Any length: JSON reports run to thousands of characters (ophyd-async's "|S40"
+        # is EPICS' 40-character string and would promise readers a truncated field).
+        key = DataKey(source=source, shape=[], dtype="string", dtype_numpy="<U0")
     elif isinstance(value, bool):
         key = DataKey(source=source, shape=[], dtype="boolean", dtype_numpy="|b1")
     elif isinstance(value, int):
         key = DataKey(source=source, shape=[], dtype="integer", dtype_numpy="<i8")
     else:
         key = DataKey(source=source, shape=[], dtype="number", dtype_numpy="<f8")
-    if units:
+    if units is not None:
         key["units"] = units
     return key
+
+
+def _units_of(field: str, units: Mapping[str, str], value: Any) -> str | None:
+    """A field's units: the plan's word, else the common one, else none for text."""
+    if field in units:
+        return units[field]
+    if isinstance(value, str):
+        return None  # text (JSON reports, names) has no units
+    return FIELD_UNITS.get(field)
 
 
 class Record(Device, Triggerable):
@@ -76,15 +105,23 @@ class Record(Device, Triggerable):
 
     Args:
         name: data keys are ``<name>-<field>``.
-        units: optional units per field name.
+        units: units per field name, over :data:`FIELD_UNITS` (``""``: dimensionless).
+        hints: the fields worth plotting against time (BestEffortCallback plots those, and
+            nothing when there are none: maps and reports are not for a line plot).
 
     Example:
-        >>> decisions = Record("decision", units={"x": "px", "y": "px"})
+        >>> decisions = Record("decision", units={"value": "counts"}, hints=["value"])
         >>> yield from plans.stubs.record(decisions, "decisions", x=12.0, y=40.5, step=3)
     """
 
-    def __init__(self, name: str = "", units: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "",
+        units: Mapping[str, str] | None = None,
+        hints: Sequence[str] = (),
+    ) -> None:
         self._units = dict(units or {})
+        self._hinted = list(hints)
         self._values: dict[str, Any] = {}
         self._keys: dict[str, DataKey] | None = None
         self._time = time.time()
@@ -105,12 +142,21 @@ class Record(Device, Triggerable):
         self._time = time.time()
         if self._keys is None:
             self._keys = {
-                f"{self.name}-{k}": _datakey(f"computed://{self.name}/{k}", v, self._units.get(k))
+                f"{self.name}-{k}": _datakey(
+                    f"computed://{self.name}/{k}", v, _units_of(k, self._units, v)
+                )
                 for k, v in values.items()
             }
 
     def reset(self) -> None:
         self._values, self._keys = {}, None
+
+    @property
+    def hints(self) -> dict[str, list[str]]:
+        """The hinted data keys (``<name>-<field>``) of the fields given as ``hints`` that
+        this run records."""
+        keys = [f"{self.name}-{field}" for field in self._hinted]
+        return {"fields": [key for key in keys if self._keys is None or key in self._keys]}
 
     @AsyncStatus.wrap
     async def trigger(self) -> None:
@@ -138,14 +184,21 @@ class Table(Device, Flyable, EventPageCollectable):
     Args:
         name: data keys are ``<name>-<column>``.
         stream: the stream the rows go to (default: ``name``).
-        units: optional units per column.
+        units: units per column, over :data:`FIELD_UNITS` (``""``: dimensionless).
+        hints: columns worth plotting against time (default none: rows of atoms or of a
+            front are not a time series).
     """
 
     def __init__(
-        self, name: str = "", stream: str | None = None, units: Mapping[str, str] | None = None
+        self,
+        name: str = "",
+        stream: str | None = None,
+        units: Mapping[str, str] | None = None,
+        hints: Sequence[str] = (),
     ) -> None:
         self.stream = stream or name
         self._units = dict(units or {})
+        self._hinted = list(hints)
         self._columns: dict[str, np.ndarray] = {}
         self._keys: dict[str, DataKey] | None = None
         super().__init__(name=name)
@@ -169,7 +222,7 @@ class Table(Device, Flyable, EventPageCollectable):
             if arr.dtype.kind == "U":
                 value = str(sample)
             keys[f"{self.name}-{key}"] = _datakey(
-                f"computed://{self.name}/{key}", value, self._units.get(key)
+                f"computed://{self.name}/{key}", value, _units_of(key, self._units, value)
             )
         if self._keys is not None and set(keys) != set(self._keys):
             raise ValueError(f"{self.name}: columns changed within a run")
@@ -177,6 +230,13 @@ class Table(Device, Flyable, EventPageCollectable):
 
     def reset(self) -> None:
         self._columns, self._keys = {}, None
+
+    @property
+    def hints(self) -> dict[str, list[str]]:
+        """The hinted data keys (``<name>-<column>``) of the columns given as ``hints`` that
+        this run records."""
+        keys = [f"{self.name}-{column}" for column in self._hinted]
+        return {"fields": [key for key in keys if self._keys is None or key in self._keys]}
 
     @AsyncStatus.wrap
     async def kickoff(self) -> None:

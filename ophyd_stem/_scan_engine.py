@@ -1,5 +1,11 @@
 """The scan engine (DigiScan): survey images written to HDF5 and announced with
-StreamResource / StreamDatum, so the catalog references them instead of copying them."""
+StreamResource / StreamDatum, so the catalog references them instead of copying them.
+
+Each image reads back as ``(N, height, width)`` (one frame per event, no extra frame axis),
+and each HDF5 file says what it holds: every dataset carries its signal's name, units and
+calibration (pixel size in nm, field of view, dwell time) as attributes, so a file opened
+outside the catalog is still a calibrated image.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from event_model import DataKey
 from ophyd_async.core import (
     DetectorAcquireLogic,
     DetectorDataLogic,
@@ -142,6 +149,30 @@ class _SurveyAcquire(DetectorAcquireLogic):
         self.task = None
 
 
+class _FramePerEvent(StreamResourceDataProvider):
+    """One image per event, described as ``(height, width)``: ophyd-async prepends the frames
+    per event (1) to the shape, and the catalog would read ``(N, 1, height, width)`` back."""
+
+    async def make_datakeys(self, collections_per_event: int) -> dict[str, DataKey]:
+        keys = await super().make_datakeys(collections_per_event)
+        if collections_per_event == 1:
+            for key in keys.values():
+                key["shape"] = list(key["shape"])[1:]
+                key["units"] = "counts"
+        return keys
+
+
+async def _calibration(device: ScanEngine) -> dict[str, float]:
+    """The scan's calibration, for the HDF5 attributes (read through the signals, so mock
+    mode gives zeros rather than failing)."""
+    return {
+        "pixel_size": float(await device.pixel_size.get_value()),
+        "field_of_view": float(await device.field_of_view.get_value()),
+        "dwell_time": float(await device.dwell_time.get_value()),
+        "rotation": float(await device.rotation.get_value()),
+    }
+
+
 class _SurveyData(DetectorDataLogic):
     def __init__(
         self, state: _SurveyState, path_provider: PathProvider, device: ScanEngine
@@ -160,18 +191,21 @@ class _SurveyData(DetectorDataLogic):
         info = self.path_provider(datakey_name)
         directory = Path(info.directory_path)
         directory.mkdir(parents=True, exist_ok=True)
+        calibration = await _calibration(self.device)
         state.close()
         state.file = h5py.File(directory / f"{info.filename}.h5", "w", libver="latest")
+        state.file.attrs["description"] = "survey images of a STEM scan (ophyd-stem)"
         resources = []
         for signal in state.signals:
             path = f"{DATASET_GROUP}/{signal}"
-            state.datasets[signal] = state.file.create_dataset(
+            dataset = state.datasets[signal] = state.file.create_dataset(
                 path,
                 shape=(0, height, width),
                 maxshape=(None, height, width),
                 chunks=(1, height, width),
                 dtype=np.float32,
             )
+            _describe_dataset(dataset, signal, calibration)
             resources.append(
                 StreamResourceInfo(
                     data_key=_data_key(datakey_name, signal),
@@ -185,7 +219,7 @@ class _SurveyData(DetectorDataLogic):
         state.file.swmr_mode = True
         state.count = 0
         state.set_images_written(0)
-        return StreamResourceDataProvider(
+        return _FramePerEvent(
             uri=f"{info.directory_uri}{info.filename}.h5",
             resources=resources,
             mimetype="application/x-hdf5",
@@ -193,7 +227,9 @@ class _SurveyData(DetectorDataLogic):
         )
 
     def get_hinted_fields(self, datakey_name: str) -> Sequence[str]:
-        return [_data_key(datakey_name, self.state.signals[0])]
+        # Nothing for BestEffortCallback to plot against time (it plots scalars only: a
+        # hinted image made an empty figure and a warning per survey).
+        return []
 
     async def stop(self) -> None:
         self.state.close()
@@ -201,6 +237,35 @@ class _SurveyData(DetectorDataLogic):
 
 async def _awaited(status) -> None:
     await status
+
+
+def _describe_dataset(dataset: h5py.Dataset, signal: str, calibration: dict[str, float]) -> None:
+    """Attributes that make a dataset a calibrated image on its own (HyperSpy's and NeXus'
+    words where they have one): axes frame/y/x, x and y in nm at ``pixel_size`` nm/px with
+    the first pixel's centre at 0."""
+    pixel = calibration["pixel_size"]
+    dataset.attrs.update(
+        {
+            "signal": signal,
+            "long_name": f"{signal} intensity",
+            "units": "counts",
+            "axes": np.array(["frame", "y", "x"], dtype=h5py.string_dtype()),
+            "pixel_size": pixel,
+            "pixel_size_units": "nm",
+            "x_scale": pixel,
+            "y_scale": pixel,
+            "x_offset": 0.0,
+            "y_offset": 0.0,
+            "x_units": "nm",
+            "y_units": "nm",
+            "field_of_view": calibration["field_of_view"],
+            "field_of_view_units": "nm",
+            "dwell_time": calibration["dwell_time"],
+            "dwell_time_units": "s",
+            "rotation": calibration["rotation"],
+            "rotation_units": "deg",
+        }
+    )
 
 
 def _data_key(datakey_name: str, signal: str) -> str:
@@ -239,13 +304,14 @@ class ScanEngine(StandardDetector):
             _SurveyAcquire(self._state),
             _SurveyData(self._state, path_provider, self),
         )
+        # Scalars only (databroker's config reader takes no arrays); the signals acquired
+        # are the run's data keys (scan-haadf, scan-bf...), so their list is not repeated.
         self.add_config_signals(
             self.width,
             self.height,
             self.dwell_time,
             self.rotation,
             self.field_of_view,
-            self.signals,
             self.pixel_size,
         )
         super().__init__(name=name)

@@ -41,8 +41,9 @@ class _BeamMove(MovableLogic[float]):
 
     async def move(self, new_position: float, timeout) -> None:
         await self.setpoint.set(float(new_position), timeout=timeout())
-        # Refresh the readback so subscribers (and the status watcher) see the new place.
-        await self.readback.get_value()
+        # Refresh the readback so subscribers (and the status watcher) see the new place:
+        # from the bridge, not from the cache a staged readback keeps.
+        await self.readback.get_value(cached=False)
 
 
 class BeamAxis(StandardMovable[float], StandardReadable):
@@ -58,7 +59,9 @@ class BeamAxis(StandardMovable[float], StandardReadable):
         self._handle = handle
         self._axis = axis
         self._index = 0 if axis == "x" else 1
-        with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
+        # Uncached: a staged column (bp.scan stages the motor's root, the column) must still
+        # read where the beam is now, wherever it was moved from.
+        with self.add_children_as_readables(StandardReadableFormat.HINTED_UNCACHED_SIGNAL):
             self.readback = bridge_signal(
                 float,
                 handle,
@@ -118,6 +121,11 @@ class Beam(Device):
 class STEM(StandardReadable):
     """The column: beam position, beam blank, high tension and field of view.
 
+    Reading the column reads the beam position (``stem-beam-x``, ``stem-beam-y``, px,
+    not hinted), so a scan that lists the column among its detectors still records where the
+    beam was: ``bp.scan([eels, stem], stem.beam.x, 0, 100, 11)`` (Bluesky drops the motor
+    there, since its parent is read anyway).
+
     Example:
         >>> RE(bps.mv(stem.beam.x, 12.5, stem.beam.y, 40))
         >>> RE(bps.rd(stem.high_tension))
@@ -127,6 +135,11 @@ class STEM(StandardReadable):
     def __init__(self, handle: BridgeHandle, name: str = "") -> None:
         self._handle = handle
         self.beam = Beam(handle)
+        # Read (from the bridge, every time) but not hinted: the column's position is a
+        # coordinate, not something to plot against the motor that moves it.
+        self.add_readables(
+            [self.beam.x.readback, self.beam.y.readback], StandardReadableFormat.UNCACHED_SIGNAL
+        )
         self.beam_blank = bridge_signal(
             bool, handle, "beam/blanked", read=self._read_blank, write=self._write_blank
         )
@@ -144,6 +157,11 @@ class STEM(StandardReadable):
             )
             self.instrument, self._set_instrument = soft_signal_r_and_setter(str)
         super().__init__(name=name)
+
+    @property
+    def hints(self) -> dict[str, list[str]]:
+        """Nothing to plot: BestEffortCallback would otherwise draw every field it reads."""
+        return {"fields": []}
 
     async def connect(self, *args, **kwargs) -> None:  # type: ignore[override]
         await super().connect(*args, **kwargs)

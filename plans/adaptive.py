@@ -28,6 +28,7 @@ from bluesky.utils import MsgGenerator
 from ophyd_stem import Record, Table
 
 from ._agents import AgentFactory, Scalarizer, describe_request, image_agent, scalarizer_of
+from ._metadata import POSITION_DIMENSIONS, decision_record, with_scan_field
 from ._queue import AGENT, CONTROL, FLYER, READABLE, SCALARIZER, queue_parameters
 from .control import OperatorControl
 from .operator import resolve_control
@@ -96,12 +97,12 @@ def edge_eels(
         },
         "zero_loss": aligner.metadata(),
         "detectors": [scan_engine.name, eels_points.name],
-        "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
+        "hints": {"dimensions": POSITION_DIMENSIONS},
         **(md or {}),
     }
     edge_record = Record("edge")
     points_table = Table("edge_points", units={"x": "px", "y": "px"})
-    decisions = Record("decision", units={"x": "px", "y": "px"})
+    decisions = decision_record(scalarizer)
 
     @bpp.stage_decorator([scan_engine])
     @bpp.run_decorator(md=_md)
@@ -139,7 +140,7 @@ def edge_eels(
                     decisions, "decisions", step=i, x=float(x), y=float(y), value=float(values[i])
                 )
 
-    return (yield from inner())
+    return (yield from with_scan_field(inner(), scan_engine))
 
 
 @queue_parameters(
@@ -228,10 +229,10 @@ def adaptive_eels(
         "zero_loss": aligner.metadata(),
         "detectors": [scan_engine.name, eels_points.name],
         "num_points": steps * batch,
-        "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
+        "hints": {"dimensions": POSITION_DIMENSIONS},
         **(md or {}),
     }
-    decisions = Record("decision", units={"x": "px", "y": "px"})
+    decisions = decision_record(scalarizer)
     maps = Record("agent_maps")
 
     def record_maps(agent: Any, step: int):
@@ -284,4 +285,4 @@ def adaptive_eels(
                 yield from record_maps(agent, step)
             yield from bps.checkpoint()
 
-    return (yield from inner())
+    return (yield from with_scan_field(inner(), scan_engine))

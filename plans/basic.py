@@ -85,30 +85,41 @@ def spectrum_image(
     md : dict, optional
     """
     aligner = ZeroLossStep(zero_loss)
-    _md = {
-        "plan_name": "spectrum_image",
-        "plan_args": {
-            "rows": rows,
-            "cols": cols,
-            "region": list(region) if region else None,
-            "zero_loss": zero_loss,
-        },
-        "zero_loss": aligner.metadata(),
-        "detectors": [scan_engine.name, eels_points.name],
-        "num_points": rows * cols,
-        "shape": [rows, cols],
-        "extents": [[0, rows - 1], [0, cols - 1]],
-        "hints": {"dimensions": [(["stem-beam-y"], "primary"), (["stem-beam-x"], "primary")]},
-        **(md or {}),
-    }
 
     @bpp.stage_decorator([scan_engine])
-    @bpp.run_decorator(md=_md)
-    def inner():
-        yield from read_survey_image(scan_engine)
+    def staged():
         width = yield from bps.rd(scan_engine.width)
         height = yield from bps.rd(scan_engine.height)
         points = grid_positions(rows, cols, int(width), int(height), region)
-        yield from acquire_spectra_at_points(eels_points, points, batch=batch, zero_loss=aligner)
+        (x0, y0), (x1, y1) = points[0].tolist(), points[-1].tolist()
+        _md = {
+            "plan_name": "spectrum_image",
+            "plan_args": {
+                "rows": rows,
+                "cols": cols,
+                "region": list(region) if region else None,
+                "zero_loss": zero_loss,
+            },
+            "zero_loss": aligner.metadata(),
+            "detectors": [scan_engine.name, eels_points.name],
+            "num_points": rows * cols,
+            # BestEffortCallback draws the intensity map (LiveGrid) over the scan field in px
+            "shape": [rows, cols],
+            "extents": [[y0, y1], [x0, x1]],
+            "hints": {
+                "dimensions": [(["stem-beam-y"], "primary"), (["stem-beam-x"], "primary")],
+                "gridding": "rectilinear",
+            },
+            **(md or {}),
+        }
 
-    return (yield from inner())
+        @bpp.run_decorator(md=_md)
+        def inner():
+            yield from read_survey_image(scan_engine)
+            yield from acquire_spectra_at_points(
+                eels_points, points, batch=batch, zero_loss=aligner
+            )
+
+        return (yield from inner())
+
+    return (yield from staged())

@@ -11,7 +11,7 @@ from bluesky.utils import MsgGenerator
 from ophyd_stem import Record, Table
 
 from ._agents import describe_request, forward_agent
-from ._metadata import forward_md
+from ._metadata import forward_md, with_scan_field
 from ._queue import AGENT, OPTIONAL_FLYER, READABLE, queue_parameters
 from .stubs import eels_at_suggestions, read_survey_image, record, record_table
 
@@ -87,4 +87,4 @@ def dcnn(
                 yield from eels_at_suggestions(agent, eels_points, n_eels)
             yield from bps.checkpoint()
 
-    return (yield from inner())
+    return (yield from with_scan_field(inner(), scan_engine))

@@ -26,6 +26,8 @@ from bluesky.utils import MsgGenerator
 from dm_bridge.types import SpectrumAcquisition
 from ophyd_stem import Record, Table
 
+from ._metadata import POSITION_DIMENSIONS, with_scan_field
+from ._metadata import decision_record as make_decision_record
 from ._queue import FLYER, READABLE, queue_parameters
 from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table
 from .zero_loss import ZeroLossStep
@@ -64,8 +66,10 @@ def acquire_spectra_tracking_drift(
         The spectra with the positions the beam was really sent to (corrected).
     """
     points = np.asarray(points, dtype=np.float64)
-    drift_record = drift_record or Record("drift", units={"dx": "px", "dy": "px", "time": "s"})
-    decision_record = decision_record or Record("decision", units={"x": "px", "y": "px"})
+    drift_record = drift_record or Record(
+        "drift", units={"dx": "px", "dy": "px", "time": "s"}, hints=["dx", "dy"]
+    )
+    decision_record = decision_record or make_decision_record()
     rows, cols = np.shape(tracker.reference)
     limit = np.array([cols - 1, rows - 1], dtype=np.float64)
     parts = []
@@ -199,7 +203,7 @@ def drift_corrected_edge_eels(
         "zero_loss": aligner.metadata(),
         "detectors": [scan_engine.name, eels_points.name],
         "num_points": budget,
-        "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
+        "hints": {"dimensions": POSITION_DIMENSIONS},
         **(md or {}),
     }
     edge_record = Record("edge")
@@ -252,4 +256,4 @@ def drift_corrected_edge_eels(
             zero_loss=aligner,
         )
 
-    return (yield from inner())
+    return (yield from with_scan_field(inner(), scan_engine))

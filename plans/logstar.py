@@ -11,7 +11,7 @@ from bluesky.utils import MsgGenerator
 from ophyd_stem import Record, Table
 
 from ._agents import describe_request, forward_agent
-from ._metadata import forward_md
+from ._metadata import forward_md, with_scan_field
 from ._queue import AGENT, CONTROL, OPTIONAL_FLYER, READABLE, queue_parameters
 from .control import OperatorControl
 from .operator import resolve_control
@@ -76,7 +76,7 @@ def logstar(
     _md = forward_md(
         "logstar", scan_engine, agent, eels_points, images, n_eels, signal, md, request
     )
-    report = Record("logstar")
+    report = Record("logstar", hints=["n_atoms"])
     atoms = Table("atoms", units={"x": "px", "y": "px", "sigma": "px"})
     front = Table("logstar_front", stream="logstar_front")
 
@@ -124,4 +124,4 @@ def logstar(
                 yield from eels_at_suggestions(agent, eels_points, n_eels, control, index)
             yield from bps.checkpoint()
 
-    return (yield from inner())
+    return (yield from with_scan_field(inner(), scan_engine))

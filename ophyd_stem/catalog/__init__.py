@@ -9,6 +9,7 @@
 See docs/catalog.md for where data lives, remote servers, the spool, and deployment.
 """
 
+from ._clients import RunInProgress
 from ._runs import CatalogAuthError, CatalogError, CatalogMismatch, CatalogUnreachable
 from .client import RunSummary, get_run, open_catalog, recent_runs
 from .recovery import ImportReport, import_spool
@@ -27,6 +28,7 @@ __all__ = [
     "CatalogWriter",
     "EmbeddedServer",
     "ImportReport",
+    "RunInProgress",
     "RunSummary",
     "ServerStatus",
     "WriterStatus",

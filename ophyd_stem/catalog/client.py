@@ -39,7 +39,11 @@ def open_catalog(
 
     Returns:
         The container: ``catalog[-1]`` (latest run), ``catalog[scan_id]``, ``catalog[uid]``,
-        ``catalog.search(Key("sample") == "Au")``.
+        ``catalog.search(Key("sample") == "Au")``. Its runs are bluesky-tiled-plugins'
+        (``run["primary"].read()``, ``run.v2``, ``catalog.v1``, ``run.documents()``), and
+        a run still being written says so (:class:`~ophyd_stem.catalog.RunInProgress`, a
+        warning) and can be waited for (``run.wait()``); its arrays read back consistently
+        while they grow.
 
     Raises:
         CatalogUnreachable: nothing answers at ``uri``.
@@ -57,11 +61,14 @@ def open_catalog(
 
         server = EmbeddedServer.start(settings)
         uri, api_key = server.uri, server.api_key
-    structure_clients: Any = "numpy"
     if listing:
         from tiled.client.container import Container
 
-        structure_clients = {"container": Container}
+        structure_clients: Any = {"container": Container}
+    else:
+        from ._clients import run_clients
+
+        structure_clients = run_clients()
     catalog = _runs.connect(uri, api_key, structure_clients=structure_clients)
     names = {spec.name for spec in getattr(catalog, "specs", ())}
     if "CatalogOfBlueskyRuns" not in names:

@@ -5,6 +5,7 @@ These also pin the private corner of bluesky-tiled-plugins that BatchingRunWrite
 from __future__ import annotations
 
 import time
+import warnings
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
@@ -13,7 +14,7 @@ import pytest
 from ophyd_async.core import init_devices
 
 from ophyd_stem import Table
-from ophyd_stem.catalog import open_catalog
+from ophyd_stem.catalog import RunInProgress, open_catalog
 from ophyd_stem.catalog._batching import BatchingRunWriter
 from ophyd_stem.catalog._runs import per_document_writer_factory
 
@@ -28,10 +29,12 @@ def catalog(shared_server):
 
 
 def rows_in_catalog(catalog, uid, stream="primary", key="eels-spectrum"):
-    try:
-        return catalog[uid][stream][key].shape[0]
-    except KeyError:
-        return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunInProgress)  # yes, it is still being written
+        try:
+            return catalog[uid][stream][key].shape[0]
+        except KeyError:
+            return 0
 
 
 def open_run_uid(RE):
@@ -152,3 +155,42 @@ def test_an_event_page_stays_one_page(RE, shared_server, settings, make_writer, 
         np.testing.assert_array_equal(catalog[uid]["atoms"]["atoms-y"].read(), 2 * rows)
     assert counts["batching"] <= 8
     assert counts["per document"] >= 120
+
+
+def test_a_run_read_while_it_is_written_says_so_and_reads_consistently(
+    RE, devices, shared_server, settings, make_writer, catalog
+):
+    """Never silent: opening a stream of an open run warns; never a 500: an array described
+    at N rows reads N rows after it has grown (a plain client asked for the whole array and
+    the server, finding more, answered 500); run.wait() then gives the whole run."""
+    _det, eels = devices
+    writer = make_writer(
+        shared_server.uri, shared_server.api_key, settings, batch_size=2, batch_seconds=3600
+    )
+    RE.subscribe(writer)
+    seen = {}
+
+    @bpp.run_decorator(md={"num_points": 6})
+    def plan():
+        for _ in range(2):
+            yield from bps.trigger_and_read([eels])
+        uid = open_run_uid(RE)
+        wait_until(lambda: rows_in_catalog(catalog, uid) == 2)
+        run = catalog[uid]
+        with pytest.warns(RunInProgress, match="still being written.*6 points"):
+            spectra = run["primary"]["eels-spectrum"]
+        for _ in range(4):
+            yield from bps.trigger_and_read([eels])
+        wait_until(lambda: rows_in_catalog(catalog, uid) == 6)
+        seen["described at 2"] = spectra.read().shape[0]
+        seen["run"] = run
+
+    RE(plan())
+    assert seen["described at 2"] == 2
+    run = seen["run"].wait(timeout=60)
+    assert run.metadata["stop"]["exit_status"] == "success"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RunInProgress)  # finished: no warning any more
+        np.testing.assert_array_equal(
+            run["primary"]["eels-spectrum"].read(), np.stack(eels.produced)
+        )

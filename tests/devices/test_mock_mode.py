@@ -10,7 +10,7 @@ import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
 from ophyd_async.core import get_mock_put, set_mock_value
 
-from ophyd_stem import Microscope
+from ophyd_stem import Microscope, energy_axis_from_configuration
 
 
 @pytest.fixture
@@ -52,10 +52,10 @@ def test_count_in_mock_mode_reads_mocked_settings(RE, microscope, tmp_path):
     assert len(events) == 2
     assert events[0]["data"]["eels-spectrum"].shape == (16,)
     descriptor = next(d for n, d in RE.documents if n == "descriptor")
-    axis = descriptor["configuration"]["eels"]["data"]["eels-energy_axis"]
+    axis = energy_axis_from_configuration(descriptor["configuration"]["eels"]["data"])
     np.testing.assert_allclose(axis, 5.0 + 0.5 * np.arange(16))
-    assert descriptor["data_keys"]["scan-haadf"]["shape"] == [1, 10, 20]
-    assert descriptor["data_keys"]["scan-bf"]["shape"] == [1, 10, 20]
+    assert descriptor["data_keys"]["scan-haadf"]["shape"] == [10, 20]  # one image per event
+    assert descriptor["data_keys"]["scan-bf"]["shape"] == [10, 20]
     resource = next(d for n, d in RE.documents if n == "stream_resource")
     path = resource["uri"].removeprefix("file://localhost")
     with h5py.File(path, "r") as f:

@@ -13,6 +13,7 @@ import pytest
 from bluesky import RunEngine
 from bluesky.run_engine import call_in_bluesky_event_loop
 
+from ophyd_stem import energy_axis_from_configuration
 from ophyd_stem.sim import twin_microscope
 
 from .conftest import backend_name, bridge_modes
@@ -59,9 +60,15 @@ def test_count_records_spectra_inline_with_energy_axis_and_units(RE, microscope)
     config = descriptor["configuration"]["eels"]
     channels = config["data"]["eels-channels"]
     assert evs[0]["data"]["eels-spectrum"].shape == (channels,)
-    assert len(config["data"]["eels-energy_axis"]) == channels
+    # The energy axis is the calibration's scalars (databroker's config reader takes no
+    # arrays), and it is the axis the camera reports.
+    assert all(np.ndim(value) == 0 for value in config["data"].values())
+    axis = energy_axis_from_configuration(config["data"])
+    assert len(axis) == channels
+    reported = call_in_bluesky_event_loop(microscope.eels.energy_axis.get_value())
+    np.testing.assert_allclose(axis, reported)
     assert config["data_keys"]["eels-exposure"]["units"] == "s"
-    assert config["data_keys"]["eels-energy_axis"]["units"] == "eV"
+    assert config["data_keys"]["eels-energy_offset"]["units"] == "eV"
     assert descriptor["hints"]["eels"]["fields"] == ["eels-intensity"]
 
 

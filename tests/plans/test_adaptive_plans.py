@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from ophyd_stem import energy_axis_from_configuration
 from ophyd_stem.sim import twin_microscope
 from plans import adaptive_eels, edge_eels
 
@@ -79,7 +80,7 @@ def test_dkl_loop_records_spectra_decisions_and_maps_consistently(RE, nanopartic
     # aligned on its zero-loss peak (on by default for low-loss spectra: primary keeps the
     # spectrum as measured, zero_loss the shift applied).
     start = next(d for n, d in RE.documents if n == "descriptor" and d["name"] == "primary")
-    axis = np.asarray(start["configuration"]["eels_points"]["data"]["eels-energy_axis"])
+    axis = energy_axis_from_configuration(start["configuration"]["eels_points"]["data"])
     shifts = [z["zero_loss-shift"] for z in stream_events(RE, "zero_loss")]
     raw = np.array([s["eels-spectrum"] for s in spectra], dtype=np.float32)
     recomputed = [float(scalarizer(a, axis)) for a in shift_spectra(raw, axis, shifts)]

@@ -10,6 +10,7 @@ import pytest
 
 from agents.runs import unpack_run
 from agents.zlp import shift_spectra
+from ophyd_stem import energy_axis_from_configuration
 from ophyd_stem.app.analysis.forensics import forensics
 from ophyd_stem.catalog._runs import verify_run
 from plans import OperatorControl, adaptive_eels
@@ -105,10 +106,10 @@ def test_approve_mode_measures_only_what_the_operator_approved(RE, nanoparticles
     assert decisions[0]["decision-source"] == "operator"
     assert (decisions[0]["decision-x"], decisions[0]["decision-y"]) == (10.0, 12.0)
     # the scalarizer change relabelled what the agent knew, and new values use it
-    axis = np.asarray(
+    axis = energy_axis_from_configuration(
         next(d for n, d in docs if n == "descriptor" and d["name"] == "primary")["configuration"][
             "eels_points"
-        ]["data"]["eels-energy_axis"]
+        ]["data"]
     )
     new = band("band:5:15")
     # the agent saw the spectra aligned on their zero-loss peak (on for low-loss spectra):
