@@ -16,7 +16,8 @@ from ._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ._bridge import AsyncBridge, BridgeHandle, BridgeParameterBackend
-    from ._eels import EELSCamera, EELSPoints, energy_axis_from_configuration
+    from ._calibration import energy_axis_from_configuration
+    from ._eels import EELSCamera, EELSPoints
     from ._microscope import Microscope, assets_path_provider
     from ._records import Record, Table
     from ._scan_engine import ScanEngine
@@ -29,7 +30,7 @@ _WHERE = {
     "BridgeParameterBackend": "._bridge",
     "EELSCamera": "._eels",
     "EELSPoints": "._eels",
-    "energy_axis_from_configuration": "._eels",
+    "energy_axis_from_configuration": "._calibration",
     "Microscope": "._microscope",
     "assets_path_provider": "._microscope",
     "Record": "._records",

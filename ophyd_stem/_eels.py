@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -26,36 +26,7 @@ from dm_bridge.types import SpectrumAcquisition
 
 from ._bridge import BridgeHandle, abandon_on_pause, bridge_signal
 
-__all__ = ["EELSCamera", "EELSPoints", "energy_axis_from_configuration"]
-
-
-def energy_axis_from_configuration(configuration: Mapping[str, Any]) -> np.ndarray | None:
-    """The energy axis (eV per channel) from a run's EELS configuration values.
-
-    Args:
-        configuration: data keys to values, e.g. a descriptor's
-            ``configuration["eels_points"]["data"]``: ``eels-energy_offset`` (eV),
-            ``eels-dispersion`` (eV/channel), ``eels-binning``, ``eels-channels``. An older
-            run's ``eels-energy_axis`` array is returned as it is.
-
-    Returns:
-        The axis, or None when the configuration lacks the calibration.
-
-    Example:
-        >>> energy_axis_from_configuration({"eels-energy_offset": -5.0,
-        ...     "eels-dispersion": 0.25, "eels-binning": 2, "eels-channels": 3})
-        array([-5. , -4.5, -4. ])
-    """
-    if "eels-energy_axis" in configuration:
-        return np.asarray(configuration["eels-energy_axis"], dtype=np.float64)
-    try:
-        offset = float(configuration["eels-energy_offset"])
-        binning = max(int(configuration.get("eels-binning", 1)), 1)
-        width = float(configuration["eels-dispersion"]) * binning
-        channels = int(configuration["eels-channels"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return offset + width * np.arange(channels, dtype=np.float64)
+__all__ = ["EELSCamera", "EELSPoints"]
 
 
 class EELSCamera(StandardReadable, Triggerable):
@@ -65,7 +36,7 @@ class EELSCamera(StandardReadable, Triggerable):
     energy axis is in the configuration of every run as the spectrometer's calibration,
     scalars that every reader (databroker's ``config`` included) can read: channel ``i`` is at
     ``eels-energy_offset + i * eels-dispersion * eels-binning`` eV, ``eels-channels``
-    channels (:func:`energy_axis_from_configuration`). ``eels.energy_axis`` has the whole
+    channels (``ophyd_stem.energy_axis_from_configuration``). ``eels.energy_axis`` has the whole
     axis, refreshed with each acquisition, for the console. A scalar, ``eels-intensity``
     (total counts), is hinted so BestEffortCallback and LiveGrid have something sensible to
     plot while a spectrum image is acquired.

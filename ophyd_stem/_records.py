@@ -65,7 +65,7 @@ FIELD_UNITS: dict[str, str] = {
     **dict.fromkeys(
         ("step", "image", "order", "point", "n_points", "n_atoms", "chosen", "cluster",
          "fraction_of_pixels", "edge_strength", "probability", "uncertainty", "peak", "used",
-         "optimised", "precision", "recall", "f1", "QC", "ER", "qc", "er"),
+         "optimised", "precision", "recall", "f1", "QC", "ER", "qc", "er", "edge_map"),
         "",
     ),
 }  # fmt: skip

@@ -233,7 +233,13 @@ def adaptive_eels(
         **(md or {}),
     }
     decisions = decision_record(scalarizer)
-    maps = Record("agent_maps")
+    value_units = getattr(scalarizer, "units", None)
+    maps = Record(
+        "agent_maps",
+        units={"acquisition": ""}
+        if value_units is None
+        else {"mean": value_units, "std": value_units, "acquisition": ""},
+    )
 
     def record_maps(agent: Any, step: int):
         predict = getattr(agent, "predict_maps", None)

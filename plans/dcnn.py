@@ -62,7 +62,7 @@ def dcnn(
     request = describe_request(agent, agent_kwargs)
     agent = forward_agent(agent, agent_kwargs)
     _md = forward_md("dcnn", scan_engine, agent, eels_points, images, n_eels, signal, md, request)
-    maps = Record("dcnn_maps")
+    maps = Record("dcnn_maps", units={"mean": "", "variance": ""})  # atom probabilities
     report = Record("dcnn")
     atoms = Table("atoms", units={"x": "px", "y": "px"})
 

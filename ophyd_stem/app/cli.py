@@ -16,6 +16,7 @@ Examples::
     ophyd-stem serve --status                   # what runs: facility, catalog server (--stop)
     ophyd-stem run dkl --queue tcp://gpu-node:60615 --control approve
     ophyd-stem control status --queue tcp://gpu-node:60615
+    ophyd-stem export -1 --format hspy          # survey + spectra for HyperSpy, in register
 """
 
 from __future__ import annotations
@@ -391,6 +392,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    print(f"ophyd-stem show {args.run}: reading the run from the catalog...", file=sys.stderr,
+          flush=True)  # fmt: skip
     from ophyd_stem.catalog import get_run
 
     from .analysis.report import run_report
@@ -406,6 +409,17 @@ def _cmd_show(args: argparse.Namespace) -> int:
         from .analysis.latent import trajectory_figure
 
         print(f"latent trajectory: {trajectory_figure(unpack_run(run), Path(args.out))}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ophyd_stem.catalog import get_run
+
+    from .analysis.export import export_run
+
+    run = get_run(_open_catalog(args), args.run)
+    for path in export_run(run, Path(args.out), args.format):
+        print(path)
     return 0
 
 
@@ -633,6 +647,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _catalog_arguments(show)
     show.set_defaults(func=_cmd_show)
+
+    export = _command(
+        commands,
+        "export",
+        "write a run's survey images and spectra for HyperSpy (.hspy) or NeXus (.nxs)",
+        "ophyd-stem export -1 --format hspy --out exports/",
+        description="Survey images as Signal2D and spectra as an EELSSpectrum (a spectrum "
+        "image, or points with their positions), calibrated in nm and eV and in register: "
+        "a spectrum taken on survey pixel (i, j) has that pixel's coordinates.",
+    )
+    export.add_argument("run", help="uid (or its first characters), scan id, or -1 for the last")
+    export.add_argument("--format", choices=("hspy", "nexus"), default="hspy", help="file format")
+    export.add_argument(
+        "--out", default=".", help="folder for the files (default: the current folder)"
+    )
+    _catalog_arguments(export)
+    export.set_defaults(func=_cmd_export)
 
     replay = _command(
         commands,

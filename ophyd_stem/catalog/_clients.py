@@ -138,9 +138,10 @@ def _run_client() -> Any:
                 promise = f" (the plan announced {expected} points)" if expected else ""
                 warnings.warn(
                     RunInProgress(
-                        f"run {start.get('uid', '?')[:8]} (scan {start.get('scan_id')}) is "
-                        f"still being written: {key!r} holds what the catalog has so far"
-                        f"{promise}; run.wait() waits for the rest"
+                        f"run {start.get('uid', '?')[:8]} (scan {start.get('scan_id')}) has no "
+                        f"stop document yet: it is still being written (or its session ended "
+                        f"early), and {key!r} holds what the catalog has so far{promise}; "
+                        "run.wait() waits for the rest"
                     ),
                     stacklevel=2,
                 )

@@ -95,7 +95,24 @@ class WriterThread:
             return None
         return max(0.0, min(since) + self.batch_seconds - time.monotonic())
 
+    def _warm_up(self) -> None:
+        """Import the writer and connect now, while the session sets up, rather than when
+        the first run starts (importing bluesky-tiled-plugins takes seconds on a busy
+        machine, and the catalog would start that far behind). A failure is left to the
+        first document, which retries."""
+        with contextlib.suppress(Exception):
+            import bluesky_tiled_plugins.writing.tiled_writer  # noqa: F401
+
+            with self._cond:
+                self._busy_since = time.time()
+            try:
+                self._connected_client()
+            finally:
+                with self._cond:
+                    self._busy_since = None
+
     def _run_forever(self) -> None:
+        self._warm_up()
         last_activity = time.monotonic()
         while True:
             due = self._next_deadline()
@@ -115,6 +132,7 @@ class WriterThread:
                 continue
             last_activity = time.monotonic()
             if item is _CLOSE or self._closing.is_set():
+                self._drop_client()  # the thread's own connection, however late it came
                 return
             if item is _FLUSH:
                 self._flush_runs(due_only=False)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 
+import httpx
 import matplotlib.image as mpimg
 import numpy as np
+
+from ophyd_stem.catalog import CatalogSettings
 
 from .conftest import BIN
 
@@ -46,6 +50,21 @@ def test_run_survey_then_grid_then_list_and_show(app_env, tmp_path):
     show = ophyd_stem(app_env, "show", uid_grid[:8], "--out", str(tmp_path / "figs"))
     assert show.returncode == 0, show.stderr
     assert "spectra     20 x 2048 channels" in show.stdout
+    # The catalog link it prints answers after the command: the server outlives commands.
+    link = re.search(r"^  catalog\s+(http\S+)", show.stdout, re.M).group(1)
+    settings = CatalogSettings(Path(app_env["OPHYD_STEM_DATA_DIR"]))
+    key = (settings.server_dir / "api_key").read_text().strip()
+    assert httpx.get(link, headers={"Authorization": f"Apikey {key}"}).status_code == 200
+
+    export = ophyd_stem(app_env, "export", uid_grid[:8], "--out", str(tmp_path / "hspy"))
+    assert export.returncode == 0, export.stderr
+    files = export.stdout.split()
+    assert [Path(f).suffix for f in files] == [".hspy", ".hspy"]
+    from rsciio.hspy import file_reader
+
+    (spectra,) = file_reader(files[-1])
+    assert spectra["data"].shape == (4, 5, 2048)
+    assert spectra["metadata"]["Signal"]["signal_type"] == "EELS"
     png = re.search(r"figure: (\S+\.png)", show.stdout).group(1)
     image = mpimg.imread(png)
     assert image.ndim == 3

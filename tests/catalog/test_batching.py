@@ -177,7 +177,7 @@ def test_a_run_read_while_it_is_written_says_so_and_reads_consistently(
         uid = open_run_uid(RE)
         wait_until(lambda: rows_in_catalog(catalog, uid) == 2)
         run = catalog[uid]
-        with pytest.warns(RunInProgress, match="still being written.*6 points"):
+        with pytest.warns(RunInProgress, match="no stop document yet.*6 points"):
             spectra = run["primary"]["eels-spectrum"]
         for _ in range(4):
             yield from bps.trigger_and_read([eels])
