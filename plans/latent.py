@@ -27,6 +27,7 @@ from bluesky.utils import MsgGenerator
 from ophyd_stem import Record
 
 from ._agents import AgentFactory, Scalarizer, describe_request, image_agent, scalarizer_of
+from ._metadata import POSITION_DIMENSIONS, decision_record, with_scan_field
 from ._queue import AGENT, FLYER, READABLE, SCALARIZER, queue_parameters
 from .stubs import acquire_spectra_at_points, read_survey_image, record
 from .zero_loss import ZeroLossStep
@@ -85,11 +86,11 @@ def latent_eels(
         "zero_loss": aligner.metadata(),
         "detectors": [scan_engine.name, eels_points.name],
         "num_points": n_eels,
-        "hints": {"dimensions": [(["stem-beam-x"], "primary")]},
+        "hints": {"dimensions": POSITION_DIMENSIONS},
         **(md or {}),
     }
     latent_record = Record("latent", units={"x": "px", "y": "px", "angle": "rad"})
-    decisions = Record("decision", units={"x": "px", "y": "px"})
+    decisions = decision_record(scalarizer, z="", log_density="")
 
     @bpp.stage_decorator([scan_engine])
     @bpp.run_decorator(md=_md)
@@ -135,4 +136,4 @@ def latent_eels(
                 source=str(s.get("source", "agent")),
             )
 
-    return (yield from inner())
+    return (yield from with_scan_field(inner(), scan_engine))
