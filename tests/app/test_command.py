@@ -76,7 +76,10 @@ def test_run_survey_then_grid_then_list_and_show(app_env, tmp_path):
 def test_bad_input_gives_one_clear_line(app_env):
     result = ophyd_stem(app_env, "show", "does-not-exist")
     assert result.returncode == 1
-    assert result.stderr.startswith("ophyd-stem: ")
+    # what it is doing (printed at once), then the error in one line
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ophyd-stem: ")]
+    assert len(errors) == 1, result.stderr
+    assert "does-not-exist" in errors[0]
     assert "Traceback" not in result.stderr
     result = ophyd_stem(app_env, "run", "survey", "--size", "100000")
     assert result.returncode == 1

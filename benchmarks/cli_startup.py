@@ -1,0 +1,168 @@
+"""How fast do ``ophyd-stem`` commands answer? First output and completion of each command,
+with the embedded catalog server already alive (the usual case: it outlives commands) side by
+side with the first command of a data directory (which starts the server).
+
+In a temporary data directory it makes two runs (``run survey`` and a small ``run grid``),
+then times, for each command, the first byte on stdout or stderr and the exit, with the
+server stopped beforehand (``cold``) and alive (``warm``). Every ``http`` link a command prints
+is fetched with the catalog's API key and must answer 200 after the command exited.
+
+Targets (issue 11): first output of any command within 1 s; ``runs`` and ``show`` done within
+2 s on a quiet machine with the server alive. The load average is printed: on a busy 2-core
+machine the figures grow with it (the commands are mostly Python imports and a few requests).
+
+    python benchmarks/cli_startup.py             # 3 repeats, the median of each
+    python benchmarks/cli_startup.py --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import selectors
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import httpx
+
+from ophyd_stem.catalog import CatalogSettings, EmbeddedServer
+
+BIN = Path(sys.executable).parent / "ophyd-stem"
+FIRST_OUTPUT_TARGET = 1.0  # s
+DONE_TARGET = 2.0  # s, runs and show with the server alive
+
+
+def timed(command: List[str], env: Dict[str, str]) -> Tuple[float, float, str, int]:
+    """(first output s, done s, stdout + stderr, exit status) of one command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    first = None
+    chunks: List[bytes] = []
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        open_streams = 2
+        while open_streams:
+            for key, _ in selector.select(timeout=120):
+                data = os.read(key.fileobj.fileno(), 65536)
+                if not data:
+                    selector.unregister(key.fileobj)
+                    open_streams -= 1
+                    continue
+                if first is None:
+                    first = time.perf_counter() - start
+                chunks.append(data)
+    code = proc.wait(timeout=120)
+    done = time.perf_counter() - start
+    return (first if first is not None else done), done, b"".join(chunks).decode(), code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each command (median)")
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="ophyd-stem-startup-"))
+    env = dict(os.environ)
+    # Unbuffered, as on a terminal: a pipe would otherwise hold the first line until exit.
+    env.update(
+        OPHYD_STEM_DATA_DIR=str(data_dir / "data"),
+        OPHYD_STEM_CONFIG=str(data_dir / "no-config.toml"),
+        MPLBACKEND="Agg",
+        PYTHONUNBUFFERED="1",
+        PYTHONWARNINGS="ignore",
+    )
+    for name in ("OPHYD_STEM_BRIDGE", "OPHYD_STEM_CATALOG", "OPHYD_STEM_API_KEY", "TILED_API_KEY"):
+        env.pop(name, None)
+    settings = CatalogSettings(data_dir / "data")
+    loads = [" ".join(f"{x:.2f}" for x in os.getloadavg())]
+    commands = {
+        "--help": ["--help"],
+        "runs": ["runs"],
+        "show -1": ["show", "-1", "--out", str(data_dir / "figures")],
+        "serve --status": ["serve", "--status"],
+        "export -1": ["export", "-1", "--out", str(data_dir / "export")],
+    }
+    rows = []
+    links_ok, links = 0, 0
+    try:
+        for setup in (
+            ["run", "survey", "--size", "64"],
+            ["run", "grid", "--rows", "4", "--cols", "5"],
+        ):
+            result = subprocess.run(
+                [str(BIN), *setup], env=env, capture_output=True, text=True, timeout=600
+            )
+            if result.returncode != 0:
+                raise SystemExit(f"ophyd-stem {' '.join(setup)} failed:\n{result.stderr[-2000:]}")
+        key = (settings.server_dir / "api_key").read_text().strip()
+        for label, argv in commands.items():
+            figures = {}
+            for state in ("cold", "warm"):
+                firsts, dones = [], []
+                for _ in range(args.repeat if state == "warm" else 1):  # a start is slow
+                    if state == "cold":
+                        server = EmbeddedServer.find(settings)
+                        if server is not None:
+                            server.stop()
+                    first, done, output, code = timed([str(BIN), *argv], env)
+                    if code != 0:
+                        raise SystemExit(f"ophyd-stem {' '.join(argv)} failed:\n{output[-2000:]}")
+                    firsts.append(first)
+                    dones.append(done)
+                    if state == "warm":
+                        for link in set(re.findall(r"https?://[^\s)'\"]+", output)):
+                            links += 1
+                            reply = httpx.get(link, headers={"Authorization": f"Apikey {key}"})
+                            links_ok += reply.status_code == 200
+                figures[state] = (statistics.median(firsts), statistics.median(dones))
+            rows.append((label, figures))
+            print(f"  {label}: done", flush=True)
+    finally:
+        loads.append(" ".join(f"{x:.2f}" for x in os.getloadavg()))
+        server = EmbeddedServer.find(settings)
+        if server is not None:
+            server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    print(
+        f"\n{os.cpu_count()} CPUs; load average (1, 5, 15 min) before: {loads[0]}, "
+        f"after: {loads[1]}; cold: one run, warm: median of {args.repeat}"
+    )
+    header = (
+        f"{'command':<16} {'cold: first out':>15} {'done':>7}   {'warm: first out':>15} "
+        f"{'done':>7}   targets (warm)"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, figures in rows:
+        (cold_first, cold_done), (warm_first, warm_done) = figures["cold"], figures["warm"]
+        verdict = f"first <= {FIRST_OUTPUT_TARGET:g} s " + (
+            "met" if warm_first <= FIRST_OUTPUT_TARGET else "NOT met"
+        )
+        if label in ("runs", "show -1"):
+            verdict += f", done <= {DONE_TARGET:g} s " + (
+                "met" if warm_done <= DONE_TARGET else "NOT met"
+            )
+        print(
+            f"{label:<16} {cold_first:>13.2f} s {cold_done:>5.2f} s   {warm_first:>13.2f} s "
+            f"{warm_done:>5.2f} s   {verdict}"
+        )
+    print(f"\nprinted links that answer (200, after the command exited): {links_ok}/{links}")
+    print(
+        "cold: the catalog server stopped before the command (it starts it); warm: alive. "
+        "first out: first byte on stdout or stderr; done: the command exited"
+    )
+
+
+if __name__ == "__main__":
+    main()
