@@ -403,6 +403,7 @@ def _edge(*fields: Any) -> Scalarizer:
     return _label(
         functools.partial(edge_signal, pre_edge=(a, b), post_edge=(c, d)),
         f"edge:{a:g}:{b:g}:{c:g}:{d:g}",
+        "counts",
     )
 
 

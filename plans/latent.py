@@ -90,7 +90,8 @@ def latent_eels(
         **(md or {}),
     }
     latent_record = Record("latent", units={"x": "px", "y": "px", "angle": "rad"})
-    decisions = decision_record(scalarizer, z="", log_density="")
+    # latent coordinates (z0, z1, ...; a handful) and the log density are dimensionless
+    decisions = decision_record(scalarizer, log_density="", **{f"z{k}": "" for k in range(16)})
 
     @bpp.stage_decorator([scan_engine])
     @bpp.run_decorator(md=_md)

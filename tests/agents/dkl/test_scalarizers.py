@@ -233,3 +233,18 @@ def test_edge_signal_is_the_counts_above_the_power_law_background():
     assert f.__name__ == "edge:350:440:460:500"
     stack = np.stack([background, background + step, background + 2 * step])
     np.testing.assert_allclose(f(stack, e), [0.0, 405.0, 810.0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("spec", "units"),
+    [
+        ("band:20:30", "counts"),
+        ("edge:350:440:460:500", "counts"),
+        ("peak:12:18", "eV"),
+        ("ratio:20:30:40:50", ""),
+        ("jump:400:450:460:500", ""),
+        ("despike:peak:12:18", "eV"),  # despiking changes no units
+    ],
+)
+def test_every_built_in_spec_says_the_units_of_its_values(spec, units):
+    assert get_scalarizer(spec).units == units
