@@ -59,6 +59,9 @@ class BatchingRunWriter:
     """
 
     def __init__(self, client: Any) -> None:
+        from ._runs import import_bluesky_tiled_plugins
+
+        import_bluesky_tiled_plugins()
         from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer, _RunWriter
 
         self._run_writer = _RunWriter(client.include_data_sources(), batch_size=_NEVER)

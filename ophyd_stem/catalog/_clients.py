@@ -175,6 +175,11 @@ def run_clients() -> ClientDispatch:
     """The client classes of :func:`~ophyd_stem.catalog.open_catalog` (numpy arrays)."""
     from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH, Container
 
+    from ._runs import import_bluesky_tiled_plugins
+
+    # Imported here, one thread at a time, before tiled loads its clients from entry points:
+    # a CatalogWriter's thread may be importing it at this moment (see _runs._IMPORT_LOCK).
+    import_bluesky_tiled_plugins()
     # Bluesky's spec clients come from entry points, registered into tiled's map here.
     Container.discover_clients_from_entrypoints()
     default = DEFAULT_STRUCTURE_CLIENT_DISPATCH["numpy"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import urllib.parse
 from typing import Any, Callable, Iterable, Optional, Tuple
 
@@ -23,6 +24,7 @@ __all__ = [
     "connect",
     "default_writer_factory",
     "delete_run",
+    "import_bluesky_tiled_plugins",
     "is_transient",
     "per_document_writer_factory",
     "verify_run",
@@ -46,6 +48,20 @@ class CatalogAuthError(CatalogError):
 
 class CatalogMismatch(CatalogError):
     """After writing, the catalog does not hold every event of a run."""
+
+
+#: held while bluesky-tiled-plugins is imported: its package imports its clients and its
+#: writer, and they import each other, so the writer thread importing it while the session's
+#: thread opens a catalog (tiled loads the run clients from entry points) could deadlock;
+#: Python then raises ``_DeadlockError`` in one of them (seen: a test's catalog fixture)
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_bluesky_tiled_plugins() -> None:
+    """Import bluesky-tiled-plugins (the whole package), one thread at a time; at once when
+    it is imported already."""
+    with _IMPORT_LOCK:
+        import bluesky_tiled_plugins  # noqa: F401
 
 
 def _is_loopback(host: str) -> bool:
@@ -188,6 +204,7 @@ def per_document_writer_factory(client: Any) -> DocumentCallback:
     """``TiledWriter(client, batch_size=1)``: every event and frame a request of its own (an
     event page of N events is N requests). The writer before batching, kept as the baseline
     of ``benchmarks/catalog_writer.py``."""
+    import_bluesky_tiled_plugins()
     from bluesky_tiled_plugins import TiledWriter
 
     return TiledWriter(client, batch_size=1)

@@ -101,7 +101,7 @@ class WriterThread:
         machine, and the catalog would start that far behind). A failure is left to the
         first document, which retries."""
         with contextlib.suppress(Exception):
-            import bluesky_tiled_plugins.writing.tiled_writer  # noqa: F401
+            _runs.import_bluesky_tiled_plugins()
 
             with self._cond:
                 self._busy_since = time.time()
