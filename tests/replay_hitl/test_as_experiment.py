@@ -53,7 +53,10 @@ def test_the_same_agent_on_the_replayed_run_retraces_it(dkl_run, RE, tmp_path, c
     np.testing.assert_array_equal(again.survey_image, original.survey_image)
     # same image, same spectra where it measures, same agent: the same experiment
     np.testing.assert_array_equal(again.positions, original.positions)
-    np.testing.assert_allclose(again.values, original.values, rtol=1e-12)
+    # the same values to float round-off: the served spectra are bit-identical (above); the
+    # zero-loss alignment and scalarizer after them differed by 8e-11 (relative) on a vacuum
+    # spectrum's near-zero band since d4a0375, an order-of-summation effect, not a new choice
+    np.testing.assert_allclose(again.values, original.values, rtol=1e-9)
 
 
 def test_a_grid_run_becomes_its_spectrum_image(RE, tmp_path, catalog_env):
