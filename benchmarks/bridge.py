@@ -28,6 +28,7 @@ import logging
 import multiprocessing
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -118,10 +119,20 @@ def servers_in_process() -> Iterator[Tuple[str, str]]:
 @contextlib.contextmanager
 def servers_in_processes() -> Iterator[Tuple[str, str]]:
     """Each server in a process of its own (this file run with --serve)."""
+    with _subprocesses(("bridge", "pyro")) as (endpoint, uri):
+        yield endpoint, uri
+
+
+#: the server processes of the separate-process condition (their CPU time is read)
+SERVER_PIDS: List[int] = []
+
+
+@contextlib.contextmanager
+def _subprocesses(kinds: Tuple[str, str]) -> Iterator[Tuple[str, str]]:
     procs = []
     try:
         found = []
-        for kind in ("bridge", "pyro"):
+        for kind in kinds:
             proc = subprocess.Popen(
                 [sys.executable, __file__, "--serve", kind],
                 stdout=subprocess.PIPE,
@@ -129,8 +140,10 @@ def servers_in_processes() -> Iterator[Tuple[str, str]]:
             )
             procs.append(proc)
             found.append(proc.stdout.readline().strip())
+        SERVER_PIDS[:] = [p.pid for p in procs]
         yield found[0], found[1]
     finally:
+        SERVER_PIDS.clear()
         for proc in procs:
             proc.terminate()
             proc.wait(10)
@@ -144,9 +157,127 @@ def serve(kind: str) -> None:
         server = Server(PreparedBackend(), port=0)
         server.serve_forever(on_ready=lambda s: print(s.endpoint, flush=True))
         return
+    if kind == "zmq-echo":
+        router = zmq.Context.instance().socket(zmq.ROUTER)
+        print(f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}", flush=True)
+        zmq_echo(router, threading.Event())
+        return
+    if kind == "socket-echo":
+        listener = socket.create_server(("127.0.0.1", 0))
+        print(listener.getsockname()[1], flush=True)
+        socket_echo(listener)
+        return
     daemon = Pyro5.api.Daemon(host="127.0.0.1")
     print(daemon.register(LegacyServer(PreparedBackend())), flush=True)
     daemon.requestLoop()
+
+
+# ------------------------------------------------------------------------------ floors
+#: what the echo servers send back for a request of this text: a 128² float32 image
+IMAGE_REQUEST = b"IMAGE"
+_IMAGE_BYTES = np.zeros(128 * 128, np.float32).tobytes()
+
+
+def zmq_echo(router: zmq.Socket, stop: threading.Event) -> None:
+    """A bare ROUTER that sends each message back (or an image for IMAGE_REQUEST): the
+    least any ZeroMQ server in Python can do per call."""
+    items = [(router, zmq.POLLIN)]
+    while not stop.is_set():
+        if zmq.zmq_poll(items, 100):
+            parts = router.recv_multipart(copy=False)
+            if parts[-1].bytes == IMAGE_REQUEST:
+                parts = [parts[0], b"", b"{}", _IMAGE_BYTES]
+            router.send_multipart(parts, copy=False)
+
+
+def socket_echo(listener: socket.socket) -> None:
+    """A bare TCP server (one blocking socket per client, like Pyro5's) that sends each
+    message back (or an image, length-prefixed, for IMAGE_REQUEST)."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=_echo_connection, args=(conn,), daemon=True).start()
+
+
+def _echo_connection(conn: socket.socket) -> None:
+    with conn:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            if data == IMAGE_REQUEST:
+                conn.sendall(len(_IMAGE_BYTES).to_bytes(8, "little") + _IMAGE_BYTES)
+            else:
+                conn.sendall(data)
+
+
+class FloorClients:
+    """Clients of the two echo servers: ``zmq_call``/``socket_call`` send one small header
+    and wait for it back; ``zmq_image``/``socket_image`` get a 128² float32 image."""
+
+    HEADER = b'{"protocol":1,"id":1,"command":"get_beam_position","args":{},"timeout":120.0}'
+
+    def __init__(self, zmq_endpoint: str, socket_port: int) -> None:
+        self.dealer = zmq.Context.instance().socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.connect(zmq_endpoint)
+        self.sock = socket.create_connection(("127.0.0.1", socket_port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._items = [(self.dealer, zmq.POLLIN)]
+
+    def zmq_call(self, payload: bytes = HEADER) -> List[Any]:
+        self.dealer.send_multipart([b"", payload])
+        zmq.zmq_poll(self._items, 120_000)
+        return self.dealer.recv_multipart(copy=False)
+
+    def zmq_image(self) -> np.ndarray:
+        return np.frombuffer(self.zmq_call(IMAGE_REQUEST)[2], np.float32)
+
+    def socket_call(self) -> bytes:
+        self.sock.sendall(self.HEADER)
+        return self.sock.recv(65536)
+
+    def socket_image(self) -> np.ndarray:
+        self.sock.sendall(IMAGE_REQUEST)
+        data = bytearray()
+        while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "little"):
+            data += self.sock.recv(1 << 20)
+        return np.frombuffer(data, np.float32, offset=8)
+
+    def close(self) -> None:
+        self.dealer.close()
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def floors_in_process() -> Iterator[Tuple[str, int]]:
+    """Both echo servers in background threads: (ZeroMQ endpoint, TCP port)."""
+    stop = threading.Event()
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    endpoint = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
+    listener = socket.create_server(("127.0.0.1", 0))
+    threads = [
+        threading.Thread(target=zmq_echo, args=(router, stop), daemon=True),
+        threading.Thread(target=socket_echo, args=(listener,), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        yield endpoint, listener.getsockname()[1]
+    finally:
+        stop.set()
+        threads[0].join(5)
+        router.close(0)
+        listener.close()
+
+
+@contextlib.contextmanager
+def floors_in_processes() -> Iterator[Tuple[str, int]]:
+    with _subprocesses(("zmq-echo", "socket-echo")) as (endpoint, port):
+        yield endpoint, int(port)
 
 
 def _spin() -> None:  # pragma: no cover - a load generator
@@ -196,6 +327,40 @@ def alternate(
     return a, b
 
 
+def process_cpu(pid: Optional[int]) -> float:
+    """CPU seconds used so far by this process (``pid`` None) or another one (all its
+    threads; Linux ``/proc``, nanosecond resolution; 0.0 where unavailable)."""
+    if pid is None:
+        return time.process_time()
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return total / 1e9
+
+
+def cpu_per_call(
+    ours: Callable[[], Any], theirs: Callable[[], Any], n: int, rounds: int
+) -> Tuple[float, float]:
+    """CPU seconds per call of each (client and server, every thread), alternating rounds."""
+    pids = list(SERVER_PIDS) or [None, None]
+    used = [0.0, 0.0]
+    for _ in range(rounds):
+        for i, call in enumerate((ours, theirs)):
+            server = pids[i]
+            c0, s0 = time.process_time(), process_cpu(server) if server else 0.0
+            for _ in range(n // rounds):
+                call()
+            used[i] += time.process_time() - c0
+            if server:
+                used[i] += process_cpu(server) - s0
+    calls = rounds * (n // rounds)
+    return used[0] / calls, used[1] / calls
+
+
 def fmt(seconds: float) -> str:
     if seconds < 1e-3:
         return f"{seconds * 1e6:.0f} µs"
@@ -215,8 +380,33 @@ def p99(values: List[float]) -> float:
 Row = Tuple[str, str, str, str, str]
 
 
-def measure(endpoint: str, uri: str, quick: bool, full: bool) -> List[Row]:
-    """The table's rows for one condition."""
+def measure_floors(endpoint: str, port: int, quick: bool, pyro: Dict[str, float]) -> List[Row]:
+    """Rows of the floors: the same exchanges with bare echo servers, ZeroMQ against a plain
+    socket, and the most the bridge could gain on Pyro5 if its own Python cost nothing."""
+    floors = FloorClients(endpoint, port)
+    rows: List[Row] = []
+    try:
+        small = 400 if quick else 3000
+        a, b = alternate(floors.zmq_call, floors.socket_call, small, small, 4 if quick else 10)
+        za, sb = statistics.median(a), statistics.median(b)
+        most = f"at most {pyro['small'] / za:.2f}x Pyro5"
+        rows.append(
+            ("floor: small echo, bare pyzmq | socket", fmt(za), fmt(sb), speedup(sb / za), most)
+        )
+        n = 100 if quick else 400
+        a, b = alternate(floors.zmq_image, floors.socket_image, n, n, 4)
+        za, sb = statistics.median(a), statistics.median(b)
+        most = f"at most {speedup(pyro['image'] / za)} Pyro5"
+        rows.append(
+            ("floor: 128² image, bare pyzmq | socket", fmt(za), fmt(sb), speedup(sb / za), most)
+        )
+    finally:
+        floors.close()
+    return rows
+
+
+def measure(endpoint: str, uri: str, quick: bool, full: bool, pyro: Dict[str, float]) -> List[Row]:
+    """The table's rows for one condition (``pyro`` receives Pyro5's medians)."""
     dm = BridgeClient(endpoint, timeout=120)
     legacy = Pyro5.api.Proxy(uri)
     rows: List[Row] = []
@@ -244,6 +434,11 @@ def measure(endpoint: str, uri: str, quick: bool, full: bool) -> List[Row]:
             a, b = alternate(ours, theirs, small, small, rounds)
             row(f"{name}, median", statistics.median(a), statistics.median(b), target)
             row(f"{name}, p99", p99(a), p99(b), "")
+            if name == "get_beam_position":
+                pyro["small"] = statistics.median(b)
+                ca, cb = cpu_per_call(ours, theirs, small, rounds)
+                if ca > 0 and cb > 0:
+                    row(f"{name}, CPU per call (all threads)", ca, cb, "")
 
         sizes = [(128, 200, 20), (512, 100, 5), (1024, 40, 3)] if full else [(128, 100, 6)]
         for size, n_ours, n_theirs in sizes:
@@ -260,6 +455,8 @@ def measure(endpoint: str, uri: str, quick: bool, full: bool) -> List[Row]:
             )
             target = "<= 1 ms, >= 500x" if size == 512 else ">= 500x"
             row(f"image {size}² float32", statistics.median(a), statistics.median(b), target)
+            if size == 128:
+                pyro["image"] = statistics.median(b)
 
         a, b = alternate(
             dm.acquire_spectrum,
@@ -330,7 +527,9 @@ def main() -> None:
     parser.add_argument(
         "--load", type=int, default=os.cpu_count() or 2, help="spinning processes under load"
     )
-    parser.add_argument("--serve", choices=["bridge", "pyro"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["bridge", "pyro", "zmq-echo", "socket-echo"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
@@ -344,25 +543,51 @@ def main() -> None:
         + (", --quick" if q else "")
     )
     print()
-    conditions: List[Tuple[str, Callable[[], Any], Optional[int], bool]] = [
-        ("quiet, servers in this process", servers_in_process, None, True),
-        ("quiet, servers in separate processes", servers_in_processes, None, False),
-        ("under load, servers in this process", servers_in_process, args.load, False),
-        ("under load, servers in separate processes", servers_in_processes, args.load, False),
+    conditions: List[Tuple[str, Callable[[], Any], Callable[[], Any], Optional[int], bool]] = [
+        ("quiet, servers in this process", servers_in_process, floors_in_process, None, True),
+        (
+            "quiet, servers in separate processes",
+            servers_in_processes,
+            floors_in_processes,
+            None,
+            False,
+        ),
+        (
+            "under load, servers in this process",
+            servers_in_process,
+            floors_in_process,
+            args.load,
+            False,
+        ),
+        (
+            "under load, servers in separate processes",
+            servers_in_processes,
+            floors_in_processes,
+            args.load,
+            False,
+        ),
     ]
-    for title, servers, load, full in conditions:
+    for title, servers, floors, load, full in conditions:
         with contextlib.ExitStack() as stack:
             if load:
                 stack.enter_context(cpu_load(load))
             before = load_average()
-            endpoint, uri = stack.enter_context(servers())
-            rows = measure(endpoint, uri, q, full)
+            pyro: Dict[str, float] = {}
+            with servers() as (endpoint, uri):
+                rows = measure(endpoint, uri, q, full, pyro)
+            with floors() as (zmq_endpoint, port):
+                rows += measure_floors(zmq_endpoint, port, q, pyro)
             after = load_average()
         extra = f" + {load} spinning processes" if load else ""
         print_table(f"{title}{extra}; load average {before} -> {after}", rows)
     print(
         "quiet = nothing added by this benchmark; the machine's own load average is shown "
-        "(a shared machine is never quiet)."
+        "(a shared machine is never quiet).\n"
+        "CPU per call: client and server, every thread (libzmq's I/O threads included).\n"
+        "floor rows: the same exchange with bare echo servers in the same condition, a pyzmq "
+        "ROUTER (columns: DM bridge) against a plain blocking TCP socket (columns: Pyro5); "
+        "'at most' is Pyro5's median over the bare pyzmq echo's, the bridge's bound if its "
+        "own Python cost nothing."
     )
 
 

@@ -53,6 +53,8 @@ DEFAULT_TIMEOUT = 10.0
 INSTRUMENT_TIME_FACTOR = 2.0
 #: while waiting, look at the connection events this often (seconds)
 MONITOR_INTERVAL = 0.1
+#: the channels' receive timeout (``ZMQ_RCVTIMEO``, milliseconds): one monitor interval
+RECEIVE_SLICE_MS = int(MONITOR_INTERVAL * 1000)
 
 _FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_AUTH,
@@ -116,6 +118,7 @@ class Channel:
 
     Attributes:
         socket: the DEALER socket (``zmq.Socket`` or ``zmq.asyncio.Socket``).
+        sync: the same socket with the blocking API.
         monitor: PAIR socket receiving the DEALER's connection events.
         connected: a handshake has succeeded since the last disconnection.
         auth_failure: why the last handshake failed, if the latest attempt failed.
@@ -124,6 +127,9 @@ class Channel:
     def __init__(self, socket: Any, monitor: Any) -> None:
         self.socket = socket
         self.monitor = monitor
+        #: the same socket with the blocking API (for sends that cannot wait): ``socket``
+        #: itself, or a shadow of an asyncio socket (it does not own the socket)
+        self.sync = socket if type(socket) is zmq.Socket else zmq.Socket.shadow(socket.underlying)
         self.connected = False
         self.auth_failure: Optional[str] = None
 
@@ -204,6 +210,9 @@ class ClientCore:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        # A blocking receive waits at most one monitor interval (then the connection events
+        # are looked at): one system call per wait, where zmq_poll makes four.
+        sock.setsockopt(zmq.RCVTIMEO, RECEIVE_SLICE_MS)
         if self.curve is not None:
             sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self.curve
         monitor = sock.get_monitor_socket(_WATCHED)

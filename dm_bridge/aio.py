@@ -27,8 +27,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import zmq
 import zmq.asyncio
 
+from . import transport
 from ._client_core import (
     DEFAULT_TIMEOUT,
+    MONITOR_INTERVAL,
     Channel,
     ClientCore,
     points_argument,
@@ -117,10 +119,24 @@ class AsyncBridgeClient:
         deadline = time.monotonic() + timeout
         sock = channel.socket
         try:
-            await sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            # Through a blocking-API view of the same socket: a send that cannot wait needs
+            # no future (and no IntFlag arithmetic in pyzmq's asyncio layer).
+            transport.send(channel.sync, frames, transport.NOBLOCK)
         except zmq.Again:  # the socket's send queue is full: wait for room
             await self._wait(channel, command, deadline, timeout, zmq.POLLOUT)
             await sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        # The common case first: the reply arrives within the first slice. Awaiting the
+        # receive (ZMQ_RCVTIMEO is one slice) costs one future where a poll and then a
+        # receive cost two, and a poller.
+        if timeout >= MONITOR_INTERVAL:
+            try:
+                parts = await sock.recv_multipart(copy=False)
+            except zmq.Again:
+                pass
+            else:
+                reply = self._core.match(parts, rid)
+                if reply is not None:
+                    return reply
         while True:
             await self._wait(channel, command, deadline, timeout, zmq.POLLIN)
             reply = self._core.match(await sock.recv_multipart(copy=False), rid)
@@ -133,8 +149,12 @@ class AsyncBridgeClient:
         # Poll the socket alone (cheapest on the hot path); look at the monitor between slices.
         while True:
             remaining = deadline - time.monotonic()
-            if remaining > 0 and await channel.socket.poll(slice_ms(remaining), event):
-                return
+            if remaining > 0:
+                try:
+                    if await channel.socket.poll(slice_ms(remaining), event):
+                        return
+                except zmq.Again:  # pyzmq's asyncio poll ends at ZMQ_RCVTIMEO too
+                    pass
             events = []
             while True:
                 try:

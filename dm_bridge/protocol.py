@@ -765,6 +765,7 @@ def decode_reply(parts: Sequence[Buffer]) -> Reply:
     """
     if not parts:
         raise BadRequest("empty reply from the server")
+    text = ""
     try:
         text = str(parts[0], "utf-8")
         header, end = _plain_scan(text, 0)  # (the common reply: no wrapper, no whitespace)
@@ -800,10 +801,47 @@ def decode_reply(parts: Sequence[Buffer]) -> Reply:
     result = header.get("result")
     if arrays:  # (most small replies carry none: no need to walk the result)
         used = [False] * len(arrays)
-        result = _insert_arrays(result, arrays, used)
+        kind = type(result)
+        if (
+            (kind is dict or kind is list)
+            and not _is_frame_ref(result)
+            and text.count(f'"{FRAME_REF}"') == len(arrays)
+        ):
+            # Each reference is in the text once: stop walking once all are placed (an
+            # image's scan and metadata come after its images). The header is this reply's
+            # own, so the arrays go in place.
+            _place_arrays(result, arrays, used, len(arrays))
+        else:
+            result = _insert_arrays(result, arrays, used)
         if not all(used):
             raise BadRequest("reply carries frames its result does not use")
     return Reply(rid, True, result=result, command=command, elapsed=elapsed, instance=instance)
+
+
+def _place_arrays(
+    value: Any, arrays: Sequence[np.ndarray], used: List[bool], todo: int, depth: int = 0
+) -> int:
+    """Replace frame references in ``value`` (a dict or list) by their arrays, in place,
+    until ``todo`` of them are placed; returns how many are left to place."""
+    if depth > MAX_DEPTH:
+        raise BadRequest("reply nested too deeply")
+    for key, v in value.items() if type(value) is dict else enumerate(value):
+        kind = type(v)
+        if kind is dict:
+            if len(v) == 1 and FRAME_REF in v:
+                i = as_integer(v[FRAME_REF])
+                if i is None or not 0 <= i < len(arrays) or used[i]:
+                    raise BadRequest(f"bad frame reference {v!r} ({len(arrays)} frames)")
+                used[i] = True
+                value[key] = arrays[i]
+                todo -= 1
+            else:
+                todo = _place_arrays(v, arrays, used, todo, depth + 1)
+        elif kind is list:
+            todo = _place_arrays(v, arrays, used, todo, depth + 1)
+        if not todo:
+            return 0
+    return todo
 
 
 def resolve_frame_argument(value: Any, arrays: Sequence[np.ndarray], used: List[bool]) -> Any:

@@ -145,3 +145,24 @@ def test_a_reply_with_null_frames_is_still_refused():
         decode_request([b'{"protocol":1,"id":1,"command":"hello","args":{}} x'])
     reply = decode_reply([b' {"protocol":1,"id":1,"ok":true,"result":{"x":1}} '])
     assert reply.result == {"x": 1}
+
+
+def test_arrays_are_placed_wherever_the_result_refers_to_them():
+    a, b = np.arange(6, dtype="<f4").reshape(2, 3), np.arange(4, dtype="<u2")
+    result = {
+        "images": {"HAADF": a},
+        "scan": {"signals": ["HAADF", "__frame__"], "width": 3},
+        "more": [1, {"deep": [b]}],
+        "note": "__frame__",
+    }
+    reply = decode_reply(encode_reply(1, result, 0.5))
+    assert np.array_equal(reply.result["images"]["HAADF"], a)
+    assert np.array_equal(reply.result["more"][1]["deep"][0], b)
+    assert reply.result["scan"] == {"signals": ["HAADF", "__frame__"], "width": 3}
+    frame = bytes(memoryview(a).cast("B"))
+    descriptor = {"dtype": "<f4", "shape": [2, 3]}
+    for refs in ('{"a":{"__frame__":0},"b":{"__frame__":0}}', '{"a":{"__frame__":1}}', "{}"):
+        header = {"protocol": 1, "id": 1, "ok": True, "result": json.loads(refs)}
+        header["frames"] = [descriptor]
+        with pytest.raises(BadRequest):  # used twice, out of range, not used
+            decode_reply([json.dumps(header).encode(), frame])
