@@ -90,7 +90,10 @@ _SRCFD = int(zmq.SRCFD)  # the file descriptor a message came on
 _POLL_MS = 100  # how often an idle loop looks at the stop flag
 _DRAIN = 0.05  # seconds between drains of the connection events while requests keep coming
 _BATCH = 64  # messages handled per wake-up, so that a flood cannot starve the instrument
-_MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+# (CLOSED: the listening socket, when the server stops; see Server._release_port)
+_MONITORED = (
+    zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_CLOSED
+)
 _HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_AUTH,
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
@@ -272,6 +275,7 @@ class Server:
                 standby.join(5.0)
             with self._baton:
                 if self._monitor is not None:
+                    self._release_port()
                     # Stop the monitor before closing its receiving end: stopping sends a
                     # last event, and a send to a closed PAIR can block for ever.
                     self._router.disable_monitor()
@@ -311,6 +315,23 @@ class Server:
             else 0
         )
         self._monitor = router.get_monitor_socket(events)
+
+    def _release_port(self) -> None:
+        """Close the listening socket and wait (at most 1 s) until libzmq says it is closed,
+        so that a server started on the same port right after this one stops can bind
+        (closing a socket of a shared context frees its port later, in libzmq's threads)."""
+        try:
+            self._router.unbind(self.endpoint)
+        except zmq.ZMQError:
+            return
+        deadline = time.monotonic() + 1.0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._monitor.poll(int(left * 1000) + 1):
+                log.warning("the listening socket at %s did not close within 1 s", self.endpoint)
+                return
+            if parse_monitor_message(self._monitor.recv_multipart())["event"] == zmq.EVENT_CLOSED:
+                return
 
     def start(self, timeout: float = 10.0) -> Server:
         """Serve from a background thread (tests, demos); return once bound.

@@ -103,3 +103,17 @@ def test_a_server_stops_promptly_while_idle():
     thread = server._thread
     server.stop(timeout=5.0)
     assert not thread.is_alive()
+
+
+def test_a_stopped_servers_port_can_be_bound_at_once():
+    # Closing a socket of the shared context frees its port later, in libzmq's threads; a
+    # server restarted on the same port (dm-bridge serve, the devices' restart test) needs
+    # it free when stop() returns.
+    first = Server(MinimalBackend(), port=0).start()
+    port = int(first.endpoint.rsplit(":", 1)[1])
+    for _ in range(5):
+        with BridgeClient(f"tcp://127.0.0.1:{port}") as dm:
+            dm.get_beam_position()
+            first.stop()
+            first = Server(MinimalBackend(), port=port).start()  # no "address in use"
+    first.stop()
