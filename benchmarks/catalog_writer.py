@@ -272,6 +272,8 @@ def main() -> None:
                     quiet = logging.getLogger("ophyd_stem.catalog.writer")
                     level = quiet.level
                     quiet.setLevel(logging.ERROR)
+                    # TiledWriter's "forcing a retry" from the request cut short, maybe later
+                    logging.getLogger("bluesky_tiled_plugins").setLevel(logging.ERROR)
                     try:
                         writer.close(timeout=0)
                     finally:

@@ -413,6 +413,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    print(f"ophyd-stem export {args.run}: reading the run from the catalog...", file=sys.stderr,
+          flush=True)  # fmt: skip
     from ophyd_stem.catalog import get_run
 
     from .analysis.export import export_run
