@@ -10,6 +10,12 @@ machine's load falls on both alike. Four conditions:
 * each *quiet* (nothing added: the machine's own load average is printed) and *under
   load* (this benchmark keeps every core busy with spinning processes meanwhile).
 
+Besides medians and p99, the table prints the CPU time per call (client and server, every
+thread: libzmq's I/O threads included; server processes read from ``/proc``) and two *floor*
+rows, measured in the same condition: the same small exchange and a 128² image with a bare
+pyzmq ROUTER echo and with a bare blocking-socket echo (Pyro5's kind of transport). The pyzmq
+floor bounds what any ZeroMQ server in Python can do against Pyro5 (decision 0009).
+
 Run::
 
     python benchmarks/bridge.py            # about three minutes
