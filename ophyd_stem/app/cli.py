@@ -367,7 +367,13 @@ def _open_catalog(args: argparse.Namespace, listing: bool = False) -> Any:
     config = load_config(catalog=args.catalog, api_key=args.api_key, data_dir=args.data_dir)
     if config.catalog:
         return open_catalog(config.catalog, config.api_key, listing=listing)
-    return open_catalog(settings=_settings(args), listing=listing)
+    settings = _settings(args)
+    from ophyd_stem.catalog import EmbeddedServer
+
+    if EmbeddedServer.find(settings) is None:  # something to read while it starts (seconds)
+        print(f"starting the catalog server of {settings.data_dir} (it stays up "
+              "for the next commands)...", file=sys.stderr, flush=True)  # fmt: skip
+    return open_catalog(settings=settings, listing=listing)
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
