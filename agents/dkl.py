@@ -23,45 +23,47 @@ Cost is kept small and bounded, because it is paid at every step while the beam 
 ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``) says where the model lives; the
 request goes into :meth:`~DKLAgent.config`, where it ran into :meth:`~DKLAgent.report`.
 
-This module and :mod:`agents.dkl_model` (the model's pieces) are the only ones of
+Modules, by job (each imports only the ones below it):
+
+* :mod:`agents.dkl` -- :class:`DKLAgent`: settings, data in, decisions out, config and report;
+* :mod:`agents.dkl_training` -- the model trained (first fit, warm-started fine-tunes) and
+  asked (predictions, hyper-parameters);
+* :mod:`agents.dkl_exploration` -- the acquisition function, its settings and its values;
+* :mod:`agents.dkl_geometry` -- candidates, seed points, positions in the image;
+* :mod:`agents.dkl_model` -- the model's pieces (network, GP, exact blockwise prediction).
+
+This module, :mod:`agents.dkl_training` and :mod:`agents.dkl_model` are the only ones of
 ``agents`` that import torch and gpytorch; ``import agents`` stays light.
 """
 
 from __future__ import annotations
 
-import time
-import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import gpytorch
 import numpy as np
 import torch
-from linear_operator.utils.errors import NotPSDError
 
-from .acquisition import ACQUISITIONS, acquisition_values
 from .base import Agent, Suggestion, as_positions
 from .device import check_device, describe, is_cuda, resolve_device
-from .dkl_model import DeepKernelGP, FeatureNet, PatchProjection, predict_exact, torch_threads
-from .patches import (
-    MAX_CANDIDATES,
-    candidate_grid,
-    default_step,
-    default_window,
-    extract_patches,
-    grid_points,
-    spread_points,
-)
+from .dkl_exploration import DKLExploration
+from .dkl_geometry import SEED_MODES, inside_image, make_seeds, pixel_index, place_candidates
+from .dkl_model import DeepKernelGP, PatchProjection
+from .dkl_training import CPU_MAX_TRAIN_POINTS, MIN_POINTS_TO_FIT, DKLTraining
+from .patches import MAX_CANDIDATES, default_step, default_window, extract_patches
 
-__all__ = ["MAX_CANDIDATES", "DKLAgent", "default_step", "default_window"]
-
-SEED_MODES = ("spread", "random", "grid")
-MIN_POINTS_TO_FIT = 2
-#: training points a fit uses at most on a CPU with ``max_train_points="auto"`` (a GPU: all)
-CPU_MAX_TRAIN_POINTS = 300
-_NUMERICAL = gpytorch.utils.warnings.NumericalWarning
+# the constants and helpers of the modules below, importable from here as before the split
+__all__ = [
+    "CPU_MAX_TRAIN_POINTS",
+    "MAX_CANDIDATES",
+    "MIN_POINTS_TO_FIT",
+    "SEED_MODES",
+    "DKLAgent",
+    "default_step",
+    "default_window",
+]
 
 
-class DKLAgent(Agent):
+class DKLAgent(DKLTraining, DKLExploration, Agent):
     """Active learning of a spectral scalar over a survey image with a deep kernel GP.
 
     Args:
@@ -191,20 +193,12 @@ class DKLAgent(Agent):
         self.set_exploration(acquisition=acquisition, xi=xi, beta=beta)
 
         # candidates and their patches, computed once per survey image
-        if candidates is None:
-            xy = candidate_grid(image.shape, step, self.window, border)
-            cols = np.unique(xy[:, 0])
-            rows = np.unique(xy[:, 1])
-            self.grid_shape: Optional[Tuple[int, int]] = (len(rows), len(cols))
-        else:
-            xy = as_positions(candidates)
-            self.grid_shape = None
-        patches, self.candidates = extract_patches(image, self.window, xy, 1, normalise, border)
+        patches, self.candidates, self.grid_shape = place_candidates(
+            image, self.window, step, candidates, normalise, border
+        )
         self._project = PatchProjection(patches, self.n_components, self.num_threads)
         self._candidate_x = torch.from_numpy(self._project(patches)).to(self.device)
-        self._pixel_index = {
-            (int(x), int(y)): i for i, (x, y) in enumerate(np.rint(self.candidates))
-        }
+        self._pixel_index = pixel_index(self.candidates)
 
         self._rng = np.random.default_rng(self.seed)
         self._seeds = self._make_seeds(seed_points, int(n_seed))
@@ -224,105 +218,10 @@ class DKLAgent(Agent):
         self.last_fit_seconds: Optional[float] = None
         self.n_jitter_warnings = 0
 
-    # ------------------------------------------------------------------ exploration
-
-    @property
-    def acquisition(self) -> str:
-        """Acquisition function name: ``"ei"``, ``"ucb"`` or ``"uncertainty"``."""
-        return self._acquisition
-
-    @acquisition.setter
-    def acquisition(self, name: str) -> None:
-        name = str(name).lower()
-        if name not in ACQUISITIONS:
-            raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {name!r}")
-        self._acquisition = name
-
-    @property
-    def xi(self) -> float:
-        """EI's exploration margin (in standard deviations of the measured values)."""
-        return self._xi
-
-    @xi.setter
-    def xi(self, value: float) -> None:
-        value = float(value)
-        if not np.isfinite(value) or value < 0:
-            raise ValueError(f"xi must be a finite number >= 0, got {value}")
-        self._xi = value
-
-    @property
-    def beta(self) -> float:
-        """UCB's exploration weight (``mean + sqrt(beta) * std``)."""
-        return self._beta
-
-    @beta.setter
-    def beta(self, value: float) -> None:
-        value = float(value)
-        if not np.isfinite(value) or value < 0:
-            raise ValueError(f"beta must be a finite number >= 0, got {value}")
-        self._beta = value
-
-    def set_exploration(
-        self,
-        acquisition: Optional[str] = None,
-        xi: Optional[float] = None,
-        beta: Optional[float] = None,
-    ) -> Dict[str, Any]:
-        """Change the acquisition function or its parameters between steps.
-
-        Takes effect at the next :meth:`suggest`, without refitting the model.
-
-        Returns:
-            The acquisition settings now in force.
-
-        Example:
-            >>> agent.set_exploration(acquisition="ucb", beta=9.0)
-            {'name': 'ucb', 'xi': 0.01, 'beta': 9.0}
-        """
-        # all or nothing: a bad value leaves the settings as they were
-        before = self._acquisition, self._xi, self._beta
-        try:
-            if acquisition is not None:
-                self.acquisition = acquisition
-            if xi is not None:
-                self.xi = xi
-            if beta is not None:
-                self.beta = beta
-        except ValueError:
-            self._acquisition, self._xi, self._beta = before
-            raise
-        return self.exploration
-
-    @property
-    def exploration(self) -> Dict[str, Any]:
-        """The acquisition settings now in force, as a dict."""
-        return {"name": self._acquisition, "xi": self._xi, "beta": self._beta}
-
     # ------------------------------------------------------------------ data in
 
     def _make_seeds(self, seed_points: Union[str, Any], n_seed: int) -> List[Tuple[float, float]]:
-        if isinstance(seed_points, str):
-            if seed_points not in SEED_MODES:
-                raise ValueError(
-                    f"seed_points must be {SEED_MODES} or positions, got {seed_points!r}"
-                )
-            if n_seed < 0:
-                raise ValueError(f"n_seed must be >= 0, got {n_seed}")
-            n_seed = min(n_seed, len(self.candidates))
-            if seed_points == "random":
-                idx = self._rng.choice(len(self.candidates), size=n_seed, replace=False)
-                return [tuple(self.candidates[i]) for i in idx]
-            if seed_points == "spread":
-                picks = spread_points(self.image.shape, n_seed, self.candidates, self._rng)
-                return [tuple(self.candidates[i]) for i in picks]
-            return [tuple(p) for p in grid_points(self.image.shape, n_seed)]
-        pts = as_positions(seed_points)
-        rows, cols = self.image.shape
-        if np.any((pts[:, 0] < -0.5) | (pts[:, 0] > cols - 0.5)):
-            raise ValueError(f"seed points must lie in the image (x in 0..{cols - 1})")
-        if np.any((pts[:, 1] < -0.5) | (pts[:, 1] > rows - 0.5)):
-            raise ValueError(f"seed points must lie in the image (y in 0..{rows - 1})")
-        return [tuple(p) for p in pts]
+        return make_seeds(seed_points, n_seed, self.image.shape, self.candidates, self._rng)
 
     def ingest(self, x: Any, y: Any = None) -> None:
         """Tell the agent about new measurements (see :meth:`Agent.ingest`).
@@ -344,13 +243,7 @@ class DKLAgent(Agent):
         bad = ~np.isfinite(vals)
         if bad.any():
             rows, cols = self.image.shape
-            inside = (
-                (pts[:, 0] >= -0.5)
-                & (pts[:, 0] <= cols - 0.5)
-                & (pts[:, 1] >= -0.5)
-                & (pts[:, 1] <= rows - 0.5)
-            )
-            if not inside.all():
+            if not inside_image(pts, self.image.shape).all():
                 raise ValueError(f"positions outside the image ({cols} x {rows} px)")
             if (~bad).any():
                 super().ingest(pts[~bad], vals[~bad])
@@ -369,192 +262,6 @@ class DKLAgent(Agent):
         )
         self._train_patches = np.concatenate([self._train_patches, self._project(patches)])
         self._dirty = True
-
-    # ------------------------------------------------------------------ model
-
-    def _training_set(self) -> np.ndarray:
-        """Indices of the measurements a fit uses: all, or the best half + the most recent."""
-        n = len(self.values)
-        if self.max_train_points is None or n <= self.max_train_points:
-            return np.arange(n)
-        n_best = self.max_train_points // 2
-        best = np.argsort(-self.values, kind="stable")[:n_best]
-        keep = set(best.tolist())
-        for i in range(n - 1, -1, -1):
-            if len(keep) >= self.max_train_points:
-                break
-            keep.add(i)
-        return np.array(sorted(keep))
-
-    def _build(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            if self.hidden is None:
-                net: torch.nn.Module = torch.nn.Identity()
-                ard = None
-            else:
-                net = FeatureNet(x.shape[1], self.hidden, self.feature_dim)
-                ard = self.feature_dim
-            likelihood = gpytorch.likelihoods.GaussianLikelihood(
-                noise_constraint=gpytorch.constraints.GreaterThan(1e-4)
-            )
-            model = DeepKernelGP(x, y, likelihood, net, ard)
-        # built on the CPU from the seed, then moved: the same initial weights everywhere
-        model = model.to(self.device)
-        if self.hidden is None:
-            # raw standardised patches: distances grow like sqrt(2 * window**2)
-            model.covar_module.base_kernel.lengthscale = float(self.window)
-        else:
-            model.covar_module.base_kernel.lengthscale = 0.5
-        likelihood.noise = 0.05
-        self._model = model
-        self._optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate)
-
-    def fit(self) -> None:
-        """Train (first call) or fine-tune (later calls) on the measurements so far.
-
-        :meth:`suggest` calls this when new data arrived; call it yourself only to refresh
-        :meth:`predict_maps` without suggesting.
-
-        Raises:
-            RuntimeError: fewer than 2 measurements.
-        """
-        if len(self.values) < MIN_POINTS_TO_FIT:
-            raise RuntimeError(
-                f"the model needs at least {MIN_POINTS_TO_FIT} measurements, has {len(self.values)}"
-            )
-        started = time.perf_counter()
-        idx = self._training_set()
-        values = self.values[idx]
-        self._y_mean = float(values.mean())
-        self._y_std = float(values.std()) or 1.0
-        x = torch.from_numpy(self._train_patches[idx]).to(self.device)
-        y = torch.from_numpy(((values - self._y_mean) / self._y_std).astype(np.float32))
-        y = y.to(self.device)
-        with torch_threads(self.num_threads), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", _NUMERICAL)
-            try:
-                iterations = self._fit_model(x, y)
-            except NotPSDError:
-                # a fine-tune walked into a singular kernel: start again from scratch, once;
-                # the measurements themselves are untouched
-                self._model = None
-                iterations = self._fit_model(x, y)
-        self.n_jitter_warnings += sum(issubclass(w.category, _NUMERICAL) for w in caught)
-        for w in caught:  # anything else is not ours to swallow
-            if not issubclass(w.category, _NUMERICAL):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        self.n_fits += 1
-        self.total_iterations += iterations
-        self._dirty = False
-        self.last_fit_seconds = time.perf_counter() - started
-
-    def _fit_model(self, x: torch.Tensor, y: torch.Tensor) -> int:
-        """Build and train, or fine-tune; predict over the candidates. Returns iterations."""
-        if self._model is None:
-            self._build(x, y)
-            iterations = self.train_iters
-        else:
-            self._model.set_train_data(x, y, strict=False)
-            iterations = self.finetune_iters
-        self.last_loss = self._train(x, y, iterations)
-        self._predict_candidates()
-        return iterations
-
-    def _train(self, x: torch.Tensor, y: torch.Tensor, iterations: int) -> float:
-        model, optimizer = self._model, self._optimizer
-        assert model is not None
-        assert optimizer is not None
-        model.train()
-        model.likelihood.train()
-        mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
-        loss = torch.zeros(())
-        for _ in range(iterations):
-            optimizer.zero_grad()
-            loss = -mll(model(x), y)
-            loss.backward()
-            optimizer.step()
-        model.eval()
-        model.likelihood.eval()
-        return float(loss.detach())
-
-    def _predict_candidates(self) -> None:
-        mean, std = self._predict_standardised(self._candidate_x)
-        self._mean = mean * self._y_std + self._y_mean
-        self._std = std * self._y_std
-
-    def _predict_standardised(self, x: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
-        assert self._model is not None
-        mean, variance = predict_exact(self._model, x)
-        return (
-            mean.cpu().numpy().astype(np.float64),
-            variance.sqrt().cpu().numpy().astype(np.float64),
-        )
-
-    def predict(self, positions: Any) -> Tuple[np.ndarray, np.ndarray]:
-        """Predicted mean and standard deviation of the scalar at any positions.
-
-        Args:
-            positions: ``(N, 2)`` ``(x, y)`` pixels in the image.
-
-        Returns:
-            ``(mean, std)``, each ``(N,)``, in the measured values' units.
-        """
-        if self._dirty or self._model is None:
-            self.fit()
-        patches, _ = extract_patches(
-            self.image, self.window, as_positions(positions), 1, self.normalise, self.border
-        )
-        x = torch.from_numpy(self._project(patches)).to(self.device)
-        with torch_threads(self.num_threads), warnings.catch_warnings():
-            warnings.simplefilter("ignore", _NUMERICAL)  # jitter, counted at the fit already
-            mean, std = self._predict_standardised(x)
-        return mean * self._y_std + self._y_mean, std * self._y_std
-
-    def predict_maps(self) -> Dict[str, np.ndarray]:
-        """Predicted mean, uncertainty and acquisition over all candidates.
-
-        Returns:
-            ``{"mean", "std", "acquisition"}`` as ``(rows, columns)`` float32 images over the
-            candidate grid (flat ``(N,)`` arrays for explicit candidates), plus ``"x"`` and
-            ``"y"``: the candidates' pixel coordinates in the same layout.
-
-        Raises:
-            RuntimeError: fewer than 2 measurements.
-        """
-        if self._dirty or self._model is None:
-            self.fit()
-        assert self._mean is not None
-        assert self._std is not None
-        acq = self._acquisition_over_candidates()
-        out = {
-            "mean": self._mean,
-            "std": self._std,
-            "acquisition": np.where(np.isfinite(acq), acq, np.nan),
-            "x": self.candidates[:, 0],
-            "y": self.candidates[:, 1],
-        }
-        shape = self.grid_shape
-        return {k: (v.reshape(shape) if shape else v).astype(np.float32) for k, v in out.items()}
-
-    def _acquisition_over_candidates(self) -> np.ndarray:
-        assert self._mean is not None
-        assert self._std is not None
-        # EI's margin is given in standard deviations of the data, like the standardised GP
-        acq = acquisition_values(
-            self._acquisition,
-            self._mean,
-            self._std,
-            float(self.values.max()),
-            xi=self._xi * self._y_std,
-            beta=self._beta,
-        )
-        if self.exclude_measured:
-            for x, y in self._measured_pixels():
-                i = self._pixel_index.get((x, y))
-                if i is not None:
-                    acq[i] = -np.inf
-        return acq
 
     # ------------------------------------------------------------------ decisions out
 
@@ -608,20 +315,6 @@ class DKLAgent(Agent):
             self.make_suggestion(*self.candidates[i], source="random", step=self.step)
             for i in picks
         ]
-
-    def hyperparameters(self) -> Dict[str, Any]:
-        """The GP's hyper-parameters now (standardised units), JSON-able; empty before a fit."""
-        if self._model is None:
-            return {}
-        kernel = self._model.covar_module
-        return {
-            "lengthscale": kernel.base_kernel.lengthscale.detach().reshape(-1).tolist(),
-            "outputscale": float(kernel.outputscale.detach()),
-            "noise": float(self._model.likelihood.noise.detach().reshape(-1)[0]),
-            "constant_mean": float(self._model.mean_module.constant.detach().reshape(-1)[0]),
-            "y_mean": self._y_mean,
-            "y_std": self._y_std,
-        }
 
     def config(self) -> Dict[str, Any]:
         """The constructor's settings (JSON-able), so a replay can build the same agent on
