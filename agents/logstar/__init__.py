@@ -19,7 +19,13 @@ Modules, by job:
   here or in parallel on a Dask cluster;
 * :mod:`~agents.logstar.clustering` -- GMM classes of atoms, centroid/dispersion images;
 * :mod:`~agents.logstar.plot` -- matplotlib figures;
-* :mod:`~agents.logstar.agent` -- :class:`LoGStarAgent`.
+* :mod:`~agents.logstar.calibration` -- the pixel size from the image's lattice reflections;
+* :mod:`~agents.logstar.plausibility` -- do the atoms sit where the lattice puts them?
+* :mod:`~agents.logstar.checks` -- the agent's per-image checks (pixel size, plausibility);
+* :mod:`~agents.logstar.targets` -- the atoms the agent sends the beam to;
+* :mod:`~agents.logstar.reporting` -- the agent's config, report, atom table and figures;
+* :mod:`~agents.logstar.agent` -- :class:`LoGStarAgent`: optimise, choose, find and classify
+  atoms (built from the three above).
 
 Importing this package is cheap and torch-free; the names that need torch (the optimiser,
 the agent) load on first access.

@@ -36,10 +36,9 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
-import scipy.ndimage as ndi
 from tqdm import tqdm
 
-from ..base import Agent, Suggestion
+from ..base import Agent
 from .checks import ImageChecks
 from .clustering import AtomClusters, cluster_atoms
 from .lattice import Lattice, check_pixel_size
@@ -48,23 +47,17 @@ from .optimizer import LoGStarOptimizer, OptimizationResult
 from .params import LoGParameters, SearchSpace
 from .pareto import Choice, ParetoPoint, select_point
 from .plausibility import Plausibility
+from .reporting import LoGStarReport
 from .rewards import DEFAULT_MIN_SEPARATION, Reward, RewardContext, evaluate_rewards
 from .scalespace import ImageScaleSpaces, prepare_image
+from .targets import OUTLIER_Z, AtomTargets, Target
 from .windows import WindowMap, apply_windows, optimize_windows
 
-__all__ = ["LoGStarAgent"]
-
-Target = Union[str, int]
-
-#: how far (in robust standard deviations: 1.4826 median absolute deviations) above the
-#: median atom an atom must be to be an outlier. In the twin's default graphene image the Si
-#: dopant stands 7.5 above the carbon atoms and the brightest carbon atom 3.0 (Z contrast:
-#: (14/6)**1.7 = 4.2 times the scattering); the brightest *class* of the GMM, by contrast,
-#: also holds tens of carbon atoms under contamination.
-OUTLIER_Z = 5.0
+# OUTLIER_Z and Target are importable from here as before the split (targets.py)
+__all__ = ["OUTLIER_Z", "LoGStarAgent", "Target"]
 
 
-class LoGStarAgent(ImageChecks, Agent):
+class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
     """Reward-driven, unsupervised atom finding with a Pareto front the operator steers.
 
     Args:
@@ -179,22 +172,7 @@ class LoGStarAgent(ImageChecks, Agent):
         self.optimisations = 0
         self._suggested: set = set()
 
-    # ------------------------------------------------------------------ helpers
-
-    def _check_target(self, target: Target) -> Target:
-        if isinstance(target, str):
-            if target not in ("brightest", "outliers", "all"):
-                raise ValueError(
-                    f"target must be 'brightest', 'outliers', 'all' or a class number: {target!r}"
-                )
-            return target
-        if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-            if not 0 <= int(target) < max(1, self.n_clusters):
-                raise ValueError(f"class {target} does not exist ({self.n_clusters} classes)")
-            return int(target)
-        raise ValueError(
-            f"target must be 'brightest', 'outliers', 'all' or a class number, got {target!r}"
-        )
+    # ------------------------------------------------------------------ the front
 
     @property
     def front(self) -> List[ParetoPoint]:
@@ -453,154 +431,3 @@ class LoGStarAgent(ImageChecks, Agent):
         ctx = RewardContext.build(self.lattice, px, prepared.shape, self.min_separation)
         values = evaluate_rewards(rewards, [atoms], [prepared], [ctx])
         return {reward_name(r, m): float(v) for m, (r, v) in enumerate(zip(rewards, values))}
-
-    def atoms_table(self) -> Dict[str, np.ndarray]:
-        """The current image's atoms as columns, for a run's own stream: ``row``, ``col``,
-        ``sigma`` (pixels) and ``cluster`` (-1 when not classified)."""
-        n = len(self.atoms)
-        cluster = self.clusters.labels if self.clusters is not None else np.full(n, -1)
-        return {
-            "row": self.atoms[:, 0].astype(float) if n else np.empty(0),
-            "col": self.atoms[:, 1].astype(float) if n else np.empty(0),
-            "sigma": self.atoms[:, 2].astype(float) if n else np.empty(0),
-            "cluster": np.asarray(cluster, dtype=int),
-        }
-
-    # ------------------------------------------------------------------ the Agent interface
-
-    def suggest(self, n: int = 1, target: Optional[Target] = None) -> List[Suggestion]:
-        """EELS positions at atoms of the target class, brightest first, each atom once per
-        image; fewer than ``n`` when the class runs out.
-
-        Args:
-            n: how many positions.
-            target: overrides the agent's ``target`` (``"brightest"``, ``"all"``, a class).
-
-        Returns:
-            ``[{"_id", "x" (column), "y" (row), "atom", "cluster", "intensity"}, ...]``.
-        """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be an integer >= 0, got {n!r}")
-        if self.image is None:
-            raise ValueError("no survey image yet: observe one first")
-        tgt = self._check_target(target) if target is not None else self.target
-        labels = self.clusters.labels if self.clusters is not None else None
-        if tgt == "outliers":
-            candidates = self.outliers()
-        elif tgt == "all" or labels is None:
-            candidates = np.arange(len(self.atoms))
-        else:
-            cls = self.clusters.brightest if tgt == "brightest" else int(tgt)  # type: ignore[union-attr]
-            candidates = np.flatnonzero(labels == cls)
-        candidates = np.array([i for i in candidates if int(i) not in self._suggested], dtype=int)
-        if len(candidates) == 0 or n == 0:
-            return []
-        brightness = self._brightness()[candidates]
-        order = np.argsort(-brightness, kind="stable")[: int(n)]
-        out = []
-        for k in order:
-            i = int(candidates[k])
-            self._suggested.add(i)
-            out.append(
-                self.make_suggestion(
-                    float(self.atoms[i, 1]),
-                    float(self.atoms[i, 0]),
-                    atom=i,
-                    cluster=int(labels[i]) if labels is not None else -1,
-                    intensity=float(brightness[k]),
-                )
-            )
-        return out
-
-    def _brightness(self) -> np.ndarray:
-        """Every atom's brightness: the image smoothed over a pixel, at the atom."""
-        if self.image is None or not len(self.atoms):
-            return np.empty(0)
-        smooth = ndi.gaussian_filter(self.image, 1.0)
-        r = np.clip(np.rint(self.atoms[:, 0]).astype(int), 0, self.image.shape[0] - 1)
-        c = np.clip(np.rint(self.atoms[:, 1]).astype(int), 0, self.image.shape[1] - 1)
-        return smooth[r, c]
-
-    def outliers(self, z: float = OUTLIER_Z) -> np.ndarray:
-        """Indices of the atoms far brighter than the lattice (robust z-score above ``z``):
-        heavier atoms such as dopants. Empty when none stands out."""
-        brightness = self._brightness()
-        if len(brightness) < 3:
-            return np.empty(0, dtype=int)
-        median = np.median(brightness)
-        spread = 1.4826 * np.median(np.abs(brightness - median))
-        if spread <= 0:
-            return np.empty(0, dtype=int)
-        return np.flatnonzero((brightness - median) / spread > z)
-
-    def config(self) -> Dict[str, Any]:
-        """The constructor's plain settings (as :meth:`Agent.config`), with
-        ``pixel_size_nm="fft"`` when the pixel size is to come from each image."""
-        out = super().config()
-        if out.pop("pixel_size_from_fft", False):
-            out["pixel_size_nm"] = "fft"
-        return out
-
-    def report(self) -> Dict[str, Any]:
-        """Small and JSON-able: the lattice, the front (no atom positions), the chosen
-        point, who chose it and how, every choice so far, and the current image's counts."""
-        chosen = None
-        if self.choices:
-            chosen = dict(self.choices[-1])
-        return {
-            "agent": self.name,
-            "lattice": self.lattice.as_dict(),
-            "pixel_size_nm": self.image_pixel_size_nm or self.pixel_size_nm,
-            "pixel_size": dict(self.pixel_size_info),
-            "plausibility": self.plausibility.as_dict() if self.plausibility else None,
-            "reward_names": list(self.result.reward_names) if self.result else [],
-            "front": [p.summary() for p in self.front],
-            "chosen": chosen,
-            "choices": [dict(c) for c in self.choices],
-            "params": self.params.as_dict() if self.params is not None else None,
-            "optimisations": self.optimisations,
-            "optimisation": (
-                {
-                    "n_trials": len(self.result.trials),
-                    "timings_s": {k: round(float(v), 4) for k, v in self.result.timings.items()},
-                    "space": self.result.space.as_dict(),
-                }
-                if self.result is not None
-                else None
-            ),
-            "windows": self.window_map.summary() if self.window_map is not None else None,
-            "window_mode": self.window_mode,
-            "images_seen": self.images_seen,
-            "n_atoms": len(self.atoms),
-            "clusters": self.clusters.summary() if self.clusters is not None else None,
-            "target": self.target,
-            "outliers": len(self.outliers()),
-            "suggested": len(self._suggested),
-            "measured": len(self.values),
-        }
-
-    # ------------------------------------------------------------------ figures
-
-    def plot_selection(self) -> Any:
-        """The front (choice highlighted) beside the atoms of the chosen point over the
-        current image (a matplotlib Figure)."""
-        from .plot import plot_selection
-
-        if self.result is None or self.image is None:
-            raise ValueError("nothing to plot yet: observe a survey image first")
-        return plot_selection(
-            self.image,
-            self.front,
-            self.choice.index if self.choice is not None else None,
-            atoms=self.atoms,
-            all_values=self.result.values,
-            params=self.params,
-        )
-
-    def plot_clusters(self) -> Any:
-        """Classes over the image, PCA scatter, centroid and dispersion images."""
-        from .plot import plot_clusters
-
-        if self.clusters is None or self.image is None:
-            raise ValueError("no classes yet: observe a survey image with n_clusters >= 2")
-        return plot_clusters(self.image, self.atoms, self.clusters)
