@@ -5,8 +5,11 @@ Our own warnings say what happened, what is safe and what to do next (the catalo
 say the same thing in their own words -- bluesky-tiled-plugins' TiledWriter "Appending N rows
 ... forcing a retry", tiled's "Retrying…" written straight to stderr whenever a request of
 the main thread is retried, httpx's connection errors -- which a microscopist cannot act on.
-:func:`route_library_logs` sends those to ``ophyd-stem.log`` in the data directory (kept
-small: three files of 2 MB at most), with the times, for whoever looks into an outage.
+The same holds for the RunEngine's "Run aborted" and its traceback when a plan fails
+(``--pixel-size fft`` on an image without the lattice, say): the command already says what
+failed, in one line. :func:`route_library_logs` sends those to ``ophyd-stem.log`` in the
+data directory (kept small: three files of 2 MB at most), with the times, for whoever looks
+into an outage or a failed run.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ __all__ = ["LIBRARY_LOGGERS", "LOG_NAME", "route_library_logs"]
 
 #: the log file, in the data directory
 LOG_NAME = "ophyd-stem.log"
-#: loggers of the libraries under the catalog whose messages go to the log file only
-LIBRARY_LOGGERS = ("bluesky_tiled_plugins", "tiled", "httpx", "httpcore", "stamina")
+#: loggers of the libraries under the catalog, and the RunEngine's, whose messages go to the
+#: log file only
+LIBRARY_LOGGERS = ("bluesky_tiled_plugins", "tiled", "httpx", "httpcore", "stamina", "bluesky")
 
 _log = logging.getLogger("tiled.client")
 

@@ -142,7 +142,26 @@ def test_logstar_command_prints_its_truth_score_and_where_eels_landed(app_env):
     assert re.search(r"EELS on\s+.*in the field: \d+ C", run.stdout)
 
 
-def test_logstar_command_says_where_the_pixel_size_came_from_and_flags_a_wrong_lattice(app_env):
+def test_logstar_command_says_where_the_pixel_size_came_from_and_flags_a_wrong_lattice(
+    app_env, tmp_path
+):
+    # nanoparticles have no graphene lattice for the FFT to find: one clear line, no
+    # traceback on the screen (it is in the log file), and the next run works
+    none = ophyd_stem(
+        app_env, "run", "logstar", "--sample", "nanoparticles", "--lattice", "graphene",
+        "--size", "64", "--budget", "8", "--pixel-size", "fft",
+    )  # fmt: skip
+    assert none.returncode == 1, none.stderr[-3000:]
+    errors = [line for line in none.stderr.splitlines() if line.startswith("ophyd-stem: ")]
+    assert len(errors) == 1, none.stderr
+    assert "does not show the lattice graphene: give the pixel size" in errors[0]
+    assert "Traceback" not in none.stderr
+    assert "Run aborted" not in none.stderr
+    assert len(none.stderr.splitlines()) <= 3, none.stderr  # connecting..., the error, the hint
+    log = (tmp_path / "data" / "ophyd-stem.log").read_text()
+    assert "Run aborted" in log
+    assert "Traceback" in log
+
     fft = ophyd_stem(
         app_env, "run", "logstar", "--size", "192", "--fov", "1.5", "--budget", "10",
         "--pixel-size", "fft",
