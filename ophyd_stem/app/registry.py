@@ -506,11 +506,16 @@ def _dkl_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--acquisition",
         choices=("ei", "ucb", "uncertainty"),
-        default="ei",
-        help="how to choose: expected improvement, upper confidence bound, most uncertain",
+        default="ucb",
+        help="how to choose: upper confidence bound, expected improvement, most uncertain "
+        "(the agent's defaults, the ones the benchmark measures)",
     )
-    parser.add_argument("--xi", type=float, default=0.01, help="EI exploration margin")
-    parser.add_argument("--beta", type=float, default=4.0, help="UCB exploration weight")
+    parser.add_argument(
+        "--xi", type=float, default=0.01, help="EI exploration margin, std of the values"
+    )
+    parser.add_argument(
+        "--beta", type=float, default=9.0, help="UCB exploration weight: mean + sqrt(beta) std"
+    )
     parser.add_argument(
         "--scalarizer",
         default="band:20:30",
@@ -707,7 +712,7 @@ register(
         _build_dkl,
         default_sample="nanoparticles",
         summarize=_summarize_dkl,
-        example="ophyd-stem run dkl --steps 30 --acquisition ucb --beta 9",
+        example="ophyd-stem run dkl --steps 30 --acquisition ei --xi 0.5",
         queue_items=_queue_dkl,
         instrument=_dkl_instrument,
     )

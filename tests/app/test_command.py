@@ -180,3 +180,17 @@ def test_logstar_command_says_where_the_pixel_size_came_from_and_flags_a_wrong_l
     assert wrong.returncode == 0, wrong.stderr[-3000:]
     assert re.search(r"WARNING .*bright columns have no atom", wrong.stdout), wrong.stdout
     assert "plausible" not in wrong.stdout
+
+
+def test_run_dkl_defaults_are_the_agents_the_benchmark_measures():
+    # the command chose with UCB beta 4 while the agent (and so the benchmark) used beta 1
+    import inspect
+
+    from agents.dkl import DKLAgent
+    from ophyd_stem.app.cli import build_parser
+
+    args = build_parser().parse_args(["run", "dkl"])
+    agent = inspect.signature(DKLAgent).parameters
+    for option, name in (("acquisition", "acquisition"), ("xi", "xi"), ("beta", "beta"),
+                         ("seeds", "n_seed"), ("window", "window"), ("step", "step")):  # fmt: skip
+        assert getattr(args, option) == agent[name].default, option

@@ -81,7 +81,7 @@ def test_suggestions_record_the_decision(scene, fast_dkl):
     for s in batch:
         assert s["std"] >= 0
         assert np.isfinite(s["mean"])
-        assert s["acquisition_function"] == "ei"
+        assert s["acquisition_function"] == "ucb"  # the default
     measured = {(int(x), int(y)) for x, y in agent.positions}
     assert not measured & {(int(s["x"]), int(s["y"])) for s in batch}
 
@@ -141,7 +141,7 @@ def test_bad_exploration_settings_change_nothing(scene, fast_dkl):
     for bad in ({"acquisition": "pi"}, {"xi": -1.0}, {"beta": float("nan")}):
         with pytest.raises(ValueError):
             agent.set_exploration(**{"acquisition": "ucb", "beta": 2.0, **bad})
-        assert agent.exploration == {"name": "ei", "xi": 0.05, "beta": 1.0}
+        assert agent.exploration == {"name": "ucb", "xi": 0.05, "beta": 9.0}
 
 
 def test_same_seed_same_decisions(scene, fast_dkl):
