@@ -359,21 +359,24 @@ def _log_dir(args: argparse.Namespace) -> Path | None:
         return None
 
 
-def _open_catalog(args: argparse.Namespace, listing: bool = False) -> Any:
+def _open_catalog(args: argparse.Namespace, listing: bool = False, snapshot: bool = False) -> Any:
     from ophyd_stem.catalog import open_catalog
 
     from .config import load_config
 
     config = load_config(catalog=args.catalog, api_key=args.api_key, data_dir=args.data_dir)
     if config.catalog:
-        return open_catalog(config.catalog, config.api_key, listing=listing)
+        return open_catalog(config.catalog, config.api_key, listing=listing, snapshot=snapshot)
     settings = _settings(args)
     from ophyd_stem.catalog import EmbeddedServer
 
-    if EmbeddedServer.find(settings) is None:  # something to read while it starts (seconds)
-        print(f"starting the catalog server of {settings.data_dir} (it stays up "
-              "for the next commands)...", file=sys.stderr, flush=True)  # fmt: skip
-    return open_catalog(settings=settings, listing=listing)
+    server = EmbeddedServer.find(settings)
+    if server is not None:  # running: open it at once (no second health check)
+        return open_catalog(server.uri, server.api_key, listing=listing, snapshot=snapshot)
+    # something to read while it starts (seconds)
+    print(f"starting the catalog server of {settings.data_dir} (it stays up "
+          "for the next commands)...", file=sys.stderr, flush=True)  # fmt: skip
+    return open_catalog(settings=settings, listing=listing, snapshot=snapshot)
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
@@ -400,12 +403,21 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 def _cmd_show(args: argparse.Namespace) -> int:
     print(f"ophyd-stem show {args.run}: reading the run from the catalog...", file=sys.stderr,
           flush=True)  # fmt: skip
+    from concurrent.futures import ThreadPoolExecutor
+
     from ophyd_stem.catalog import get_run
 
-    from .analysis.report import run_report
-
-    catalog = _open_catalog(args)
+    # light clients: the report reads whole streams into numpy, seconds quicker without
+    # bluesky-tiled-plugins and dask (see ophyd_stem/catalog/_snapshot.py)
+    catalog = _open_catalog(args, snapshot=True)
     run = get_run(catalog, args.run)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the server reads the run out while matplotlib and the figures are imported here
+        loading = pool.submit(run.load) if hasattr(run, "load") else None
+        from .analysis.report import run_report
+
+        if loading is not None:
+            loading.result()
     text, png = run_report(run, Path(args.out))
     print(text)
     print(f"figure: {png}")

@@ -34,6 +34,54 @@ class RunInProgress(UserWarning):
     so far (``run.wait()`` waits for the rest)."""
 
 
+class InProgressMixin:
+    """For a run's client: opening a stream of a run without its stop document warns
+    (:class:`RunInProgress`), and ``run.wait()`` waits for the stop document."""
+
+    metadata: Any
+
+    def _open_node(self, key: Any) -> Any:
+        return super().__getitem__(key)  # type: ignore[misc]
+
+    def __getitem__(self, key: Any) -> Any:
+        node = self._open_node(key)
+        if isinstance(key, str) and not self.metadata.get("stop"):
+            start = self.metadata.get("start", {})
+            expected = start.get("num_points")
+            promise = f" (the plan announced {expected} points)" if expected else ""
+            warnings.warn(
+                RunInProgress(
+                    f"run {start.get('uid', '?')[:8]} (scan {start.get('scan_id')}) has no "
+                    f"stop document yet: it is still being written (or its session ended "
+                    f"early), and {key!r} holds what the catalog has so far{promise}; "
+                    "run.wait() waits for the rest"
+                ),
+                stacklevel=2,
+            )
+        return node
+
+    def __contains__(self, key: Any) -> bool:
+        with warnings.catch_warnings():  # asking whether a stream exists reads nothing
+            warnings.simplefilter("ignore", RunInProgress)
+            return super().__contains__(key)  # type: ignore[misc]
+
+    def wait(self, timeout: Optional[float] = None, poll: float = 0.5) -> Any:
+        """Wait until the run's stop document is in the catalog; returns the run.
+
+        Raises:
+            TimeoutError: not finished within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.refresh().metadata.get("stop"):  # type: ignore[attr-defined]
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"run {self.metadata['start']['uid'][:8]} is still being written "
+                    f"after {timeout:g} s"
+                )
+            time.sleep(poll)
+        return self
+
+
 class ClientDispatch(collections.abc.Mapping):
     """Structure family or spec -> client class, each imported on first use.
 
@@ -116,7 +164,7 @@ def _stream_client() -> Any:
 def _run_client() -> Any:
     from bluesky_tiled_plugins.clients.bluesky_run import BlueskyRunV3
 
-    class Run(BlueskyRunV3):
+    class Run(InProgressMixin, BlueskyRunV3):
         """A Bluesky run that says when it is still being written."""
 
         def __new__(cls, context: Any, *, item: dict, structure_clients: Any, **kwargs: Any):
@@ -129,44 +177,6 @@ def _run_client() -> Any:
             return super().__new__(
                 cls, context, item=item, structure_clients=structure_clients, **kwargs
             )
-
-        def __getitem__(self, key: Any) -> Any:
-            node = super().__getitem__(key)
-            if isinstance(key, str) and not self.metadata.get("stop"):
-                start = self.metadata.get("start", {})
-                expected = start.get("num_points")
-                promise = f" (the plan announced {expected} points)" if expected else ""
-                warnings.warn(
-                    RunInProgress(
-                        f"run {start.get('uid', '?')[:8]} (scan {start.get('scan_id')}) has no "
-                        f"stop document yet: it is still being written (or its session ended "
-                        f"early), and {key!r} holds what the catalog has so far{promise}; "
-                        "run.wait() waits for the rest"
-                    ),
-                    stacklevel=2,
-                )
-            return node
-
-        def __contains__(self, key: Any) -> bool:
-            with warnings.catch_warnings():  # asking whether a stream exists reads nothing
-                warnings.simplefilter("ignore", RunInProgress)
-                return super().__contains__(key)
-
-        def wait(self, timeout: Optional[float] = None, poll: float = 0.5) -> Any:
-            """Wait until the run's stop document is in the catalog; returns the run.
-
-            Raises:
-                TimeoutError: not finished within ``timeout`` seconds.
-            """
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not self.refresh().metadata.get("stop"):
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"run {self.metadata['start']['uid'][:8]} is still being written "
-                        f"after {timeout:g} s"
-                    )
-                time.sleep(poll)
-            return self
 
     return Run
 

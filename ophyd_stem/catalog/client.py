@@ -22,6 +22,7 @@ def open_catalog(
     settings: Optional[CatalogSettings] = None,
     *,
     listing: bool = False,
+    snapshot: bool = False,
 ) -> Any:
     """The catalog of runs, as a tiled ``CatalogOfBlueskyRuns`` client.
 
@@ -36,6 +37,12 @@ def open_catalog(
         listing: plain tiled containers instead of Bluesky run clients: metadata and
             searches only, but a second or more quicker to open (``ophyd-stem runs``),
             since neither bluesky-tiled-plugins nor dask is imported.
+        snapshot: light clients for reading whole runs into numpy (``ophyd-stem show``):
+            ``catalog[uid]``, ``catalog[scan_id]``, ``catalog[-1]`` as usual, runs that warn
+            :class:`~ophyd_stem.catalog.RunInProgress` and ``wait()``, streams that read
+            their event table in one request and each array in one (no dask, no xarray),
+            cut to the rows every column has. No ``.v2``, ``.v1``, ``documents()`` or
+            xarray ``read()`` of a whole stream; seconds quicker to open and to read.
 
     Returns:
         The container: ``catalog[-1]`` (latest run), ``catalog[scan_id]``, ``catalog[uid]``,
@@ -65,6 +72,10 @@ def open_catalog(
         from tiled.client.container import Container
 
         structure_clients: Any = {"container": Container}
+    elif snapshot:
+        from ._snapshot import snapshot_clients
+
+        structure_clients = snapshot_clients()
     else:
         from ._clients import run_clients
 

@@ -194,3 +194,54 @@ def test_a_run_read_while_it_is_written_says_so_and_reads_consistently(
         np.testing.assert_array_equal(
             run["primary"]["eels-spectrum"].read(), np.stack(eels.produced)
         )
+
+
+def test_a_run_read_by_the_snapshot_clients_while_it_is_written(
+    RE, devices, shared_server, settings, make_writer, catalog
+):
+    """``ophyd-stem show``'s light clients on an open run: opening a stream warns, every
+    column of the stream holds the same events (a consistent snapshot, never a 500), and
+    run.wait() then reads the whole run."""
+    from agents.run_streams import streams_from_tiled
+
+    _det, eels = devices
+    writer = make_writer(
+        shared_server.uri, shared_server.api_key, settings, batch_size=2, batch_seconds=3600
+    )
+    RE.subscribe(writer)
+    light = open_catalog(shared_server.uri, shared_server.api_key, snapshot=True)
+    seen = {}
+
+    @bpp.run_decorator(md={"num_points": 6})
+    def plan():
+        for _ in range(2):
+            yield from bps.trigger_and_read([eels])
+        uid = open_run_uid(RE)
+        wait_until(lambda: rows_in_catalog(catalog, uid) == 2)
+        run = light[uid]
+        with pytest.warns(RunInProgress, match="no stop document yet.*6 points"):
+            primary = run["primary"]
+        for _ in range(4):
+            yield from bps.trigger_and_read([eels])
+        wait_until(lambda: rows_in_catalog(catalog, uid) == 6)
+        seen["spectra"] = primary["eels-spectrum"].read()
+        seen["times"] = primary["time"].read()  # a column of the event table
+        seen["run"] = run
+
+    try:
+        RE(plan())
+        assert seen["spectra"].shape[0] == seen["times"].shape[0] >= 2
+        np.testing.assert_array_equal(
+            seen["spectra"], np.stack(eels.produced)[: len(seen["spectra"])]
+        )
+        run = seen["run"].wait(timeout=60)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RunInProgress)  # finished: no warning any more
+            _start, stop, streams = streams_from_tiled(run)
+        assert stop["exit_status"] == "success"
+        np.testing.assert_array_equal(
+            streams["primary"].columns["eels-spectrum"], np.stack(eels.produced)
+        )
+        assert len(streams["primary"]) == 6
+    finally:
+        light.context.close()

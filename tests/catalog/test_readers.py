@@ -166,3 +166,58 @@ def test_plain_tiled_reads_both_runs(runs, shared_server):
             assert run.metadata["stop"]["exit_status"] == "success"
     finally:
         catalog.context.close()
+
+
+def test_snapshot_clients_read_both_runs_as_the_full_clients_do(runs, shared_server):
+    """``ophyd-stem show``'s light clients: the same columns (dtypes, NaN and 3,000-character
+    strings included), times, configuration and data keys as bluesky-tiled-plugins' clients,
+    runs found by uid prefix, scan id and -1, without importing bluesky-tiled-plugins, dask
+    or pandas (a fresh interpreter says what it imported)."""
+    import subprocess
+    import sys
+
+    from agents.run_streams import streams_from_tiled
+
+    grid, adaptive = runs
+    full = open_catalog(shared_server.uri, shared_server.api_key)
+    light = open_catalog(shared_server.uri, shared_server.api_key, snapshot=True)
+    try:
+        for uid in (grid, adaptive):
+            expected = streams_from_tiled(full[uid])
+            run = light[uid[:8]]
+            assert run.load() is run  # everything read at once, several requests at a time
+            got = streams_from_tiled(run)
+            assert got[:2] == expected[:2]  # start, stop
+            assert list(got[2]) == list(expected[2])  # streams, in the same order
+            for name, stream in expected[2].items():
+                mine = got[2][name]
+                assert list(mine.columns) == list(stream.columns), name
+                for key, column in stream.columns.items():
+                    assert mine.columns[key].dtype == column.dtype, (name, key)
+                    np.testing.assert_array_equal(mine.columns[key], column, err_msg=key)
+                np.testing.assert_array_equal(mine.time, stream.time)
+                assert mine.data_keys == stream.data_keys
+                assert mine.configuration.keys() == stream.configuration.keys()
+        scan_id = full[adaptive].metadata["start"]["scan_id"]
+        assert light[scan_id].metadata["start"]["uid"] == adaptive
+        assert light[-1].metadata["start"]["uid"] == full[-1].metadata["start"]["uid"]
+        with pytest.raises(ValueError, match="too short"):
+            light[adaptive[:3]]
+        with pytest.raises(KeyError):
+            light["fffffffff"]
+    finally:
+        full.context.close()
+        light.context.close()
+    probe = (
+        "import sys; from ophyd_stem.catalog import open_catalog; "
+        "from agents.runs import unpack_run; "
+        f"c = open_catalog({shared_server.uri!r}, {shared_server.api_key!r}, snapshot=True); "
+        f"d = unpack_run(c[{adaptive!r}].load()); assert len(d.decisions['x']) == 6; "
+        "print(sorted(m for m in ('bluesky_tiled_plugins', 'dask', 'pandas', 'xarray') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

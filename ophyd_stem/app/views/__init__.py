@@ -4,7 +4,19 @@
 as a Bluesky callback while a run goes (or while a recorded run is replayed).
 """
 
+from typing import Any
+
 from .figures import draw, render, scalarizer_bands
-from .live import LiveView
+
+
+def __getattr__(name: str) -> Any:
+    # LiveView on first use: it imports bluesky's callbacks, which a static figure
+    # (`ophyd-stem show`) does not need
+    if name == "LiveView":
+        from .live import LiveView
+
+        return LiveView
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["LiveView", "draw", "render", "scalarizer_bands"]
