@@ -418,7 +418,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
         if loading is not None:
             loading.result()
-    text, png = run_report(run, Path(args.out))
+    # no thread is left at work here: the workflow's figures can be drawn in forked children
+    text, png = run_report(run, Path(args.out), apart=True)
     print(text)
     print(f"figure: {png}")
     if args.latent:

@@ -204,3 +204,25 @@ def test_the_checks_catch_what_they_are_for():
     assert "'no model yet': empty panel" in problems
     assert "image without a scale bar" in problems
     assert "without a colour bar" in problems
+
+
+def test_figures_drawn_apart_are_written_and_a_failing_one_raises_here(tmp_path):
+    """``ophyd-stem show`` draws the workflow's figures in forked children: each writes its
+    file, in the same order of work; a figure that fails in its child is drawn again in
+    this process, so its error is the one the user sees."""
+    from ophyd_stem.app.analysis.report import _draw
+
+    def write(name):
+        return lambda: (tmp_path / name).write_text(name)
+
+    _draw(write("overview"), [write("workflow"), write("zero-loss")], apart=True)
+    assert sorted(p.read_text() for p in tmp_path.iterdir()) == [
+        "overview", "workflow", "zero-loss"
+    ]  # fmt: skip
+
+    def broken():
+        raise ValueError("no such panel")
+
+    with pytest.raises(ValueError, match="no such panel"):
+        _draw(write("again"), [broken], apart=True)
+    assert (tmp_path / "again").read_text() == "again"

@@ -13,7 +13,10 @@ from __future__ import annotations
 import collections
 import html
 import json
+import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +41,20 @@ def _find_image(run: Any) -> tuple[str, str] | None:
     return None
 
 
-def run_report(run: Any, out_dir: Path) -> tuple[str, Path]:
+def run_report(run: Any, out_dir: Path, *, apart: bool = False) -> tuple[str, Path]:
     """Summarise ``run`` (a tiled Bluesky run) as text and write its figure to ``out_dir``.
 
     The figure (:func:`~ophyd_stem.app.views.overview.overview`) shows the survey image
     with where the spectra were measured, a map of the spectra's contrast and example
     spectra at its extremes.
+
+    Args:
+        run: the run's client.
+        out_dir: where the PNGs and the HTML page go.
+        apart: draw the workflow's figures in child processes (forked, on Linux) while
+            this one draws the overview: each figure takes a CPU core for a fraction of a
+            second. Only for a process with no other thread at work (``ophyd-stem show``):
+            a fork copies no thread, and a lock one holds would stay held in the child.
 
     Returns:
         The text summary and the path of the PNG.
@@ -70,17 +81,13 @@ def run_report(run: Any, out_dir: Path) -> tuple[str, Path]:
     image_ref = _find_image(run)
     if data.spectra is not None and len(data.spectra):
         lines.append(f"  spectra     {data.spectra.shape[0]} x {data.spectra.shape[1]} channels")
-    fig = Figure()
-    if not overview(fig, data, start.get("shape")):
-        lines.append("  (no survey image or spectra to draw)")
-    fig.suptitle(f"{start.get('plan_name')} - scan {start.get('scan_id')} - {uid[:8]}")
-    fig.tight_layout(rect=TITLE_ROOM)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"run-{start.get('scan_id')}-{uid[:8]}.png"
-    fig.savefig(png, dpi=90)
+    overview_line = len(lines)  # where the overview says it had nothing to draw
 
     figures = [png]
+    later: list[Callable[[], Any]] = []  # the workflow's figures, drawn after the overview
     workflows = (
         "adaptive_eels",
         "edge_eels",
@@ -96,13 +103,25 @@ def run_report(run: Any, out_dir: Path) -> tuple[str, Path]:
         from .corrections import correction_summary
 
         lines += decision_summary(data) + correction_summary(data)
-        workflow, _ = render(data, out_dir / f"run-{start.get('scan_id')}-{uid[:8]}-workflow.png")
+        workflow = out_dir / f"run-{start.get('scan_id')}-{uid[:8]}-workflow.png"
+        later.append(lambda: render(data, workflow))
         figures.append(workflow)
         lines.append(f"  workflow    {workflow}")
         if aligned and start.get("plan_name") != "spectrum_image":
-            name = f"run-{start.get('scan_id')}-{uid[:8]}-zero-loss.png"
-            figures.append(render_zero_loss(data, out_dir / name))
-            lines.append(f"  zero loss   {figures[-1]}")
+            zero_loss = out_dir / f"run-{start.get('scan_id')}-{uid[:8]}-zero-loss.png"
+            later.append(lambda: render_zero_loss(data, zero_loss))
+            figures.append(zero_loss)
+            lines.append(f"  zero loss   {zero_loss}")
+
+    def draw_overview() -> None:
+        fig = Figure()
+        if not overview(fig, data, start.get("shape")):
+            lines.insert(overview_line, "  (no survey image or spectra to draw)")
+        fig.suptitle(f"{start.get('plan_name')} - scan {start.get('scan_id')} - {uid[:8]}")
+        fig.tight_layout(rect=TITLE_ROOM)
+        fig.savefig(png, dpi=90)
+
+    _draw(draw_overview, later, apart)
     lines += _where(run, image_ref)
     title = f"scan {start.get('scan_id')}: {start.get('plan_name')} on {start.get('sample')}"
     page = _write_html(
@@ -110,6 +129,33 @@ def run_report(run: Any, out_dir: Path) -> tuple[str, Path]:
     )
     lines.append(f"  summary     {page}")
     return "\n".join(lines), png
+
+
+def _draw(first: Callable[[], Any], later: list[Callable[[], Any]], apart: bool) -> None:
+    """Draw ``first`` here and then ``later``; with ``apart``, ``later`` in forked children
+    meanwhile. A child that fails is drawn again here, where its error shows."""
+    children = []
+    if apart and later and sys.platform.startswith("linux") and hasattr(os, "fork"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for job in later:
+            pid = os.fork()
+            if pid == 0:  # the child: draw, then leave at once (no atexit, no buffers)
+                code = 1
+                try:
+                    job()
+                    code = 0
+                finally:
+                    os._exit(code)
+            children.append((pid, job))
+        later = []
+    first()
+    for job in later:
+        job()
+    for pid, job in children:
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            job()
 
 
 def decision_summary(data: Any) -> list[str]:
