@@ -12,7 +12,7 @@ stream's parts for every key asked for, then one dask-wrapped request per column
   clients of :func:`~ophyd_stem.catalog.open_catalog`; it keeps its streams once opened;
 - a stream lists its parts once, reads its event table (scalars, strings, times) in one
   Arrow request, and each array in one request without dask, as far as its shape when the
-  stream was opened, which the catalog holds in full even while the run grows;
+  stream's parts were listed, which the catalog holds in full even while the run grows;
   then every column is cut to the rows all of them have, so a stream read while it grows
   is a consistent snapshot;
 - everything read is kept, so asking twice costs nothing.

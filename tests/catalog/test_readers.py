@@ -169,7 +169,7 @@ def test_plain_tiled_reads_both_runs(runs, shared_server):
 
 
 def test_snapshot_clients_read_both_runs_as_the_full_clients_do(runs, shared_server):
-    """``ophyd-stem show``'s light clients: the same columns (dtypes, NaN and 3,000-character
+    """``ophyd-stem show``'s light clients: the same columns (dtypes and 3,000-character
     strings included), times, configuration and data keys as bluesky-tiled-plugins' clients,
     runs found by uid prefix, scan id and -1, without importing bluesky-tiled-plugins, dask
     or pandas (a fresh interpreter says what it imported)."""
