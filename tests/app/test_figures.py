@@ -226,3 +226,24 @@ def test_figures_drawn_apart_are_written_and_a_failing_one_raises_here(tmp_path)
     with pytest.raises(ValueError, match="no such panel"):
         _draw(write("again"), [broken], apart=True)
     assert (tmp_path / "again").read_text() == "again"
+
+
+def test_a_forked_figure_that_hangs_is_given_up_and_drawn_here(tmp_path, monkeypatch):
+    """A child that never finishes (e.g. a lock held at the fork) must not hang ``show``."""
+    import os
+    import time
+
+    from ophyd_stem.app.analysis import report
+
+    monkeypatch.setattr(report, "CHILD_TIMEOUT", 0.5)
+    here = os.getpid()
+
+    def hangs_in_the_child():
+        if os.getpid() != here:  # the forked child: it never returns
+            time.sleep(3600)
+        (tmp_path / "drawn.txt").write_text("ok")
+
+    started = time.monotonic()
+    report._draw(lambda: None, [hangs_in_the_child], apart=True)
+    assert time.monotonic() - started < 30
+    assert (tmp_path / "drawn.txt").read_text() == "ok"  # drawn again in this process

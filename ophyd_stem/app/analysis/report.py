@@ -14,6 +14,7 @@ import collections
 import html
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -153,9 +154,27 @@ def _draw(first: Callable[[], Any], later: list[Callable[[], Any]], apart: bool)
     for job in later:
         job()
     for pid, job in children:
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        if _wait_child(pid, timeout=CHILD_TIMEOUT) != 0:
             job()
+
+
+#: seconds a forked figure may take before it is given up and drawn here instead (a child
+#: that inherited a lock some library held at the fork would otherwise hang ``show``)
+CHILD_TIMEOUT = 60.0
+
+
+def _wait_child(pid: int, timeout: float) -> int:
+    """The child's exit code, or -9 once it ran past ``timeout`` s and was killed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -9
+        time.sleep(0.01)
 
 
 def decision_summary(data: Any) -> list[str]:
