@@ -80,7 +80,9 @@ def dkl_factory(made: list, **options):
     """``make_agent`` for adaptive_eels: a small, fast DKL agent (kept in ``made``)."""
     from agents.dkl import DKLAgent
 
+    # EI named, not the agent's default: the forensics tests compare it with other choices
     settings = {"window": 8, "n_seed": 3, "seed": 1, "train_iters": 30, "finetune_iters": 8}
+    settings["acquisition"] = "ei"
     settings.update(options)
 
     def make(image):
