@@ -20,6 +20,10 @@ touches the socket. ``abort`` interrupts the running acquisition (its reply is `
 and drops every queued command (each replied ``aborted``). Queued work of a client whose
 connection has closed is dropped unexecuted (the socket monitor reports the disconnection).
 
+What is done with each request (checks, the immediate answers, the queue, running a command,
+replies and errors) is :mod:`dm_bridge.server_requests`; this module owns the socket and the
+threads.
+
 Security: the server binds 127.0.0.1 by default. Any other address needs CurveZMQ (a server
 key pair and the public keys of the allowed clients); without them the server refuses to start.
 
@@ -36,10 +40,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import platform
 import threading
 import time
 from collections import deque
@@ -50,17 +52,9 @@ from zmq.utils.monitor import parse_monitor_message
 
 from . import transport
 from .backends.base import Backend
-from .commands import COMMANDS, acquisition_estimate, check_arguments, run_command
-from .errors import Aborted, BridgeError, Busy, TooLarge
 from .keys import HandshakeLog, is_loopback, server_security, start_authenticator
-from .protocol import (
-    PROTOCOL_VERSION,
-    RequestError,
-    decode_request,
-    encode_error,
-    encode_reply,
-    peek_request_id,
-)
+from .protocol import encode_error, encode_reply
+from .server_requests import RequestHandling, _Job
 
 __all__ = [
     "DEFAULT_MAX_REPLY_BYTES",
@@ -86,7 +80,6 @@ DEFAULT_MAX_REPLY_BYTES = 2**30
 #: the standby thread takes it over (so hello/status/abort wait at most about this long)
 TAKEOVER = 0.01
 
-_SRCFD = int(zmq.SRCFD)  # the file descriptor a message came on
 _POLL_MS = 100  # how often an idle loop looks at the stop flag
 _DRAIN = 0.05  # seconds between drains of the connection events while requests keep coming
 _BATCH = 64  # messages handled per wake-up, so that a flood cannot starve the instrument
@@ -101,31 +94,7 @@ _HANDSHAKE_FAILED = (
 )
 
 
-class _Job:
-    """An instrument command waiting in the queue."""
-
-    __slots__ = ("args", "command", "envelope", "expires", "fd", "id", "received")
-
-    def __init__(
-        self,
-        envelope: List[Any],
-        rid: Any,
-        command: str,
-        args: Dict[str, Any],
-        received: float,
-        expires: Optional[float],
-        fd: Optional[int],
-    ) -> None:
-        self.envelope = envelope
-        self.id = rid
-        self.command = command
-        self.args = args
-        self.received = received
-        self.expires = expires
-        self.fd = fd  # the connection it came on (to drop it if that connection closes)
-
-
-class Server:
+class Server(RequestHandling):
     """Serve one backend over ZeroMQ.
 
     Args:
@@ -436,71 +405,6 @@ class Server:
                     drained = time.monotonic()
                 self._handle_safely(parts)
 
-    def _execute(self, job: _Job) -> List[Any]:
-        backend = self.backend
-        try:
-            if job.expires is not None and time.monotonic() > job.expires:
-                raise Busy(
-                    f"waited {time.monotonic() - job.received:.3g} s in the queue, longer "
-                    "than the request's timeout; not executed"
-                )
-            if job.command.startswith("acquire_"):
-                self._check_reply_size(job)
-            result = run_command(backend, job.command, job.args)
-            elapsed = time.monotonic() - job.received
-            parts = encode_reply(job.id, result, elapsed, job.command, self.instance)
-            self._log(job.command, job.id, "ok", elapsed)
-        except BridgeError as exc:
-            backend.last_error = f"[{exc.kind}] {job.command}: {exc.message}"
-            parts = self._error(job.command, job.id, exc.kind, exc.message, job.received)
-        except Exception as exc:
-            log.exception("internal error in %s (request %r)", job.command, job.id)
-            message = f"{type(exc).__name__}: {exc}"
-            backend.last_error = f"[internal_error] {job.command}: {message}"
-            parts = self._error(job.command, job.id, "internal_error", message, job.received)
-        return parts
-
-    def _check_reply_size(self, job: _Job) -> None:
-        backend = self.backend
-        scan, eels = backend.scan.to_dict(), backend.eels.to_dict()
-        size = acquisition_estimate(job.command, job.args, scan, eels)[1]
-        if size <= self.max_reply_bytes:
-            return
-        hint = ""
-        if job.command == "acquire_spectrum_image":
-            row = {"rows": 1, "cols": job.args["cols"]}
-            per_row = acquisition_estimate(job.command, row, scan, eels)[1]
-            hint = f" (at most {max(0, self.max_reply_bytes // max(per_row, 1))} rows per call)"
-        raise TooLarge(
-            f"the reply would be {size} bytes, above the server's limit of "
-            f"{self.max_reply_bytes} bytes per request (dm-bridge serve --max-reply-mb); "
-            f"acquire fewer pixels, points or channels per call{hint}"
-        )
-
-    def _snapshot_status(self) -> None:
-        # backend.status() may talk to DM, so it runs here; the standby thread reads the copy.
-        try:
-            status = dict(self.backend.status())
-        except Exception as exc:
-            status = {"backend_status_error": f"{type(exc).__name__}: {exc}"}
-        self._status = status
-
-    def _make_hello(self) -> Dict[str, Any]:
-        hello = dict(self.backend.hello())
-        hello["protocol"] = PROTOCOL_VERSION
-        hello["server"] = {
-            "name": "dm_bridge",
-            "instance": self.instance,
-            "python": platform.python_version(),
-            "pyzmq": zmq.__version__,
-            "libzmq": zmq.zmq_version(),
-            "curve": self.curve,
-            "queue_limit": self.queue_limit,
-            "max_request_bytes": self.max_request_bytes,
-            "max_reply_bytes": self.max_reply_bytes,
-        }
-        return hello
-
     # ---------------------------------------------------------------- standby thread
 
     def _standby_loop(self, context: zmq.Context) -> None:
@@ -584,144 +488,3 @@ class Server:
                 self._drop_gone(int(event["value"]))
             elif kind in _HANDSHAKE_FAILED:
                 self._handshakes.failed(kind, event["endpoint"])
-
-    def _drop_gone(self, fd: int) -> None:
-        gone = [job for job in self._queue if job.fd == fd]
-        if not gone:
-            return
-        for job in gone:
-            self._queue.remove(job)
-        self._dropped_gone += len(gone)
-        log.info(
-            "a client disconnected: dropped its %d queued command(s) (%s) unexecuted",
-            len(gone),
-            ", ".join(job.command for job in gone),
-        )
-
-    def _handle(self, parts: List[Any]) -> bool:
-        """Answer or queue one request; whether it was queued."""
-        received = time.monotonic()
-        split = 0
-        if len(parts) > 2 and not len(parts[1]):
-            split = 2  # [routing id, delimiter, header, ...]: every client's layout
-        else:
-            for i in range(1, len(parts)):
-                if not len(parts[i]):
-                    split = i + 1
-                    break
-        if not split:
-            # No REQ/REP delimiter: answer anyway so that the sender learns why.
-            rid = peek_request_id(parts[1]) if len(parts) > 1 else None
-            error = "missing the empty delimiter frame before the header (see the protocol)"
-            self._send([parts[0], b""], encode_error(rid, "bad_request", error))
-            return False
-        envelope = parts[:split]
-        try:
-            extra = sum(len(p) for p in envelope[1:]) if split > 2 else 0
-            request = decode_request(parts[split:], self.max_request_bytes, extra)
-            command = request.command
-            args = check_arguments(command, request.args, request.arrays)
-        except RequestError as exc:
-            self._reply_error(envelope, exc.request_id, exc.command, exc.error, received)
-            return False
-        except BridgeError as exc:
-            self._reply_error(envelope, request.id, request.command, exc, received)
-            return False
-        if COMMANDS[command].immediate:
-            result = self._immediate(command)
-            elapsed = time.monotonic() - received
-            self._send(envelope, encode_reply(request.id, result, elapsed, command, self.instance))
-            self._log(command, request.id, "ok", elapsed)
-            return False
-        queue = self._queue
-        waiting = len(queue) + (self._current is not None)
-        if self._stopping.is_set():
-            error: Optional[BridgeError] = Aborted("server stopping")
-        elif waiting > self.queue_limit:
-            running = f" with {self._current.command}" if self._current else ""
-            error = Busy(
-                f"instrument busy{running}, {len(queue)} command(s) queued "
-                f"(limit {self.queue_limit}); try again later"
-            )
-        else:
-            expires = None if request.timeout is None else received + request.timeout
-            fd: Optional[int] = None
-            if self._current is not None or queue:  # it will wait: note its connection
-                with contextlib.suppress(zmq.ZMQError):
-                    fd = parts[0].get(_SRCFD)
-            queue.append(_Job(envelope, request.id, command, args, received, expires, fd))
-            self._served += 1
-            return True
-        self._reply_error(envelope, request.id, command, error, received)
-        return False
-
-    def _immediate(self, command: str) -> Dict[str, Any]:
-        if command == "hello":
-            return self._hello
-        current = self._current
-        if command == "status":
-            if current is None:
-                self._snapshot_status()  # idle: this is the instrument thread, ask live
-            state = {
-                "state": "busy" if current is not None else "idle",
-                "current_command": current.command if current is not None else None,
-                "queue": len(self._queue),
-                "queue_limit": self.queue_limit,
-                "uptime": time.time() - self._started_at,
-                "commands_accepted": self._served,
-                "dropped_disconnected": self._dropped_gone,
-                "instance": self.instance,
-            }
-            state.update(self._status)
-            if current is not None:
-                try:  # (thread-safe by contract: no instrument call)
-                    state.update(self.backend.live_status())
-                except Exception as exc:
-                    state["backend_status_error"] = f"{type(exc).__name__}: {exc}"
-            return state
-        # abort: the baton makes "take the next job and clear the abort flag" and "drop the
-        # queue and raise the flag" exclusive, so an abort never falls between two commands.
-        dropped = list(self._queue)
-        self._queue.clear()
-        if current is not None:
-            self.backend.abort()
-        for job in dropped:
-            err = Aborted("dropped from the queue by an abort request")
-            self._reply_error(job.envelope, job.id, job.command, err, job.received)
-        log.info(
-            "abort: interrupted %s, dropped %d queued command(s)",
-            current.command if current else "nothing",
-            len(dropped),
-        )
-        return {"aborted": current.command if current else None, "dropped": len(dropped)}
-
-    # ---------------------------------------------------------------- replies
-
-    def _error(
-        self, command: Optional[str], rid: Any, kind: str, message: str, received: float
-    ) -> List[bytes]:
-        elapsed = time.monotonic() - received
-        self._log(command, rid, f"error {kind}: {message}", elapsed, logging.INFO)
-        return encode_error(rid, kind, message, elapsed, command, self.instance)
-
-    def _reply_error(
-        self,
-        envelope: List[Any],
-        rid: Any,
-        command: Optional[str],
-        error: BridgeError,
-        received: float,
-    ) -> None:
-        if not isinstance(command, str) or command not in COMMANDS:
-            command = None  # never echo arbitrary client text as a command name
-        self._send(envelope, self._error(command, rid, error.kind, error.message, received))
-
-    def _send(self, envelope: List[Any], parts: List[Any]) -> None:
-        transport.send(self._router, envelope + parts)
-
-    @staticmethod
-    def _log(
-        command: Optional[str], rid: Any, outcome: str, elapsed: float, level: int = logging.DEBUG
-    ) -> None:
-        if log.isEnabledFor(level):
-            log.log(level, "%s id=%r %s (%.3f ms)", command or "?", rid, outcome, 1e3 * elapsed)

@@ -3,7 +3,8 @@
 A *backend* is the instrument as the bridge server sees it: DigitalMicrograph on the
 microscope PC, the digital twin, or a replay of recorded data. The server validates the wire
 format; this module validates the *values* (limits, allowed settings) once, for every
-backend, and then calls a small set of ``_do_*`` methods that each backend implements.
+backend (the checks themselves are :mod:`dm_bridge.backends.checks`), and then calls a small
+set of ``_do_*`` methods that each backend implements.
 
 Conventions (ARCHITECTURE.md, "Coordinates and units"):
 
@@ -20,12 +21,10 @@ Standard library and numpy only, Python 3.8 syntax: this module runs inside Digi
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import fields, replace
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -38,6 +37,7 @@ from ..types import (
     SpectrumAcquisition,
     energy_axis,
 )
+from .checks import LimitChecks, _as_int
 
 __all__ = [
     "Backend",
@@ -70,36 +70,7 @@ STANDARD_COMMANDS = (
 )
 
 
-def _as_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise BadRequest(f"{name} must be an integer, got {value!r}")
-    if isinstance(value, (float, np.floating)) and (
-        not math.isfinite(value) or value != int(value)
-    ):
-        raise BadRequest(f"{name} must be an integer, got {value!r}")
-    return int(value)
-
-
-def _as_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise BadRequest(f"{name} must be a number, got {value!r}")
-    try:
-        value = float(value)
-    except OverflowError:  # an integer beyond float64 (10**400)
-        raise OutOfRange(f"{name} is far outside any limit") from None
-    if not math.isfinite(value):
-        raise BadRequest(f"{name} must be finite, got {value!r}")
-    return value
-
-
-def _in_range(name: str, value: float, lo: float, hi: float, unit: str = "") -> None:
-    if not lo <= value <= hi:
-        raise OutOfRange(
-            f"{name} = {value:g}{unit} is outside the allowed range [{lo:g}, {hi:g}]{unit}"
-        )
-
-
-class Backend(ABC):
+class Backend(LimitChecks, ABC):
     """Base class of every instrument behind the bridge.
 
     Subclasses implement the ``_do_*`` methods (and :meth:`describe`); the public methods
@@ -280,49 +251,6 @@ class Backend(ABC):
             )
         return self._scan.to_dict()
 
-    def validate_scan_parameters(self, changes: Mapping[str, Any]) -> ScanParameters:
-        """Merge ``changes`` into the current scan parameters, checking each one."""
-        names = {f.name for f in fields(ScanParameters)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise BadRequest(f"unknown scan parameter(s) {unknown}; known: {sorted(names)}")
-        lim = self.limits
-        clean: Dict[str, Any] = {}
-        for name in ("width", "height"):
-            if name in changes:
-                v = _as_int(name, changes[name])
-                _in_range(name, v, lim.image_size[0], lim.image_size[1], " px")
-                clean[name] = v
-        if "dwell_time" in changes:
-            v = _as_float("dwell_time", changes["dwell_time"])
-            _in_range("dwell_time", v, lim.dwell_time[0], lim.dwell_time[1], " s")
-            clean["dwell_time"] = v
-        if "rotation" in changes:
-            v = _as_float("rotation", changes["rotation"])
-            _in_range("rotation", v, lim.rotation[0], lim.rotation[1], " deg")
-            clean["rotation"] = v
-        if "field_of_view" in changes:
-            v = _as_float("field_of_view", changes["field_of_view"])
-            _in_range("field_of_view", v, lim.field_of_view[0], lim.field_of_view[1], " nm")
-            clean["field_of_view"] = v
-        if "signals" in changes:
-            sig = changes["signals"]
-            if isinstance(sig, str):
-                sig = [sig]
-            if not isinstance(sig, (list, tuple)) or not sig:
-                raise BadRequest("signals must be a non-empty list of detector names")
-            for s in sig:
-                if not isinstance(s, str):
-                    raise BadRequest(f"signal names must be strings, got {s!r}")
-                if s not in lim.signals:
-                    raise OutOfRange(
-                        f"signal {s!r} is not available; available: {list(lim.signals)}"
-                    )
-            if len(set(sig)) != len(sig):
-                raise BadRequest(f"signals must not repeat: {list(sig)}")
-            clean["signals"] = tuple(sig)
-        return replace(self._scan, **clean)
-
     def acquire_image(self) -> ImageAcquisition:
         """Scan the field once and return the image of every selected signal."""
         acq = self._do_acquire_image(self._scan)
@@ -342,47 +270,6 @@ class Backend(ABC):
         """Beam position ``(x, y)`` in pixels of the current scan field."""
         self._beam = self._do_read_beam_position(self._beam)
         return self._beam
-
-    def check_position(self, x: Any, y: Any) -> Tuple[float, float]:
-        """Validate a beam position against the current scan field."""
-        if type(x) is not float or x - x != 0.0:  # (finite floats, the usual, need nothing)
-            x = _as_float("x", x)
-        if type(y) is not float or y - y != 0.0:
-            y = _as_float("y", y)
-        w, h = self._scan.width, self._scan.height
-        if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
-            raise OutOfRange(
-                f"beam position ({x:g}, {y:g}) is outside the scan field: "
-                f"x in [-0.5, {w - 0.5:g}], y in [-0.5, {h - 0.5:g}] pixels"
-            )
-        return x, y
-
-    def check_points(self, points: Any) -> np.ndarray:
-        """Validate an ``(N, 2)`` array of ``(x, y)`` beam positions."""
-        try:
-            pts = np.asarray(points, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise BadRequest("points must be an (N, 2) array of numbers") from None
-        if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
-            raise BadRequest(f"points must have shape (N, 2) with N >= 1, got {pts.shape}")
-        if pts.shape[0] > self.limits.max_points:
-            raise OutOfRange(
-                f"{pts.shape[0]} points requested; at most {self.limits.max_points} per call"
-            )
-        if not np.all(np.isfinite(pts)):
-            raise BadRequest("points must be finite")
-        w, h = self._scan.width, self._scan.height
-        outside = (
-            (pts[:, 0] < -0.5) | (pts[:, 0] > w - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > h - 0.5)
-        )
-        if outside.any():
-            i = int(np.argmax(outside))
-            raise OutOfRange(
-                f"point {i} = ({pts[i, 0]:g}, {pts[i, 1]:g}) is outside the scan field "
-                f"{w}x{h} pixels "
-                f"({int(outside.sum())} of {len(pts)} points outside)"
-            )
-        return pts
 
     def set_beam_position(self, x: Any, y: Any) -> Tuple[float, float]:
         """Place the beam at ``(x, y)`` (pixels, sub-pixel allowed)."""
@@ -413,43 +300,6 @@ class Backend(ABC):
         """Current EELS parameters as the instrument reports them (read back, not assumed)."""
         self._eels = self._do_read_eels_parameters(self._eels)
         return self._eels.to_dict()
-
-    def validate_eels_parameters(self, changes: Mapping[str, Any]) -> EELSParameters:
-        names = {f.name for f in fields(EELSParameters)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise BadRequest(f"unknown EELS parameter(s) {unknown}; known: {sorted(names)}")
-        lim = self.limits
-        clean: Dict[str, Any] = {}
-        if "exposure" in changes:
-            v = _as_float("exposure", changes["exposure"])
-            _in_range("exposure", v, lim.min_exposure, lim.max_exposure, " s")
-            clean["exposure"] = v
-        if "energy_offset" in changes:
-            v = _as_float("energy_offset", changes["energy_offset"])
-            _in_range("energy_offset", v, lim.energy_offset[0], lim.energy_offset[1], " eV")
-            clean["energy_offset"] = v
-        if "dispersion" in changes:
-            v = _as_float("dispersion", changes["dispersion"])
-            _in_range("dispersion", v, lim.dispersion[0], lim.dispersion[1], " eV/channel")
-            clean["dispersion"] = v
-        binning = self._eels.binning
-        if "binning" in changes:
-            binning = _as_int("binning", changes["binning"])
-            if binning not in lim.binnings:
-                raise OutOfRange(
-                    f"binning {binning} is not available; choose one of {list(lim.binnings)}"
-                )
-            clean["binning"] = binning
-        max_channels = lim.sensor_channels // binning
-        if "channels" in changes:
-            v = _as_int("channels", changes["channels"])
-            _in_range("channels", v, 1, max_channels)
-            clean["channels"] = v
-        elif "binning" in changes:
-            # A new binning with no explicit channel count reads out the whole sensor.
-            clean["channels"] = max_channels
-        return replace(self._eels, **clean)
 
     def set_eels_parameters(self, **changes: Any) -> Dict[str, Any]:
         """Change some EELS parameters; the others keep their value."""

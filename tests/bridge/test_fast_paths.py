@@ -1,8 +1,9 @@
 """The small-call fast paths of the wire format say exactly what the general code says.
 
-Small headers are written from cached pieces and read by the C JSON scanner without hooks
-(``dm_bridge/protocol.py``); these tests hold them to the general encoder and to the parser
-with hooks, which refuses repeated keys and numbers too large for a float64.
+Small headers are written from cached pieces (``dm_bridge/protocol.py``) and read by the C
+JSON scanner without hooks (``dm_bridge/protocol_header.py``); these tests hold them to the
+general encoder and to the parser with hooks, which refuses repeated keys and numbers too
+large for a float64.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dm_bridge import protocol
+from dm_bridge import protocol_header
 from dm_bridge.errors import BadRequest
 from dm_bridge.protocol import (
     RequestError,
@@ -43,8 +44,8 @@ NESTED = st.recursive(
 
 def _hooked(raw: bytes):
     """What the parser with hooks makes of a header: (value, problem)."""
-    value = protocol._parse_json(raw)
-    return value, protocol._json_problem()
+    value = protocol_header._parse_json(raw)
+    return value, protocol_header._json_problem()
 
 
 @settings(max_examples=300, deadline=None)
@@ -120,7 +121,7 @@ def test_the_fast_header_parse_agrees_with_the_hooked_one(header, data):
     elif edit == "space":
         text = " " + text + "\n"
     raw = text.encode()
-    assert protocol._parse_header(raw) == _hooked(raw)
+    assert protocol_header._parse_header(raw) == _hooked(raw)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +134,7 @@ def test_the_fast_header_parse_agrees_with_the_hooked_one(header, data):
     ],
 )
 def test_the_protocols_refusals_survive_the_fast_parse(raw, problem):
-    assert problem in protocol._parse_header(raw)[1]
+    assert problem in protocol_header._parse_header(raw)[1]
 
 
 def test_a_reply_with_null_frames_is_still_refused():
