@@ -183,7 +183,12 @@ class EELSPoints(Device, Preparable, Flyable, EventPageCollectable, AsyncConfigu
             raise ValueError(f"positions must be an (N, 2) array of (x, y), got {points.shape}")
         if not np.isfinite(points).all():
             raise ValueError("positions must be finite")
-        width, height = await self._handle.scan_size()
+        # The field's size is asked of the bridge: a RunEngine that suspends while the bridge
+        # is down must not be failed later by this question timing out (see abandon_on_pause).
+        size = await abandon_on_pause(self._handle.scan_size(), self._paused)
+        if size is None:
+            return  # abandoned: the replay from the batch's checkpoint prepares again
+        width, height = size
         outside = (
             (points[:, 0] < -0.5)
             | (points[:, 0] > width - 0.5)

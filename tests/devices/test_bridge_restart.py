@@ -4,6 +4,7 @@ take again an acquisition that met the restarted bridge."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 
@@ -54,3 +55,52 @@ def test_settings_a_restarted_bridge_forgot_are_put_back(RE, tmp_path, caplog):
         first.stop()
         if second is not None:
             second.stop()
+
+
+@pytest.mark.parametrize("device", ["eels_points", "eels"])
+def test_a_suspension_abandons_the_bridge_call_in_flight(tmp_path, device):
+    """The RunEngine suspends when the bridge stops answering, and a status it no longer
+    waits for that fails later (the call timing out) would fail the whole run. A device told
+    to pause abandons its call in flight: the status completes, the replay repeats the work.
+    Seen in CI: ``prepare`` asking the field's size while the bridge was down."""
+    port = free_port()
+    server = Server(MinimalBackend(), port=port).start()
+    client = AsyncBridgeClient(f"tcp://127.0.0.1:{port}", timeout=10)
+    microscope = Microscope(client, assets_dir=tmp_path)
+    call_in_bluesky_event_loop(microscope.connect())
+    hung = asyncio.Event()
+
+    async def bridge_down(*args, **kwargs):
+        hung.set()
+        await asyncio.sleep(3600)  # the call that never returns
+
+    target = getattr(microscope, device)
+    try:
+        if device == "eels_points":
+            microscope.handle.scan_size = bridge_down
+
+            async def operation():
+                return target.prepare(np.array([[1.0, 2.0]]))
+        else:
+            microscope.handle.acquire = bridge_down
+
+            async def operation():
+                return target.trigger()
+
+        async def suspend_mid_call():
+            status = await operation()
+            await asyncio.wait_for(hung.wait(), 5)
+            assert not status.done
+            target.pause()  # what the RunEngine does to every device when it suspends
+            await asyncio.wait_for(status, 5)
+            return status
+
+        status = call_in_bluesky_event_loop(suspend_mid_call())
+        assert status.success
+        target.resume()
+        if device == "eels_points":
+            # nothing was prepared by the abandoned call: a kickoff now would acquire nothing
+            assert len(target._points) == 0
+    finally:
+        client.close()
+        server.stop()
