@@ -12,7 +12,13 @@ only the threads between the socket and that work differ. This is the measuremen
   long (a lock says who holds it, so the fast path costs one uncontended lock release and
   acquire);
 * **libzmq proxy**: ``zmq.proxy_steerable`` (C, no GIL) forwards between the TCP ROUTER and
-  an ``inproc`` socket that the instrument thread polls.
+  an ``inproc`` socket that the instrument thread polls;
+* **plain TCP, no ZeroMQ**: the instrument thread itself selects over a listening socket and
+  its clients' sockets, and frames each message with its length: what a bridge without
+  libzmq's I/O threads (two hand-offs fewer per call) could do, measured to decide whether
+  the transport is worth replacing (issue 16: small calls at least as fast as Pyro5);
+* **Pyro5** (reference, when installed): the server the bridge replaces, answering the same
+  work from its worker thread.
 
 Run::
 
@@ -26,7 +32,10 @@ import argparse
 import json
 import os
 import queue
+import selectors
+import socket
 import statistics
+import struct
 import threading
 import time
 from collections import deque
@@ -169,29 +178,147 @@ class ProxyLayout:
         self.control.close(0)
 
 
-LAYOUTS = (DoorbellLayout, OwnerLayout, ProxyLayout)
+LENGTH = struct.Struct("!I")  # a message on plain TCP: its length, then its bytes
+
+
+def receive_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("peer closed")
+        data += chunk
+    return bytes(data)
+
+
+def receive_message(sock: socket.socket) -> bytes:
+    (size,) = LENGTH.unpack(receive_exactly(sock, LENGTH.size))
+    return receive_exactly(sock, size)
+
+
+def send_message(sock: socket.socket, data: bytes) -> None:
+    sock.sendall(LENGTH.pack(len(data)) + data)
+
+
+class PlainTCPLayout:
+    name = "plain TCP, instrument thread selects (no ZeroMQ)"
+
+    def __init__(self, context: zmq.Context) -> None:
+        self.stop, self.ready = threading.Event(), threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = self.listener.getsockname()
+        self.thread = threading.Thread(target=self.instrument, daemon=True)
+        self.thread.start()
+        self.ready.wait()
+
+    def instrument(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.listener, selectors.EVENT_READ)
+        self.ready.set()
+        while not self.stop.is_set():
+            for key, _ in selector.select(0.1):
+                if key.fileobj is self.listener:
+                    peer, _ = self.listener.accept()
+                    peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    selector.register(peer, selectors.EVENT_READ)
+                    continue
+                peer = key.fileobj
+                try:
+                    send_message(peer, work(receive_message(peer)))
+                except ConnectionError:
+                    selector.unregister(peer)
+                    peer.close()
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()
+        selector.close()
+
+    def client(self) -> Any:
+        sock = socket.create_connection(self.endpoint)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def call(request: bytes) -> bytes:
+            send_message(sock, request)
+            return receive_message(sock)
+
+        return call, sock.close
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+class PyroLayout:
+    name = "Pyro5 (the server the bridge replaces; reference)"
+
+    def __init__(self, context: zmq.Context) -> None:
+        import Pyro5.api
+
+        @Pyro5.api.expose
+        class Instrument:
+            def call(self, request: str) -> str:
+                return work(request.encode()).decode()
+
+        self.daemon = Pyro5.api.Daemon(host="127.0.0.1")
+        self.uri = self.daemon.register(Instrument())
+        self.thread = threading.Thread(target=self.daemon.requestLoop, daemon=True)
+        self.thread.start()
+
+    def client(self) -> Any:
+        import Pyro5.api
+
+        proxy = Pyro5.api.Proxy(self.uri)
+        return (lambda request: proxy.call(request.decode()).encode()), proxy._pyroRelease
+
+    def close(self) -> None:
+        self.daemon.shutdown()
+        self.thread.join(5)
+        self.daemon.close()
+
+
+def zmq_client(context: zmq.Context, server: Any) -> Any:
+    dealer = context.socket(zmq.DEALER)
+    dealer.connect(server.endpoint)
+
+    def call(request: bytes) -> bytes:
+        dealer.send_multipart([b"", request])
+        if not dealer.poll(5000):
+            raise TimeoutError(f"{server.name}: no reply")
+        return dealer.recv_multipart()[-1]
+
+    return call, lambda: dealer.close(0)
+
+
+def pyro_installed() -> bool:
+    try:
+        import Pyro5  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+LAYOUTS = (DoorbellLayout, OwnerLayout, ProxyLayout, PlainTCPLayout) + (
+    (PyroLayout,) if pyro_installed() else ()
+)
 
 
 def one_round(layout: Any, calls: int) -> Dict[str, float]:
     context = zmq.Context.instance()
     server = layout(context)
-    dealer = context.socket(zmq.DEALER)
-    dealer.connect(server.endpoint)
+    call, close = server.client() if hasattr(server, "client") else zmq_client(context, server)
     samples: List[float] = []
     try:
         cpu = time.process_time()
         for i in range(calls + 200):
             start = time.perf_counter()
             request = {"protocol": 1, "id": i, "command": "get_beam_position", "args": {}}
-            dealer.send_multipart([b"", json.dumps(request).encode()])
-            if not dealer.poll(5000):
-                raise TimeoutError(f"{layout.name}: no reply")
-            dealer.recv_multipart()
+            reply = json.loads(call(json.dumps(request).encode()))
+            if reply["id"] != i:
+                raise RuntimeError(f"{layout.name}: reply {reply['id']} to request {i}")
             if i >= 200:  # after a warm-up
                 samples.append(time.perf_counter() - start)
         cpu = (time.process_time() - cpu) / (calls + 200)
     finally:
-        dealer.close(0)
+        close()
         server.close()
     return {"median": statistics.median(samples), "cpu": cpu}
 
