@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from .base import Agent, Suggestion
+from .images import survey_image_array
 from .patches import candidate_grid, extract_patches
 
 __all__ = ["ARM_KINDS", "POLICIES", "BanditAgent", "region_labels"]
@@ -64,7 +65,7 @@ def region_labels(
     Raises:
         ValueError: an unknown kind or fewer than 2 arms.
     """
-    image = np.asarray(survey_image, dtype=np.float64)
+    image = survey_image_array(survey_image)
     if image.ndim != 2:
         raise ValueError(f"survey image must be 2-D, got {image.shape}")
     if int(n_arms) < 2:
@@ -131,7 +132,7 @@ class BanditAgent(Agent):
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         if not exploration > 0:
             raise ValueError(f"exploration must be > 0, got {exploration}")
-        image = np.asarray(survey_image, dtype=np.float64)
+        image = survey_image_array(survey_image)
         if image.ndim != 2:
             raise ValueError(f"survey image must be 2-D, got {image.shape}")
         self.image_shape = image.shape
@@ -178,6 +179,10 @@ class BanditAgent(Agent):
             i = int(np.argmin(d))
         self._free[i] = False
         return int(self.arm_of[i])
+
+    def _ingest_unusable(self, positions: np.ndarray) -> None:
+        for x, y in positions:
+            self._arm_index(x, y)  # its pixel is taken; the arm learns nothing from it
 
     def _ingest(self, positions: np.ndarray, values: np.ndarray) -> None:
         for (x, y), v in zip(positions, values):

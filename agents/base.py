@@ -74,6 +74,8 @@ class Agent(ABC):
     def __init__(self) -> None:
         self.positions = np.empty((0, 2), dtype=np.float64)
         self.values = np.empty((0,), dtype=np.float64)
+        #: positions whose measurement gave no number (NaN or infinite): not learned from
+        self.unusable = np.empty((0, 2), dtype=np.float64)
         self._ids = itertools.count()
 
     # ------------------------------------------------------------------ ingest
@@ -88,8 +90,15 @@ class Agent(ABC):
             y: measured values, one per position (a scalar per spectrum, after the
                 scalarizer).
 
+        On real recordings a spectrum can give no number: a dead or saturated read-out, a
+        ratio over zero counts. Such a value (NaN or infinite) is not learned from, and
+        would stop a run if it were refused: its position goes to :attr:`unusable` (the
+        agent does not suggest it again) and the finite values of the same call are
+        ingested as usual.
+
         Raises:
-            ValueError: mismatched lengths or non-finite values.
+            ValueError: mismatched lengths, or positions the agent refuses (outside its
+                image, say).
         """
         if y is None:
             if isinstance(x, Mapping):
@@ -108,14 +117,23 @@ class Agent(ABC):
         vals = np.atleast_1d(np.asarray(y, dtype=np.float64))
         if vals.ndim != 1 or len(vals) != len(pts):
             raise ValueError(f"{len(pts)} positions but {vals.shape} values")
-        if not np.all(np.isfinite(vals)):
-            raise ValueError("measured values must be finite")
+        usable = np.isfinite(vals)
+        if not usable.all():
+            self._ingest_unusable(pts[~usable])
+            self.unusable = np.concatenate([self.unusable, pts[~usable]])
+            pts, vals = pts[usable], vals[usable]
+            if not len(vals):
+                return
         self._ingest(pts, vals)
         self.positions = np.concatenate([self.positions, pts])
         self.values = np.concatenate([self.values, vals])
 
     def _ingest(self, positions: np.ndarray, values: np.ndarray) -> None:
         """Update the agent's model with new measurements (already validated)."""
+
+    def _ingest_unusable(self, positions: np.ndarray) -> None:
+        """Positions measured without a usable value: mark them so they are not suggested
+        again (agents that track what is left to measure override this)."""
 
     # ------------------------------------------------------------------ suggest
 

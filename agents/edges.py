@@ -29,6 +29,7 @@ from scipy.spatial import cKDTree
 from skimage import feature, filters, morphology
 
 from .base import Agent, Suggestion, as_positions
+from .images import survey_image_array
 
 __all__ = [
     "EdgeAgent",
@@ -43,12 +44,7 @@ METHODS = ("gradient", "canny")
 
 
 def _check_image(survey_image: Any) -> np.ndarray:
-    image = np.asarray(survey_image, dtype=np.float64)
-    if image.ndim != 2 or min(image.shape) < 3:
-        raise ValueError(f"survey image must be 2-D and at least 3 x 3, got {image.shape}")
-    if not np.all(np.isfinite(image)):
-        raise ValueError("survey image holds NaN or infinite values")
-    return image
+    return survey_image_array(survey_image, min_size=3)
 
 
 def edge_map(

@@ -121,6 +121,12 @@ class HypothesisAgent(Agent):
             model.ingest(positions, values)
         self._measured |= self.models[self.hypotheses[0]]._measured
 
+    def _ingest_unusable(self, positions: np.ndarray) -> None:
+        undefined = np.full(len(positions), np.nan)
+        for model in self.models.values():
+            model.ingest(positions, undefined)
+        self._measured |= self.models[self.hypotheses[0]]._measured
+
     def _weigh(self) -> None:
         """Fit every hypothesis and weigh it by its evidence (once per new measurement)."""
         if self._at == len(self.values):

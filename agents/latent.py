@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from .base import Agent, Suggestion
+from .images import survey_image_array
 from .patches import candidate_grid
 from .rvae import RotationInvariantVAE
 
@@ -74,7 +75,7 @@ class LatentAgent(Agent):
             raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
         from sklearn.mixture import GaussianMixture
 
-        image = np.asarray(survey_image, dtype=np.float64)
+        image = survey_image_array(survey_image)
         self.image = image
         self.n_clusters = int(n_clusters)
         self.mode = mode
@@ -105,6 +106,10 @@ class LatentAgent(Agent):
         return out
 
     def _ingest(self, positions: np.ndarray, values: np.ndarray) -> None:
+        self._ingest_unusable(positions)
+
+    def _ingest_unusable(self, positions: np.ndarray) -> None:
+        # measured, with or without a usable value: either way not suggested again
         for x, y in positions:
             i = self._index.get((round(float(x)), round(float(y))))
             if i is not None:

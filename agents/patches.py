@@ -19,6 +19,8 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .images import survey_image_array
+
 __all__ = [
     "MAX_CANDIDATES",
     "WINDOW_FRACTION",
@@ -152,11 +154,7 @@ def extract_patches(
         >>> p.reshape(3, 3).tolist()
         [[1.0, 2.0, 3.0], [7.0, 8.0, 9.0], [13.0, 14.0, 15.0]]
     """
-    image = np.asarray(survey_image, dtype=np.float64)
-    if image.ndim != 2:
-        raise ValueError(f"survey image must be 2-D, got {image.shape}")
-    if not np.all(np.isfinite(image)):
-        raise ValueError("survey image holds NaN or infinite values")
+    image = survey_image_array(survey_image)
     window = int(window)
     if window < 1 or window > max(image.shape):
         raise ValueError(f"window must be 1..{max(image.shape)} pixels, got {window}")

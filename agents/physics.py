@@ -51,6 +51,7 @@ from pyro.nn import PyroModule
 from .acquisition import ACQUISITIONS, acquisition_values
 from .base import Agent, Suggestion
 from .device import check_device, describe, resolve_device
+from .images import survey_image_array
 from .patches import candidate_grid
 
 __all__ = [
@@ -221,7 +222,7 @@ class PhysicsGPAgent(Agent):
             raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {acquisition!r}")
         if min(train_steps, finetune_steps, draws) < 1 or n_seed < 1:
             raise ValueError("train_steps, finetune_steps, draws and n_seed must be >= 1")
-        image = np.asarray(survey_image, dtype=np.float64)
+        image = survey_image_array(survey_image)
         self.distance = signed_edge_distance(image, classes=classes)
         self.image_shape = image.shape
         self.step = int(step)
@@ -263,11 +264,15 @@ class PhysicsGPAgent(Agent):
     # ------------------------------------------------------------------ data
 
     def _ingest(self, positions: np.ndarray, values: np.ndarray) -> None:
+        self._ingest_unusable(positions)
+        self._dirty = True
+
+    def _ingest_unusable(self, positions: np.ndarray) -> None:
+        # measured, with or without a usable value: either way not suggested again
         for x, y in positions:
             i = self._index.get((round(x), round(y)))
             if i is not None:
                 self._measured[i] = True
-        self._dirty = True
 
     def _tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pos = self.positions

@@ -29,6 +29,7 @@ import scipy.ndimage as ndi
 from scipy.spatial import cKDTree
 from skimage.util import img_as_float
 
+from ..images import survey_image_array
 from .params import LoGParameters, check_sigma_step
 
 __all__ = [
@@ -46,7 +47,8 @@ def as_float_image(image: np.ndarray) -> np.ndarray:
     """Convert to the float type ``blob_log`` works in (float32 stays float32, else float64).
 
     Raises:
-        ValueError: if the image is not 2-D, is empty, or holds NaN/inf.
+        ValueError: if the image is not 2-D, is empty, or holds more than a few NaN/inf
+            pixels (see :func:`agents.images.survey_image_array`).
     """
     arr = np.asarray(image)
     if arr.ndim != 2 or min(arr.shape) < 1:
@@ -59,7 +61,8 @@ def as_float_image(image: np.ndarray) -> np.ndarray:
     if out.dtype == np.float16:
         out = out.astype(np.float32)
     if not np.all(np.isfinite(out)):
-        raise ValueError("the survey image holds NaN or infinite values")
+        # a few undefined pixels are filled from their neighbours (logged); many are refused
+        out = survey_image_array(out).astype(out.dtype, copy=False)
     return out
 
 

@@ -70,13 +70,15 @@ def test_ingest_takes_arrays_or_mappings_and_best_point_is_the_largest(agent):
     ],
 )
 def test_bad_measurements_are_refused_and_change_nothing(agent, x, y, message):
-    if message == "finite" and isinstance(agent, DKLAgent):
-        # DKL takes a spectrum that gave no number as a measured pixel it cannot learn
-        # from (a dead read-out must not stop a run on real data): nothing learned either
+    if message == "finite":
+        # Every agent takes a spectrum that gave no number as a measured pixel it cannot
+        # learn from (a dead read-out must not stop a run on real data): nothing learned
         agent.ingest(x, y)
         assert len(agent.values) == 0
         assert len(agent.positions) == 0
-        assert agent.report()["n_unusable"] == 1
+        assert agent.unusable.tolist() == [[1.0, 2.0]]
+        if isinstance(agent, DKLAgent):
+            assert agent.report()["n_unusable"] == 1
         return
     with pytest.raises(ValueError, match=message):
         agent.ingest(x, y)

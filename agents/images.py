@@ -1,0 +1,83 @@
+"""Survey images as recorded: the checks and the one repair every survey-image agent shares.
+
+Real recordings are not the twin's clean arrays. A DigitalMicrograph image can come as
+``uint16`` counts, with a singleton leading axis (a one-frame stack), or with a few
+undefined pixels: NaN where a processing step (drift correction, alignment, a dead-pixel
+mask) left no value. One bad pixel must not stop an experiment, so such pixels are filled
+from their nearest valid neighbour and the repair is logged; an image that is largely
+undefined, or not one image at all, is refused with a clear message.
+
+>>> img = np.array([[1.0, np.nan], [3.0, 4.0]])
+>>> survey_image_array(img).tolist()
+[[1.0, 1.0], [3.0, 4.0]]
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MAX_UNDEFINED_FRACTION", "survey_image_array"]
+
+logger = logging.getLogger("agents.images")
+
+#: above this fraction of NaN/infinite pixels an image is refused rather than repaired
+MAX_UNDEFINED_FRACTION = 0.05
+
+
+def survey_image_array(
+    survey_image: Any, *, what: str = "survey image", min_size: int = 1
+) -> np.ndarray:
+    """The survey image as a 2-D float64 array, undefined pixels filled.
+
+    Args:
+        survey_image: a 2-D image (any real dtype), or a stack holding one frame
+            (``(1, rows, cols)``).
+        what: how the image is named in messages.
+        min_size: the smallest number of rows and columns accepted, in pixels.
+
+    Returns:
+        A new ``(rows, cols)`` float64 array. NaN and infinite pixels (at most
+        :data:`MAX_UNDEFINED_FRACTION` of the image) take the value of their nearest
+        finite pixel; how many were filled is logged as a warning.
+
+    Raises:
+        ValueError: not 2-D (a stack of several frames: pick one), smaller than
+            ``min_size``, complex, or with too many undefined pixels.
+    """
+    image = np.asarray(survey_image)
+    while image.ndim > 2 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 2:
+        hint = " (a stack of frames: pass one frame, or their sum)" if image.ndim == 3 else ""
+        raise ValueError(f"{what} must be 2-D, got shape {image.shape}{hint}")
+    if np.iscomplexobj(image):
+        raise ValueError(f"{what} must be real, got {image.dtype}")
+    if min(image.shape) < min_size:
+        raise ValueError(f"{what} must be at least {min_size} x {min_size} px, got {image.shape}")
+    try:
+        image = np.array(image, dtype=np.float64)  # a copy: the caller's array is not touched
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must hold numbers, got {image.dtype}") from None
+    bad = ~np.isfinite(image)
+    if bad.any():
+        fraction = float(bad.mean())
+        if fraction > MAX_UNDEFINED_FRACTION:
+            raise ValueError(
+                f"{what} holds NaN or infinite values in {bad.sum()} of {bad.size} pixels "
+                f"({fraction:.0%}, more than the {MAX_UNDEFINED_FRACTION:.0%} that are filled "
+                "from their neighbours): is it the right image?"
+            )
+        # the nearest finite pixel's value: no new extremes, edges stay sharp
+        from scipy import ndimage
+
+        _, (rows, cols) = ndimage.distance_transform_edt(bad, return_indices=True)
+        image = image[rows, cols]
+        logger.warning(
+            "%s: %d undefined pixel(s) (NaN or infinite) filled from their nearest neighbour",
+            what,
+            int(bad.sum()),
+        )
+    return image
