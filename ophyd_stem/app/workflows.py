@@ -20,15 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .registry import (
-    PlanEntry,
-    QueueItem,
-    _scan_arguments,
-    _setup_item,
-    _setup_scan,
-    _twin_truth,
-    register,
-)
+from .plan_builds import _setup_scan
+from .plan_options import QueueItem, _scan_arguments, _setup_item
+from .registry import PlanEntry, register
+from .run_summaries import _twin_truth
 
 __all__: list[str] = []
 

@@ -1,0 +1,154 @@
+"""The built-in plans, built from the command's options and a session (``PlanEntry.build``).
+
+Bluesky, the plans and the agents are imported inside each build, so listing the commands
+loads none of them (nor torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Generator
+from typing import Any
+
+from .plan_options import (
+    ZERO_LOSS,
+    _dkl_scalarizer,
+    _dkl_settings,
+    _edge_settings,
+    _logstar_settings,
+)
+
+__all__: list[str] = []
+
+
+def _setup_scan(session: Any, args: argparse.Namespace) -> Generator:
+    import bluesky.plan_stubs as bps
+
+    scan = session.microscope.scan
+    moves: list[Any] = []
+    if args.size is not None:  # None: the field stays as it is (a recording fixes it)
+        moves += [scan.width, args.size, scan.height, args.size]
+    if args.dwell is not None:
+        moves += [scan.dwell_time, args.dwell]
+    if args.fov is not None:
+        moves += [scan.field_of_view, args.fov]
+    if moves:
+        yield from bps.mv(*moves)
+
+
+def _build_survey(session: Any, args: argparse.Namespace) -> Generator:
+    from plans import survey
+
+    yield from _setup_scan(session, args)
+    return (yield from survey(session.microscope.scan, num=args.num))
+
+
+def _build_grid(session: Any, args: argparse.Namespace) -> Generator:
+    import bluesky.plan_stubs as bps
+
+    from plans import spectrum_image
+
+    yield from _setup_scan(session, args)
+    if args.exposure is not None:
+        yield from bps.mv(session.microscope.eels.exposure, args.exposure)
+    m = session.microscope
+    return (
+        yield from spectrum_image(
+            m.scan, m.eels_points, args.rows, args.cols, zero_loss=ZERO_LOSS[args.zero_loss]
+        )
+    )
+
+
+def _build_logstar(session: Any, args: argparse.Namespace) -> Generator:
+    from agents.logstar import LoGStarAgent
+    from plans import logstar
+
+    agent = LoGStarAgent(
+        **_logstar_settings(args, session.config.sample),
+        progress=True,
+        compute=session.config.compute,
+    )
+    args.agent = agent
+    yield from _setup_scan(session, args)
+    m = session.microscope
+    return (
+        yield from logstar(
+            m.scan, agent, images=args.images, eels_points=m.eels_points, n_eels=args.eels
+        )
+    )
+
+
+def _build_edge(session: Any, args: argparse.Namespace) -> Generator:
+    from agents.edges import EdgeAgent
+    from plans import edge_eels
+
+    scalarizer = None
+    if args.scalarizer:
+        from agents.scalarizers import get_scalarizer
+
+        scalarizer = get_scalarizer(args.scalarizer)
+
+    def make_agent(image):
+        args.agent = EdgeAgent(image, **_edge_settings(args))
+        return args.agent
+
+    yield from _setup_scan(session, args)
+    m = session.microscope
+    return (yield from edge_eels(m.scan, m.eels_points, make_agent, scalarizer=scalarizer))
+
+
+def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
+    import bluesky.plan_stubs as bps
+
+    from agents.dkl import DKLAgent
+    from agents.scalarizers import get_scalarizer
+    from plans import adaptive_eels
+
+    scalarizer = get_scalarizer(_dkl_scalarizer(args))
+
+    def make_agent(image):
+        args.agent = DKLAgent(image, **_dkl_settings(args), device=session.config.device or "auto")
+        return args.agent
+
+    yield from _setup_scan(session, args)
+    m = session.microscope
+    signal = args.signal
+    if signal is None:  # HAADF when the instrument has it, else its first detector (ABF...)
+        signals = list((yield from bps.rd(m.scan.signals)) or ["HAADF"])
+        signal = "HAADF" if "HAADF" in signals else signals[0]
+    return (
+        yield from adaptive_eels(
+            m.scan,
+            m.eels_points,
+            make_agent,
+            scalarizer,
+            steps=args.steps,
+            maps_every=args.maps_every,
+            signal=signal,
+        )
+    )
+
+
+def _build_dcnn(session: Any, args: argparse.Namespace) -> Generator:
+    from agents.ensemble import EnsembleAgent, EnsembleNotFoundError
+    from plans.dcnn import dcnn
+
+    from .default_ensemble import train_default_ensemble
+
+    device = session.config.device or "auto"
+    try:
+        agent = EnsembleAgent(args.ensemble, target=args.target, device=device)
+    except EnsembleNotFoundError:
+        if args.no_train or args.ensemble != "default":
+            raise
+        # "A default ensemble is produced on first use": train it now, once.
+        train_default_ensemble("default", device=device, compute=session.config.compute)
+        agent = EnsembleAgent("default", target=args.target, device=device)
+    args.agent = agent
+    yield from _setup_scan(session, args)
+    m = session.microscope
+    return (
+        yield from dcnn(
+            m.scan, agent, images=args.images, eels_points=m.eels_points, n_eels=args.eels
+        )
+    )

@@ -1,0 +1,201 @@
+"""What ``ophyd-stem run`` prints after a built-in plan (``PlanEntry.summarize``); on the
+twin, the run scored against the twin's ground truth."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from .plan_options import _dkl_scalarizer
+
+__all__: list[str] = []
+
+
+def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
+    agent = args.agent
+    report = agent.report()
+    lines = [f"  atoms       {report['n_atoms']} found with the chosen LoG parameters"]
+    if report.get("clusters"):
+        lines.append(
+            f"  classes     {report['clusters'].get('counts')} (GMM, dimmest first); "
+            f"{report.get('outliers', 0)} atom(s) far brighter than the lattice"
+        )
+    chosen = report.get("chosen") or {}
+    front = report.get("front") or []
+    if chosen and front:
+        point = front[chosen["index"]]
+        rewards = ", ".join(f"{k} {v:.3f}" for k, v in point["rewards"].items())
+        lines.append(
+            f"  front       {len(front)} points; chosen #{chosen['index']} ({rewards}) "
+            f"by {chosen['chooser']} ({chosen['method']})"
+        )
+    if args.eels and len(agent.positions) < args.eels:
+        lines.append(
+            f"  EELS        {len(agent.positions)} of the {args.eels} spectra asked: only "
+            f"{len(agent.positions)} atom(s) of the target '{args.target}' in the image"
+        )
+    if agent.image is not None:
+        found = agent.atoms[:, [1, 0]] if len(agent.atoms) else np.empty((0, 2))
+        lines += _truth_atoms(session, found, agent.positions, agent.image.shape)
+    info = report.get("pixel_size") or {}
+    source = info.get("source")
+    if source == "fft" and info.get("given_nm"):
+        source = (
+            f"from the image's FFT; its calibration {info['given_nm']:.5g}, "
+            f"FFT/calibration {info['fft_over_given']:.4f}"
+        )
+    elif source == "fft":
+        source = "from the image's FFT"
+    if report.get("pixel_size_nm"):
+        lines.append(
+            f"  pixel size  {report['pixel_size_nm']:.5g} nm/px ({source or 'given'}; "
+            f"lattice {report['lattice']['name']})"
+        )
+    warning = (report.get("pixel_size") or {}).get("warning")
+    if warning:
+        lines.append(f"  WARNING     {warning}")
+    check = report.get("plausibility") or {}
+    if check:
+        if check.get("ok"):
+            lines.append("  plausible   the atoms sit on columns, where the lattice puts them")
+        for text in check.get("warnings") or []:
+            lines.append(f"  WARNING     {text}")
+    return lines
+
+
+def _twin_truth(session: Any) -> dict[str, Any] | None:
+    """The twin's ground truth of the last image, or None on a real microscope."""
+    if session.bridge is None:
+        return None
+    try:
+        return session.bridge.client().get_truth()
+    except Exception:  # a replay or another backend without truth
+        return None
+
+
+def _truth_atoms(
+    session: Any, found_xy: np.ndarray, eels_xy: np.ndarray, shape: tuple[int, int]
+) -> list[str]:
+    """On the twin: the atoms found scored against the truth (the benchmarks' rule,
+    :func:`agents.metrics.score_atoms`) and the species the EELS positions landed on."""
+    truth = _twin_truth(session)
+    if truth is None or "atoms" not in truth:
+        return []
+    from agents.metrics import score_atoms
+
+    atoms = truth["atoms"]
+    xy = np.asarray(atoms["xy_px"], dtype=float)
+    height, width = shape
+    score = score_atoms(found_xy, xy, (width, height))
+    lines = [
+        f"  truth       F1 {score.f1:.3f} (TP {score.tp}, FP {score.fp}, FN {score.fn}; "
+        "the benchmarks' matching rule)"
+    ]
+    species = np.asarray(atoms.get("species", []))
+    names = list(atoms.get("species_names") or [])
+    if len(eels_xy) and len(species) == len(xy) and names:
+        inside = (xy[:, 0] >= -0.5) & (xy[:, 0] <= width - 0.5)
+        inside &= (xy[:, 1] >= -0.5) & (xy[:, 1] <= height - 0.5)
+        distance = np.hypot(*(xy[None, :, :] - np.asarray(eels_xy)[:, None, :]).transpose(2, 0, 1))
+        nearest = np.argmin(distance, axis=1)
+        landed = [str(names[int(species[i])]) for i in nearest]
+        counts = {name: landed.count(name) for name in dict.fromkeys(landed)}
+        field = {
+            str(name): int(np.sum(inside & (species == k)))
+            for k, name in enumerate(names)
+            if np.any(inside & (species == k))
+        }
+        lines.append(
+            "  EELS on     "
+            + ", ".join(f"{n} {name}" for name, n in counts.items())
+            + " (nearest true atom of each position; in the field: "
+            + ", ".join(f"{n} {name}" for name, n in field.items())
+            + ")"
+        )
+    return lines
+
+
+def _summarize_edge(session: Any, args: argparse.Namespace) -> list[str]:
+    agent = args.agent
+    n, pixels = len(agent.candidates), int(np.prod(agent.image_shape))
+    lines = [f"  measured    {n} of {pixels} pixels ({100 * n / pixels:.2f} %) along the edges"]
+    truth = _twin_truth(session)
+    if truth is not None and "interface" in truth.get("label_names", []):
+        from agents.edges import evaluate_edge_points
+
+        label = list(truth["label_names"]).index("interface")
+        score = evaluate_edge_points(truth["labels"], agent.candidates, interface_label=label)
+        lines.append(
+            f"  truth       {100 * score['interface_within_1px']:.1f} % of the "
+            f"{score['n_interface']} true interface pixels lie within 1 px of a measured point"
+        )
+    per_point = session.microscope.eels_points.last_acquisition
+    if per_point is not None and n:
+        seconds = per_point.instrument_time / n
+        lines.append(
+            f"  full grid   {pixels} spectra would take {_minutes(seconds * pixels)} of "
+            f"microscope time; the {n} measured took {_minutes(seconds * n)}"
+        )
+    return lines
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
+    agent = args.agent
+    values = np.asarray(agent.values)
+    if not len(values):
+        return ["  measured    nothing"]
+    best = int(np.argmax(values))
+    x, y = agent.positions[best]
+    lines = [
+        f"  best        {values[best]:.4g} at ({x:.1f}, {y:.1f}) px, "
+        f"step {best + 1} of {len(values)} ({_dkl_scalarizer(args)})",
+        f"  agent       window {agent.window} px, candidates every {agent.grid_step} px "
+        f"({len(agent.candidates)}), {args.seeds} seed points spread over the field",
+    ]
+    truth = _twin_truth(session)
+    target = None if truth is None else truth.get("target_map")
+    if target is not None and args.scalarizer == "band:20:30":
+        # The twin's noise-free map of the same band, looked up where the agent measured.
+        target = np.asarray(target, dtype=float)
+        rows = np.clip(np.rint(agent.positions[:, 1]).astype(int), 0, target.shape[0] - 1)
+        cols = np.clip(np.rint(agent.positions[:, 0]).astype(int), 0, target.shape[1] - 1)
+        found = target[rows, cols]
+        first = (
+            int(np.argmax(found >= 0.9 * target.max())) + 1
+            if (found >= 0.9 * target.max()).any()
+            else None
+        )
+        lines.append(
+            f"  truth       best measured position holds {100 * found.max() / target.max():.0f} % "
+            f"of the true maximum" + (f" (>= 90 % from step {first})" if first else "")
+        )
+    return lines
+
+
+#: what an atom's uncertainty is, in the run summary
+_UNCERTAINTY_WORDS = {
+    "calibrated": "probability of being false, calibrated on the twin",
+    "variance": "variance across members",
+}
+
+
+def _summarize_dcnn(session: Any, args: argparse.Namespace) -> list[str]:
+    report = args.agent.report()
+    lines = [
+        f"  atoms       {report.get('atoms')} found by {report['members']} U-Nets "
+        f"(ensemble {report['ensemble']!r})",
+        f"  uncertainty image {report.get('image_uncertainty', 0):.2e} (variance), "
+        f"median atom {report.get('atom_uncertainty_median') or 0:.2e} "
+        f"({_UNCERTAINTY_WORDS.get(report.get('uncertainty_method'), 'variance')})",
+    ]
+    prediction = args.agent.prediction
+    if prediction is not None:
+        found = np.asarray(prediction.xy, dtype=float).reshape(-1, 2)
+        lines += _truth_atoms(session, found, args.agent.positions, prediction.mean.shape)
+    return lines
