@@ -159,7 +159,7 @@ def drift_checks(data: RunData) -> tuple[list[Any], list[str]]:
     """Forensics of a drift-corrected run: one check per re-registered estimate
     (``"drift"``) and one per group of spectra placed with the same estimates
     (``"positions"``). Returns ``(checks, notes)``."""
-    from .forensics import Check
+    from .checks import Check
 
     notes: list[str] = []
     try:
@@ -241,7 +241,7 @@ def _aligner(data: RunData, **overrides: Any) -> Any:
 def zero_loss_checks(data: RunData) -> tuple[list[Any], list[str]]:
     """Forensics of a zero-loss aligned run: the peaks located again in the recorded
     spectra with the recorded settings, positions and shifts compared (one check)."""
-    from .forensics import Check
+    from .checks import Check
 
     if not data.zero_loss:
         return [], []

@@ -47,7 +47,7 @@ import numpy as np
 from agents.base import Agent
 from agents.runs import RunData
 
-from .forensics import agent_factory, as_run_data
+from .rebuild import agent_factory, as_run_data
 
 __all__ = ["CounterfactualResult", "RandomAgent", "RasterAgent", "counterfactual", "parse"]
 
@@ -203,7 +203,7 @@ def _adaptive(data: RunData, name: str, options: dict[str, Any]) -> Any:
             overrides["acquisition"] = name
         make, _ = agent_factory(data, **overrides)
         return make(image)
-    from .forensics import REPORTED_AGENTS, reported_agent_class
+    from .rebuild import REPORTED_AGENTS, reported_agent_class
 
     alias = {"physics": "physics_gp"}.get(name, name)
     if alias in REPORTED_AGENTS:

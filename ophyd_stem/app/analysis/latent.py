@@ -71,7 +71,7 @@ def latent_checks(data: RunData, make_agent: Any) -> list[Any]:
     """Forensics of a ``latent_eels`` run: the latent map learnt again from the recorded
     survey (``"latent_map"``: largest difference of the latent coordinates and whether every
     cluster label agrees) and the EELS positions chosen from it (``"points"``)."""
-    from .forensics import Check
+    from .checks import Check
 
     if data.survey_image is None:
         raise ValueError("the run has no survey image: nothing to rebuild the agent on")
