@@ -14,7 +14,9 @@ of a run into one :class:`RunData` of numpy arrays and decoded JSON:
 This and :mod:`agents.run_streams` (which reads the streams, from documents or a tiled
 client) are the modules of ``agents`` that may know about the catalog; neither imports tiled
 itself (the client is used through its mapping interface); h5py only for external images in
-documents.
+documents. The energy axis is read from the recorded calibration by
+:func:`ophyd_stem._calibration.energy_axis_from_configuration` (numpy only), the one reader
+of it.
 
 Example:
     >>> from ophyd_stem.catalog import open_catalog
@@ -33,6 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+
+# the recorded calibration's one reader, numpy only (docs/decisions/0015-one-calibration-reader.md)
+from ophyd_stem._calibration import energy_axis_from_configuration
 
 from .run_streams import (
     StreamData,
@@ -228,22 +233,7 @@ def _primary(data: RunData) -> None:
             declared = (primary.data_keys.get("eels-spectrum") or {}).get("dtype_numpy")
             if declared == "<f4":
                 data.spectra = data.spectra.astype(np.float32)
-    data.energy_axis = _energy_axis(primary.configuration)
-
-
-def _energy_axis(configuration: Dict[str, Any]) -> Optional[np.ndarray]:
-    """Channel energies (eV) from the spectrometer's calibration in the configuration:
-    ``offset + i * dispersion * binning`` (older runs recorded the whole axis)."""
-    if configuration.get("eels-energy_axis") is not None:
-        return np.asarray(configuration["eels-energy_axis"], dtype=np.float64)
-    try:
-        offset = float(configuration["eels-energy_offset"])
-        binning = max(int(configuration.get("eels-binning", 1)), 1)
-        width = float(configuration["eels-dispersion"]) * binning
-        channels = int(configuration["eels-channels"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return offset + width * np.arange(channels, dtype=np.float64)
+    data.energy_axis = energy_axis_from_configuration(primary.configuration)
 
 
 def _decisions(data: RunData) -> None:

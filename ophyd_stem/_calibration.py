@@ -1,5 +1,9 @@
 """Calibrations as runs record them, for readers: numpy only (a report or an export of a
-run needs neither Bluesky nor the devices)."""
+run needs neither Bluesky nor the devices).
+
+The one reader of the recorded EELS calibration: :mod:`agents.runs`, which unpacks runs for
+the agents, reads it here too (the one import of ``ophyd_stem`` that the agents' layer rule
+allows, docs/decisions/0015-one-calibration-reader.md), so keep this module numpy only."""
 
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ def energy_axis_from_configuration(configuration: Mapping[str, Any]) -> np.ndarr
     Args:
         configuration: data keys to values, e.g. a descriptor's
             ``configuration["eels_points"]["data"]``: ``eels-energy_offset`` (eV),
-            ``eels-dispersion`` (eV/channel), ``eels-binning``, ``eels-channels``. An older
-            run's ``eels-energy_axis`` array is returned as it is.
+            ``eels-dispersion`` (eV/channel), ``eels-binning``, ``eels-channels``: the axis is
+            ``offset + i * dispersion * binning``. An older run's ``eels-energy_axis`` array
+            is returned as it is.
 
     Returns:
         The axis, or None when the configuration lacks the calibration.
@@ -28,7 +33,7 @@ def energy_axis_from_configuration(configuration: Mapping[str, Any]) -> np.ndarr
         ...     "eels-dispersion": 0.25, "eels-binning": 2, "eels-channels": 3})
         array([-5. , -4.5, -4. ])
     """
-    if "eels-energy_axis" in configuration:
+    if configuration.get("eels-energy_axis") is not None:
         return np.asarray(configuration["eels-energy_axis"], dtype=np.float64)
     try:
         offset = float(configuration["eels-energy_offset"])
