@@ -94,13 +94,31 @@ def test_server_side_keeps_python_38_syntax():
 
 
 LIGHT = ["plans", "agents", "agents.registry", "agents.scalarizers", "dm_bridge", "ophyd_stem"]
+ML = ("torch", "gpytorch", "botorch")
+#: agents.runs reads the recorded calibration with ophyd_stem._calibration (decision 0015),
+#: and nothing of Bluesky, the devices, the catalog, the bridge or the plans
+RUNS_MUST_NOT_LOAD = (
+    *ML,
+    "bluesky",
+    "ophyd_async",
+    "event_model",
+    "tiled",
+    "dm_bridge",
+    "plans",
+    "ophyd_stem.catalog",
+    "ophyd_stem._microscope",
+)
 
 
-@pytest.mark.parametrize("package", LIGHT)
-def test_light_packages_do_not_load_torch(package):
+@pytest.mark.parametrize(
+    ("package", "heavy"),
+    [*((package, ML) for package in LIGHT), ("agents.runs", RUNS_MUST_NOT_LOAD)],
+    ids=[*LIGHT, "agents.runs"],
+)
+def test_light_packages_do_not_load_heavy_modules(package, heavy):
     code = (
         f"import sys, {package}; "
-        "heavy = [m for m in ('torch', 'gpytorch', 'botorch') if m in sys.modules]; "
+        f"heavy = [m for m in {heavy!r} if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

@@ -7,7 +7,7 @@ loads none of them (nor torch).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from .plan_options import (
@@ -68,11 +68,17 @@ def _build_logstar(session: Any, args: argparse.Namespace) -> Generator:
         progress=True,
         compute=session.config.compute,
     )
+    return (yield from _atom_plan(session, args, logstar, agent))
+
+
+def _atom_plan(session: Any, args: argparse.Namespace, plan: Callable, agent: Any) -> Generator:
+    """An atom-finding plan (``logstar``, ``dcnn``) with its agent: the scan set up, the
+    agent kept for the summary, EELS at the agent's atoms when the options ask for it."""
     args.agent = agent
     yield from _setup_scan(session, args)
     m = session.microscope
     return (
-        yield from logstar(
+        yield from plan(
             m.scan, agent, images=args.images, eels_points=m.eels_points, n_eels=args.eels
         )
     )
@@ -144,11 +150,4 @@ def _build_dcnn(session: Any, args: argparse.Namespace) -> Generator:
         # "A default ensemble is produced on first use": train it now, once.
         train_default_ensemble("default", device=device, compute=session.config.compute)
         agent = EnsembleAgent("default", target=args.target, device=device)
-    args.agent = agent
-    yield from _setup_scan(session, args)
-    m = session.microscope
-    return (
-        yield from dcnn(
-            m.scan, agent, images=args.images, eels_points=m.eels_points, n_eels=args.eels
-        )
-    )
+    return (yield from _atom_plan(session, args, dcnn, agent))

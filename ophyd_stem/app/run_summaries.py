@@ -145,6 +145,22 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
+def _band_truth(
+    session: Any, args: argparse.Namespace, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """On the twin, for the band it has a map of (``--scalarizer band:20:30``): the twin's
+    noise-free map of that band and its values where the agent measured (``positions``, x
+    and y in pixels, at the nearest pixel); None elsewhere."""
+    truth = _twin_truth(session)
+    target = None if truth is None else truth.get("target_map")
+    if target is None or args.scalarizer != "band:20:30":
+        return None
+    target = np.asarray(target, dtype=float)
+    rows = np.clip(np.rint(positions[:, 1]).astype(int), 0, target.shape[0] - 1)
+    cols = np.clip(np.rint(positions[:, 0]).astype(int), 0, target.shape[1] - 1)
+    return target, target[rows, cols]
+
+
 def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
     agent = args.agent
     values = np.asarray(agent.values)
@@ -158,14 +174,9 @@ def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
         f"  agent       window {agent.window} px, candidates every {agent.grid_step} px "
         f"({len(agent.candidates)}), {args.seeds} seed points spread over the field",
     ]
-    truth = _twin_truth(session)
-    target = None if truth is None else truth.get("target_map")
-    if target is not None and args.scalarizer == "band:20:30":
-        # The twin's noise-free map of the same band, looked up where the agent measured.
-        target = np.asarray(target, dtype=float)
-        rows = np.clip(np.rint(agent.positions[:, 1]).astype(int), 0, target.shape[0] - 1)
-        cols = np.clip(np.rint(agent.positions[:, 0]).astype(int), 0, target.shape[1] - 1)
-        found = target[rows, cols]
+    band = _band_truth(session, args, agent.positions)
+    if band is not None:
+        target, found = band
         first = (
             int(np.argmax(found >= 0.9 * target.max())) + 1
             if (found >= 0.9 * target.max()).any()

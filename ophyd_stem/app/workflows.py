@@ -23,7 +23,7 @@ import numpy as np
 from .plan_builds import _setup_scan
 from .plan_options import QueueItem, _scan_arguments, _setup_item
 from .registry import PlanEntry, register
-from .run_summaries import _twin_truth
+from .run_summaries import _band_truth, _twin_truth
 
 __all__: list[str] = []
 
@@ -73,13 +73,9 @@ def _truth_lines(session: Any, args: argparse.Namespace) -> list[str]:
     best = int(np.argmax(values))
     x, y = agent.positions[best]
     lines = [f"  best        {values[best]:.4g} at ({x:.1f}, {y:.1f}) px, step {best + 1}"]
-    truth = _twin_truth(session)
-    target = None if truth is None else truth.get("target_map")
-    if target is not None and args.scalarizer == "band:20:30":
-        target = np.asarray(target, dtype=float)
-        rows = np.clip(np.rint(agent.positions[:, 1]).astype(int), 0, target.shape[0] - 1)
-        cols = np.clip(np.rint(agent.positions[:, 0]).astype(int), 0, target.shape[1] - 1)
-        found = target[rows, cols]
+    band = _band_truth(session, args, agent.positions)
+    if band is not None:
+        target, found = band
         lines.append(
             f"  truth       best measured position holds "
             f"{100 * found.max() / target.max():.0f} % of the true maximum"

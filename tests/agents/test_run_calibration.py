@@ -1,8 +1,6 @@
 """The energy axis of a run, read from its recorded EELS calibration by one function that the
-readers (``ophyd_stem``) and the agents' run unpacking (``agents.runs``) share."""
-
-import subprocess
-import sys
+readers (``ophyd_stem``) and the agents' run unpacking (``agents.runs``) share (decision 0015;
+that agents.runs loads nothing else of ophyd_stem: tests/test_architecture.py)."""
 
 import numpy as np
 import pytest
@@ -74,18 +72,3 @@ def test_an_unpacked_run_has_the_axis_the_readers_compute(configuration):
         assert data.energy_axis is None
     else:
         np.testing.assert_array_equal(data.energy_axis, expected)
-
-
-def test_unpacking_runs_loads_neither_bluesky_nor_the_devices():
-    """agents.runs may read the calibration from ophyd_stem (numpy only), nothing else of it."""
-    code = (
-        "import sys, agents.runs; "
-        "heavy = [m for m in ('bluesky', 'ophyd', 'ophyd_async', 'event_model', 'tiled', "
-        "'dm_bridge', 'plans', 'torch') if m in sys.modules]; "
-        "ours = sorted(m for m in sys.modules if m.startswith('ophyd_stem')); "
-        "print(heavy, ours); "
-        "sys.exit(1 if heavy or set(ours) - {'ophyd_stem', 'ophyd_stem._version', "
-        "'ophyd_stem._calibration'} else 0)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
