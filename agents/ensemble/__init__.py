@@ -24,9 +24,10 @@ from .calibration import calibrate_uncertainty, false_atoms
 from .data import TrainingData, prepare_training_data
 from .elit import iterative_training, pseudo_labels
 from .evidence import EVIDENCE, AtomCalibration
+from .maps import predict_members
 from .masks import atom_mask, auto_radius, nearest_neighbour_distance
 from .members import Ensemble
-from .predict import find_atoms, member_variance, predict, predict_members
+from .predict import find_atoms, member_variance, predict
 from .prediction import Prediction
 from .store import (
     CACHE_ENV,

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .cpu_net import CPUNet, cpu_nets
 from .evidence import AtomCalibration
 from .predict import predict
 from .prediction import Prediction
@@ -55,6 +56,7 @@ class Ensemble:
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.name = name
         self._inference: dict[str, list[nn.Module]] = {}
+        self._cpu_nets: list[CPUNet] | None = None
 
     @property
     def config(self) -> UNetConfig:
@@ -89,9 +91,17 @@ class Ensemble:
             self._inference[key] = [inference_copy(m, device) for m in self.members]
         return self._inference[key]
 
+    def cpu_nets(self) -> list[CPUNet] | None:
+        """The members rewritten for float32 inference on a CPU (cached until
+        :meth:`invalidate`), or None for GroupNorm members (see :mod:`.cpu_net`)."""
+        if self._cpu_nets is None:  # (GroupNorm members: None again, cheaply)
+            self._cpu_nets = cpu_nets(self.members)
+        return self._cpu_nets
+
     def invalidate(self) -> None:
         """Forget the cached inference copies; call after changing the members' weights."""
         self._inference = {}
+        self._cpu_nets = None
 
     def predict(self, image: Any, **kwargs: Any) -> Prediction:
         """Atoms with uncertainty in one survey image; see :func:`agents.ensemble.predict`."""

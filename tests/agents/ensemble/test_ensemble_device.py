@@ -16,7 +16,8 @@ from agents.ensemble import (
     predict_members,
     train_ensemble,
 )
-from agents.ensemble.predict import _mean_and_variance_on_device, _tiling
+from agents.ensemble.maps import _tiling
+from agents.ensemble.predict import _mean_and_variance_on_device
 
 NO_CUDA = not torch.cuda.is_available()
 GPU_SKIP = "no CUDA device: the GPU path (bfloat16 autocast, large tile batches, reduction on "
