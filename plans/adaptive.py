@@ -97,6 +97,7 @@ def edge_eels(
         },
         "zero_loss": aligner.metadata(),
         "detectors": [scan_engine.name, eels_points.name],
+        "num_points_key": "edge-n_points",  # the edge sites found (progress: its total)
         "hints": {"dimensions": POSITION_DIMENSIONS},
         **(md or {}),
     }

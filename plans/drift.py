@@ -202,7 +202,8 @@ def drift_corrected_edge_eels(
         "plan_args": plan_args,
         "zero_loss": aligner.metadata(),
         "detectors": [scan_engine.name, eels_points.name],
-        "num_points": budget,
+        "num_points": budget,  # at most; the edge sites found, once known:
+        "num_points_key": "edge-n_points",
         "hints": {"dimensions": POSITION_DIMENSIONS},
         **(md or {}),
     }

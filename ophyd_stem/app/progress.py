@@ -25,7 +25,15 @@ class RunProgress(CallbackBase):
     """Shows how many points of the current run have been measured.
 
     The total is the start document's ``num_points`` when the plan declares it; events and
-    event pages of every stream but the survey and decision streams advance the bar.
+    event pages of every stream but the survey and decision streams advance the bar. An
+    adaptive plan often learns during the run how many points it will really take (the
+    edge sites a survey holds, fewer than its budget): it names, in its start document,
+    the data key that records that number (``num_points_key``, e.g. ``"edge-n_points"``)
+    and the bar's total follows it when it is recorded. A run that measures more than
+    its total (the operator added points) raises the total as it goes; a run that ends
+    well short of its total (the agent had nothing more to measure) ends the bar at what
+    it measured, 100 %; a run that fails or is stopped keeps its bar where it stopped,
+    with the reason.
 
     Args:
         file: where to draw (default stderr, so stdout stays clean for results).
@@ -50,6 +58,7 @@ class RunProgress(CallbackBase):
             "dcnn_maps",
             "drift",
             "drift_images",
+            "latent_map",
             "zero_loss",
         ),
     ) -> None:
@@ -61,10 +70,12 @@ class RunProgress(CallbackBase):
         self._bar: tqdm | None = None
         self._run: dict[str, Any] | None = None
         self._counted: set[str] = set()
+        self._total: int | None = None
 
     def start(self, doc: dict[str, Any]) -> None:
         self._close()
         self._counted = set()
+        self._total = doc.get("num_points") or None
         # The bar appears with the first measured point, below what other callbacks print
         # when the run starts (the BestEffortCallback's heading).
         self._run = doc if self.enabled else None
@@ -72,7 +83,7 @@ class RunProgress(CallbackBase):
     def _open(self) -> tqdm | None:
         if self._bar is None and self._run is not None:
             self._bar = tqdm(
-                total=self._run.get("num_points") or None,
+                total=self._total,
                 desc=str(self._run.get("plan_name", "run")),
                 unit="pt",
                 file=self.file,
@@ -86,16 +97,49 @@ class RunProgress(CallbackBase):
             self._counted.add(doc["uid"])
 
     def event(self, doc: dict[str, Any]) -> None:
-        if doc["descriptor"] in self._counted and self._open() is not None:
-            self._bar.update(1)
+        self._announced(doc["data"])
+        if doc["descriptor"] in self._counted:
+            self._advance(1)
 
     def event_page(self, doc: dict[str, Any]) -> None:
-        if doc["descriptor"] in self._counted and self._open() is not None:
-            self._bar.update(len(doc["seq_num"]))
+        self._announced(doc["data"])
+        if doc["descriptor"] in self._counted:
+            self._advance(len(doc["seq_num"]))
+
+    def _announced(self, data: dict[str, Any]) -> None:
+        """The plan recorded how many points it will take: the bar's new total."""
+        key = self._run.get("num_points_key") if self._run is not None else None
+        if key is None or key not in data:
+            return
+        value = data[key]
+        if isinstance(value, list):  # an event page: the latest
+            value = value[-1] if value else None
+        try:
+            total = int(value)
+        except (TypeError, ValueError):
+            return
+        self._total = max(total, 0)
+        if self._bar is not None:
+            self._bar.total = max(self._total, self._bar.n)
+            self._bar.refresh()
+
+    def _advance(self, points: int) -> None:
+        bar = self._open()
+        if bar is None:
+            return
+        if bar.total is not None and bar.n + points > bar.total:
+            bar.total = bar.n + points  # more than announced (points added): never past 100 %
+        bar.update(points)
 
     def stop(self, doc: dict[str, Any]) -> None:
-        if self._bar is not None and doc.get("exit_status") != "success":
-            self._bar.set_postfix_str(doc.get("exit_status", ""))
+        if self._bar is not None:
+            if doc.get("exit_status") != "success":
+                self._bar.set_postfix_str(doc.get("exit_status", ""))
+            elif self._bar.total != self._bar.n:
+                # the plan ended well with fewer points than it announced (an agent with
+                # nothing more to measure, a veto): done is 100 %
+                self._bar.total = self._bar.n
+                self._bar.refresh()
         self._close()
         self._run = None
 

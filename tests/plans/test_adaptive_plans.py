@@ -42,6 +42,9 @@ def test_edge_plan_measures_few_pixels_and_covers_the_true_interface(RE, nanowir
     )
     edge = stream_events(RE, "edge_map")[0]
     assert edge["edge-edge_map"].shape == (128, 128)
+    # the number the progress bar counts to, once the edges are known, is what was measured
+    start = next(doc for name, doc in RE.documents if name == "start")
+    assert edge[start["num_points_key"]] == len(spectra)
 
     truth = nanowire.sim_bridge.backend.get_truth()
     label = list(truth["label_names"]).index("interface")

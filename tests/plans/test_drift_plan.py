@@ -34,6 +34,9 @@ def test_drift_is_measured_recorded_and_corrected(RE, drifting, correct):
     spectra = stream_events(RE, "primary")
     assert len(drift) == len(stream_events(RE, "drift_images")) >= 3
     assert len(decisions) == len(spectra) == len(stream_events(RE, "edge_points"))
+    # the progress bar's total, once the edge sites are known (the budget is the most)
+    start = next(doc for name, doc in RE.documents if name == "start")
+    assert stream_events(RE, "edge_map")[0][start["num_points_key"]] == len(spectra)
     # each estimate is the specimen's true displacement since the survey (within 0.3 px)
     survey_time = 0.0
     for d in drift:

@@ -20,15 +20,23 @@ def nanoparticles(RE, tmp_path):
 
 
 def test_latent_plan_records_its_map_replays_and_draws(RE, nanoparticles):
+    import io
+
     from matplotlib.figure import Figure
 
     from ophyd_stem.app.analysis.counterfactual import counterfactual
     from ophyd_stem.app.analysis.forensics import forensics
     from ophyd_stem.app.analysis.latent import recorded_latent_map
+    from ophyd_stem.app.progress import RunProgress
     from ophyd_stem.app.views import draw
 
+    bar = io.StringIO()
+    RE.subscribe(RunProgress(file=bar))
     RE(latent_eels(nanoparticles.scan, nanoparticles.eels_points, agent_kwargs=FAST, n_eels=5,
                    scalarizer="band:20:30"))  # fmt: skip
+    # the progress bar counts the spectra, not the latent map's event: 5 of 5, never 6
+    drawn = bar.getvalue().replace("\n", "\r").strip("\r").split("\r")
+    assert "5/5" in drawn[-1]
     data = unpack_run(RE.documents)
     latent = recorded_latent_map(data)
     rows, cols, dim = latent["z"].shape
