@@ -5,13 +5,22 @@ ended (or the session was killed). Importing it deletes any partial copy the cat
 writes every document again in order, checks the event counts against the stop document,
 and only then deletes the spool files. A run still being written by a live session (its spool
 file is locked) is left alone.
+
+A run the catalog refuses while it answers (a spool written by an older version of a plan,
+in a layout the catalog cannot store) is reported with its file and the reason, its partial
+copy is deleted, its spool files are kept, and the import goes on with the other runs; only
+a catalog that stops answering (or refuses the API key) stops the import.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import _runs
 from .settings import CatalogSettings
@@ -31,7 +40,8 @@ class ImportReport:
         incomplete: of those, runs without a stop document (their session died mid-run).
         already_there: runs the catalog already had complete (spool files deleted).
         in_use: runs a live session is still writing (left alone).
-        failed: runs that could not be written, with the error (spool files kept).
+        failed: runs that could not be written: the spool file and why (spool files kept,
+            no partial copy left in the catalog).
     """
 
     imported: List[str] = field(default_factory=list)
@@ -54,9 +64,8 @@ class ImportReport:
         if self.in_use:
             parts.append(f"{len(self.in_use)} still being written by a running session")
         if self.failed:
-            parts.append(f"{len(self.failed)} failed: " + "; ".join(
-                f"{uid[:8]}: {error}" for uid, error in self.failed.items()))  # fmt: skip
-        return ", ".join(parts)
+            parts.append(f"{len(self.failed)} failed (kept in the spool):")
+        return ", ".join(parts) + "".join(f"\n  {error}" for error in self.failed.values())
 
 
 def import_spool(
@@ -99,26 +108,44 @@ def import_spool(
     if owned:
         client = open_catalog(uri, api_key, settings)
     try:
-        _import_all(client, runs, report, verify)
+        # the embedded catalog keeps its event tables in SQLite: a run it cannot store is
+        # said so at once, rather than after tiled has retried the refusal for half a minute
+        _import_all(client, runs, report, verify, sqlite=uri is None and owned)
     finally:
         if owned:
             client.context.close()
     return report
 
 
-def _import_all(client: Any, runs: list, report: ImportReport, verify: bool) -> None:
+class _Unstorable(_runs.CatalogError):
+    """The run holds what the catalog cannot store (found before writing)."""
+
+
+def _import_all(
+    client: Any, runs: list, report: ImportReport, verify: bool, sqlite: bool = False
+) -> None:
     for run in runs:
         with claim(run) as ours:
             if not ours:
                 report.in_use.append(run.run_uid)
                 continue
+            documents: List[Tuple[str, dict]] = []
             try:
-                outcome = _import_one(client, run.path, run.run_uid, verify)
+                documents = list(read_documents(run.path))
+                if sqlite and _table_arrays(documents):
+                    raise _Unstorable("the embedded catalog cannot store it")
+                outcome = _import_one(client, run.path, run.run_uid, verify, documents)
             except Exception as error:
-                if _runs.is_transient(error) or isinstance(error, _runs.CatalogAuthError):
+                if isinstance(error, _runs.CatalogAuthError) or (
+                    _runs.is_transient(error) and not _answers(client)
+                ):
                     raise  # the catalog itself is the problem: stop, keep every spool file
-                logger.exception("import_spool: run %s failed", run.run_uid)
-                report.failed[run.run_uid] = f"{error.__class__.__name__}: {error}"
+                # this run's problem (the catalog answers): say which file and why, leave no
+                # half-written copy, keep its spool files, and go on with the others
+                logger.debug("import_spool: run %s failed", run.run_uid, exc_info=True)
+                report.failed[run.run_uid] = _why(run.path, documents, error)
+                with contextlib.suppress(Exception):
+                    _runs.delete_run(client, run.run_uid)
                 continue
         for path in (run.path, run.state_path):
             path.unlink(missing_ok=True)
@@ -130,8 +157,71 @@ def _import_all(client: Any, runs: list, report: ImportReport, verify: bool) -> 
                 report.incomplete.append(run.run_uid)
 
 
-def _import_one(client: Any, path, run_uid: str, verify: bool) -> str:
-    documents = list(read_documents(path))
+def _answers(client: Any) -> bool:
+    """Whether the catalog answers a plain request now: twice at most, since a connection
+    the server dropped after its refusal fails once (tiled's own requests retry a server
+    that is away for most of a minute, and the write just did)."""
+    for attempt in range(2):
+        try:
+            response = client.context.http_client.get(client.item["links"]["self"], timeout=10.0)
+        except Exception:
+            if attempt:
+                return False
+            time.sleep(0.5)
+            continue
+        return response.status_code < 500
+    return False
+
+
+#: arrays of this many values or fewer go to a stream's event table (bluesky-tiled-plugins'
+#: ``MAX_ARRAY_SIZE``), where a catalog on SQLite has no column type for them
+_TABLE_ARRAY_SIZE = 16
+
+
+def _table_arrays(documents: List[Tuple[str, dict]]) -> List[Tuple[str, str, list]]:
+    """``(stream, data key, shape)`` of the small arrays recorded in the runs' event tables
+    (an older layout: latent_eels recorded its latent coordinates as ``decision-z``)."""
+    found = []
+    for name, doc in documents:
+        if name != "descriptor":
+            continue
+        for key, spec in (doc.get("data_keys") or {}).items():
+            shape = list(spec.get("shape") or [])
+            if spec.get("external") or not shape or None in shape:
+                continue
+            if 0 < math.prod(shape) <= _TABLE_ARRAY_SIZE:
+                found.append((str(doc.get("name")), key, shape))
+    return found
+
+
+def _why(path: Path, documents: List[Tuple[str, dict]], error: BaseException) -> str:
+    """Which spool file failed and why, in a microscopist's words."""
+    start = documents[0][1] if documents and documents[0][0] == "start" else {}
+    run = f"scan {start.get('scan_id')}, {start.get('plan_name')}" if start else "a run"
+    what = _runs.describe(error)
+    if isinstance(error, _Unstorable):
+        text = f"spool file {path} ({run}): {what}"
+    elif isinstance(error, _runs.CatalogError) or not documents:
+        return what if str(path) in what else f"spool file {path} ({run}): {what}"
+    else:
+        with contextlib.suppress(AttributeError, RuntimeError):  # no request: not HTTP
+            what += f" to {error.request.method} {Path(error.request.url.path).name}"
+        text = f"spool file {path} ({run}): the catalog refused it ({what})"
+    arrays = _table_arrays(documents)
+    if arrays:
+        listed = ", ".join(f"{key!r} in {stream!r} ({math.prod(shape)} values)"
+                           for stream, key, shape in arrays)  # fmt: skip
+        text += (
+            f": small arrays recorded per event ({listed}) go to the stream's event table, "
+            "which a catalog on SQLite has no column type for; written by an older version "
+            "of the plan (today's plans record each value as a number of its own)"
+        )
+    return text
+
+
+def _import_one(
+    client: Any, path: Path, run_uid: str, verify: bool, documents: List[Tuple[str, dict]]
+) -> str:
     if not documents or documents[0][0] != "start":
         raise _runs.CatalogError(f"spool file {path} does not begin with a start document")
     stop = documents[-1][1] if documents[-1][0] == "stop" else None

@@ -173,3 +173,106 @@ def test_recent_runs_says_which_runs_wait_in_the_spool(
     import_spool(settings, shared_server.uri, shared_server.api_key)
     run = state()
     assert (run.state, run.in_catalog, run.num_events) == ("success", True, 2)
+
+
+def old_latent_layout():
+    """A run as latent_eels recorded its decisions before 0ac4a45: the latent coordinates of
+    each spectrum as one 2-element array (``decision-z``), which lands in the stream's
+    event table, where a catalog on SQLite has no column type for it."""
+    import bluesky.preprocessors as bpp
+
+    from ophyd_stem import Record
+    from plans.stubs import record
+
+    decisions = Record("decision", units={"x": "px", "y": "px"})
+
+    @bpp.run_decorator(md={"plan_name": "latent_eels"})
+    def inner():
+        for step in (1, 2):
+            yield from record(decisions, "decisions", step=step, x=3.0 * step, y=4.0,
+                              z=np.array([0.5, -0.25 * step]))  # fmt: skip
+
+    return inner()
+
+
+def spool_documents(settings, documents, age=0.0):
+    (uid,) = {doc["uid"] for name, doc in documents if name == "start"}
+    spool = RunSpool(settings.spool_dir, uid)
+    for name, doc in documents:
+        spool.append(name, doc)
+    spool.close()
+    if age:  # older than the runs spooled after it: imported first
+        import os
+
+        stamp = spool.path.stat().st_mtime - age
+        os.utime(spool.path, (stamp, stamp))
+    return uid, spool.path
+
+
+@pytest.mark.parametrize("route", ["embedded", "refused by the server"])
+def test_a_run_in_an_old_layout_is_named_and_the_others_are_imported(
+    RE, devices, shared_server, settings, catalog, monkeypatch, route
+):
+    _det, eels = devices
+    RE(old_latent_layout())
+    old, old_path = spool_documents(settings, RE.documents, age=60.0)
+    old_bytes = old_path.read_bytes()
+    RE.documents.clear()
+    (good,) = RE(bp.count([eels], num=2), sample="after an old run")
+    spool_documents(settings, RE.documents)
+
+    try:
+        if route == "embedded":  # the embedded catalog: the layout is refused before writing
+            report = import_spool(settings)
+        else:  # any catalog: the server refuses the stream (HTTP 500), at once here
+            monkeypatch.setattr("tiled.client.utils.TILED_RETRY_ATTEMPTS", 1)
+            report = import_spool(settings, shared_server.uri, shared_server.api_key)
+    finally:
+        kept = old_path.read_bytes() if old_path.exists() else b""
+        old_path.unlink(missing_ok=True)  # the spool is shared by the module's tests
+    assert report.imported == [good]  # the run after it was not held up
+    assert catalog[good]["primary"]["eels-spectrum"].shape == (2, 256)
+    assert not report.ok
+    assert list(report.failed) == [old]
+    why = report.failed[old]
+    assert str(old_path) in why
+    assert "latent_eels" in why
+    assert "'decision-z' in 'decisions' (2 values)" in why
+    assert "older version" in why
+    assert why in str(report)
+    assert kept == old_bytes  # nothing lost
+    with pytest.raises(KeyError):  # and no half-written copy in the catalog
+        catalog[old]
+
+
+def test_a_catalog_that_stops_answering_stops_the_import_and_keeps_every_run(tmp_path):
+    """Unlike a run the catalog refuses, a catalog gone away is nobody's run's fault: the
+    import stops at once with the error, and every spool file stays."""
+    from ophyd_stem.catalog import CatalogSettings
+
+    settings = CatalogSettings(tmp_path / "data").ensure_dirs()
+    paths = []
+    for uid in ("run-one", "run-two"):
+        spool = RunSpool(settings.spool_dir, uid)
+        spool.append("start", {"uid": uid, "time": 0.0, "scan_id": 1})
+        spool.append("stop", {"uid": f"{uid}-stop", "run_start": uid, "exit_status": "success"})
+        spool.close()
+        paths.append(spool.path)
+
+    def refuse(*args, **kwargs):
+        raise httpx.ConnectError("connection refused")
+
+    from types import SimpleNamespace
+
+    class Gone:
+        """A catalog client whose server has gone away."""
+
+        def __init__(self):
+            self.item = {"links": {"self": "http://127.0.0.1:9/api/v1/metadata/"}}
+            self.context = SimpleNamespace(http_client=SimpleNamespace(get=refuse))
+
+        __getitem__ = refuse
+
+    with pytest.raises(httpx.ConnectError):
+        import_spool(settings, client=Gone())
+    assert all(path.exists() for path in paths)
