@@ -175,10 +175,11 @@ def test_recent_runs_says_which_runs_wait_in_the_spool(
     assert (run.state, run.in_catalog, run.num_events) == ("success", True, 2)
 
 
-def old_latent_layout():
-    """A run as latent_eels recorded its decisions before 0ac4a45: the latent coordinates of
-    each spectrum as one 2-element array (``decision-z``), which lands in the stream's
-    event table, where a catalog on SQLite has no column type for it."""
+def latent_layout(old):
+    """A run as latent_eels records its decisions: today, one number per latent coordinate
+    (``decision-z0``, ``decision-z1``); before 0ac4a45 (``old``), one 2-element array
+    (``decision-z``), which lands in the stream's event table, where a catalog on SQLite has
+    no column type for it."""
     import bluesky.preprocessors as bpp
 
     from ophyd_stem import Record
@@ -189,8 +190,9 @@ def old_latent_layout():
     @bpp.run_decorator(md={"plan_name": "latent_eels"})
     def inner():
         for step in (1, 2):
-            yield from record(decisions, "decisions", step=step, x=3.0 * step, y=4.0,
-                              z=np.array([0.5, -0.25 * step]))  # fmt: skip
+            z = np.array([0.5, -0.25 * step])
+            latent = {"z": z} if old else {"z0": z[0], "z1": z[1]}
+            yield from record(decisions, "decisions", step=step, x=3.0 * step, y=4.0, **latent)
 
     return inner()
 
@@ -214,11 +216,14 @@ def test_a_run_in_an_old_layout_is_named_and_the_others_are_imported(
     RE, devices, shared_server, settings, catalog, monkeypatch, route
 ):
     _det, eels = devices
-    RE(old_latent_layout())
+    RE(latent_layout(old=True))
     old, old_path = spool_documents(settings, RE.documents, age=60.0)
     old_bytes = old_path.read_bytes()
     RE.documents.clear()
     (good,) = RE(bp.count([eels], num=2), sample="after an old run")
+    spool_documents(settings, RE.documents, age=30.0)
+    RE.documents.clear()
+    (today,) = RE(latent_layout(old=False))
     spool_documents(settings, RE.documents)
 
     try:
@@ -230,8 +235,10 @@ def test_a_run_in_an_old_layout_is_named_and_the_others_are_imported(
     finally:
         kept = old_path.read_bytes() if old_path.exists() else b""
         old_path.unlink(missing_ok=True)  # the spool is shared by the module's tests
-    assert report.imported == [good]  # the run after it was not held up
+    assert report.imported == [good, today]  # the runs after it were not held up
     assert catalog[good]["primary"]["eels-spectrum"].shape == (2, 256)
+    decisions = catalog[today]["decisions"].read()
+    np.testing.assert_array_equal(decisions["decision-z1"], [-0.25, -0.5])
     assert not report.ok
     assert list(report.failed) == [old]
     why = report.failed[old]
