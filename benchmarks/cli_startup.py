@@ -7,13 +7,15 @@ of 32 x 32 spectra and a default ``run dkl`` of 30 steps), then times, for each 
 first byte on stdout or stderr and the exit, with the server stopped beforehand (``cold``)
 and alive (``warm``). ``show`` is timed on the grid run and on the adaptive run, and beside
 it the way ``show`` read a run before (``before``: bluesky-tiled-plugins' run clients and
-tiled's dask arrays, then the same report), in the same run of the benchmark. Every link to
-the catalog a command prints is fetched with the catalog's API key and must answer 200 after
-the command exited.
+tiled's dask arrays, then the same report), in the same run of the benchmark; ``export -1``
+(the adaptive run, HyperSpy files) likewise beside the same export through those clients,
+and the files of both must be the same bytes. Every link to the catalog a command prints is
+fetched with the catalog's API key and must answer 200 after the command exited.
 
-Targets (issue 11): first output of any command within 1 s; ``runs`` and ``show`` done within
-2 s on a quiet machine with the server alive. The load average is printed: on a busy 2-core
-machine the figures grow with it (the commands are mostly Python imports and a few requests).
+Targets (issue 11): first output of any command within 1 s; ``runs``, ``show`` and ``export``
+done within 2 s on a quiet machine with the server alive. The load average is printed: on a
+busy 2-core machine the figures grow with it (the commands are mostly Python imports and a
+few requests).
 
     python benchmarks/cli_startup.py             # 3 repeats, the median of each
     python benchmarks/cli_startup.py --repeat 5
@@ -55,6 +57,18 @@ from ophyd_stem.catalog import get_run, open_catalog
 text, png = run_report(get_run(open_catalog(), sys.argv[1]), Path(sys.argv[2]))
 print(text)
 print(f"figure: {png}")
+"""
+
+#: ``export`` as it read a run before it used the snapshot clients (the baseline)
+EXPORT_BEFORE = """
+import sys
+print(f"export {sys.argv[1]} (before): reading the run from the catalog...", file=sys.stderr,
+      flush=True)
+from pathlib import Path
+from ophyd_stem.app.analysis.export import export_run
+from ophyd_stem.catalog import get_run, open_catalog
+for path in export_run(get_run(open_catalog(), sys.argv[1]), Path(sys.argv[2])):
+    print(path)
 """
 
 
@@ -116,6 +130,7 @@ def main() -> None:
                 raise SystemExit(f"ophyd-stem {' '.join(setup)} failed:\n{result.stderr[-2000:]}")
             uids[setup[1]] = re.findall(r"ophyd-stem show (\w+)", result.stdout)[-1]
         figures_dir = str(data_dir / "figures")
+        export_before = str(data_dir / "export-before")
         commands = {
             "--help": [str(BIN), "--help"],
             "runs": [str(BIN), "runs"],
@@ -125,6 +140,7 @@ def main() -> None:
             "show dkl, before": [sys.executable, "-c", BEFORE, uids["dkl"], figures_dir],
             "serve --status": [str(BIN), "serve", "--status"],
             "export -1": [str(BIN), "export", "-1", "--out", str(data_dir / "export")],
+            "export -1, before": [sys.executable, "-c", EXPORT_BEFORE, "-1", export_before],
         }
         key = (settings.server_dir / "api_key").read_text().strip()
         for label, argv in commands.items():
@@ -150,6 +166,18 @@ def main() -> None:
                 figures[state] = (statistics.median(firsts), statistics.median(dones))
             rows.append((label, figures))
             print(f"  {label}: done", flush=True)
+        # once more each, from the same server: the files name the catalog's address (its
+        # port changes when a cold start starts it again)
+        ours, before = data_dir / "export-check", data_dir / "export-check-before"
+        for argv, folder in (
+            (commands["export -1"], ours),
+            (commands["export -1, before"], before),
+        ):
+            subprocess.run([*argv[:-1], str(folder)], env=env, capture_output=True, timeout=300)
+        names = sorted(p.name for p in ours.iterdir())
+        same_files = names == sorted(p.name for p in before.iterdir()) and all(
+            (ours / name).read_bytes() == (before / name).read_bytes() for name in names
+        )
     finally:
         loads.append(" ".join(f"{x:.2f}" for x in os.getloadavg()))
         server = EmbeddedServer.find(settings)
@@ -172,7 +200,7 @@ def main() -> None:
         verdict = f"first <= {FIRST_OUTPUT_TARGET:g} s " + (
             "met" if warm_first <= FIRST_OUTPUT_TARGET else "NOT met"
         )
-        if label in ("runs", "show grid", "show dkl"):
+        if label in ("runs", "show grid", "show dkl", "export -1"):
             verdict += f", done <= {DONE_TARGET:g} s " + (
                 "met" if warm_done <= DONE_TARGET else "NOT met"
             )
@@ -181,11 +209,14 @@ def main() -> None:
             f"{warm_done:>5.2f} s   {verdict}"
         )
     print(f"\nprinted links that answer (200, after the command exited): {links_ok}/{links}")
+    same = "yes" if same_files else "NO"
+    print(f"export -1 wrote the same files, byte for byte, as before: {same}")
     print(
         "cold: the catalog server stopped before the command (it starts it); warm: alive. "
         "first out: first byte on stdout or stderr; done: the command exited; "
         "show ..., before: the same report read through bluesky-tiled-plugins' clients "
-        "(how show read a run before)"
+        "(how show read a run before); export -1, before: the same export read through "
+        "them too"
     )
 
 

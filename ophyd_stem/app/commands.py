@@ -279,11 +279,19 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     print(f"ophyd-stem export {args.run}: reading the run from the catalog...", file=sys.stderr,
           flush=True)  # fmt: skip
+    from concurrent.futures import ThreadPoolExecutor
+
     from ophyd_stem.catalog import get_run
 
-    from .analysis.export import export_run
+    # light clients, as show: same files, a second quicker (no bluesky-tiled-plugins, dask)
+    run = get_run(_open_catalog(args, snapshot=True), args.run)
+    from .analysis.export import export_run, read_ahead, writer
 
-    run = get_run(_open_catalog(args), args.run)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the server reads what the export needs while rosettasciio is imported here
+        reading = pool.submit(read_ahead, run)
+        writer(args.format)
+        reading.result()
     for path in export_run(run, Path(args.out), args.format):
         print(path)
     return 0

@@ -171,3 +171,52 @@ def test_a_survey_only_run_exports_its_image_and_bad_requests_say_why(catalog_ru
 
     with pytest.raises(ExportError, match="no survey image and no spectra"):
         export_run(Empty(), tmp_path)
+
+
+def test_the_light_clients_export_the_same_bytes(catalog_runs, tmp_path):
+    """``ophyd-stem export`` reads through the snapshot clients (``show``'s, quicker to
+    start): the files are byte for byte those of bluesky-tiled-plugins' run clients."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ophyd_stem.app.analysis.export import read_ahead
+
+    catalog, uids = catalog_runs
+    uri, key = catalog.uri, catalog.context.api_key
+    # the command, in a process of its own: the files, and what it had to import
+    probe = (
+        "import sys; from ophyd_stem.app.cli import main; "
+        f"code = main(['export', {uids['full']!r}, '--out', {str(tmp_path / 'command')!r}, "
+        f"'--catalog', {uri!r}, '--api-key', {key!r}]); "
+        "print(sorted(m for m in ('bluesky_tiled_plugins', 'dask', 'xarray') "
+        "if m in sys.modules)); sys.exit(code)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPHYD_STEM_CONFIG"}
+    env["OPHYD_STEM_CONFIG"] = str(tmp_path / "no-config.toml")
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    *files, imported = result.stdout.split("\n")[:-1]
+    assert imported == "[]"  # no bluesky-tiled-plugins, dask or xarray: a second quicker
+    expected = export_run(catalog[uids["full"]], tmp_path / "reference")
+    assert [Path(f).name for f in files] == [p.name for p in expected]
+    for ours, theirs in zip(files, expected):
+        assert Path(ours).read_bytes() == theirs.read_bytes(), ours
+
+    light = open_catalog(uri, key, snapshot=True)
+    try:
+        for name in ("full", "points"):
+            run = light[uids[name]]
+            assert type(run).__name__ == "SnapshotRun"
+            read_ahead(run)
+            for fmt in ("hspy", "nexus"):
+                expected = export_run(catalog[uids[name]], tmp_path / "full" / name, fmt)
+                written = export_run(run, tmp_path / "light" / name, fmt)
+                assert [p.name for p in written] == [p.name for p in expected]
+                for ours, theirs in zip(written, expected):
+                    assert ours.read_bytes() == theirs.read_bytes(), ours.name
+    finally:
+        light.context.close()

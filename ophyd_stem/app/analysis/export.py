@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMATS", "ExportError", "export_run"]
+__all__ = ["FORMATS", "ExportError", "export_run", "read_ahead", "writer"]
 
 #: format name -> file suffix
 FORMATS = {"hspy": ".hspy", "nexus": ".nxs"}
@@ -260,6 +260,33 @@ def spectra_signal(run: Any, pixel_size: float | None) -> dict[str, Any] | None:
     return _signal(data, axes, metadata, {"ophyd_stem": provenance})
 
 
+#: the streams an export reads (survey images, then spectra and beam positions)
+STREAMS = ("survey", "primary")
+
+
+def read_ahead(run: Any) -> None:
+    """Read everything the export will need from the catalog now, several requests at a
+    time, for a run opened with ``open_catalog(..., snapshot=True)`` (runs of the other
+    clients are read as the export goes): ``ophyd-stem export`` runs it in a thread while
+    it imports the writer (:func:`writer`)."""
+    for name in STREAMS:
+        if name in run and hasattr(run[name], "load"):
+            run[name].load()
+
+
+def writer(fmt: str) -> Any:
+    """rosettasciio's ``file_writer`` for ``fmt`` (``"hspy"`` or ``"nexus"``), or None
+    when rosettasciio is not installed (optional: decision 0006)."""
+    try:
+        if fmt == "nexus":
+            from rsciio.nexus import file_writer
+        else:
+            from rsciio.hspy import file_writer
+    except ImportError:
+        return None
+    return file_writer
+
+
 def export_run(run: Any, out_dir: str | Path, fmt: str = "hspy") -> list[Path]:
     """Write a run's survey images and spectra for HyperSpy, in register.
 
@@ -284,28 +311,21 @@ def export_run(run: Any, out_dir: str | Path, fmt: str = "hspy") -> list[Path]:
     signals = surveys + ([spectra] if spectra is not None else [])
     if not signals:
         raise ExportError(f"run {start['uid'][:8]} has no survey image and no spectra")
-    try:
-        import rsciio  # noqa: F401  (optional: decision 0006)
-    except ImportError:
-        raise ExportError(
-            "export writes with rosettasciio: pip install 'ophyd-stem[replay]'"
-        ) from None
+    write = writer(fmt)
+    if write is None:
+        raise ExportError("export writes with rosettasciio: pip install 'ophyd-stem[replay]'")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"scan{start.get('scan_id')}-{start['uid'][:8]}"
     if fmt == "nexus":
-        from rsciio.nexus import file_writer as write_nexus
-
         path = out / f"{stem}{FORMATS['nexus']}"
-        write_nexus(str(path), signals, use_default=True)
+        write(str(path), signals, use_default=True)
         return [path]
-    from rsciio.hspy import file_writer as write_hspy
-
     written = []
     for signal in signals:
         key = signal["original_metadata"]["ophyd_stem"].get("data_key", "eels-spectrum")
         name = "eels" if key == "eels-spectrum" else key.split("-", 1)[-1]
         path = out / f"{stem}-{name}{FORMATS['hspy']}"
-        write_hspy(str(path), signal, show_progressbar=False)
+        write(str(path), signal, show_progressbar=False)
         written.append(path)
     return written
