@@ -84,10 +84,13 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
         hidden: widths of the network's hidden layers; ``None`` = no network, a plain GP on
             the raw patches (the baseline DKL is compared with).
         feature_dim: number of learned features the GP sees.
-        seed_points: ``"spread"`` (the default: one random candidate in each cell of an
-            even grid of ``n_seed`` cells over the field, so the first spectra cover it),
-            ``"random"`` (anywhere), ``"grid"`` (the cells' centres), or ``(M, 2)`` positions
-            to measure first (from the edge workflow, say).
+        seed_points: ``"features"`` (the default: one on each of ``n_seed`` kinds of
+            feature the survey shows, its blob centres and gaps grouped by their patches,
+            :mod:`agents.dkl_seeds`; the first spectra tell the model which kind holds the
+            signal), ``"spread"`` (one random candidate in each cell of an even grid of
+            ``n_seed`` cells over the field), ``"random"`` (anywhere), ``"grid"`` (the
+            cells' centres), or ``(M, 2)`` positions to measure first (from the edge
+            workflow, say).
         n_seed: number of seed points.
         seed: seeds the network's initial weights and every random choice: same seed, same
             data, same suggestions.
@@ -125,7 +128,7 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
         hidden: Optional[Sequence[int]] = (64, 32),
         feature_dim: int = 3,
         n_components: Optional[int] = 16,
-        seed_points: Union[str, Any] = "spread",
+        seed_points: Union[str, Any] = "features",
         n_seed: int = 5,
         seed: int = 0,
         num_threads: Optional[int] = 1,
@@ -224,7 +227,16 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
     # ------------------------------------------------------------------ data in
 
     def _make_seeds(self, seed_points: Union[str, Any], n_seed: int) -> List[Tuple[float, float]]:
-        return make_seeds(seed_points, n_seed, self.image.shape, self.candidates, self._rng)
+        return make_seeds(
+            seed_points,
+            n_seed,
+            self.image.shape,
+            self.candidates,
+            self._rng,
+            image=self.image,
+            window=self.window,
+            features=self._candidate_x.cpu().numpy(),
+        )
 
     def ingest(self, x: Any, y: Any = None) -> None:
         """Tell the agent about new measurements (see :meth:`Agent.ingest`).

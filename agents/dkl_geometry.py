@@ -13,11 +13,12 @@ from typing import Any, List, Optional, Tuple, Union
 import numpy as np
 
 from .base import as_positions
+from .dkl_seeds import feature_seeds
 from .patches import candidate_grid, extract_patches, grid_points, spread_points
 
 __all__ = ["SEED_MODES", "inside_image", "make_seeds", "pixel_index", "place_candidates"]
 
-SEED_MODES = ("spread", "random", "grid")
+SEED_MODES = ("features", "spread", "random", "grid")
 
 
 def place_candidates(
@@ -65,16 +66,21 @@ def make_seeds(
     shape: Tuple[int, int],
     candidates: np.ndarray,
     rng: np.random.Generator,
+    image: Optional[np.ndarray] = None,
+    window: Optional[int] = None,
+    features: Optional[np.ndarray] = None,
 ) -> List[Tuple[float, float]]:
     """The positions measured first, before the model can fit.
 
     Args:
-        seed_points: ``"spread"``, ``"random"``, ``"grid"`` (see :class:`~agents.dkl.DKLAgent`)
-            or ``(M, 2)`` ``(x, y)`` positions.
+        seed_points: ``"features"``, ``"spread"``, ``"random"``, ``"grid"`` (see
+            :class:`~agents.dkl.DKLAgent`) or ``(M, 2)`` ``(x, y)`` positions.
         n_seed: how many (for the named modes).
         shape: the survey image's ``(rows, columns)``.
         candidates: the ``(N, 2)`` candidate positions.
-        rng: the agent's random generator (``"spread"`` and ``"random"`` draw from it).
+        rng: the agent's random generator (the named modes but ``"grid"`` draw from it).
+        image, window, features: the survey image, the patch side (px) and the candidates'
+            ``(N, D)`` patch features; needed by ``"features"`` (:mod:`agents.dkl_seeds`).
 
     Raises:
         ValueError: an unknown mode, a negative ``n_seed``, or positions outside the image.
@@ -88,6 +94,11 @@ def make_seeds(
         if seed_points == "random":
             idx = rng.choice(len(candidates), size=n_seed, replace=False)
             return [tuple(candidates[i]) for i in idx]
+        if seed_points == "features":
+            if image is None or window is None or features is None:
+                raise ValueError('seed_points="features" needs the image, window and features')
+            picks = feature_seeds(image, window, candidates, features, n_seed, rng)
+            return [tuple(candidates[i]) for i in picks]
         if seed_points == "spread":
             picks = spread_points(shape, n_seed, candidates, rng)
             return [tuple(candidates[i]) for i in picks]

@@ -21,10 +21,13 @@ included), ``--seeds`` runs per method:
   of the assembled field gives (see that module for how honest this is).
 
 Methods: **DKL-UCB**: ``DKLAgent``'s defaults, which ``ophyd-stem run dkl`` uses (UCB with
-beta 9; candidate step, window and seed points follow the field); **DKL-EI**: the same with
-expected improvement (xi 0.01), the default before; **DKL-EI before**: the defaults before
-issue 14 (window 24, every 2nd pixel, 5 random seed points, EI), the way ``ophyd-stem run
-dkl`` then ran; **GP-EI**:
+beta 9; candidate step, window and seed points follow the field; 5 seed points on the kinds
+of feature the survey shows, ``seed_points="features"``); **DKL-EI**: the same with expected
+improvement (xi 0.01); **DKL-UCB spread**: the defaults with the seed points before
+(``"spread"``: one random candidate in each of 5 cells of the field); **DKL-EI spread**: the
+same with EI (where the seed points find little, the acquisition decides); **DKL-EI before**: the
+defaults before issue 14 (window 24, every 2nd pixel, 5 random seed points, EI), the way
+``ophyd-stem run dkl`` then ran; **GP-EI**:
 the same agent without the network (an exact GP on raw patches); **physics-GP**:
 ``agents.physics.PhysicsGPAgent`` (pyro: a GP whose mean is an edge profile across the
 brightest phase's edges, physical parameters with priors, UCB); **bandit-TS**,
@@ -45,7 +48,15 @@ place the method itself *reports* as best (its highest measured value: a spike f
 one). Goal (issue 14): >= 90 % of the true maximum within 30 spectra in >= 8 of 10 seeds on
 the real recordings, and clearly ahead of random at every step.
 
-Held-out seeds: the defaults (window fraction, candidate bound, seed spreading) were chosen
+**Clearly ahead of random** (:func:`ahead_of`; random runs on the same fields, seed for
+seed): at step k the difference is the mean over seeds of (method's best-so-far fraction
+minus random's), its standard error the per-seed differences' standard deviation over
+sqrt(seeds). A method is *clearly ahead from step k* when the difference exceeds its
+standard error at k and at every later step, and *clearly ahead at every step* when the
+difference is positive at every step 1..``--steps`` and exceeds its standard error from
+step 1 on. The tables print both, per step.
+
+Held-out seeds: the defaults (window fraction, candidate bound, seed points) were chosen
 on ``--dev`` seeds only (twin seeds 100-109, assembled fields from the image's upper half);
 the default run uses twin seeds 200-209 and assembled fields from the lower half, seeds 0-9.
 
@@ -79,9 +90,11 @@ OUT = REPO / "benchmarks" / "out"
 DOCS_FIGURE = REPO / "docs" / "images" / "dkl_discovery.png"
 GOAL_FRACTION = 0.9
 METHODS = (
-    "DKL-EI", "DKL-UCB", "DKL-EI before", "DKL-EI raw", "GP-EI", "physics-GP", "bandit-TS",
-    "bandit-UCB", "random", "raster",
+    "DKL-UCB", "DKL-EI", "DKL-UCB spread", "DKL-EI spread", "DKL-EI before", "DKL-EI raw", "GP-EI",
+    "physics-GP", "bandit-TS", "bandit-UCB", "random", "raster",
 )  # fmt: skip
+#: the steps the tables show
+CHECKPOINTS = (1, 2, 3, 5, 10, 15, 20, 25, 30, 50, 100)
 #: the defaults before issue 14, as ``ophyd-stem run dkl`` used them
 BEFORE = {"window": 24, "step": 2, "seed_points": "random", "acquisition": "ei", "beta": 1.0}
 SEEDS = {"twin": {False: 200, True: 100}, "assembled": {False: 0, True: 100}}
@@ -159,6 +172,8 @@ def make_agent(method: str, survey: np.ndarray, seed: int) -> Any:
     options = {
         "DKL-EI": {"acquisition": "ei"},
         "DKL-UCB": {},  # the agent's and the command's defaults: UCB, beta 9
+        "DKL-UCB spread": {"seed_points": "spread"},  # the seed points before "features"
+        "DKL-EI spread": {"seed_points": "spread", "acquisition": "ei"},
         "DKL-EI before": BEFORE,
         "DKL-EI raw": {"acquisition": "ei"},
         "GP-EI": {"hidden": None, "n_components": None, "acquisition": "ei"},
@@ -252,6 +267,9 @@ def main(argv: Optional[List[str]] = None) -> int:  # type: ignore[assignment]
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--dev", action="store_true", help="the seeds settings were chosen on")
+    parser.add_argument(
+        "--first-seed", type=int, default=None, help="first seed (default: 200 twin, 0 assembled)"
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -265,7 +283,7 @@ def main(argv: Optional[List[str]] = None) -> int:  # type: ignore[assignment]
     results: Dict[str, Dict[str, np.ndarray]] = {}
     with tempfile.TemporaryDirectory(prefix="dkl-discovery-") as tmp:
         for scene_name in scenes:
-            first = SEEDS[scene_name][args.dev]
+            first = SEEDS[scene_name][args.dev] if args.first_seed is None else args.first_seed
             seeds = list(range(first, first + args.seeds))
             found: Dict[str, List[np.ndarray]] = {m: [] for m in methods}
             reported: Dict[str, List[float]] = {m: [] for m in methods}
@@ -293,12 +311,52 @@ def main(argv: Optional[List[str]] = None) -> int:  # type: ignore[assignment]
     print(f"\nload average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     png = OUT / "dkl_discovery.png"
     plot(results, png)
-    full = args.seeds >= 10 and not args.dev and len(scenes) == 2
+    full = args.seeds >= 10 and not args.dev and len(scenes) == 2 and args.first_seed is None
     if full:
         DOCS_FIGURE.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(png, DOCS_FIGURE)
     print(f"figure: {png}" + (f" (copied to {DOCS_FIGURE})" if full else ""))
     return 0
+
+
+def ahead_of(curves: np.ndarray, baseline: np.ndarray) -> Dict[str, Any]:
+    """How far a method is ahead of a baseline run on the same fields, step by step.
+
+    Args:
+        curves: ``(seeds, steps)`` best-so-far fractions of the method.
+        baseline: the same for the baseline (random), row ``i`` on the same field as
+            ``curves``' row ``i``.
+
+    Returns:
+        ``difference`` (mean over seeds of method minus baseline, per step), ``se`` (its
+        standard error: the per-seed differences' standard deviation over sqrt(seeds)),
+        ``above_every_step`` (the difference is > 0 at every step) and ``clear_from`` (the
+        first step from which the difference exceeds its standard error at every step to
+        the last; None if it does not at the last step).
+
+    "Clearly ahead at every step" means ``above_every_step`` and ``clear_from == 1``.
+
+    Example:
+        >>> a = ahead_of(np.array([[0.5, 0.9], [0.4, 1.0]]), np.array([[0.3, 0.5], [0.5, 0.6]]))
+        >>> a["above_every_step"], a["clear_from"]
+        (True, 2)
+    """
+    d = np.asarray(curves, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    n = d.shape[0]
+    difference = d.mean(axis=0)
+    se = d.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.full(d.shape[1], np.nan)
+    clear = difference > se
+    clear_from: Optional[int] = None
+    for k in range(d.shape[1], 0, -1):
+        if not clear[k - 1]:
+            break
+        clear_from = k
+    return {
+        "difference": difference,
+        "se": se,
+        "above_every_step": bool(np.all(difference > 0)),
+        "clear_from": clear_from,
+    }
 
 
 def print_table(
@@ -309,10 +367,10 @@ def print_table(
     times: Dict[str, List[float]],
     steps: int,
 ) -> None:
-    checkpoints = [k for k in (1, 3, 5, 10, 15, 20, 25, 30, 50, 100) if k <= steps]
+    checkpoints = [k for k in CHECKPOINTS if k <= steps]
     header = (
-        f"{'method':14s}"
-        + "".join(f"{'k=' + str(k):>7s}" for k in checkpoints)
+        f"{'method':15s}"
+        + "".join(f"{'k=' + str(k):>6s}" for k in checkpoints)
         + f"{'>=90% by ' + str(steps):>13s}{'reported':>10s}{'step s':>8s}"
     )
     print(f"\n{scene}: best true value found / true max, mean over seeds {seeds[0]}-{seeds[-1]}")
@@ -323,24 +381,50 @@ def print_table(
         t = times[method]
         step_time = f"{np.median(t):.3f}" if t else "-"
         print(
-            f"{method:14s}"
-            + "".join(f"{c[:, k - 1].mean():7.2f}" for k in checkpoints)
+            f"{method:15s}"
+            + "".join(f"{c[:, k - 1].mean():6.2f}" for k in checkpoints)
             + f"{f'{hits}/{len(c)}':>13s}{np.mean(reported[method]):10.2f}{step_time:>8s}"
         )
     if "random" in curves:
+        print(
+            "\nahead of random (same fields): mean difference / its standard error, per step;"
+            " clearly ahead from step k = the difference exceeds its SE at k and every step after"
+        )
         for method, c in curves.items():
             if method == "random":
                 continue
-            ahead = c.mean(axis=0) - curves["random"].mean(axis=0)
+            a = ahead_of(c, curves["random"])
             print(
-                f"  {method:13s} minus random, mean over seeds: min {ahead.min():+.2f} "
-                f"(step {int(np.argmin(ahead)) + 1}), from step 6 on min "
-                f"{ahead[5:].min() if len(ahead) > 5 else float('nan'):+.2f}"
+                f"  {method:15s}"
+                + "".join(f"{a['difference'][k - 1]:+6.2f}" for k in checkpoints)
+                + f"   min {a['difference'].min():+.2f}"
+                + f" (step {int(np.argmin(a['difference'])) + 1})"
             )
+            print(f"  {'  SE':15s}" + "".join(f"{a['se'][k - 1]:6.2f}" for k in checkpoints))
+            clear = a["clear_from"]
+            verdict = a["above_every_step"] and clear == 1
+            print(
+                f"  {'':15s}above random at every step 1-{steps}: "
+                f"{'yes' if a['above_every_step'] else 'no'}; clearly ahead from step "
+                f"{clear if clear else '-'}; clearly ahead at every step: "
+                f"{'YES' if verdict else 'no'}"
+            )
+    # the acquisition alone: EI against UCB with the same seed points, on the same fields
+    for ei in [m for m in curves if m.startswith("DKL-EI") and m != "DKL-EI raw"]:
+        ucb = "DKL-UCB" + ei[len("DKL-EI") :]
+        if ucb not in curves or ei == "DKL-EI before":
+            continue
+        a = ahead_of(curves[ei], curves[ucb])
+        print(
+            f"  {'EI - UCB' + ei[len('DKL-EI') :]:15s}"
+            + "".join(f"{a['difference'][k - 1]:+6.2f}" for k in checkpoints)
+            + "   (EI minus UCB, same seed points)"
+        )
+        print(f"  {'  SE':15s}" + "".join(f"{a['se'][k - 1]:6.2f}" for k in checkpoints))
     for method, c in curves.items():
         first = [int(np.argmax(r >= GOAL_FRACTION)) + 1 if r[-1] >= GOAL_FRACTION else None
                  for r in c]  # fmt: skip
-        print(f"  {method:13s} steps to 90 % per seed: {first}")
+        print(f"  {method:15s} steps to 90 % per seed: {first}")
 
 
 if __name__ == "__main__":

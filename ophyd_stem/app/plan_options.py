@@ -248,7 +248,10 @@ def _dkl_arguments(parser: argparse.ArgumentParser) -> None:
         help="candidate spacing, px (default: every pixel up to 4,096 pixels, else coarser)",
     )
     parser.add_argument(
-        "--seeds", type=int, default=5, help="first measurements, spread over the field"
+        "--seeds",
+        type=int,
+        default=5,
+        help="first measurements, one on each kind of feature the survey shows",
     )
     parser.add_argument("--maps-every", type=int, default=5, help="record maps every k steps")
     parser.add_argument(

@@ -161,6 +161,15 @@ def _band_truth(
     return target, target[rows, cols]
 
 
+#: how the summary says where the seed points went (``DKLAgent(seed_points=...)``)
+_SEED_WORDS = {
+    "features": "on the kinds of feature the survey shows",
+    "spread": "spread over the field",
+    "random": "at random",
+    "grid": "on a grid",
+}
+
+
 def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
     agent = args.agent
     values = np.asarray(agent.values)
@@ -172,7 +181,8 @@ def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
         f"  best        {values[best]:.4g} at ({x:.1f}, {y:.1f}) px, "
         f"step {best + 1} of {len(values)} ({_dkl_scalarizer(args)})",
         f"  agent       window {agent.window} px, candidates every {agent.grid_step} px "
-        f"({len(agent.candidates)}), {args.seeds} seed points spread over the field",
+        f"({len(agent.candidates)}), {args.seeds} seed points "
+        + _SEED_WORDS.get(str(agent.config()["seed_points"]), "given"),
     ]
     band = _band_truth(session, args, agent.positions)
     if band is not None:

@@ -56,7 +56,9 @@ def test_predictions_follow_the_truth_after_training(make_scene, fast_dkl):
 
 def test_measuring_the_most_uncertain_place_makes_it_certain(scene, fast_dkl):
     image, truth = scene
-    agent = DKLAgent(image, seed=0, acquisition="uncertainty", **fast_dkl)
+    # the seed points this test was written with (how far the std falls at the point after
+    # a refit depends on the run: 0.2-0.9 of before over seeds and seed designs)
+    agent = DKLAgent(image, seed=0, acquisition="uncertainty", seed_points="spread", **fast_dkl)
     run_loop(agent, truth, steps=8)
     s = agent.suggest(1)[0]
     x, y = int(s["x"]), int(s["y"])
@@ -175,14 +177,18 @@ def test_seed_points_random_grid_or_given(scene, fast_dkl):
 def test_spread_seed_points_fall_one_in_each_cell_of_the_field():
     image = np.random.default_rng(0).random((48, 80))  # a field as wide as a line of cells
     for seed in range(3):
-        agent = DKLAgent(image, n_seed=6, seed=seed, train_iters=5, finetune_iters=5)
+        agent = DKLAgent(
+            image, n_seed=6, seed=seed, seed_points="spread", train_iters=5, finetune_iters=5
+        )
         first = agent.suggest(6)
         assert {s["source"] for s in first} == {"seed"}
         seeds = [(s["x"], s["y"]) for s in first]
         # grid_points splits 48 x 80 into 2 rows x 3 columns of cells: one seed in each
         cells = {(int(x // (80 / 3)), int(y // 24)) for x, y in seeds}
         assert cells == {(c, r) for r in range(2) for c in range(3)}
-    again = DKLAgent(image, n_seed=6, seed=2, train_iters=5, finetune_iters=5).suggest(6)
+    again = DKLAgent(
+        image, n_seed=6, seed=2, seed_points="spread", train_iters=5, finetune_iters=5
+    ).suggest(6)
     assert [(s["x"], s["y"]) for s in again] == seeds  # seeded: the same seeds again
 
 
@@ -206,7 +212,7 @@ def test_candidates_and_window_follow_the_field():
     # what forensics needs to build it again: the values in force, not "None"
     assert small.config()["step"] == 1
     assert small.config()["window"] == 8
-    assert small.config()["seed_points"] == "spread"
+    assert small.config()["seed_points"] == "features"
 
 
 @pytest.mark.parametrize("shape", [(3, 3), (2, 4), (1, 40), (7, 301)])
