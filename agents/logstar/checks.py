@@ -1,7 +1,8 @@
 """What :class:`~agents.logstar.agent.LoGStarAgent` checks about each image, apart from it.
 
-Where the pixel size comes from (given, the last image's, or the image's own lattice
-reflections) and whether a given one agrees with them; whether the atoms found are
+Where the pixel size comes from (given, the last image's, the image's own lattice
+reflections, or on a field too small for those its atoms' spacing) and whether a given one
+agrees with them; whether the atoms found are
 plausible for the lattice. Kept apart from the agent's cycle (optimise, choose, classify,
 suggest) so each stays short.
 """
@@ -15,13 +16,18 @@ import numpy as np
 
 from .calibration import PixelSizeEstimate, compare_calibration, estimate_pixel_size
 from .lattice import Lattice, check_pixel_size
+from .neighbours import estimate_from_neighbours
 from .plausibility import ImplausibleAtomsWarning, Plausibility, check_plausibility, log
 
-__all__ = ["AMBIGUOUS", "ImageChecks"]
+__all__ = ["AMBIGUOUS", "NEIGHBOURS_CONFIRM", "NEIGHBOURS_DISAGREE", "ImageChecks"]
 
 #: a pixel size from the FFT is reported as ambiguous when another one more than 5 % away
 #: explains the image's spots this well relative to it
 AMBIGUOUS = 0.8
+#: a doubtful FFT reading is kept when the atoms' spacing agrees with it this well
+NEIGHBOURS_CONFIRM = 0.05
+#: a clear FFT reading the atoms' spacing differs from by more than this is warned about
+NEIGHBOURS_DISAGREE = 0.10
 
 
 class ImageChecks:
@@ -54,31 +60,7 @@ class ImageChecks:
                 and self.image_pixel_size_nm is None
             )
         ):
-            estimate = self._fft_estimate(image)
-            if estimate is None:
-                raise ValueError(
-                    "pixel_size_nm is unknown and the image's Fourier transform does not show "
-                    f"the lattice {self.lattice.name}: give the pixel size"
-                )
-            self.pixel_size_info = {"source": "fft", "fft": estimate.as_dict()}
-            doubt = None
-            if not estimate.clear:
-                doubt = (
-                    f"the image shows the lattice {self.lattice.name} only weakly "
-                    f"({len(estimate.reflections)} spots)"
-                )
-            elif estimate.ambiguity > AMBIGUOUS:
-                doubt = (
-                    f"another pixel size explains the image's reflections "
-                    f"{100 * estimate.ambiguity:.0f} % as well"
-                )
-            if doubt is not None:
-                self.pixel_size_info["warning"] = (
-                    f"pixel size {estimate.pixel_size_nm:.5g} nm/px from the FFT is doubtful: "
-                    f"{doubt}; give the calibration"
-                )
-                self._warn(self.pixel_size_info["warning"])
-            return estimate.pixel_size_nm
+            return self._pixel_from_image(image)
         if pixel_size_nm is not None:
             return check_pixel_size(pixel_size_nm)
         if self.pixel_size_nm is None and self.image_pixel_size_nm is not None:
@@ -90,6 +72,101 @@ class ImageChecks:
             )
         return self.pixel_size_nm
 
+    def _pixel_from_image(self, image: np.ndarray) -> float:
+        """The pixel size from the image alone: its lattice reflections when they show
+        clearly, else the spacing of its atoms (a small field), reported either way.
+
+        The FFT's estimate (Hann window, else the flatter Tukey window:
+        :func:`~agents.logstar.calibration.estimate_pixel_size`) is used when it is clear
+        and unambiguous, and read through the Hann window; the atoms' spacing
+        (:mod:`~agents.logstar.neighbours`) is measured beside it and a disagreement of
+        more than :data:`NEIGHBOURS_DISAGREE` is warned about. When the reflections do not
+        show clearly (a field of a few unit cells: too few spots, or a scale x sqrt 3 away
+        explaining them as well) the FFT's reading is refused, unless the atoms' spacing
+        confirms it within :data:`NEIGHBOURS_CONFIRM`, and the atoms' spacing is used,
+        with a warning. With neither a clear reading nor the atoms' spacing it is an error
+        asking for the pixel size (a doubtful reading was used before, with a warning: on a
+        96 x 96 crop of the real graphene image it was 4 times too large).
+        """
+        error: Optional[str] = None
+        try:
+            estimate: Optional[PixelSizeEstimate] = estimate_pixel_size(
+                image, self.lattice, window="auto"
+            )
+        except ValueError as exc:
+            estimate, error = None, str(exc)
+        neighbours = estimate_from_neighbours(image, self.lattice)
+        info: Dict[str, Any] = {
+            "source": "fft",
+            "fft": estimate.as_dict() if estimate else None,
+            "neighbours": neighbours.as_dict() if neighbours else None,
+        }
+        self.pixel_size_info = info
+        doubt = None
+        if estimate is None:
+            doubt = f"its Fourier transform does not show the lattice {self.lattice.name} ({error})"
+        elif not estimate.clear:
+            rings = len({round(r["d_nm"], 6) for r in estimate.reflections})
+            doubt = (
+                f"its Fourier transform shows the lattice {self.lattice.name} only weakly "
+                f"({len(estimate.reflections)} spots on {rings} rings, spread "
+                f"{100 * estimate.spread:.1f} %; a clear reading needs 6 spots on 2 rings "
+                "within 1 %)"
+            )
+        elif estimate.ambiguity > AMBIGUOUS:
+            doubt = (
+                "another pixel size explains its Fourier transform's reflections "
+                f"{100 * estimate.ambiguity:.0f} % as well"
+            )
+        elif estimate.window != "hann":
+            # read through the flat window only: its side lobes can pass for spots (the
+            # twin's nanoparticles gave a "clear" graphene), so the atoms must agree
+            doubt = (
+                f"its Fourier transform shows the lattice {self.lattice.name} only through a "
+                "flat window (too weakly for a Hann window), unconfirmed by the atoms' spacing"
+            )
+        if estimate is not None and doubt is None:
+            if neighbours is not None:
+                ratio = neighbours.pixel_size_nm / estimate.pixel_size_nm
+                if abs(ratio - 1) > NEIGHBOURS_DISAGREE:
+                    info["warning"] = (
+                        f"pixel size {estimate.pixel_size_nm:.5g} nm/px from the FFT, but the "
+                        f"atoms' spacing says {neighbours.pixel_size_nm:.5g} nm/px: one of "
+                        "them reads the lattice wrong; give the calibration"
+                    )
+                    self._warn(info["warning"])
+            return estimate.pixel_size_nm
+        if neighbours is not None:
+            assert doubt is not None
+            if (
+                estimate is not None
+                and abs(estimate.pixel_size_nm / neighbours.pixel_size_nm - 1) <= NEIGHBOURS_CONFIRM
+            ):
+                info["confirmed_by"] = "neighbours"  # two independent readings agree
+                return estimate.pixel_size_nm
+            info["source"] = "neighbours"
+            cells = self._cells_across(image.shape, neighbours.pixel_size_nm)
+            info["warning"] = (
+                f"the image's pixel size from the FFT was refused: {doubt}. Used "
+                f"{neighbours.pixel_size_nm:.5g} nm/px from the spacing of its atoms "
+                f"({neighbours.n_atoms} atoms, {neighbours.spacing_px:.1f} px apart, spread "
+                f"{100 * neighbours.spread:.0f} %; good to a few %), the field spanning about "
+                f"{cells} unit cells; give the calibration"
+            )
+            self._warn(info["warning"])
+            return neighbours.pixel_size_nm
+        raise ValueError(
+            f"pixel_size_nm is unknown: {doubt}, and the image shows too few regular atoms "
+            "to measure their spacing (both need a field of several unit cells each way): "
+            "give the pixel size"
+        )
+
+    def _cells_across(self, shape: Any, pixel_size_nm: float) -> str:
+        """``"R x C"``: how many unit cells (the longer cell vector) the field spans."""
+        a = float(np.max(np.linalg.norm(np.asarray(self.lattice.cell, dtype=float), axis=1)))
+        rows, cols = shape
+        return f"{rows * pixel_size_nm / a:.1f} x {cols * pixel_size_nm / a:.1f}"
+
     def _fft_estimate(
         self, image: np.ndarray, reference: Optional[float] = None
     ) -> Optional[PixelSizeEstimate]:
@@ -100,7 +177,7 @@ class ImageChecks:
 
     def _cross_check(self, image: np.ndarray, px: float, given: Optional[float]) -> None:
         """Record where ``px`` came from and, for a given one, what the FFT says about it."""
-        if self.pixel_size_info.get("source") == "fft":
+        if self.pixel_size_info.get("source") in ("fft", "neighbours"):
             # estimated for this very image (asked for, or nothing given): a calibration the
             # image came with is recorded beside it, not compared with itself
             if given is not None:

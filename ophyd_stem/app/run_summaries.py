@@ -47,7 +47,11 @@ def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
             f"FFT/calibration {info['fft_over_given']:.4f}"
         )
     elif source == "fft":
-        source = "from the image's FFT"
+        source = "from the image's FFT" + (
+            ", the atoms' spacing agreeing" if info.get("confirmed_by") else ""
+        )
+    elif source == "neighbours":
+        source = "from the spacing of the image's atoms: its FFT was refused"
     if report.get("pixel_size_nm"):
         lines.append(
             f"  pixel size  {report['pixel_size_nm']:.5g} nm/px ({source or 'given'}; "
