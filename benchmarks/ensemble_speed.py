@@ -13,7 +13,8 @@ K members of the project's default architecture (3 levels, 8 filters) on a twin 
 image, all in this process:
 
 - **CPU float32**: ``device="cpu"`` (explicitly; what ``"auto"`` gives without a GPU),
-  the default thread policy (1 thread, decision 0010): the production path on a CPU;
+  the default: the members rewritten for a CPU (decision 0016), one thread (decision 0010):
+  the production path on a CPU;
 - **CPU bfloat16**: the same with ``precision="bfloat16"`` (opt-in on a CPU; the autocast a
   GPU uses by default);
 - **blob_log**: scikit-image's LoG with fixed parameters, the non-learning baseline (CPU);
@@ -24,13 +25,15 @@ Then one training step (batch of 8 crops of 64²) on each device. Targets: CPU 5
 512² image <= 0.4 s; GPU (H200) 5 members on 1024² <= 15 ms, 20 members <= 50 ms.
 
 Last, the CPU target **quiet and loaded**: 5 members on the 512² image, the machine as found
-and with two CPU-bound processes beside it (``--hogs``), each cell in a fresh process (the
-default path asks glibc to keep freed memory, once per process, so the baseline needs its
-own): the **baseline** (``engine="modules"``: each member's own torch module, one after the
-other, glibc's malloc as it comes: how every CPU prediction ran before the rewrite) beside
-the **default** (the members rewritten for a CPU, :mod:`agents.ensemble.cpu_net`, one thread)
-and the default with ``num_threads=2`` (two members at once, the same numbers), with the load
-average at each cell's start, and how far the default moves the probabilities and the atoms.
+and with two CPU-bound processes beside it (``--hogs``). Every cell is three fresh processes
+taking turns with the other cells' (the load of a shared machine changes by the minute; and
+the default path asks glibc to keep freed memory, once per process, so the baseline needs
+processes of its own): the **baseline** (``engine="modules"``: each member's own torch
+module, one after the other, glibc's malloc as it comes: how every CPU prediction ran before
+the rewrite) beside the **default** (the members rewritten for a CPU,
+:mod:`agents.ensemble.cpu_net`, one thread) and the rewrite with ``num_threads=2`` (two
+members at once, the same numbers), with the load averages, and how far the default moves
+the probabilities and the atoms.
 """
 
 from __future__ import annotations
@@ -204,6 +207,9 @@ def print_tables(rows: List[Dict[str, Any]], steps: Dict[str, Optional[float]]) 
     for (where, k, size), goal in TARGETS.items():
         row = next((r for r in rows if r["k"] == k and r["size"] == size), None)
         key = "cpu" if where == "cpu" else "gpu"
+        if where == "cpu":
+            print(f"target CPU {k} members at {size}² <= {goal} s: see the quiet/loaded table")
+            continue
         if row is None or row[key] is None:
             verdict = "not measured" + (": no CUDA device" if key == "gpu" and not gpu else "")
         else:
@@ -219,12 +225,12 @@ def print_tables(rows: List[Dict[str, Any]], steps: Dict[str, Optional[float]]) 
 #: the quiet/loaded table's columns: label -> predict() keywords
 LOAD_VARIANTS = {
     "baseline: member modules, 1 thread": {"engine": "modules", "num_threads": 1},
-    "default: CPU rewrite, 1 thread": {"num_threads": 1},
-    "default, num_threads=2": {"num_threads": 2},
+    "default: CPU rewrite, 1 thread": {},
+    "CPU rewrite, num_threads=2 (2 members at once)": {"num_threads": 2},
 }
 
 _LOAD_CHILD = r"""
-import json, os, statistics, sys, time
+import json, os, sys, time
 sys.path.insert(0, {repo!r})
 from agents.ensemble import load_ensemble, predict
 from ophyd_stem.app.training_data import twin_image
@@ -239,8 +245,7 @@ for _ in range({repeats}):
     predict(ensemble, image, device="cpu", **kwargs)
     wall.append(time.perf_counter() - t0)
     cpu.append(time.process_time() - c0)
-print(json.dumps(dict(wall=statistics.median(wall), best=min(wall), cpu=statistics.median(cpu),
-                      load=load)))
+print(json.dumps(dict(wall=wall, cpu=cpu, load=load)))
 """
 
 _HOG = "while True:\n    pass\n"
@@ -254,9 +259,14 @@ def _fresh_process(path: str, kwargs: Dict[str, Any], repeats: int) -> Dict[str,
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def under_load(ensemble: Any, repeats: int, hogs: int = 2) -> List[Dict[str, Any]]:
-    """The CPU target's table: each variant of :data:`LOAD_VARIANTS` in a fresh process,
-    the machine as found and with ``hogs`` CPU-bound processes beside it."""
+def under_load(ensemble: Any, repeats: int, hogs: int = 2, rounds: int = 3) -> List[Dict[str, Any]]:
+    """The CPU target's table: the variants of :data:`LOAD_VARIANTS`, the machine as found
+    and with ``hogs`` CPU-bound processes beside it.
+
+    Each variant runs ``rounds`` times in a fresh process (``repeats`` calls after a
+    warm-up), the variants taking turns, so that the other jobs on a shared machine weigh
+    on all of them alike; a cell is the median over all its calls.
+    """
     from agents.ensemble import save_ensemble
 
     rows = []
@@ -264,18 +274,29 @@ def under_load(ensemble: Any, repeats: int, hogs: int = 2) -> List[Dict[str, Any
         path = str(save_ensemble(ensemble, Path(tmp) / "ensemble"))
         for condition in ("as found", f"+{hogs} CPU-bound processes"):
             procs: List[subprocess.Popen] = []
+            runs: Dict[str, List[Dict[str, Any]]] = {label: [] for label in LOAD_VARIANTS}
             try:
                 if condition != "as found":
                     procs = [subprocess.Popen([sys.executable, "-c", _HOG]) for _ in range(hogs)]
                     time.sleep(1.0)  # let the scheduler see them
-                cells = {
-                    label: _fresh_process(path, kwargs, repeats)
-                    for label, kwargs in LOAD_VARIANTS.items()
-                }
+                for _ in range(rounds):
+                    for label, kwargs in LOAD_VARIANTS.items():
+                        runs[label].append(_fresh_process(path, kwargs, repeats))
             finally:
                 for p in procs:
                     p.kill()
                     p.wait()
+            cells = {}
+            for label, got in runs.items():
+                wall = [w for r in got for w in r["wall"]]
+                cpu = [c for r in got for c in r["cpu"]]
+                loads = [r["load"] for r in got]
+                cells[label] = {
+                    "wall": statistics.median(wall),
+                    "best": min(wall),
+                    "cpu": statistics.median(cpu),
+                    "load": (min(loads), max(loads)),
+                }
             rows.append({"condition": condition, **cells})
     return rows
 
@@ -322,14 +343,15 @@ def equivalence(ensemble: Any) -> List[Dict[str, Any]]:
 def print_load_table(rows: List[Dict[str, Any]], agree: List[Dict[str, Any]]) -> None:
     print(
         "\n## CPU target, 5 members on a 512² image, quiet and loaded: median wall (best "
-        "wall; median CPU seconds), load average at the cell's start; each cell a fresh process"
+        "wall; median CPU seconds) over all calls of 3 fresh processes per cell, the cells "
+        "taking turns; load averages at their starts"
     )
     print("| machine | " + " | ".join(LOAD_VARIANTS) + " |")
     print("| --- | " + " | ".join("---" for _ in LOAD_VARIANTS) + " |")
     for r in rows:
         cells = " | ".join(
             f"{r[k]['wall']:.3f} s ({r[k]['best']:.3f}; {r[k]['cpu']:.3f} CPU) at load "
-            f"{r[k]['load']:.1f}"
+            f"{r[k]['load'][0]:.1f}-{r[k]['load'][1]:.1f}"
             for k in LOAD_VARIANTS
         )
         print(f"| {r['condition']} | {cells} |")
@@ -356,7 +378,7 @@ def run(ensemble: Optional[Any], quick: bool = False, repeats: int = 5, hogs: in
     rows = inference(ensemble, quick, repeats)
     steps = training_steps(3)
     print_tables(rows, steps)
-    print_load_table(under_load(ensemble, max(repeats, 7), hogs), equivalence(ensemble))
+    print_load_table(under_load(ensemble, repeats, hogs), equivalence(ensemble))
     if trained:
         a = agreement(ensemble)
         print(

@@ -50,7 +50,8 @@ class EnsembleAgent(Agent):
         min_separation: suggestions stay at least this far (pixels) from positions already
             suggested for the current image or measured; default: half the median distance
             between the found atoms.
-        num_threads: torch threads for prediction (``None``: see ``default_num_threads``).
+        num_threads: threads for prediction (``None``: the default of
+            :func:`agents.ensemble.predict_members`).
         device: where the members run: ``"auto"`` (a GPU when there is one), ``"cpu"``,
             ``"cuda"``, ``"cuda:N"``. Recorded in :meth:`config` as asked and in
             :meth:`report` as used.

@@ -1,9 +1,11 @@
 """The members rewritten for float32 inference on a CPU: the same function, less work.
 
 A member's own torch module (:class:`~agents.ensemble.unet.UNet`, even with its BatchNorm
-folded, :func:`~agents.ensemble.unet.inference_copy`) spends a third of a 512² prediction in
-two places that do more than the function needs, measured per layer on this project's 2-core
-CPU (oneDNN, one thread):
+folded, :func:`~agents.ensemble.unet.inference_copy`) does more than its function needs where
+the decoder up-samples, measured per layer on this project's 2-core CPU (oneDNN, one thread).
+Rewritten, 5 members on a 512² image (a 544² window with its mirrored border) take 194-200 ms
+of CPU instead of 241-243 ms (both with freed memory kept, decision 0016; 345-374 ms as the
+modules ran before):
 
 * **up-sampling then convolving.** Each decoder level repeats every pixel 2x2 (nearest
   neighbour) and then runs a 3x3 convolution at the fine scale. Every fine output pixel
@@ -11,7 +13,7 @@ CPU (oneDNN, one thread):
   convolution at the coarse scale with four output phases (the 3x3 weights summed where
   they meet the same coarse pixel): 4/9 of the multiplications, and 4x the output channels
   per call (32 instead of 8 at full resolution, where oneDNN fills its 16-wide vectors only
-  half). At full resolution that call went from ~6 ms to ~1.8 ms; the phases are then
+  half). At full resolution that call went from ~6 ms to 1.5-1.8 ms; the phases are then
   interleaved straight into the buffer the skip connection is copied into (what
   ``torch.cat`` copied anyway), and the up-sampling pass is gone.
 * **BatchNorm** is folded into the preceding convolution (as the module copies do).

@@ -28,7 +28,14 @@ import torch
 from torch import nn
 
 from ..device import is_cuda, resolve_device
-from ._runtime import as_image, each_member, keep_freed_memory, normalize_image, torch_threads
+from ._runtime import (
+    as_image,
+    each_member,
+    keep_freed_memory,
+    member_threads,
+    normalize_image,
+    torch_threads,
+)
 from .cpu_net import CPUNet, cpu_nets
 from .unet import UNet, inference_copy
 
@@ -185,10 +192,10 @@ def predict_members(
             and whole-image prediction), so atoms cut by the edge still look like atoms.
         batch_size: tiles pushed through a member at once; ``"auto"``: 1 on a CPU (tiles
             are already large, and one at a time kept the activations in cache), 8 on a GPU.
-        num_threads: threads for this call (``None``: see ``default_num_threads``, one). On
-            a CPU in float32 (the rewrite) that many members run at once, each on one torch
-            thread, and the numbers do not depend on it; otherwise torch's threads within
-            each operation (their rounding can differ from one thread's by ~1e-7).
+        num_threads: threads for this call (``None``: one, decision 0010). On a CPU in
+            float32 (the rewrite) that many members run at once, each on one torch thread,
+            and the numbers do not depend on it (decision 0016); otherwise torch's threads
+            within each operation (their rounding can differ from one thread's by ~1e-7).
         normalize: standardise the image first (as in training); turn off only for images
             already standardised.
         device: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
@@ -207,7 +214,7 @@ def predict_members(
         >>> probs = predict_members(ensemble, image, tile_size=256)
         >>> probs.mean(0), probs.var(0)
     """
-    with torch_threads(num_threads) as threads:
+    with torch_threads(num_threads):
         probs = _member_maps(
             models,
             image,
@@ -219,7 +226,7 @@ def predict_members(
             device=resolve_device(device),
             precision=precision,
             engine=engine,
-            member_threads=threads,
+            members_at_once=member_threads(num_threads),
         )
         return probs.cpu().numpy()
 
@@ -236,7 +243,7 @@ def _member_maps(
     device: torch.device,
     precision: str,
     engine: str = "auto",
-    member_threads: int = 1,
+    members_at_once: int = 1,
 ) -> torch.Tensor:
     """:func:`predict_members`' work: a float32 ``(K, H, W)`` tensor left on ``device``."""
     img = as_image(image)
@@ -287,5 +294,5 @@ def _member_maps(
                     dr, dc = r + pad - wr, c + pad - wc
                     out[k, r : r + core_h, c : c + core_w] = p[dr : dr + core_h, dc : dc + core_w]
 
-    each_member(one_member, len(modules), member_threads if nets is not None else 1)
+    each_member(one_member, len(modules), members_at_once if nets is not None else 1)
     return out[:, :h, :w]

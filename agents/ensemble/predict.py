@@ -25,7 +25,7 @@ import torch
 from scipy import ndimage
 
 from ..device import is_cuda, resolve_device
-from ._runtime import torch_threads
+from ._runtime import member_threads, torch_threads
 from .evidence import CONFIDENT, DEFAULT_MIN_SPACING, AtomCalibration, assess_atoms
 from .maps import DEFAULT_BORDER, Members, _member_maps, predict_members
 from .prediction import Prediction
@@ -229,7 +229,7 @@ def predict(
             f"calibration must be 'auto', None or an AtomCalibration, got {calibration!r}"
         )
     dev = resolve_device(device)
-    with torch_threads(num_threads) as threads:
+    with torch_threads(num_threads):
         maps = _member_maps(
             models,
             image,
@@ -241,7 +241,7 @@ def predict(
             device=dev,
             precision=precision,
             engine=engine,
-            member_threads=threads,
+            members_at_once=member_threads(num_threads),
         )
         n_members = int(maps.shape[0])
         if is_cuda(dev):

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..compute import fan_out, get_client
 from ..device import describe, is_cuda, resolve_device
 from ..metrics import match_atoms
-from ._runtime import torch_threads
+from ._runtime import keep_freed_memory, torch_threads
 from .data import TrainingData, as_image_list, prepare_training_data
 from .masks import Radius, as_atom_positions, nearest_neighbour_distance
 from .members import Ensemble
@@ -211,6 +211,8 @@ def train_member(
     config = settings.unet_config() if start is None else start.config
     crop = -(-int(settings.crop_size) // config.size_multiple) * config.size_multiple
     device = resolve_device(settings.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # ~2,000 page faults and 13 % of a CPU training step without it
     rng = np.random.default_rng(seed)
     losses: list[torch.Tensor] = []
     with torch_threads(settings.num_threads), torch.random.fork_rng(devices=[]):

@@ -150,6 +150,7 @@ def test_members_on_two_threads_give_the_same_numbers(three_level, make_images):
     one = predict_members(three_level, image, num_threads=1)
     two = predict_members(three_level, image, num_threads=2)
     np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(predict_members(three_level, image), one)  # the default
     assert torch.get_num_threads() == threads  # the caller's setting is back
     # a forked child must not wait for the parent's threads: the handler forgets the pools
     assert _runtime._pools
@@ -204,3 +205,10 @@ def test_keep_freed_memory_leaves_a_tuned_malloc_alone(monkeypatch):
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert _runtime._set_malloc() is True
     assert isinstance(_runtime.keep_freed_memory(), bool)
+
+
+def test_member_threads_default_and_checks():
+    assert _runtime.member_threads(None) == _runtime.default_num_threads() == 1
+    assert _runtime.member_threads(3) == 3
+    with pytest.raises(ValueError, match="num_threads must be >= 1"):
+        _runtime.member_threads(0)
