@@ -117,6 +117,7 @@ class Agent(ABC):
         vals = np.atleast_1d(np.asarray(y, dtype=np.float64))
         if vals.ndim != 1 or len(vals) != len(pts):
             raise ValueError(f"{len(pts)} positions but {vals.shape} values")
+        self._check_positions(pts)
         usable = np.isfinite(vals)
         if not usable.all():
             self._ingest_unusable(pts[~usable])
@@ -130,6 +131,10 @@ class Agent(ABC):
 
     def _ingest(self, positions: np.ndarray, values: np.ndarray) -> None:
         """Update the agent's model with new measurements (already validated)."""
+
+    def _check_positions(self, positions: np.ndarray) -> None:
+        """Refuse positions the agent cannot take (outside its image, say) before anything
+        of the call is stored: raise ``ValueError``. Every position is accepted here."""
 
     def _ingest_unusable(self, positions: np.ndarray) -> None:
         """Positions measured without a usable value: mark them so they are not suggested

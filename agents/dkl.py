@@ -43,12 +43,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .base import Agent, Suggestion, as_positions
+from .base import Agent, Suggestion
 from .device import check_device, describe, is_cuda, resolve_device
 from .dkl_exploration import DKLExploration
 from .dkl_geometry import SEED_MODES, inside_image, make_seeds, pixel_index, place_candidates
 from .dkl_model import DeepKernelGP, PatchProjection
 from .dkl_training import CPU_MAX_TRAIN_POINTS, MIN_POINTS_TO_FIT, DKLTraining
+from .images import survey_image_array
 from .patches import MAX_CANDIDATES, default_step, default_window, extract_patches
 
 # the constants and helpers of the modules below, importable from here as before the split
@@ -140,9 +141,8 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
         device: str = "auto",
     ) -> None:
         super().__init__()
-        image = np.asarray(survey_image, dtype=np.float64)
-        if image.ndim != 2:
-            raise ValueError(f"survey image must be 2-D, got {image.shape}")
+        # once, here: undefined pixels filled (logged), one-frame stacks taken (agents.images)
+        image = survey_image_array(survey_image)
         if num_threads is not None and int(num_threads) < 1:
             raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
         if min(int(train_iters), int(finetune_iters)) < 1:
@@ -210,7 +210,6 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
         self._seeds = self._make_seeds(seed_points, int(n_seed))
         self._train_patches = np.empty((0, self._candidate_x.shape[1]), dtype=np.float32)
         #: positions measured whose value was not finite (not learned from, not suggested again)
-        self.unusable = np.empty((0, 2), dtype=np.float64)
 
         self._model: Optional[DeepKernelGP] = None
         self._optimizer: Optional[torch.optim.Optimizer] = None
@@ -238,33 +237,11 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
             features=self._candidate_x.cpu().numpy(),
         )
 
-    def ingest(self, x: Any, y: Any = None) -> None:
-        """Tell the agent about new measurements (see :meth:`Agent.ingest`).
-
-        On real recordings a spectrum can give no number: a dead or saturated read-out, a
-        ratio over zero counts. Such a value (NaN or infinite) is not learned from, and
-        would stop a run if it were refused: its position is kept in :attr:`unusable`, never
-        suggested again and counted in ``report()["n_unusable"]``; the finite values of the
-        same call are ingested as usual. Positions outside the image are still refused,
-        before anything is stored.
-        """
-        if y is None:
-            super().ingest(x, y)
-            return
-        pts = as_positions(x)
-        vals = np.atleast_1d(np.asarray(y, dtype=np.float64))
-        if vals.ndim != 1 or len(vals) != len(pts):
-            raise ValueError(f"{len(pts)} positions but {vals.shape} values")
-        bad = ~np.isfinite(vals)
-        if bad.any():
+    def _check_positions(self, positions: np.ndarray) -> None:
+        # a position outside the image is refused before anything (usable or not) is stored
+        if not inside_image(positions, self.image.shape).all():
             rows, cols = self.image.shape
-            if not inside_image(pts, self.image.shape).all():
-                raise ValueError(f"positions outside the image ({cols} x {rows} px)")
-            if (~bad).any():
-                super().ingest(pts[~bad], vals[~bad])
-            self.unusable = np.concatenate([self.unusable, pts[bad]])
-            return
-        super().ingest(pts, vals)
+            raise ValueError(f"positions outside the image ({cols} x {rows} px)")
 
     def _measured_pixels(self) -> List[Tuple[int, int]]:
         """Pixels measured so far, usable or not: none is suggested again."""

@@ -29,7 +29,7 @@ import scipy.ndimage as ndi
 from scipy.spatial import cKDTree
 from skimage.util import img_as_float
 
-from ..images import survey_image_array
+from ..images import survey_image_array, without_hot_pixels
 from .params import LoGParameters, check_sigma_step
 
 __all__ = [
@@ -79,6 +79,8 @@ def prepare_image(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np
         True
     """
     arr = as_float_image(image).astype(np.float64, copy=False)
+    # a camera's hot pixels would be found as atoms: single pixels, replaced by their median
+    arr, _ = without_hot_pixels(arr)
     lo, hi = np.percentile(arr, [low, high])
     if not hi > lo:
         return np.zeros_like(arr)

@@ -8,11 +8,12 @@ not learned from, and the agent goes on suggesting other positions.
 """
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agents.images import MAX_UNDEFINED_FRACTION, survey_image_array
+from agents.images import MAX_UNDEFINED_FRACTION, survey_image_array, without_hot_pixels
 from agents.registry import agent_entry
 
 SMALL = {
@@ -87,3 +88,54 @@ def test_agents_run_on_a_flawed_image_and_skip_a_spectrum_without_a_number(name)
     if name != "edge":  # the edge walker follows its path; the others choose freely
         assert dead not in [[s["x"], s["y"]] for s in later]
     assert all(np.isfinite([s["x"], s["y"]]).all() for s in later)
+
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def test_hot_pixels_are_replaced_and_atoms_left_alone():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:64, :64]
+    atoms = sum(
+        np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 2.0**2))
+        for cx in range(4, 64, 8)
+        for cy in range(4, 64, 8)
+    )
+    image = 100.0 + 50.0 * atoms + rng.normal(0, 2.0, atoms.shape)
+    same, n = without_hot_pixels(image)
+    assert n == 0
+    assert same is image  # no hot pixel: the very same array, nothing recomputed
+    spiked = image.copy()
+    spiked[10, 13] = 5000.0
+    spiked[40, 41] = -3000.0
+    clean, n = without_hot_pixels(spiked)
+    assert n == 2
+    assert abs(clean[10, 13] - image[10, 13]) < 20
+    assert abs(clean[40, 41] - image[40, 41]) < 20
+    assert np.array_equal(
+        np.delete(clean.ravel(), [10 * 64 + 13, 40 * 64 + 41]),
+        np.delete(image.ravel(), [10 * 64 + 13, 40 * 64 + 41]),
+    )
+
+
+def test_logstar_on_a_real_image_with_hot_pixels_reads_as_without():
+    """0.1 % of pixels at 50x the brightest atom (a camera's hot pixels) hid every lattice
+    reflection of the real graphene image: the pixel size could not be read."""
+    if not (DATA / "G-Si-2nm.npy").is_file():
+        pytest.skip(f"G-Si-2nm.npy is not in {DATA}")
+    from agents.logstar import LoGStarAgent, get_lattice
+    from agents.logstar.calibration import estimate_pixel_size
+
+    image = np.load(DATA / "G-Si-2nm.npy")
+    rng = np.random.default_rng(0)
+    hot = np.where(rng.random(image.shape) < 0.001, image.max() * 50, image)
+    clean = estimate_pixel_size(image, get_lattice("graphene"), window="auto")
+    spiked = estimate_pixel_size(hot, get_lattice("graphene"), window="auto")
+    assert spiked.pixel_size_nm == pytest.approx(clean.pixel_size_nm, rel=0.002)
+    counts = []
+    for img in (image, hot):
+        agent = LoGStarAgent("graphene", pixel_size_nm=clean.pixel_size_nm, budget=20, seed=0)
+        agent.observe(img)
+        counts.append(len(agent.find_atoms(img)))
+    # not one atom per hot pixel (~65 of them): the same atoms, give or take a couple
+    assert abs(counts[1] - counts[0]) <= 3
