@@ -24,12 +24,13 @@ tensors, in the same order, so logits differ from the module's by float rounding
 probability on a trained 3-level ensemble, and to the same atoms on the twin and the real
 image).
 
-Measured and not kept (same machine, same shapes): all K members as one grouped convolution
-(``groups=K``) was 10-80 % slower per layer than K separate calls; oneDNN's fused
-convolution + ReLU (``mkldnn._convolution_pointwise``) saved nothing measurable; NNPACK's
-Winograd convolutions were 1.5-2x slower and 20x less exact; the blocked ``to_mkldnn``
-layout was slower than channels-last; a 1->40 first convolution shared by 5 members was
-12x slower than five 1->8 ones.
+Measured and not kept (same machine, same shapes): all K = 5 members as one grouped
+convolution (``groups=K``) was 4-77 % slower per layer than K separate calls (77 % on the
+8-channel full-resolution layers); oneDNN's fused convolution + ReLU
+(``mkldnn._convolution_pointwise``) saved nothing measurable (190.5 against 190.7 ms);
+NNPACK's Winograd convolutions were 1.3-2.1x slower with 13-23x larger rounding errors; the
+blocked ``to_mkldnn`` layout was 6-31 % slower than channels-last; one 1->40 first
+convolution for 5 members took 27 ms against 11 ms for five 1->8 ones.
 
 GroupNorm members (``norm="group"``) normalise over a whole tile and cannot be folded;
 :func:`supports` says no and the predictor uses the members' modules for them.
