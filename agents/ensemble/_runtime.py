@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 import torch
 
+from ..images import survey_image_array
+
 __all__ = [
     "as_image",
     "default_num_threads",
@@ -185,19 +187,25 @@ def _member_pool(threads: int) -> ThreadPoolExecutor:
 def as_image(image: object, name: str = "image") -> np.ndarray:
     """Check a survey image and return it as float32 ``(H, W)``.
 
+    A one-frame stack ``(1, H, W)`` is taken as its frame; a few NaN/inf pixels (as drift
+    correction or a dead-pixel mask leave them) are filled from their nearest neighbour and
+    logged (:func:`agents.images.survey_image_array`).
+
     Raises:
-        ValueError: not 2-D, smaller than 4x4 pixels, or containing NaN/inf.
+        ValueError: not 2-D, smaller than 4x4 pixels, or with more than a few NaN/inf pixels.
     """
     try:
         arr = np.asarray(image, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a 2-D array of numbers: {exc}") from None
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (height, width), got shape {arr.shape}")
     if min(arr.shape) < MIN_IMAGE_SIDE:
         raise ValueError(f"{name} must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite pixels")
+        arr = survey_image_array(arr, what=name, min_size=MIN_IMAGE_SIDE).astype(np.float32)
     return arr
 
 

@@ -147,6 +147,28 @@ def test_bad_images_get_a_clear_error(tiny_ensemble, image, message):
         predict(tiny_ensemble, image)
 
 
+def test_a_few_undefined_pixels_are_filled_not_refused(tiny_ensemble, caplog):
+    """A real image with a NaN pixel or two (drift correction, a dead-pixel mask) is
+    predicted as if the pixel held its neighbour's value; a one-frame stack as its frame."""
+    rng = np.random.default_rng(0)
+    image = rng.random((32, 32)).astype(np.float32)
+    flawed = image.copy()
+    flawed[5, 7] = np.nan
+    repaired = image.copy()
+    candidates = [image[4, 7], image[6, 7], image[5, 6], image[5, 8]]  # its 4 neighbours
+    with caplog.at_level("WARNING", logger="agents.images"):
+        got = predict(tiny_ensemble, flawed)
+    assert "1 undefined pixel(s)" in caplog.text
+    assert np.all(np.isfinite(got.mean))
+    matches = []
+    for value in candidates:
+        repaired[5, 7] = value
+        matches.append(np.allclose(predict(tiny_ensemble, repaired).mean, got.mean))
+    assert any(matches)
+    stacked = predict(tiny_ensemble, image[None])
+    assert np.allclose(stacked.mean, predict(tiny_ensemble, image).mean)
+
+
 def test_flat_image_gives_no_atoms_rather_than_an_error(tiny_ensemble):
     p = predict(tiny_ensemble, np.full((32, 32), 7.0), num_threads=1)
     assert p.mean.shape == (32, 32)
