@@ -16,6 +16,7 @@ __all__ = [
     "forward_agent",
     "image_agent",
     "scalarizer_of",
+    "survey_detector",
 ]
 
 #: ``agent(survey_image) -> agent``
@@ -79,3 +80,16 @@ def describe_request(agent: Any, kwargs: Optional[dict[str, Any]]) -> dict[str, 
     if isinstance(agent, str):
         return {"agent": agent, "agent_kwargs": dict(kwargs or {})}
     return {"agent": getattr(agent, "__name__", type(agent).__name__)}
+
+
+def survey_detector(agent: Any, signal: str) -> dict[str, Any]:
+    """``{"detector": signal}`` for an agent whose ``observe`` takes the survey detector's
+    name (LoG*, the ensemble: under ``contrast="auto"`` an ABF or BF survey shows the
+    columns dark), else nothing: a console's own agent keeps its own ``observe``."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(agent.observe).parameters
+    except (AttributeError, TypeError, ValueError):
+        return {}
+    return {"detector": signal} if "detector" in parameters else {}

@@ -10,7 +10,7 @@ from bluesky.utils import MsgGenerator
 
 from ophyd_stem import Record, Table
 
-from ._agents import describe_request, forward_agent
+from ._agents import describe_request, forward_agent, survey_detector
 from ._metadata import forward_md, with_scan_field
 from ._queue import AGENT, OPTIONAL_FLYER, READABLE, queue_parameters
 from .stubs import eels_at_suggestions, read_survey_image, record, record_table
@@ -54,13 +54,15 @@ def dcnn(
     n_eels : int
         Spectra per image.
     signal : str
-        The survey signal the ensemble sees.
+        The survey signal the ensemble sees; its name goes to the agent, whose
+        ``contrast="auto"`` takes an ABF or BF image (columns dark) inverted.
     md : dict, optional
     """
     if n_eels and eels_points is None:
         raise ValueError("n_eels > 0 needs the eels_points device")
     request = describe_request(agent, agent_kwargs)
     agent = forward_agent(agent, agent_kwargs)
+    detector = survey_detector(agent, signal)  # ABF/BF: columns dark (contrast="auto")
     _md = forward_md("dcnn", scan_engine, agent, eels_points, images, n_eels, signal, md, request)
     maps = Record("dcnn_maps", units={"mean": "", "variance": ""})  # atom probabilities
     report = Record("dcnn")
@@ -72,7 +74,8 @@ def dcnn(
         for index in range(images):
             yield from read_survey_image(scan_engine)
             acquisition = scan_engine.last_acquisition
-            prediction = agent.observe(np.asarray(acquisition.images[signal], dtype=np.float64))
+            image = np.asarray(acquisition.images[signal], dtype=np.float64)
+            prediction = agent.observe(image, **detector)
             yield from record(
                 maps,
                 "dcnn_maps",

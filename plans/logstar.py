@@ -10,7 +10,7 @@ from bluesky.utils import MsgGenerator
 
 from ophyd_stem import Record, Table
 
-from ._agents import describe_request, forward_agent
+from ._agents import describe_request, forward_agent, survey_detector
 from ._metadata import forward_md, with_scan_field
 from ._queue import AGENT, CONTROL, OPTIONAL_FLYER, READABLE, queue_parameters
 from .control import OperatorControl
@@ -60,7 +60,8 @@ def logstar(
     n_eels : int
         Spectra per image at the suggested atoms.
     signal : str
-        Detector signal whose image is analysed.
+        Detector signal whose image is analysed; its name goes to the agent, whose
+        ``contrast="auto"`` takes an ABF or BF image (columns dark) inverted.
     control : plans.OperatorControl or "free" or "approve", optional
         The operator's hand (a mode name: the session's shared control): its front pick
         (``control.pick_front``) is applied to each image, and in approve mode the plan
@@ -71,6 +72,7 @@ def logstar(
         raise ValueError("n_eels > 0 needs the eels_points device")
     request = describe_request(agent, agent_kwargs)
     agent = forward_agent(agent, agent_kwargs)
+    detector = survey_detector(agent, signal)  # ABF/BF: columns dark (contrast="auto")
     control = resolve_control(control)
     # the agent's settings and state at the start go in too, so forensics can rebuild it
     _md = forward_md(
@@ -87,7 +89,7 @@ def logstar(
             yield from read_survey_image(scan_engine)
             acquisition = scan_engine.last_acquisition
             image = np.asarray(acquisition.images[signal], dtype=np.float64)
-            summary = agent.observe(image, pixel_size_nm=acquisition.pixel_size)
+            summary = agent.observe(image, pixel_size_nm=acquisition.pixel_size, **detector)
             if control is not None:  # the operator's pick on the front (recorded)
                 yield from control.review_front(index, agent)
             table = agent.atoms_table()

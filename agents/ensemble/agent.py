@@ -6,6 +6,10 @@ of atoms: the *most uncertain* ones (where a spectrum tells the most about what 
 could not decide), the *brightest* (heavy atoms such as Si dopants in graphene, bright in
 HAADF), or the most *confident*. Positions come out as beam coordinates ``x`` = column,
 ``y`` = row, pixels of the survey image's scan field.
+
+The members were trained on bright columns (HAADF). An annular bright-field (ABF) or
+bright-field image, columns dark, is inverted first (``contrast``: :mod:`agents.contrast`);
+"brightest" then means the strongest columns, the darkest in the ABF image.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..base import Agent, Suggestion
+from ..contrast import ContrastDecision, check_contrast, orient, update_decision
 from ..device import check_device, describe, resolve_device
 from ._runtime import as_image
 from .evidence import DEFAULT_MIN_SPACING
@@ -55,6 +60,12 @@ class EnsembleAgent(Agent):
         device: where the members run: ``"auto"`` (a GPU when there is one), ``"cpu"``,
             ``"cuda"``, ``"cuda:N"``. Recorded in :meth:`config` as asked and in
             :meth:`report` as used.
+        contrast: how the survey image shows the columns: ``"bright"`` (HAADF/ADF),
+            ``"dark"`` (ABF/BF: inverted before prediction; positions unchanged) or
+            ``"auto"``: from the detector's name given to :meth:`observe`, else from the
+            image (its column skewness over 6-24 px; an image that does not say stays
+            bright). Kept for the next images unless they name another detector;
+            recorded in :meth:`config` as asked and in :meth:`report` as decided.
         **predict_kwargs: passed to :func:`agents.ensemble.predict` (threshold, tile_size,
             precision...).
 
@@ -75,6 +86,7 @@ class EnsembleAgent(Agent):
         min_separation: float | None = None,
         num_threads: int | None = None,
         device: str = "auto",
+        contrast: str = "auto",
         **predict_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -88,6 +100,8 @@ class EnsembleAgent(Agent):
         self.num_threads = num_threads
         self.device_request = check_device(device)
         self.device = resolve_device(self.device_request)
+        self.contrast = check_contrast(contrast)
+        self.contrast_decision: ContrastDecision | None = None
         self.predict_kwargs = predict_kwargs
         self.prediction: Prediction | None = None
         self.intensity = np.empty(0)
@@ -96,16 +110,22 @@ class EnsembleAgent(Agent):
 
     # ------------------------------------------------------------------ observe
 
-    def observe(self, survey_image: Any) -> Prediction:
+    def observe(self, survey_image: Any, detector: str | None = None) -> Prediction:
         """Find the atoms in a survey image (replaces the previous image's atoms).
 
         Args:
-            survey_image: ``(H, W)`` image, atoms bright (HAADF).
+            survey_image: ``(H, W)`` image.
+            detector: the survey detector's name (``"HAADF"``, ``"ABF"``...), when known:
+                under ``contrast="auto"`` it says whether the columns are bright or dark.
 
         Returns:
             the ensemble's :class:`Prediction`; atom ``(x, y)`` are ``prediction.xy``.
         """
         image = as_image(survey_image, "survey_image")
+        self.contrast_decision = update_decision(
+            self.contrast_decision, self.contrast, image, detector
+        )
+        image = orient(image, self.contrast_decision.contrast)
         self.prediction = predict(
             self.ensemble,
             image,
@@ -210,6 +230,7 @@ class EnsembleAgent(Agent):
             "predict": predict_kwargs,
             "calibration": calibration.to_dict() if calibration is not None else None,
             "device": self.device_request,
+            "contrast": self.contrast,
         }
 
     def report(self) -> dict[str, Any]:
@@ -224,6 +245,12 @@ class EnsembleAgent(Agent):
             "target": self.target,
             # where the atoms were found (config() holds what was asked for)
             "device": describe(self.device),
+            # bright or dark columns, and why (config() holds what was asked for)
+            "contrast": (
+                self.contrast_decision.as_dict()
+                if self.contrast_decision is not None
+                else {"asked": self.contrast, "contrast": None}
+            ),
             "images_observed": self._observed,
             "suggested": len(self._suggested),
             "measured": len(self.values),

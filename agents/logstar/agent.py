@@ -15,6 +15,13 @@ The agent's cycle on a microscope:
 4. ``report()`` is small and JSON-able: the front, the chosen point, the history of choices,
    where the pixel size came from, and whether the atoms are plausible.
 
+LoG* finds bright columns. An annular bright-field (ABF) or bright-field image shows them
+dark: with ``contrast="dark"``, or ``"auto"`` (the default) when the survey detector is
+called ABF/BF or the image itself shows dark columns (:mod:`agents.contrast`), each image is
+inverted before the atoms are looked for (the positions do not change); the decision, what
+was asked and why, is in ``report()["contrast"]``. Brightness below (classes, "brightest",
+"outliers") is then that of the inverted image: the strongest columns.
+
 Two checks a user cannot easily do by eye run on every image:
 
 * the pixel size: without one (``pixel_size_nm="fft"``, or none given with the image) it is
@@ -39,6 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..base import Agent
+from ..contrast import ContrastDecision, check_contrast, orient
 from .checks import ImageChecks
 from .clustering import AtomClusters, cluster_atoms
 from .lattice import Lattice, check_pixel_size
@@ -89,6 +97,12 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
         warn_implausible: also raise an ``ImplausibleAtomsWarning`` (a Python warning) when
             an image's atoms fail the plausibility check or its calibration is contradicted;
             either way the report says so and the ``agents.logstar`` logger warns.
+        contrast: how the columns show: ``"bright"`` (HAADF/ADF: the image as it is),
+            ``"dark"`` (ABF/BF: inverted before the atoms are looked for) or ``"auto"``:
+            from the detector's name given to :meth:`observe`, else from the image (its
+            column skewness at the lattice's spacing; an image that does not say stays
+            bright). Decided on the first image and kept for the next ones unless they
+            name another detector; recorded in ``report()["contrast"]``.
 
     Example:
         >>> agent = LoGStarAgent("graphene", pixel_size_nm=0.0079, budget=40)
@@ -120,6 +134,7 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
         progress: bool = False,
         compute: Any = None,
         warn_implausible: bool = False,
+        contrast: str = "auto",
     ) -> None:
         super().__init__()
         from ..compute import check_compute
@@ -153,6 +168,8 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
         self.num_threads = num_threads
         self.progress = bool(progress)
         self.warn_implausible = bool(warn_implausible)
+        #: what was asked (recorded in config()); the decision is contrast_decision
+        self.contrast = check_contrast(contrast)
 
         self.result: Optional[OptimizationResult] = None
         self.choice: Optional[Choice] = None
@@ -168,6 +185,9 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
         #: the last image's pixel size: where it came from and what the FFT said
         self.pixel_size_info: Dict[str, Any] = {}
         self.plausibility: Optional[Plausibility] = None
+        #: bright or dark columns, and why (None before the first image)
+        self.contrast_decision: Optional[ContrastDecision] = None
+        self._params_contrast: Optional[str] = None  # the contrast params were chosen at
         self.images_seen = 0
         self.optimisations = 0
         self._suggested: set = set()
@@ -195,6 +215,9 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
         px = self._pixel_for(pixel_size_nm)
         if isinstance(images, np.ndarray) and images.ndim == 2:
             images = [images]
+        first = images[0] if len(images) else None
+        contrast = self._decide(first, self.lattice.nn_distance_px(px)).contrast
+        images = [orient(im, contrast) for im in images]
         space = self.space
         if space is None:
             space = SearchSpace.for_spacing(self.lattice.nn_distance_px(px), self.prefilter)
@@ -228,6 +251,7 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
         self.window_map, self.window_mode = None, None
         self._record(select_point(self.front, weight=self._auto_weight(), chooser="agent"))
         self.params_pixel_size_nm = px
+        self._params_contrast = contrast
         return self.result
 
     def _auto_weight(self) -> Union[float, List[float]]:
@@ -293,6 +317,8 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
         if mode not in ("global", "local"):
             raise ValueError(f"mode must be 'global' or 'local', got {mode!r}")
         px = self._pixel_for(pixel_size_nm)
+        contrast = self._decide(image, self.lattice.nn_distance_px(px)).contrast
+        image = orient(image, contrast)
         space = self.space or SearchSpace.for_spacing(
             self.lattice.nn_distance_px(px), self.prefilter
         )
@@ -317,6 +343,7 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
         self.choice = None  # no point of a front stands for the windows' parameters
         self.params = wmap.global_params()
         self.params_pixel_size_nm = px
+        self._params_contrast = contrast
         self.window_mode = mode
         self.choices.append(
             {
@@ -341,6 +368,7 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
         survey_image: np.ndarray,
         pixel_size_nm: Optional[float] = None,
         optimize: Optional[bool] = None,
+        detector: Optional[str] = None,
     ) -> Dict[str, Any]:
         """Take a new survey image: optimise if needed, find and classify its atoms.
 
@@ -348,22 +376,34 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
             survey_image: the 2-D image.
             pixel_size_nm: its pixel size, nm (the calibration of the survey image).
             optimize: ``True`` re-optimises, ``False`` never does; ``None`` (default)
-                optimises on the first image and when the pixel size changed by more than 1 %
-                (the parameters are in pixels).
+                optimises on the first image, when the pixel size changed by more than 1 %
+                (the parameters are in pixels) and when the contrast changed (another
+                detector).
+            detector: the survey detector's name (``"HAADF"``, ``"ABF"``...), when known:
+                under ``contrast="auto"`` it says whether the columns are bright or dark.
 
         Returns:
-            A short summary: number of atoms, atoms per class, whether it optimised.
+            A short summary: number of atoms, atoms per class, whether it optimised (the
+            contrast taken is in ``report()["contrast"]``).
         """
         prepared = prepare_image(survey_image)
         self.pixel_size_info = {}  # this image's: _pixel_for says "fft" if it estimated it
+        # the contrast first: the atoms' spacing (the pixel size's fallback) is read on blobs
+        contrast = self._decide(prepared, self._spacing_px(pixel_size_nm), detector).contrast
+        if contrast == "dark":
+            prepared = prepare_image(orient(survey_image, contrast))
         px = self._pixel_for(pixel_size_nm, prepared)
         self._cross_check(
             prepared, px, pixel_size_nm if pixel_size_nm is not None else self.pixel_size_nm
         )
         if optimize is None:
-            optimize = self.params is None or (
-                self.params_pixel_size_nm is not None
-                and abs(px / self.params_pixel_size_nm - 1) > 0.01
+            optimize = (
+                self.params is None
+                or (
+                    self.params_pixel_size_nm is not None
+                    and abs(px / self.params_pixel_size_nm - 1) > 0.01
+                )
+                or (self._params_contrast is not None and self._params_contrast != contrast)
             )
         if optimize:
             self.optimize([survey_image], px)
@@ -415,8 +455,10 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
 
     def find_atoms(self, image: np.ndarray, pixel_size_nm: Optional[float] = None) -> np.ndarray:
         """Atoms of an image with the chosen parameters, without re-optimising and without
-        changing the agent's state: ``(N, 3)`` rows ``(row, col, sigma)``, pixels."""
-        return self._find(prepare_image(image), self._pixel_for(pixel_size_nm))
+        changing the agent's state: ``(N, 3)`` rows ``(row, col, sigma)``, pixels (the
+        image taken the way round the agent takes its images)."""
+        px = self._pixel_for(pixel_size_nm)
+        return self._find(prepare_image(self._oriented(image, px)), px)
 
     def rewards_of(
         self, image: np.ndarray, pixel_size_nm: Optional[float] = None
@@ -425,7 +467,7 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
         from .rewards import default_rewards, reward_name
 
         px = self._pixel_for(pixel_size_nm)
-        prepared = prepare_image(image)
+        prepared = prepare_image(self._oriented(image, px))
         atoms = self._find(prepared, px)
         rewards = self.rewards or default_rewards()
         ctx = RewardContext.build(self.lattice, px, prepared.shape, self.min_separation)

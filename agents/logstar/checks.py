@@ -2,7 +2,8 @@
 
 Where the pixel size comes from (given, the last image's, the image's own lattice
 reflections, or on a field too small for those its atoms' spacing) and whether a given one
-agrees with them; whether the atoms found are
+agrees with them; whether the columns are bright or dark (:mod:`agents.contrast`, read at
+the lattice's spacing); whether the atoms found are
 plausible for the lattice. Kept apart from the agent's cycle (optimise, choose, classify,
 suggest) so each stays short.
 """
@@ -14,6 +15,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ..contrast import ContrastDecision, decide_contrast, orient, update_decision
 from .calibration import PixelSizeEstimate, compare_calibration, estimate_pixel_size
 from .lattice import Lattice, check_pixel_size
 from .neighbours import estimate_from_neighbours
@@ -31,11 +33,11 @@ NEIGHBOURS_DISAGREE = 0.10
 
 
 class ImageChecks:
-    """Mixin: the pixel size of each image and the plausibility of its atoms.
+    """Mixin: the pixel size of each image, its contrast and the plausibility of its atoms.
 
     Expects ``lattice``, ``pixel_size_nm``, ``pixel_size_from_fft``, ``image_pixel_size_nm``,
-    ``atoms`` and ``warn_implausible`` on the agent; sets ``pixel_size_info`` and
-    ``plausibility``.
+    ``atoms``, ``contrast`` and ``warn_implausible`` on the agent; sets ``pixel_size_info``,
+    ``contrast_decision`` and ``plausibility``.
     """
 
     lattice: Lattice
@@ -46,6 +48,8 @@ class ImageChecks:
     warn_implausible: bool
     pixel_size_info: Dict[str, Any]
     plausibility: Optional[Plausibility]
+    contrast: str
+    contrast_decision: Optional[ContrastDecision]
 
     def _pixel_for(
         self, pixel_size_nm: Optional[float], image: Optional[np.ndarray] = None
@@ -193,6 +197,37 @@ class ImageChecks:
         log.warning(message)
         if self.warn_implausible:
             warnings.warn(message, ImplausibleAtomsWarning, stacklevel=4)
+
+    def _spacing_px(self, pixel_size_nm: Optional[float]) -> Optional[float]:
+        """The lattice's spacing in px from a calibration known before the image is read (the
+        contrast is decided first: the atoms' spacing, a pixel size's fallback, is read on
+        bright blobs); None when the pixel size is to come from the image itself."""
+        if self.pixel_size_from_fft:
+            return None
+        px = pixel_size_nm if pixel_size_nm is not None else self.pixel_size_nm
+        px = px if px is not None else self.image_pixel_size_nm
+        return self.lattice.nn_distance_px(check_pixel_size(px)) if px is not None else None
+
+    def _decide(
+        self, image: Any, spacing_px: Optional[float], detector: Optional[str] = None
+    ) -> ContrastDecision:
+        """This image's contrast: the agent's decision kept, or made now (and recorded)."""
+        decision = update_decision(
+            self.contrast_decision, self.contrast, image, detector, spacing_px
+        )
+        if decision is not self.contrast_decision:
+            self.contrast_decision = decision
+            if decision.warning:
+                self._warn(decision.warning)
+        return decision
+
+    def _oriented(self, image: np.ndarray, px: float) -> np.ndarray:
+        """``image`` the way round the agent takes its images, without deciding for it: the
+        agent's decision, or (none yet) one made for this image alone."""
+        decision = self.contrast_decision or decide_contrast(
+            self.contrast, image, None, self.lattice.nn_distance_px(px)
+        )
+        return orient(image, decision.contrast)
 
     def _check_atoms(self, prepared: np.ndarray, px: float) -> None:
         """Whatever the rewards say: do the atoms sit where the lattice puts them?"""

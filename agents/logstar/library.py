@@ -16,6 +16,8 @@ spec                   what it is                                               
                        metal columns only (a triangular lattice); ``WS2:bulk`` = a
                        2H multilayer, every honeycomb column a W + S2 column
 ``SrTiO3``             perovskite [001], a = 0.3905 nm                             Sr, TiO, O
+``SrTiO3[110]``        perovskite [110]: rectangle a/sqrt 2 x a, Ti columns a/2    SrO, Ti,
+                       from the SrO columns, O2 columns beside the Ti              O2
 ``Si[110]``            diamond cubic [110], a = 0.5431 nm: dumbbells 0.136 nm      Si
                        apart; ``Si[110]:dumbbell`` = one column per dumbbell
 ``GaAs[110]``          zinc blende [110], a = 0.5653 nm: Ga-As dumbbells           Ga, As
@@ -216,6 +218,17 @@ LIBRARY: Dict[str, LatticeEntry] = {
         columns={"Sr": ((0.0, 0.0),), "TiO": ((0.5, 0.5),), "O": ((0.5, 0.0), (0.0, 0.5))},
         atoms={"Sr": (38,), "TiO": (22, 8), "O": (8,)},
         default=("Sr", "TiO"),
+    ),
+    # [110]: a rectangle a/sqrt(2) (along [1-10]) x a (along [001]); per cell a SrO column
+    # (Sr and O alternate along the beam), a pure Ti column a/2 above it and an O column (two
+    # O per repeat) beside the Ti. ABF shows all three, HAADF the SrO and Ti columns
+    "srtio3[110]": LatticeEntry(
+        name="SrTiO3[110]",
+        lengths_nm=(0.3905 / math.sqrt(2), 0.3905),
+        angle_deg=90.0,
+        columns={"SrO": ((0.0, 0.0),), "Ti": ((0.0, 0.5),), "O2": ((0.5, 0.5),)},
+        atoms={"SrO": (38, 8), "Ti": (22,), "O2": (8, 8)},
+        default=("SrO", "Ti"),
     ),
     "si[110]": _diamond_110("Si", 0.5431, ("Si", 14), ("Si", 14)),
     "gaas[110]": _diamond_110("GaAs", 0.5653, ("Ga", 31), ("As", 33)),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..contrast import ContrastDecision
 from .lattice import Lattice
 from .params import LoGParameters
 from .pareto import Choice, ParetoPoint
@@ -38,6 +39,8 @@ class LoGStarReport:
     image_pixel_size_nm: Optional[float]
     pixel_size_info: Dict[str, Any]
     plausibility: Optional[Plausibility]
+    contrast: str
+    contrast_decision: Optional[ContrastDecision]
     result: Optional[OptimizationResult]
     choice: Optional[Choice]
     choices: List[Dict[str, Any]]
@@ -79,7 +82,8 @@ class LoGStarReport:
 
     def report(self) -> Dict[str, Any]:
         """Small and JSON-able: the lattice, the front (no atom positions), the chosen
-        point, who chose it and how, every choice so far, and the current image's counts."""
+        point, who chose it and how, every choice so far, the current image's counts, and
+        the contrast (asked, decided, why: :meth:`ContrastDecision.as_dict`)."""
         chosen = None
         if self.choices:
             chosen = dict(self.choices[-1])
@@ -89,6 +93,11 @@ class LoGStarReport:
             "pixel_size_nm": self.image_pixel_size_nm or self.pixel_size_nm,
             "pixel_size": dict(self.pixel_size_info),
             "plausibility": self.plausibility.as_dict() if self.plausibility else None,
+            "contrast": (
+                self.contrast_decision.as_dict()
+                if self.contrast_decision is not None
+                else {"asked": self.contrast, "contrast": None}
+            ),
             "reward_names": list(self.result.reward_names) if self.result else [],
             "front": [p.summary() for p in self.front],
             "chosen": chosen,

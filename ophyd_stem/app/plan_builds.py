@@ -12,6 +12,7 @@ from typing import Any
 
 from .plan_options import (
     ZERO_LOSS,
+    _contrast_setting,
     _dkl_scalarizer,
     _dkl_settings,
     _edge_settings,
@@ -73,15 +74,36 @@ def _build_logstar(session: Any, args: argparse.Namespace) -> Generator:
 
 def _atom_plan(session: Any, args: argparse.Namespace, plan: Callable, agent: Any) -> Generator:
     """An atom-finding plan (``logstar``, ``dcnn``) with its agent: the scan set up, the
-    agent kept for the summary, EELS at the agent's atoms when the options ask for it."""
+    agent kept for the summary, EELS at the agent's atoms when the options ask for it, the
+    survey detector's name passed on (an ABF survey shows the columns dark)."""
     args.agent = agent
     yield from _setup_scan(session, args)
     m = session.microscope
+    signal = yield from _survey_signal(m, args)
     return (
         yield from plan(
-            m.scan, agent, images=args.images, eels_points=m.eels_points, n_eels=args.eels
+            m.scan,
+            agent,
+            images=args.images,
+            eels_points=m.eels_points,
+            n_eels=args.eels,
+            signal=signal,
         )
     )
+
+
+def _survey_signal(microscope: Any, args: argparse.Namespace) -> Generator:
+    """``--signal`` (recorded too, when the scan did not record it yet: the instrument
+    says if it has no such detector), or HAADF when the instrument has it, else its first
+    detector (a recording with only an ABF image, say)."""
+    import bluesky.plan_stubs as bps
+
+    signals = list((yield from bps.rd(microscope.scan.signals)) or ["HAADF"])
+    if args.signal is None:
+        return "HAADF" if "HAADF" in signals else signals[0]
+    if args.signal not in signals:
+        yield from bps.mv(microscope.scan.signals, [*signals, args.signal])
+    return args.signal
 
 
 def _build_edge(session: Any, args: argparse.Namespace) -> Generator:
@@ -104,8 +126,6 @@ def _build_edge(session: Any, args: argparse.Namespace) -> Generator:
 
 
 def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
-    import bluesky.plan_stubs as bps
-
     from agents.dkl import DKLAgent
     from agents.scalarizers import get_scalarizer
     from plans import adaptive_eels
@@ -118,10 +138,7 @@ def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
 
     yield from _setup_scan(session, args)
     m = session.microscope
-    signal = args.signal
-    if signal is None:  # HAADF when the instrument has it, else its first detector (ABF...)
-        signals = list((yield from bps.rd(m.scan.signals)) or ["HAADF"])
-        signal = "HAADF" if "HAADF" in signals else signals[0]
+    signal = yield from _survey_signal(m, args)
     return (
         yield from adaptive_eels(
             m.scan,
@@ -142,12 +159,13 @@ def _build_dcnn(session: Any, args: argparse.Namespace) -> Generator:
     from .default_ensemble import train_default_ensemble
 
     device = session.config.device or "auto"
+    settings = {"target": args.target, "device": device, **_contrast_setting(args)}
     try:
-        agent = EnsembleAgent(args.ensemble, target=args.target, device=device)
+        agent = EnsembleAgent(args.ensemble, **settings)
     except EnsembleNotFoundError:
         if args.no_train or args.ensemble != "default":
             raise
         # "A default ensemble is produced on first use": train it now, once.
         train_default_ensemble("default", device=device, compute=session.config.compute)
-        agent = EnsembleAgent("default", target=args.target, device=device)
+        agent = EnsembleAgent("default", **settings)
     return (yield from _atom_plan(session, args, dcnn, agent))

@@ -123,7 +123,36 @@ def _logstar_arguments(parser: argparse.ArgumentParser) -> None:
         help="where EELS goes: atoms far brighter than the lattice (dopants), the brightest "
         "GMM class, or any atom; brightest first. 'outliers' may give fewer than --eels",
     )
+    _contrast_arguments(parser)
     _control_argument(parser)
+
+
+def _contrast_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--signal`` and ``--contrast`` of the atom finders (logstar, dcnn)."""
+    parser.add_argument(
+        "--signal",
+        default=None,
+        help="survey detector the atoms are found in (default: HAADF when the instrument "
+        "has it, else its first, e.g. ABF)",
+    )
+    parser.add_argument(
+        "--contrast",
+        choices=("auto", "bright", "dark"),
+        default="auto",
+        help="how the columns show: bright (HAADF/ADF), dark (ABF/BF: the image is inverted "
+        "before the atoms are found), auto: from the detector's name, else from the image "
+        "(default: auto)",
+    )
+
+
+def _contrast_setting(args: argparse.Namespace) -> dict[str, Any]:
+    """The agent's ``contrast`` (left out at the default, so queued items stay as before)."""
+    return {} if args.contrast == "auto" else {"contrast": args.contrast}
+
+
+def _signal_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The queued plan's ``signal`` when one is given (else the plan's own: HAADF)."""
+    return {} if args.signal is None else {"signal": args.signal}
 
 
 def _control_argument(parser: argparse.ArgumentParser) -> None:
@@ -146,6 +175,7 @@ def _logstar_settings(args: argparse.Namespace, sample: str) -> dict[str, Any]:
         "target": args.target,
         "seed": args.seed,
         **_pixel_size_option(args.pixel_size),
+        **_contrast_setting(args),
     }
 
 
@@ -167,6 +197,7 @@ def _queue_logstar(args: argparse.Namespace) -> list[QueueItem]:
         "images": args.images,
         "n_eels": args.eels,
         "control": args.control,
+        **_signal_kwargs(args),
     }
     if args.eels:
         kwargs["eels_points"] = "eels_points"
@@ -352,13 +383,19 @@ def _dcnn_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fail instead of training the default ensemble when it does not exist yet",
     )
+    _contrast_arguments(parser)
 
 
 def _queue_dcnn(args: argparse.Namespace) -> list[QueueItem]:
     kwargs: dict[str, Any] = {
-        "agent_kwargs": {"ensemble": args.ensemble, "target": args.target},
+        "agent_kwargs": {
+            "ensemble": args.ensemble,
+            "target": args.target,
+            **_contrast_setting(args),
+        },
         "images": args.images,
         "n_eels": args.eels,
+        **_signal_kwargs(args),
     }
     if args.eels:
         kwargs["eels_points"] = "eels_points"

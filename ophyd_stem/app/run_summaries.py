@@ -60,12 +60,26 @@ def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
     warning = (report.get("pixel_size") or {}).get("warning")
     if warning:
         lines.append(f"  WARNING     {warning}")
+    lines += _contrast_lines(report)
     check = report.get("plausibility") or {}
     if check:
         if check.get("ok"):
             lines.append("  plausible   the atoms sit on columns, where the lattice puts them")
         for text in check.get("warnings") or []:
             lines.append(f"  WARNING     {text}")
+    return lines
+
+
+def _contrast_lines(report: dict[str, Any]) -> list[str]:
+    """How the atom finder took the survey: bright columns as they are, dark ones inverted,
+    and why (the agent's ``report()["contrast"]``)."""
+    contrast = report.get("contrast") or {}
+    if not contrast.get("contrast"):
+        return []
+    how = "as it is" if contrast["contrast"] == "bright" else "inverted, atoms found as peaks"
+    lines = [f"  contrast    {contrast['contrast']} columns, image {how} ({contrast['why']})"]
+    if contrast.get("warning"):
+        lines.append(f"  WARNING     {contrast['warning']}")
     return lines
 
 
@@ -219,6 +233,7 @@ def _summarize_dcnn(session: Any, args: argparse.Namespace) -> list[str]:
         f"median atom {report.get('atom_uncertainty_median') or 0:.2e} "
         f"({_UNCERTAINTY_WORDS.get(report.get('uncertainty_method'), 'variance')})",
     ]
+    lines += _contrast_lines(report)
     prediction = args.agent.prediction
     if prediction is not None:
         found = np.asarray(prediction.xy, dtype=float).reshape(-1, 2)

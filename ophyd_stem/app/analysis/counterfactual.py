@@ -47,7 +47,7 @@ import numpy as np
 from agents.base import Agent
 from agents.runs import RunData
 
-from .rebuild import agent_factory, as_run_data
+from .rebuild import agent_factory, as_run_data, survey_detector
 
 __all__ = ["CounterfactualResult", "RandomAgent", "RasterAgent", "counterfactual", "parse"]
 
@@ -296,7 +296,8 @@ def _run_dcnn(data: RunData, name: str, options: dict[str, Any]) -> Counterfactu
     chosen = np.full_like(recorded, np.nan)
     used = 0
     for record in data.dcnn:
-        agent.observe(np.asarray(data.survey_images[int(record["image"])], dtype=np.float64))
+        image = np.asarray(data.survey_images[int(record["image"])], dtype=np.float64)
+        agent.observe(image, **survey_detector(agent, data))
         picks = _xy(agent.suggest(n_eels))
         rows = slice(used, used + len(picks))
         chosen[rows] = picks[: len(recorded[rows])]
@@ -316,6 +317,7 @@ def _xy(suggestions: list[dict]) -> np.ndarray:
 
 
 def _run_logstar(data: RunData, name: str, options: dict[str, Any]) -> CounterfactualResult:
+    from agents.contrast import orient
     from agents.logstar.params import LoGParameters
     from agents.logstar.pareto import ParetoPoint, select_point
     from agents.logstar.scalespace import ImageScaleSpaces, prepare_image
@@ -338,7 +340,11 @@ def _run_logstar(data: RunData, name: str, options: dict[str, Any]) -> Counterfa
         front, index=options.get("index"), weight=options.get("weight"), chooser="counterfactual"
     )
     params = front[choice.index].params
-    prepared = prepare_image(data.survey_images[image_index])
+    # the image the way round the run took it (an ABF survey: inverted; before the option
+    # and for HAADF: as it came)
+    record = next((r for r in data.logstar if int(r.get("image", 0)) == image_index), {})
+    taken = ((record.get("report") or {}).get("contrast") or {}).get("contrast") or "bright"
+    prepared = prepare_image(orient(data.survey_images[image_index], taken))
     found = ImageScaleSpaces(prepared, params.sigma_step).detect(params)
     atoms = data.atoms
     keep = np.asarray(atoms.get("image", []), dtype=int) == image_index

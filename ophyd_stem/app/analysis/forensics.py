@@ -9,7 +9,8 @@ recorded. A mismatch means the agent (its code, its settings, the libraries unde
 longer behaves as it did during the experiment.
 
 Workflows: ``adaptive_eels`` (DKL and any agent given by ``make_agent``), ``edge_eels``
-(the edge agent's points), ``logstar`` (the Pareto front, the choice, the atoms), ``dcnn``,
+(the edge agent's points), ``logstar`` (the Pareto front, the choice, the atoms; and
+whether it took the columns dark, where it did: an ABF survey), ``dcnn`` (likewise),
 ``drift_corrected_edge_eels`` (the edge points, every drift estimate re-registered from the
 recorded re-scans, every beam position re-derived) and, in any run that aligned its spectra
 on the zero-loss peak (``spectrum_image`` included), the peaks located again
@@ -39,7 +40,7 @@ import numpy as np
 from agents.runs import RunData
 
 from .checks import Check, ForensicsReport, _compare
-from .rebuild import agent_factory, as_run_data, replay_device
+from .rebuild import agent_factory, as_run_data, replay_device, survey_detector
 
 __all__ = [
     "Check",
@@ -160,8 +161,12 @@ def _logstar(data: RunData, make_agent: Callable, report: ForensicsReport) -> No
             agent.params = LoGParameters(**params)
             agent.params_pixel_size_nm = data.pixel_size
         summary = agent.observe(
-            image, pixel_size_nm=data.pixel_size, optimize=bool(record.get("optimised"))
+            image,
+            pixel_size_nm=data.pixel_size,
+            optimize=bool(record.get("optimised")),
+            **survey_detector(agent, data),
         )
+        report.checks += _contrast_check(index, record, agent)
         if summary["optimised"]:
             front = [p for p in data.front if int(p.get("image", 0)) == index]
             names = [k for k in front[0] if k not in ("image", "point", "chosen", "parameters")]
@@ -181,6 +186,17 @@ def _logstar(data: RunData, make_agent: Callable, report: ForensicsReport) -> No
         report.checks.append(Check(index, "atoms", record["n_atoms"], n, n == record["n_atoms"]))
 
 
+def _contrast_check(index: int, record: dict[str, Any], agent: Any) -> list[Check]:
+    """The atom finder's bright/dark decision against the run's, where it mattered: dark
+    columns recorded or replayed (a bright one agreeing adds nothing to the atoms' check)."""
+    recorded = ((record.get("report") or {}).get("contrast") or {}).get("contrast")
+    decision = getattr(agent, "contrast_decision", None)
+    replayed = decision.contrast if decision is not None else None
+    if recorded is None or (recorded == "bright" and replayed in ("bright", None)):
+        return []
+    return [Check(index, "contrast", recorded, replayed, recorded == replayed)]
+
+
 def _dcnn(data: RunData, make_agent: Callable, report: ForensicsReport) -> None:
     agent = make_agent(None)
     n_eels = int(data.plan_args.get("n_eels") or 0)
@@ -190,7 +206,9 @@ def _dcnn(data: RunData, make_agent: Callable, report: ForensicsReport) -> None:
     used = 0
     for record in data.dcnn:
         index = int(record["image"])
-        agent.observe(np.asarray(data.survey_images[index], dtype=np.float64))
+        image = np.asarray(data.survey_images[index], dtype=np.float64)
+        agent.observe(image, **survey_detector(agent, data))
+        report.checks += _contrast_check(index, record, agent)
         keep = images == index
         recorded = np.column_stack([np.asarray(atoms["x"])[keep], np.asarray(atoms["y"])[keep]])
         report.checks.append(_compare(index, "atoms", recorded, agent.prediction.xy))

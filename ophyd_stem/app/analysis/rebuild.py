@@ -22,6 +22,7 @@ __all__ = [
     "as_run_data",
     "replay_device",
     "reported_agent_class",
+    "survey_detector",
 ]
 
 
@@ -65,6 +66,16 @@ def replay_device(data: RunData) -> tuple[str, str | None]:
             "this replay computes on the CPU and its decisions can differ by the GPU's rounding"
         )
     return "cuda", None
+
+
+def survey_detector(agent: Any, data: RunData) -> dict[str, Any]:
+    """``{"detector": <the run's survey signal>}`` for an atom finder whose ``observe`` takes
+    it, as the plan passed it (an ABF survey: columns dark), else nothing."""
+    try:
+        takes = "detector" in inspect.signature(agent.observe).parameters
+    except (AttributeError, TypeError, ValueError):
+        takes = False
+    return {"detector": data.survey_signal} if takes else {}
 
 
 def _accepted(cls: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +193,8 @@ def agent_factory(data: RunData, **overrides: Any) -> tuple[Callable[[np.ndarray
         from agents.logstar import LoGStarAgent
 
         config = dict((data.start.get("agent") or {}).get("config") or {})
+        # runs from before the contrast option took every image as it came: bright columns
+        config.setdefault("contrast", "bright")
         report = data.logstar[0]["report"] if data.logstar else {}
         options = {"lattice": report.get("lattice", "graphene"), **config, **overrides}
         options = _accepted(LoGStarAgent, options)
@@ -245,6 +258,8 @@ def _dcnn_factory(data: RunData, **overrides: Any) -> tuple[Callable[[Any], Any]
     options = {
         "target": config.get("target", "uncertain"),
         "min_separation": config.get("min_separation"),
+        # runs from before the contrast option took every image as it came: bright columns
+        "contrast": config.get("contrast", "bright"),
         **predict,
         **overrides,
     }
