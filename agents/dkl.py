@@ -46,7 +46,14 @@ import torch
 from .base import Agent, Suggestion
 from .device import check_device, describe, is_cuda, resolve_device
 from .dkl_exploration import DKLExploration
-from .dkl_geometry import SEED_MODES, inside_image, make_seeds, pixel_index, place_candidates
+from .dkl_geometry import (
+    SEED_MODES,
+    SEED_ORDERS,
+    inside_image,
+    make_seeds,
+    pixel_index,
+    place_candidates,
+)
 from .dkl_model import DeepKernelGP, PatchProjection
 from .dkl_training import CPU_MAX_TRAIN_POINTS, MIN_POINTS_TO_FIT, DKLTraining
 from .images import survey_image_array
@@ -93,6 +100,12 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
             cells' centres), or ``(M, 2)`` positions to measure first (from the edge
             workflow, say).
         n_seed: number of seed points.
+        seed_order: the order of the ``"features"`` seed points, by kind: ``"drawn"`` (the
+            default: from ``seed``, no kind favoured), ``"brightest"`` / ``"darkest"`` (the
+            kind brightest / darkest in the band-passed survey first: on a HAADF survey the
+            heaviest columns or particles), ``"rarest"`` (the kind with fewest sites first),
+            ``"outlying"`` (the kind farthest from the sites' mean feature first). The set of
+            seed points, and every choice after them, is the same in each order.
         seed: seeds the network's initial weights and every random choice: same seed, same
             data, same suggestions.
         num_threads: torch threads during fits and predictions (``None``: leave torch's).
@@ -131,6 +144,7 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
         n_components: Optional[int] = 16,
         seed_points: Union[str, Any] = "features",
         n_seed: int = 5,
+        seed_order: str = "drawn",
         seed: int = 0,
         num_threads: Optional[int] = 1,
         train_iters: int = 150,
@@ -188,6 +202,9 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
             seed_points if isinstance(seed_points, str) else np.asarray(seed_points).tolist()
         )
         self._n_seed = int(n_seed)
+        if seed_order not in SEED_ORDERS:
+            raise ValueError(f"seed_order must be one of {SEED_ORDERS}, got {seed_order!r}")
+        self._seed_order = str(seed_order)
         self._initial_exploration = {
             "acquisition": acquisition,
             "xi": float(xi),
@@ -235,6 +252,7 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
             image=self.image,
             window=self.window,
             features=self._candidate_x.cpu().numpy(),
+            order=self._seed_order,
         )
 
     def _check_positions(self, positions: np.ndarray) -> None:
@@ -322,6 +340,7 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
             "n_components": self.n_components,
             "seed_points": self._seed_points,
             "n_seed": self._n_seed,
+            "seed_order": self._seed_order,
             "seed": self.seed,
             "num_threads": self.num_threads,
             "train_iters": self.train_iters,

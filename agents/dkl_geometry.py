@@ -13,10 +13,17 @@ from typing import Any, List, Optional, Tuple, Union
 import numpy as np
 
 from .base import as_positions
-from .dkl_seeds import feature_seeds
+from .dkl_seeds import SEED_ORDERS, feature_seeds
 from .patches import candidate_grid, extract_patches, grid_points, spread_points
 
-__all__ = ["SEED_MODES", "inside_image", "make_seeds", "pixel_index", "place_candidates"]
+__all__ = [
+    "SEED_MODES",
+    "SEED_ORDERS",
+    "inside_image",
+    "make_seeds",
+    "pixel_index",
+    "place_candidates",
+]
 
 SEED_MODES = ("features", "spread", "random", "grid")
 
@@ -69,6 +76,7 @@ def make_seeds(
     image: Optional[np.ndarray] = None,
     window: Optional[int] = None,
     features: Optional[np.ndarray] = None,
+    order: str = "drawn",
 ) -> List[Tuple[float, float]]:
     """The positions measured first, before the model can fit.
 
@@ -81,6 +89,8 @@ def make_seeds(
         rng: the agent's random generator (the named modes but ``"grid"`` draw from it).
         image, window, features: the survey image, the patch side (px) and the candidates'
             ``(N, D)`` patch features; needed by ``"features"`` (:mod:`agents.dkl_seeds`).
+        order: the order of the ``"features"`` seed points by kind
+            (:func:`agents.dkl_seeds.feature_seeds`; ``"drawn"``: from ``rng``).
 
     Raises:
         ValueError: an unknown mode, a negative ``n_seed``, or positions outside the image.
@@ -97,7 +107,7 @@ def make_seeds(
         if seed_points == "features":
             if image is None or window is None or features is None:
                 raise ValueError('seed_points="features" needs the image, window and features')
-            picks = feature_seeds(image, window, candidates, features, n_seed, rng)
+            picks = feature_seeds(image, window, candidates, features, n_seed, rng, order)
             return [tuple(candidates[i]) for i in picks]
         if seed_points == "spread":
             picks = spread_points(shape, n_seed, candidates, rng)

@@ -105,3 +105,23 @@ def test_feature_seeds_need_the_image_and_features():
 
     with pytest.raises(ValueError, match="features"):
         make_seeds("features", 3, (10, 10), np.zeros((100, 2)), np.random.default_rng(0))
+
+
+def test_seed_order_puts_the_brightest_kind_first_and_is_recorded_for_replays():
+    """``seed_order="brightest"``: the same seed points as the drawn order, the strong (bright)
+    column first; the random generator is left as the drawn order leaves it, and the order is
+    in config(), so a replay rebuilds the same seed points."""
+    image, strong, _ = two_kinds_of_column()
+    for seed in range(3):
+        drawn = DKLAgent(image, seed=seed, window=9, **FAST)
+        bright = DKLAgent(image, seed=seed, window=9, seed_order="brightest", **FAST)
+        pts = [(s["x"], s["y"]) for s in bright.suggest(5)]
+        assert near(np.array(pts[:1]), strong) == [True], (seed, pts)
+        assert sorted(pts) == sorted((s["x"], s["y"]) for s in drawn.suggest(5))
+        assert bright._rng.bit_generator.state == drawn._rng.bit_generator.state
+        config = bright.config()
+        assert config["seed_order"] == "brightest" and drawn.config()["seed_order"] == "drawn"
+        rebuilt = DKLAgent(image, **config)
+        assert [(s["x"], s["y"]) for s in rebuilt.suggest(5)] == pts
+    with pytest.raises(ValueError, match="seed_order"):
+        DKLAgent(image, seed_order="heaviest", **FAST)
