@@ -120,7 +120,8 @@ def test_seed_order_puts_the_brightest_kind_first_and_is_recorded_for_replays():
         assert sorted(pts) == sorted((s["x"], s["y"]) for s in drawn.suggest(5))
         assert bright._rng.bit_generator.state == drawn._rng.bit_generator.state
         config = bright.config()
-        assert config["seed_order"] == "brightest" and drawn.config()["seed_order"] == "drawn"
+        assert config["seed_order"] == "brightest"
+        assert drawn.config()["seed_order"] == "drawn"
         rebuilt = DKLAgent(image, **config)
         assert [(s["x"], s["y"]) for s in rebuilt.suggest(5)] == pts
     with pytest.raises(ValueError, match="seed_order"):
