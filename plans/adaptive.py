@@ -32,7 +32,7 @@ from ._metadata import POSITION_DIMENSIONS, decision_record, with_scan_field
 from ._queue import AGENT, CONTROL, FLYER, READABLE, SCALARIZER, queue_parameters
 from .control import OperatorControl
 from .operator import resolve_control
-from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table
+from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table, survey_signal
 from .zero_loss import ZeroLossStep
 
 __all__ = ["adaptive_eels", "edge_eels"]
@@ -40,10 +40,8 @@ __all__ = ["adaptive_eels", "edge_eels"]
 
 def _survey(scan_engine: Any, signal: str) -> MsgGenerator[tuple[np.ndarray, float]]:
     yield from read_survey_image(scan_engine)
-    acquisition = scan_engine.last_acquisition
-    if acquisition is None or signal not in acquisition.images:
-        raise RuntimeError(f"the survey image has no {signal!r} signal")
-    return np.asarray(acquisition.images[signal], dtype=np.float64), acquisition.pixel_size
+    image = survey_signal(scan_engine, signal)
+    return image, scan_engine.last_acquisition.pixel_size
 
 
 @queue_parameters(scan_engine=READABLE, eels_points=FLYER, agent=AGENT, scalarizer=SCALARIZER)

@@ -13,7 +13,7 @@ from ophyd_stem import Record, Table
 from ._agents import describe_request, forward_agent, survey_detector
 from ._metadata import forward_md, with_scan_field
 from ._queue import AGENT, OPTIONAL_FLYER, READABLE, queue_parameters
-from .stubs import eels_at_suggestions, read_survey_image, record, record_table
+from .stubs import eels_at_suggestions, read_survey_image, record, record_table, survey_signal
 
 __all__ = ["dcnn"]
 
@@ -73,8 +73,7 @@ def dcnn(
     def inner():
         for index in range(images):
             yield from read_survey_image(scan_engine)
-            acquisition = scan_engine.last_acquisition
-            image = np.asarray(acquisition.images[signal], dtype=np.float64)
+            image = survey_signal(scan_engine, signal)
             prediction = agent.observe(image, **detector)
             yield from record(
                 maps,

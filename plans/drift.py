@@ -29,7 +29,7 @@ from ophyd_stem import Record, Table
 from ._metadata import POSITION_DIMENSIONS, with_scan_field
 from ._metadata import decision_record as make_decision_record
 from ._queue import FLYER, READABLE, queue_parameters
-from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table
+from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table, survey_signal
 from .zero_loss import ZeroLossStep
 
 __all__ = ["acquire_spectra_tracking_drift", "drift_corrected_edge_eels"]
@@ -84,7 +84,7 @@ def acquire_spectra_tracking_drift(
             duration = float(acquisition.instrument_time)
             clock += duration
             # the image is an average over its frame: its time is the middle of the frame
-            est = tracker.measure(np.asarray(acquisition.images[signal]), started + duration / 2)
+            est = tracker.measure(survey_signal(scan, signal), started + duration / 2)
             yield from record(
                 drift_record,
                 "drift",
@@ -214,10 +214,8 @@ def drift_corrected_edge_eels(
     @bpp.run_decorator(md=_md)
     def inner():
         yield from read_survey_image(scan_engine)
+        image = survey_signal(scan_engine, signal)
         survey = scan_engine.last_acquisition
-        if survey is None or signal not in survey.images:
-            raise RuntimeError(f"the survey image has no {signal!r} signal")
-        image = np.asarray(survey.images[signal], dtype=np.float64)
         agent = EdgeAgent(image, method=method, sigma=sigma, spacing=spacing, budget=budget)
         frame = float(survey.instrument_time)
         tracker = DriftTracker(

@@ -29,7 +29,7 @@ from ophyd_stem import Record
 from ._agents import AgentFactory, Scalarizer, describe_request, image_agent, scalarizer_of
 from ._metadata import POSITION_DIMENSIONS, decision_record, with_scan_field
 from ._queue import AGENT, FLYER, READABLE, SCALARIZER, queue_parameters
-from .stubs import acquire_spectra_at_points, read_survey_image, record
+from .stubs import acquire_spectra_at_points, read_survey_image, record, survey_signal
 from .zero_loss import ZeroLossStep
 
 __all__ = ["latent_eels"]
@@ -97,10 +97,7 @@ def latent_eels(
     @bpp.run_decorator(md=_md)
     def inner():
         yield from read_survey_image(scan_engine)
-        survey = scan_engine.last_acquisition
-        if survey is None or signal not in survey.images:
-            raise RuntimeError(f"the survey image has no {signal!r} signal")
-        agent = make_agent(np.asarray(survey.images[signal], dtype=np.float64))
+        agent = make_agent(survey_signal(scan_engine, signal))
         if not callable(getattr(agent, "latent_map", None)):
             raise ValueError(f"agent {agent!r} has no latent map: latent_eels needs one")
         maps = agent.latent_map()

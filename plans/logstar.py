@@ -15,7 +15,7 @@ from ._metadata import forward_md, with_scan_field
 from ._queue import AGENT, CONTROL, OPTIONAL_FLYER, READABLE, queue_parameters
 from .control import OperatorControl
 from .operator import resolve_control
-from .stubs import eels_at_suggestions, read_survey_image, record, record_table
+from .stubs import eels_at_suggestions, read_survey_image, record, record_table, survey_signal
 
 __all__ = ["logstar"]
 
@@ -88,7 +88,7 @@ def logstar(
         for index in range(images):
             yield from read_survey_image(scan_engine)
             acquisition = scan_engine.last_acquisition
-            image = np.asarray(acquisition.images[signal], dtype=np.float64)
+            image = survey_signal(scan_engine, signal)
             summary = agent.observe(image, pixel_size_nm=acquisition.pixel_size, **detector)
             if control is not None:  # the operator's pick on the front (recorded)
                 yield from control.review_front(index, agent)

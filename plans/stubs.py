@@ -16,6 +16,7 @@ __all__ = [
     "read_survey_image",
     "record",
     "record_table",
+    "survey_signal",
 ]
 
 
@@ -89,6 +90,25 @@ def acquire_spectra_at_points(
 def read_survey_image(scan_engine: Any, stream_name: str = "survey") -> MsgGenerator[str]:
     """Trigger the scan engine once and read it into ``stream_name`` (one event)."""
     return (yield from bps.trigger_and_read([scan_engine], name=stream_name))
+
+
+def survey_signal(scan_engine: Any, signal: str) -> np.ndarray:
+    """The last survey image's ``signal`` (HAADF, ABF...) as a float64 array.
+
+    Raises:
+        RuntimeError: no image was taken yet, or the scan did not record ``signal`` (the
+            message names the signals it did record).
+    """
+    acquisition = scan_engine.last_acquisition
+    if acquisition is None:
+        raise RuntimeError("no survey image has been taken yet")
+    if signal not in acquisition.images:
+        recorded = ", ".join(sorted(acquisition.images)) or "none"
+        raise RuntimeError(
+            f"the survey image has no {signal!r} signal (it recorded: {recorded}); "
+            "ask for one of those (signal=... in a plan, --signal on the command line)"
+        )
+    return np.asarray(acquisition.images[signal], dtype=np.float64)
 
 
 def record(recorder: Any, stream: str, **values: Any) -> MsgGenerator[str]:

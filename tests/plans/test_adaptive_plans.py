@@ -101,3 +101,14 @@ def test_dkl_loop_records_spectra_decisions_and_maps_consistently(RE, nanopartic
     assert [m["agent_maps-step"] for m in maps] == [3, 6]
     assert maps[-1]["agent_maps-mean"].shape == maps[-1]["agent_maps-std"].shape
     assert np.all(maps[-1]["agent_maps-std"] >= 0)
+
+
+def test_a_signal_the_scan_does_not_record_is_named_with_those_it_does(RE, nanowire):
+    """A survey signal the instrument does not have (ABF asked, the twin records HAADF...)
+    fails the run with the signals it could have asked for, not a bare KeyError."""
+    from agents.edges import EdgeAgent
+
+    with pytest.raises(Exception, match=r"no 'ABF' signal \(it recorded: .*HAADF"):
+        RE(edge_eels(nanowire.scan, nanowire.eels_points, EdgeAgent, signal="ABF"))
+    stop = next(doc for name, doc in reversed(RE.documents) if name == "stop")
+    assert stop["exit_status"] == "fail"
