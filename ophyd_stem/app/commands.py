@@ -18,8 +18,6 @@ __all__: list[str] = []
 
 def _twin_options(args: argparse.Namespace) -> dict[str, Any]:
     """The twin's constructor options from the command line."""
-    import json
-
     options: dict[str, Any] = {
         "seed": args.seed,
         "time_scale": args.time_scale,
@@ -30,16 +28,9 @@ def _twin_options(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.noise_level is not None:
         options["noise_level"] = args.noise_level
-    params: dict[str, Any] = {}
-    for item in args.sample_param:
-        name, sep, raw = str(item).partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--sample-param wants NAME=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
-        params[name.strip()] = tuple(value) if isinstance(value, list) else value
+    from dm_bridge.backends.twin.backend import sample_parameters_from_arguments
+
+    params = sample_parameters_from_arguments(args.sample_param)
     if params:
         options["sample_parameters"] = params
     return options

@@ -13,7 +13,7 @@ import json
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from .samples import SAMPLES, Sample, make_sample
 from .timing import TimingModel
 from .truth import TargetBand, TruthFrame, build_truth
 
-__all__ = ["TwinBackend"]
+__all__ = ["TwinBackend", "sample_parameters_from_arguments"]
 
 ELECTRON_CHARGE = 1.602176634e-19  # C
 #: share of the electrons scattered into the HAADF annulus that the detector counts
@@ -227,16 +227,7 @@ class TwinBackend(Backend):
     @classmethod
     def options_from_arguments(cls, args: Any) -> Dict[str, Any]:
         opts = super().options_from_arguments(args)
-        params: Dict[str, Any] = {}
-        for item in args.sample_param or []:
-            name, sep, raw = str(item).partition("=")
-            if not sep or not name.strip():
-                raise ValueError(f"--sample-param wants NAME=VALUE, got {item!r}")
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                value = raw
-            params[name.strip()] = tuple(value) if isinstance(value, list) else value
+        params = sample_parameters_from_arguments(args.sample_param or [])
         opts.update(
             sample=args.sample,
             seed=args.seed,
@@ -544,6 +535,28 @@ class TwinBackend(Backend):
             raise ValueError("give a band: this twin has no target_band")
         lo, hi = band
         return spectra[:, (axis >= lo) & (axis <= hi)].sum(axis=1)
+
+
+def sample_parameters_from_arguments(items: Iterable[str]) -> Dict[str, Any]:
+    """The sample parameters of repeated ``--sample-param NAME=VALUE`` options.
+
+    Values are JSON (``thickness=20``, ``hole_radius=[0.5,1]``: lists become tuples); a
+    value that is not JSON is kept as text.
+
+    Raises:
+        ValueError: an item without ``=`` or without a name.
+    """
+    params: Dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = str(item).partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--sample-param wants NAME=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        params[name.strip()] = tuple(value) if isinstance(value, list) else value
+    return params
 
 
 def _detector_signal(signal: str, haadf: np.ndarray, reference: float) -> np.ndarray:
