@@ -55,6 +55,20 @@ def _in_range(name: str, value: float, lo: float, hi: float, unit: str = "") -> 
         )
 
 
+def _take_floats(
+    changes: Mapping[str, Any],
+    clean: Dict[str, Any],
+    ranges: Tuple[Tuple[str, Tuple[float, float], str], ...],
+) -> None:
+    """Check each ``(name, (lo, hi), unit)`` present in ``changes``, in this order (the first
+    bad one is the error reported), and put its value in ``clean``."""
+    for name, (lo, hi), unit in ranges:
+        if name in changes:
+            value = _as_float(name, changes[name])
+            _in_range(name, value, lo, hi, unit)
+            clean[name] = value
+
+
 class LimitChecks:
     """Checks of requested settings and positions (a base class of
     :class:`~dm_bridge.backends.base.Backend`, not used alone): the attributes below are the
@@ -77,18 +91,15 @@ class LimitChecks:
                 v = _as_int(name, changes[name])
                 _in_range(name, v, lim.image_size[0], lim.image_size[1], " px")
                 clean[name] = v
-        if "dwell_time" in changes:
-            v = _as_float("dwell_time", changes["dwell_time"])
-            _in_range("dwell_time", v, lim.dwell_time[0], lim.dwell_time[1], " s")
-            clean["dwell_time"] = v
-        if "rotation" in changes:
-            v = _as_float("rotation", changes["rotation"])
-            _in_range("rotation", v, lim.rotation[0], lim.rotation[1], " deg")
-            clean["rotation"] = v
-        if "field_of_view" in changes:
-            v = _as_float("field_of_view", changes["field_of_view"])
-            _in_range("field_of_view", v, lim.field_of_view[0], lim.field_of_view[1], " nm")
-            clean["field_of_view"] = v
+        _take_floats(
+            changes,
+            clean,
+            (
+                ("dwell_time", lim.dwell_time, " s"),
+                ("rotation", lim.rotation, " deg"),
+                ("field_of_view", lim.field_of_view, " nm"),
+            ),
+        )
         if "signals" in changes:
             sig = changes["signals"]
             if isinstance(sig, str):
@@ -155,18 +166,15 @@ class LimitChecks:
             raise BadRequest(f"unknown EELS parameter(s) {unknown}; known: {sorted(names)}")
         lim = self.limits
         clean: Dict[str, Any] = {}
-        if "exposure" in changes:
-            v = _as_float("exposure", changes["exposure"])
-            _in_range("exposure", v, lim.min_exposure, lim.max_exposure, " s")
-            clean["exposure"] = v
-        if "energy_offset" in changes:
-            v = _as_float("energy_offset", changes["energy_offset"])
-            _in_range("energy_offset", v, lim.energy_offset[0], lim.energy_offset[1], " eV")
-            clean["energy_offset"] = v
-        if "dispersion" in changes:
-            v = _as_float("dispersion", changes["dispersion"])
-            _in_range("dispersion", v, lim.dispersion[0], lim.dispersion[1], " eV/channel")
-            clean["dispersion"] = v
+        _take_floats(
+            changes,
+            clean,
+            (
+                ("exposure", (lim.min_exposure, lim.max_exposure), " s"),
+                ("energy_offset", lim.energy_offset, " eV"),
+                ("dispersion", lim.dispersion, " eV/channel"),
+            ),
+        )
         binning = self._eels.binning
         if "binning" in changes:
             binning = _as_int("binning", changes["binning"])
