@@ -44,9 +44,11 @@ def survey_image_array(
         min_size: the smallest number of rows and columns accepted, in pixels.
 
     Returns:
-        A new ``(rows, cols)`` float64 array. NaN and infinite pixels (at most
-        :data:`MAX_UNDEFINED_FRACTION` of the image) take the value of their nearest
-        finite pixel; how many were filled is logged as a warning.
+        A ``(rows, cols)`` float64 array: the caller's own array when it already is one
+        and needs no repair (agents call this on every step: no copy), else a new one.
+        NaN and infinite pixels (at most :data:`MAX_UNDEFINED_FRACTION` of the image)
+        take the value of their nearest finite pixel in the new array (the caller's is
+        left as it was); how many were filled is logged as a warning.
 
     Raises:
         ValueError: not 2-D (a stack of several frames: pick one), smaller than
@@ -63,7 +65,7 @@ def survey_image_array(
     if min(image.shape) < min_size:
         raise ValueError(f"{what} must be at least {min_size} x {min_size} px, got {image.shape}")
     try:
-        image = np.array(image, dtype=np.float64)  # a copy: the caller's array is not touched
+        image = np.asarray(image, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{what} must hold numbers, got {image.dtype}") from None
     bad = ~np.isfinite(image)
