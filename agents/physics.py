@@ -264,10 +264,13 @@ class PhysicsGPAgent(Agent):
     # ------------------------------------------------------------------ data
 
     def _ingest(self, positions: np.ndarray, values: np.ndarray) -> None:
-        self._ingest_unusable(positions)
+        self._mark_measured(positions)
         self._dirty = True
 
     def _ingest_unusable(self, positions: np.ndarray) -> None:
+        self._mark_measured(positions)
+
+    def _mark_measured(self, positions: np.ndarray) -> None:
         # measured, with or without a usable value: either way not suggested again
         for x, y in positions:
             i = self._index.get((round(x), round(y)))
