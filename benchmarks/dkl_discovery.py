@@ -236,6 +236,12 @@ def plot(results: Dict[str, Dict[str, np.ndarray]], path: Path) -> None:
         "twin": "twin Au/Ag particles, band:20:30",
         "assembled": "real recordings (ABF + SrTiO3/LSMO EELS), Ti L2,3 signal",
     }
+    # one colour per method in both panels; DKL-EI dashed over DKL-UCB, since the two can
+    # measure the very same spectra (the seed points find the maximum) and one would hide
+    # the other
+    names = list(dict.fromkeys(name for curves in results.values() for name in curves))
+    colours = {name: f"C{i}" for i, name in enumerate(names)}
+    dashed = {"DKL-EI": (0, (4, 3)), "DKL-EI raw": (0, (1, 2))}
     fig, axes = plt.subplots(1, len(results), figsize=(6.0 * len(results), 4.2), dpi=100)
     axes = np.atleast_1d(axes)
     for ax, (scene, curves) in zip(axes, results.items()):
@@ -243,7 +249,12 @@ def plot(results: Dict[str, Dict[str, np.ndarray]], path: Path) -> None:
             steps = np.arange(1, c.shape[1] + 1)
             mean = c.mean(axis=0)
             (line,) = ax.plot(
-                steps, mean, label=name, lw=2 if name in ("DKL-EI", "DKL-UCB") else 1.2
+                steps,
+                mean,
+                label=name,
+                color=colours[name],
+                ls=dashed.get(name, "-"),
+                lw=2 if name in ("DKL-EI", "DKL-UCB") else 1.2,
             )
             ax.fill_between(
                 steps, np.percentile(c, 20, axis=0), np.percentile(c, 80, axis=0),
