@@ -226,6 +226,10 @@ def curves_of(record: Dict[str, Any]) -> Tuple[np.ndarray, float]:
     return found, float(reported)
 
 
+#: the methods drawn in the figure (in this order of colours)
+FIGURE_METHODS = ("DKL-UCB", "DKL-EI", "DKL-UCB spread", "DKL-EI raw", "random", "raster")
+
+
 def plot(results: Dict[str, Dict[str, np.ndarray]], path: Path) -> None:
     import matplotlib
 
@@ -239,8 +243,13 @@ def plot(results: Dict[str, Dict[str, np.ndarray]], path: Path) -> None:
     # one colour per method in both panels; DKL-EI dashed over DKL-UCB, since the two can
     # measure the very same spectra (the seed points find the maximum) and one would hide
     # the other
-    names = list(dict.fromkeys(name for curves in results.values() for name in curves))
-    colours = {name: f"C{i}" for i, name in enumerate(names)}
+    # the headline methods only: eleven curves in one panel cannot be told apart (and the
+    # colour cycle repeats after ten); every method is in the printed tables
+    results = {
+        scene: {n: c for n, c in curves.items() if n in FIGURE_METHODS}
+        for scene, curves in results.items()
+    }
+    colours = {name: f"C{i}" for i, name in enumerate(FIGURE_METHODS)}
     dashed = {"DKL-EI": (0, (4, 3)), "DKL-EI raw": (0, (1, 2))}
     fig, axes = plt.subplots(1, len(results), figsize=(6.0 * len(results), 4.2), dpi=100)
     axes = np.atleast_1d(axes)
