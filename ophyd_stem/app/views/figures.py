@@ -173,12 +173,14 @@ def _survey_panel(fig: Any, ax: Any, data: RunData, drawn: dict[str, int]) -> No
             ax.plot(pts[:, 0], pts[:, 1], "-", color="tab:cyan", lw=0.5, label="beam path")
     if len(xy):
         colour_by = values if len(values) == len(xy) else None
+        # mid-run the decisions come before their spectra's values: plain dots until then
+        # (a colour map without values is a matplotlib warning at every live redraw)
         dots = ax.scatter(
             xy[~ours, 0],
             xy[~ours, 1],
             c=None if colour_by is None else colour_by[~ours],
             color="tab:orange" if colour_by is None else None,
-            cmap="viridis",
+            cmap=None if colour_by is None else "viridis",
             s=22 if len(xy) <= 200 else 8,
             edgecolors="k",
             linewidths=0.4,
