@@ -4,8 +4,10 @@ The first seed paper notes that what DKL does "can be accomplished with RL, band
 ... not yet attempted". Here it is attempted: the survey field is split into **arms** --
 clusters of similar-looking patches (``arms="clusters"``: k-means on the patches' principal
 components, so "bright particle", "plate", "vacuum" become arms), square tiles of the field
-(``arms="tiles"``), or any label map given by the caller (``labels=``, e.g. the clusters of a
-rotation-invariant VAE's latent space, :mod:`agents.latent`). Each pull of an arm measures a
+(``arms="tiles"``), the clusters of a rotation-invariant VAE's latent space (``arms="latent"``:
+:class:`agents.latent.LatentAgent` trained on the survey, seeded, so a run's record rebuilds
+the same arms), or any label map given by the caller (``labels=``; such a run cannot be
+rebuilt from its record, which does not hold the map). Each pull of an arm measures a
 spectrum at an unmeasured pixel of that arm; its scalarized value is the arm's reward.
 
 Two classic policies choose the arm:
@@ -29,7 +31,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -40,7 +42,27 @@ from .patches import candidate_grid, extract_patches
 __all__ = ["ARM_KINDS", "POLICIES", "BanditAgent", "region_labels"]
 
 POLICIES = ("thompson", "ucb")
-ARM_KINDS = ("clusters", "tiles", "labels")
+ARM_KINDS = ("clusters", "tiles", "latent", "labels")
+#: the rVAE settings ``arms="latent"`` takes (the clusters, step and seed are the bandit's)
+LATENT_SETTINGS = ("window", "latent_dim", "epochs", "train_step", "num_threads", "device")
+
+
+def _latent_arms(
+    image: np.ndarray, n_arms: int, step: int, seed: int, latent: Optional[Mapping[str, Any]]
+) -> tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
+    """Arms = the Gaussian-mixture clusters of the rVAE's latent space over the bandit's own
+    candidate grid: ``(candidates, cluster of each, the rVAE's report)``."""
+    options = dict(latent or {})
+    unknown = sorted(set(options) - set(LATENT_SETTINGS))
+    if unknown:
+        raise ValueError(f"latent settings {unknown} not known; choose from {LATENT_SETTINGS}")
+    from .latent import LatentAgent  # torch and pyro: only for latent arms
+
+    space = LatentAgent(image, n_clusters=n_arms, step=step, seed=seed, **options)
+    report = space.report()
+    return space.candidates, space.cluster.astype(np.int64), {
+        "rvae": report["rvae"], "device": report["device"], "clusters": report["clusters"],
+    }  # fmt: skip
 
 
 def region_labels(
@@ -50,17 +72,22 @@ def region_labels(
     window: int = 8,
     step: int = 2,
     seed: int = 0,
+    latent: Optional[Mapping[str, Any]] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split the field into arms: ``(candidates (N, 2) x, y, arm label (N,))``.
 
     Args:
         survey_image: 2-D survey image.
         arms: ``"clusters"`` (k-means on the patches' first principal components plus their
-            mean brightness) or ``"tiles"`` (a near-square grid of ``n_arms`` tiles).
+            mean brightness), ``"tiles"`` (a near-square grid of ``n_arms`` tiles) or
+            ``"latent"`` (the ``n_arms`` Gaussian-mixture clusters of a rotation-invariant
+            VAE's latent space, :class:`agents.latent.LatentAgent`).
         n_arms: number of arms.
         window: patch side for the clusters, px.
         step: candidate grid spacing, px.
-        seed: seeds k-means.
+        seed: seeds k-means, or the rVAE and its mixture.
+        latent: the rVAE's settings for ``"latent"`` (:data:`LATENT_SETTINGS`, e.g.
+            ``{"epochs": 20}``).
 
     Raises:
         ValueError: an unknown kind or fewer than 2 arms.
@@ -78,8 +105,17 @@ def region_labels(
         tx = np.minimum((candidates[:, 0] * nx / cols).astype(int), nx - 1)
         ty = np.minimum((candidates[:, 1] * ny / rows).astype(int), ny - 1)
         return candidates, (ty * nx + tx).astype(np.int64)
+    if arms == "latent":
+        candidates, labels, _ = _latent_arms(image, int(n_arms), int(step), int(seed), latent)
+        return candidates, labels
+    if arms == "labels":
+        raise ValueError(
+            "arms='labels' needs the label map itself (labels=...); a run's record does not "
+            "hold it, so such a run cannot be rebuilt: arms='latent' gives the latent clusters "
+            "reproducibly"
+        )
     if arms != "clusters":
-        raise ValueError(f"arms must be one of {ARM_KINDS[:2]} (or labels=...), got {arms!r}")
+        raise ValueError(f"arms must be one of {ARM_KINDS[:3]} (or labels=...), got {arms!r}")
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
@@ -98,8 +134,8 @@ class BanditAgent(Agent):
 
     Args:
         survey_image: 2-D survey image of the scan field.
-        arms: ``"clusters"``, ``"tiles"`` (see :func:`region_labels`); ignored when
-            ``labels`` is given.
+        arms: ``"clusters"``, ``"tiles"``, ``"latent"`` (see :func:`region_labels`); ignored
+            when ``labels`` is given.
         n_arms: number of arms for clusters and tiles.
         labels: an integer label map of the survey's shape (arm of every pixel; negative =
             never measure there), e.g. latent-space clusters.
@@ -107,7 +143,11 @@ class BanditAgent(Agent):
         exploration: UCB's ``c``; Thompson's prior width in units of the rewards' spread.
         window: patch side for ``arms="clusters"``, px.
         step: candidate grid spacing, px.
-        seed: seeds the clustering and every random choice.
+        seed: seeds the clustering (k-means, or the rVAE and its mixture) and every random
+            choice.
+        latent: the rVAE's settings for ``arms="latent"`` (``epochs``, ``window``,
+            ``latent_dim``, ``train_step``, ``num_threads``, ``device``; the report says
+            how long it trained and where).
 
     Suggestions carry ``arm``, ``acquisition`` (the Thompson draw or the UCB score of the
     chosen arm), ``mean`` and ``std`` (the arm's posterior) and ``source``.
@@ -126,6 +166,7 @@ class BanditAgent(Agent):
         window: int = 8,
         step: int = 2,
         seed: int = 0,
+        latent: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__()
         if policy not in POLICIES:
@@ -142,6 +183,12 @@ class BanditAgent(Agent):
         self.step = int(step)
         self.seed = int(seed)
         self.n_arms = int(n_arms)
+        # what was asked for, recorded to rebuild the agent: the arms found may be fewer (a
+        # latent cluster without a candidate) or more (tiles fill a grid)
+        self._n_arms_asked = self.n_arms
+        self.latent: Optional[Dict[str, Any]] = None
+        #: for ``arms="latent"``: the rVAE's training (seconds, device) and its clusters
+        self.latent_report: Optional[Dict[str, Any]] = None
         if labels is not None:
             lab = np.asarray(labels)
             if lab.shape != image.shape:
@@ -151,6 +198,12 @@ class BanditAgent(Agent):
             arm_of = lab[cand[:, 1].astype(int), cand[:, 0].astype(int)].astype(np.int64)
             keep = arm_of >= 0
             cand, arm_of = cand[keep], arm_of[keep]
+        elif arms == "latent":
+            self.arms = arms
+            self.latent = dict(latent or {})
+            cand, arm_of, self.latent_report = _latent_arms(
+                image, self.n_arms, self.step, self.seed, self.latent
+            )
         else:
             self.arms = arms
             cand, arm_of = region_labels(image, arms, self.n_arms, self.window, self.step, seed)
@@ -298,15 +351,18 @@ class BanditAgent(Agent):
         return {k: (v.reshape(shape) if shape else v).astype(np.float32) for k, v in maps.items()}
 
     def config(self) -> Dict[str, Any]:
-        return {
+        config = {
             "arms": self.arms,
-            "n_arms": self.n_arms,
+            "n_arms": self._n_arms_asked,
             "policy": self.policy,
             "exploration": self.exploration,
             "window": self.window,
             "step": self.step,
             "seed": self.seed,
         }
+        if self.latent is not None:
+            config["latent"] = dict(self.latent)
+        return config
 
     def report(self) -> Dict[str, Any]:
         """Pulls, mean reward and posterior of every arm; the arm believed best."""
@@ -328,4 +384,5 @@ class BanditAgent(Agent):
                 }
                 for a, label in enumerate(self.arm_labels)
             },
+            **({"latent": self.latent_report} if self.latent_report is not None else {}),
         }

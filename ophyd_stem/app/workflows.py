@@ -95,7 +95,11 @@ def _bandit_arguments(parser: argparse.ArgumentParser) -> None:
         help="how to pick an arm: Thompson sampling or UCB1",
     )
     parser.add_argument(
-        "--arms", choices=("clusters", "tiles"), default="clusters", help="what an arm is"
+        "--arms",
+        choices=("clusters", "tiles", "latent"),
+        default="clusters",
+        help="what an arm is: k-means clusters of the survey's patches, tiles of the field, "
+        "or the clusters of a rotation-invariant VAE's latent space (trained on the survey)",
     )
     parser.add_argument("--n-arms", type=int, default=8, help="number of arms")
 
@@ -120,10 +124,14 @@ def _summarize_bandit(session: Any, args: argparse.Namespace) -> list[str]:
     report = args.agent.report()
     arms = report["arms"]
     pulls = ", ".join(f"{k}: {v['pulls']}" for k, v in arms.items())
-    return [
+    lines = [
         *_truth_lines(session, args),
         f"  arms        pulls per arm {{{pulls}}}; best arm {report['best_arm']}",
     ]
+    if "latent" in report:  # --arms latent: the rVAE trained on the survey
+        seconds = report["latent"]["rvae"]["train_seconds"]
+        lines.append(f"  rVAE        the latent arms' rVAE trained in {seconds:.1f} s")
+    return lines
 
 
 # ---------------------------------------------------------------------- physics

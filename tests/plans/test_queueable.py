@@ -215,7 +215,7 @@ def test_queue_annotations_pass_the_queueservers_own_checks(name):
 @pytest.mark.parametrize(
     "command",
     ["grid --zero-loss off", "latent", "zlp", "drift", "physics", "physics --hypotheses step,peak",
-     "bandit"],
+     "bandit", "bandit --arms latent"],
 )  # fmt: skip
 def test_the_commands_queue_items_pass_the_queueservers_validation(queue, command):
     """`ophyd-stem run COMMAND --queue` submits these items: each must validate as sent."""

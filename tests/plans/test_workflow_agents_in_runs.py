@@ -43,6 +43,27 @@ def test_bandit_run_is_recorded_and_forensics_reproduces_it(RE, nanoparticles):
     assert figure_problems(fig) == []
 
 
+def test_a_bandit_over_latent_clusters_is_recorded_and_forensics_rebuilds_its_arms(
+    RE, nanoparticles
+):
+    from ophyd_stem.app.analysis.forensics import forensics
+
+    # JSON settings, as the queue sends them: arms = the rVAE's latent clusters
+    settings = {"arms": "latent", "n_arms": 3, "seed": 2, "latent": {"epochs": 2}}
+    RE(adaptive_eels(nanoparticles.scan, nanoparticles.eels_points, "bandit", "band:20:30",
+                     agent_kwargs=settings, steps=4, batch=1, maps_every=0))  # fmt: skip
+    data = unpack_run(RE.documents)
+    report = data.decisions["reports"][-1]
+    assert report["config"]["arms"] == "latent"
+    assert report["config"]["latent"] == {"epochs": 2}
+    assert report["latent"]["rvae"]["train_seconds"] > 0
+    assert sum(arm["pulls"] for arm in report["arms"].values()) == 4
+    # forensics trains the rVAE again from the record: the same arms, the same decisions
+    replay = forensics(data)
+    assert replay.ok, replay.text()
+    assert replay.agent["class"] == "BanditAgent"
+
+
 def test_hypotheses_run_records_the_evidence_and_forensics_reproduces_it(RE, nanoparticles):
     from ophyd_stem.app.analysis.forensics import forensics
 

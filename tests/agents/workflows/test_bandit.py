@@ -84,3 +84,30 @@ def test_maps_and_config_rebuild_the_same_agent():
     assert maps["mean"].shape == (10, 10)
     again = BanditAgent(image, **agent.config())
     assert np.array_equal(again.arm_of, agent.arm_of)
+
+
+def test_latent_clusters_as_arms_are_rebuilt_from_the_config():
+    from agents.latent import LatentAgent
+
+    image = np.random.default_rng(4).random((32, 32))
+    image[:, 16:] += 2.0  # two kinds of structure
+    fast = {"epochs": 2, "window": 8}
+    agent = BanditAgent(image, arms="latent", n_arms=3, step=2, seed=1, latent=fast)
+    space = LatentAgent(image, n_clusters=3, step=2, seed=1, **fast)
+    # the arms are the latent space's clusters, candidate by candidate
+    np.testing.assert_array_equal(agent.candidates, space.candidates)
+    np.testing.assert_array_equal(agent.arm_labels[agent.arm_of], space.cluster)
+    assert agent.config()["latent"] == fast
+    assert agent.config()["n_arms"] == 3
+    report = agent.report()
+    assert report["latent"]["rvae"]["train_seconds"] > 0
+    assert sum(report["latent"]["clusters"]["sizes"]) == len(agent.candidates)
+    s = agent.suggest(2)
+    agent.ingest([[p["x"], p["y"]] for p in s], [1.0, 2.0])
+    again = BanditAgent(image, **agent.config())
+    np.testing.assert_array_equal(again.arm_of, agent.arm_of)
+    with pytest.raises(ValueError, match="not known"):
+        BanditAgent(image, arms="latent", latent={"epoch": 2})
+    # a label map is not in a run's record: rebuilding from arms="labels" says so
+    with pytest.raises(ValueError, match="cannot be rebuilt"):
+        BanditAgent(image, arms="labels")
