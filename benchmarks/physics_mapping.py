@@ -11,11 +11,16 @@ situation ``agents.physics.PhysicsGPAgent`` models (``background + step * sigmoi
 edge_shift) / edge_width)`` of the signed distance ``d`` from the brightest phase's edge, plus
 a GP residual). For each seed (``TwinBackend("nanoparticles", seed=s)``: its own sample and
 noise; every method sees the same survey and the same twin), each method measures one
-spectrum at a time, 5 random seed points first, and its **predicted map** is compared with
-the twin's noise-free band intensity (``target_map``) over the candidate grid:
+spectrum at a time, 5 random seed points first (DKL-UCB features excepted), and its
+**predicted map** is compared with the twin's noise-free band intensity (``target_map``) over
+the candidate grid:
 
 - **DKL-UCB**, **DKL-unc.**: ``agents.dkl.DKLAgent`` (UCB, or pure uncertainty sampling,
-  which is what map learning asks for);
+  which is what map learning asks for), with 5 random seed points like every other method
+  (``seed_points="random"``);
+- **DKL-UCB features**: DKL as ``ophyd-stem run dkl`` runs it, its seed points on the kinds
+  of feature the survey shows (``seed_points="features"``, the default since issue 14): a
+  default tuned to find the strongest signal, shown here for what it does to the map;
 - **physics-UCB**, **physics-unc.**: ``agents.physics.PhysicsGPAgent`` with the same
   acquisitions;
 - **hypotheses-UCB**: ``agents.hypotheses.HypothesisAgent``: the edge step, an edge peak and
@@ -48,7 +53,9 @@ from agents.scalarizers import get_scalarizer  # noqa: E402
 from dm_bridge.backends.twin import TwinBackend  # noqa: E402
 
 SCALARIZER = "band:20:30"
-METHODS = ("DKL-UCB", "DKL-unc.", "physics-UCB", "physics-unc.", "hypotheses-UCB")
+METHODS = (
+    "DKL-UCB", "DKL-unc.", "DKL-UCB features", "physics-UCB", "physics-unc.", "hypotheses-UCB",
+)  # fmt: skip
 CHECKPOINTS = (10, 20, 30)
 
 
@@ -70,7 +77,7 @@ def true_edge(survey: np.ndarray, target: np.ndarray) -> Dict[str, float]:
 
 
 def make_agent(method: str, survey: np.ndarray, seed: int, n_seed: int) -> Any:
-    acquisition = "ucb" if method.endswith("UCB") else "uncertainty"
+    acquisition = "ucb" if "UCB" in method else "uncertainty"
     if method.startswith("hypotheses"):
         from agents.hypotheses import HypothesisAgent
 
@@ -81,7 +88,10 @@ def make_agent(method: str, survey: np.ndarray, seed: int, n_seed: int) -> Any:
         return PhysicsGPAgent(survey, acquisition=acquisition, n_seed=n_seed, seed=seed)
     from agents.dkl import DKLAgent
 
-    return DKLAgent(survey, window=16, acquisition=acquisition, n_seed=n_seed, seed=seed)
+    # random seed points, as the physics agents take theirs, unless the row is the default's
+    seed_points = "features" if method.endswith("features") else "random"
+    return DKLAgent(survey, window=16, acquisition=acquisition, n_seed=n_seed, seed=seed,
+                    seed_points=seed_points)  # fmt: skip
 
 
 def run(method: str, seed: int, steps: int, n_seed: int) -> Dict[str, Any]:
