@@ -33,7 +33,9 @@ the same agent without the network (an exact GP on raw patches); **physics-GP**:
 brightest phase's edges, physical parameters with priors, UCB); **bandit-TS**,
 **bandit-UCB**: ``agents.bandit.BanditAgent`` (arms = 8 k-means clusters of the survey's
 patches; Thompson sampling or UCB1 over each arm's rewards; a random unmeasured pixel of the
-chosen arm); **random** (uniformly random pixels) and **raster** (a regular grid of
+chosen arm); **bandit-TS latent**: the same with the arms the 8 clusters of a rotation-invariant
+VAE's latent space (``arms="latent"``, trained on the survey in the agent's constructor);
+**random** (uniformly random pixels) and **raster** (a regular grid of
 ``--steps`` points, row by row). On the assembled scene every method reads the spectra
 through ``despike:`` (and **DKL-EI raw** without it, to show what the spikes cost).
 
@@ -91,7 +93,7 @@ DOCS_FIGURE = REPO / "docs" / "images" / "dkl_discovery.png"
 GOAL_FRACTION = 0.9
 METHODS = (
     "DKL-UCB", "DKL-EI", "DKL-UCB spread", "DKL-EI spread", "DKL-EI before", "DKL-EI raw", "GP-EI",
-    "physics-GP", "bandit-TS", "bandit-UCB", "random", "raster",
+    "physics-GP", "bandit-TS", "bandit-UCB", "bandit-TS latent", "random", "raster",
 )  # fmt: skip
 #: the steps the tables show
 CHECKPOINTS = (1, 2, 3, 5, 10, 15, 20, 25, 30, 50, 100)
@@ -167,8 +169,9 @@ def make_agent(method: str, survey: np.ndarray, seed: int) -> Any:
     if method.startswith("bandit"):
         from agents.bandit import BanditAgent
 
-        policy = "thompson" if method == "bandit-TS" else "ucb"
-        return BanditAgent(survey, arms="clusters", n_arms=8, policy=policy, seed=seed)
+        policy = "ucb" if method == "bandit-UCB" else "thompson"
+        arms = "latent" if method.endswith("latent") else "clusters"
+        return BanditAgent(survey, arms=arms, n_arms=8, policy=policy, seed=seed)
     options = {
         "DKL-EI": {"acquisition": "ei"},
         "DKL-UCB": {},  # the agent's and the command's defaults: UCB, beta 9
