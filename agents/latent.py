@@ -207,6 +207,7 @@ class LatentAgent(Agent):
             "rvae": {
                 "final_loss": self.vae.losses[-1] if self.vae.losses else None,
                 "train_seconds": self.vae.train_seconds,
+                "train_cpu_seconds": self.vae.train_cpu_seconds,
             },
             # where the latent space was learnt (config() holds what was asked for)
             "device": self.vae.where(),

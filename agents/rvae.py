@@ -198,7 +198,9 @@ class RotationInvariantVAE:
         self._encoder: Optional[_Encoder] = None
         self._scale: Optional[tuple[float, float]] = None
         self.losses: list[float] = []
+        #: wall-clock and CPU seconds of the last training (None before one)
         self.train_seconds: Optional[float] = None
+        self.train_cpu_seconds: Optional[float] = None
 
     # ------------------------------------------------------------------ data
 
@@ -225,7 +227,7 @@ class RotationInvariantVAE:
             raise ValueError(f"survey image must be 2-D, got {image.shape}")
         self._scale = None
         x = self._patches(image, candidate_grid(image.shape, int(step)))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         with _torch_block(self.num_threads, self.seed):
             pixels = self.window * self.window
             self._encoder = _Encoder(pixels, self.latent_dim, self.hidden).to(self._device)
@@ -250,6 +252,9 @@ class RotationInvariantVAE:
                     total += float(loss.detach())
                 self.losses.append(total / n)
         self.train_seconds = time.perf_counter() - started
+        # on a shared machine the wall time says how busy it was; the CPU time what the
+        # training costs (the process's, all threads: the agent trains on one by default)
+        self.train_cpu_seconds = time.process_time() - cpu
         return self
 
     # ------------------------------------------------------------------ encode

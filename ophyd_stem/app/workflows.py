@@ -120,6 +120,12 @@ def _bandit_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"arms": args.arms, "n_arms": args.n_arms, "policy": args.policy, "seed": args.seed}
 
 
+def _cpu_seconds(rvae: dict[str, Any]) -> str:
+    """' (N s of CPU)' beside the rVAE's wall time: on a busy machine they differ widely."""
+    cpu = rvae.get("train_cpu_seconds")
+    return "" if cpu is None else f" ({cpu:.1f} s of CPU)"
+
+
 def _summarize_bandit(session: Any, args: argparse.Namespace) -> list[str]:
     report = args.agent.report()
     arms = report["arms"]
@@ -129,8 +135,11 @@ def _summarize_bandit(session: Any, args: argparse.Namespace) -> list[str]:
         f"  arms        pulls per arm {{{pulls}}}; best arm {report['best_arm']}",
     ]
     if "latent" in report:  # --arms latent: the rVAE trained on the survey
-        seconds = report["latent"]["rvae"]["train_seconds"]
-        lines.append(f"  rVAE        the latent arms' rVAE trained in {seconds:.1f} s")
+        rvae = report["latent"]["rvae"]
+        lines.append(
+            f"  rVAE        the latent arms' rVAE trained in {rvae['train_seconds']:.1f} s"
+            + _cpu_seconds(rvae)
+        )
     return lines
 
 
@@ -272,7 +281,8 @@ def _summarize_latent(session: Any, args: argparse.Namespace) -> list[str]:
     clusters = report["clusters"]
     lines = [
         f"  clusters    sizes {clusters['sizes']}, spectra per cluster {clusters['measured']}",
-        f"  rVAE        trained in {report['rvae']['train_seconds']:.1f} s",
+        f"  rVAE        trained in {report['rvae']['train_seconds']:.1f} s"
+        + _cpu_seconds(report["rvae"]),
     ]
     truth = _twin_truth(session)
     if truth is not None and "labels" in truth:

@@ -75,3 +75,16 @@ def test_run_physics_and_bandit_print_their_truth_score_and_what_they_learnt(app
     assert re.search(r"truth       best measured position holds \d+ %", bandit.stdout)
     pulls = re.search(r"pulls per arm \{(.*)\}", bandit.stdout).group(1)
     assert sum(int(p.split(": ")[1]) for p in pulls.split(", ")) == 7
+
+
+def test_run_latent_prints_its_clusters_training_and_the_phases_it_reached(app_env):
+    run = ophyd_stem(app_env, "run", "latent", "--size", "48", "--eels", "4", "--clusters", "3")
+    assert run.returncode == 0, run.stderr[-3000:]
+    sizes = re.search(r"clusters    sizes \[([0-9, ]+)\], spectra per cluster \[([0-9, ]+)\]",
+                      run.stdout)  # fmt: skip
+    assert sum(int(v) for v in sizes.group(2).split(",")) == 4
+    wall, cpu = map(float, re.search(r"rVAE        trained in ([0-9.]+) s \(([0-9.]+) s of CPU\)",
+                                     run.stdout).groups())  # fmt: skip
+    assert cpu > 0
+    assert wall > 0
+    assert re.search(r"truth       spectra on [1-4] of [1-4] phases", run.stdout)

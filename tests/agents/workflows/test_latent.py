@@ -29,6 +29,7 @@ def test_latent_agent_samples_each_cluster_then_novelty_and_is_reproducible():
     maps = agent.latent_map()
     assert maps["z"].shape == (24, 24, 2)
     assert agent.report()["clusters"]["sizes"] == np.bincount(agent.cluster).tolist()
+    assert agent.report()["rvae"]["train_cpu_seconds"] > 0
     again = LatentAgent(image, **options)
     np.testing.assert_allclose(again.z, agent.z, atol=1e-5)
     traj = latent_trajectory(agent, [[12, 12], [2, 2]])
