@@ -44,7 +44,14 @@ class InProgressMixin:
         return super().__getitem__(key)  # type: ignore[misc]
 
     def __getitem__(self, key: Any) -> Any:
-        node = self._open_node(key)
+        try:
+            node = self._open_node(key)
+        except KeyError as error:
+            if not isinstance(key, str):
+                raise
+            # bluesky-tiled-plugins raises a bare KeyError: in a run still being written
+            # (the console's catalog()[-1] just after it began) that read as a broken run.
+            raise KeyError(self._missing_stream(key)) from error
         if isinstance(key, str) and not self.metadata.get("stop"):
             start = self.metadata.get("start", {})
             expected = start.get("num_points")
@@ -59,6 +66,24 @@ class InProgressMixin:
                 stacklevel=2,
             )
         return node
+
+    def _missing_stream(self, key: str) -> str:
+        """Why ``key`` is not in the run, in words: not there yet, or not recorded."""
+        start = self.metadata.get("start", {})
+        run = f"run {start.get('uid', '?')[:8]} (scan {start.get('scan_id')})"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RunInProgress)
+                streams = ", ".join(sorted(self)) or "none"  # type: ignore[call-overload]
+        except Exception:  # the listing is only a help: the error says the rest
+            streams = "?"
+        what = "entry" if "/" in key else "stream"
+        if self.metadata.get("stop"):
+            return f"{run} has no {what} {key!r}; its streams: {streams}"
+        return (
+            f"{run} has no {what} {key!r} yet: it is still being written (or its session "
+            f"ended early); streams so far: {streams}; run.wait() waits for the rest"
+        )
 
     def __contains__(self, key: Any) -> bool:
         with warnings.catch_warnings():  # asking whether a stream exists reads nothing

@@ -172,9 +172,12 @@ def test_a_run_read_while_it_is_written_says_so_and_reads_consistently(
 
     @bpp.run_decorator(md={"num_points": 6})
     def plan():
+        uid = open_run_uid(RE)
+        wait_until(lambda: uid in catalog)  # its start document: no stream yet
+        with pytest.raises(KeyError, match="no stream 'primary' yet: it is still being"):
+            catalog[uid]["primary"]  # bluesky-tiled-plugins alone: a bare KeyError
         for _ in range(2):
             yield from bps.trigger_and_read([eels])
-        uid = open_run_uid(RE)
         wait_until(lambda: rows_in_catalog(catalog, uid) == 2)
         run = catalog[uid]
         with pytest.warns(RunInProgress, match="no stop document yet.*6 points"):
@@ -189,6 +192,8 @@ def test_a_run_read_while_it_is_written_says_so_and_reads_consistently(
     assert seen["described at 2"] == 2
     run = seen["run"].wait(timeout=60)
     assert run.metadata["stop"]["exit_status"] == "success"
+    with pytest.raises(KeyError, match="has no stream 'baseline'; its streams: primary"):
+        run["baseline"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", RunInProgress)  # finished: no warning any more
         np.testing.assert_array_equal(
@@ -214,9 +219,12 @@ def test_a_run_read_by_the_snapshot_clients_while_it_is_written(
 
     @bpp.run_decorator(md={"num_points": 6})
     def plan():
+        uid = open_run_uid(RE)
+        wait_until(lambda: uid in catalog)  # its start document: no stream yet
+        with pytest.raises(KeyError, match="no stream 'primary' yet: it is still being"):
+            catalog[uid]["primary"]  # bluesky-tiled-plugins alone: a bare KeyError
         for _ in range(2):
             yield from bps.trigger_and_read([eels])
-        uid = open_run_uid(RE)
         wait_until(lambda: rows_in_catalog(catalog, uid) == 2)
         run = light[uid]
         with pytest.warns(RunInProgress, match="no stop document yet.*6 points"):
