@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from functools import cached_property
 
+from event_model import DataKey
 from ophyd_async.core import (
     Device,
     MovableLogic,
@@ -162,6 +163,16 @@ class STEM(StandardReadable):
     def hints(self) -> dict[str, list[str]]:
         """Nothing to plot: BestEffortCallback would otherwise draw every field it reads."""
         return {"fields": []}
+
+    async def describe_configuration(self) -> dict[str, DataKey]:
+        described = await super().describe_configuration()
+        # The instrument's name, as its bridge says it, has any length: ophyd-async declares
+        # "|S40" (EPICS' 40-character string) for every str signal, which promises readers a
+        # truncated field ("DigitalMicrograph on ..." runs past 40 characters).
+        key = described.get(self.instrument.name)
+        if key is not None:
+            key["dtype_numpy"] = "<U0"
+        return described
 
     async def connect(self, *args, **kwargs) -> None:  # type: ignore[override]
         await super().connect(*args, **kwargs)

@@ -73,6 +73,9 @@ def test_listing_the_column_as_a_detector_still_records_the_beam_position(RE, mi
     assert stream == "primary"
     assert set(fields) <= set(descriptor["data_keys"])
     assert descriptor["data_keys"]["stem-beam-x"]["units"] == "px"
+    # the instrument's name has any length, not ophyd-async's 40 characters
+    instrument = descriptor["configuration"]["stem"]["data_keys"]["stem-instrument"]
+    assert instrument["dtype_numpy"] == "<U0"
     assert [e["data"]["stem-beam-x"] for e in events] == [10, 40, 70, 100]
     (line,) = [line for ax in plt.gcf().axes for line in ax.get_lines()]
     assert list(np.round(line.get_xdata(), 6)) == [10, 40, 70, 100]
