@@ -57,15 +57,16 @@ def _json_default(obj: Any) -> Any:
 FIELD_UNITS: dict[str, str] = {
     **dict.fromkeys(
         ("x", "y", "sigma", "dx", "dy", "intended_x", "intended_y", "correction_x",
-         "correction_y", "drift_x", "drift_y"),
+         "correction_y", "drift_x", "drift_y", "edge_distance"),
         "px",
     ),
     **dict.fromkeys(("vx", "vy"), "px/s"),
-    **dict.fromkeys(("time", "requested"), "s"),
+    **dict.fromkeys(("time", "requested", "planned_time"), "s"),
     **dict.fromkeys(
         ("step", "image", "order", "point", "n_points", "n_atoms", "chosen", "cluster",
          "fraction_of_pixels", "edge_strength", "probability", "uncertainty", "peak", "used",
-         "optimised", "precision", "recall", "f1", "QC", "ER", "qc", "er", "edge_map"),
+         "optimised", "precision", "recall", "f1", "QC", "ER", "qc", "er", "edge_map",
+         "quality_count", "error_rate", "spectra_done", "log_density"),
         "",
     ),
 }  # fmt: skip

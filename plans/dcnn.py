@@ -66,7 +66,8 @@ def dcnn(
     _md = forward_md("dcnn", scan_engine, agent, eels_points, images, n_eels, signal, md, request)
     maps = Record("dcnn_maps", units={"mean": "", "variance": ""})  # atom probabilities
     report = Record("dcnn")
-    atoms = Table("atoms", units={"x": "px", "y": "px"})
+    # intensity: the survey's mean over each atom's footprint, in the survey's counts
+    atoms = Table("atoms", units={"x": "px", "y": "px", "intensity": "counts"})
 
     @bpp.stage_decorator([scan_engine])
     @bpp.run_decorator(md=_md)

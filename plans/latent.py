@@ -89,7 +89,8 @@ def latent_eels(
         "hints": {"dimensions": POSITION_DIMENSIONS},
         **(md or {}),
     }
-    latent_record = Record("latent", units={"x": "px", "y": "px", "angle": "rad"})
+    # z: latent coordinates, dimensionless like the log-density of the latent mixture
+    latent_record = Record("latent", units={"x": "px", "y": "px", "angle": "rad", "z": ""})
     # latent coordinates (z0, z1, ...; a handful) and the log density are dimensionless
     decisions = decision_record(scalarizer, log_density="", **{f"z{k}": "" for k in range(16)})
 

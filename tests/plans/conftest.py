@@ -1,7 +1,8 @@
-"""Every plan test also checks what BestEffortCallback makes of the run: its documents are
-replayed into one with plots on (Agg) and its errors raised rather than logged, so a plan
-whose run BestEffortCallback cannot draw (an array plotted as a scatter, nine axes for a
-stream of decisions) fails here."""
+"""Every plan test also checks that every number its run recorded has units ("" when
+dimensionless), and what BestEffortCallback makes of the run: its documents are replayed
+into one with plots on (Agg) and its errors raised rather than logged, so a plan whose run
+BestEffortCallback cannot draw (an array plotted as a scatter, nine axes for a stream of
+decisions) fails here."""
 
 from __future__ import annotations
 
@@ -57,6 +58,15 @@ def best_effort_draws_the_run(request):
     documents = getattr(engine, "documents", None)
     if not documents:
         return
+    # Every number a plan records says its units, "" for a dimensionless one (issue 11).
+    unitless = sorted(
+        (doc["name"], key)
+        for name, doc in documents
+        if name == "descriptor"
+        for key, data_key in doc["data_keys"].items()
+        if data_key["dtype"] in ("number", "integer", "array") and "units" not in data_key
+    )
+    assert not unitless, f"fields recorded without units: {unitless}"
     drawn = draw_with_best_effort(documents)
     for label, panels in drawn.items():
         assert len(panels) <= 3, f"BestEffortCallback drew {len(panels)} panels for {label}"
