@@ -38,12 +38,14 @@ This module, :mod:`agents.dkl_training` and :mod:`agents.dkl_model` are the only
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from .base import Agent, Suggestion
+from .contrast import CONTRASTS, decide_contrast
 from .device import check_device, describe, is_cuda, resolve_device
 from .dkl_exploration import DKLExploration
 from .dkl_geometry import (
@@ -58,6 +60,8 @@ from .dkl_model import DeepKernelGP, PatchProjection
 from .dkl_training import CPU_MAX_TRAIN_POINTS, MIN_POINTS_TO_FIT, DKLTraining
 from .images import survey_image_array
 from .patches import MAX_CANDIDATES, default_step, default_window, extract_patches
+
+log = logging.getLogger(__name__)
 
 # the constants and helpers of the modules below, importable from here as before the split
 __all__ = [
@@ -100,12 +104,21 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
             cells' centres), or ``(M, 2)`` positions to measure first (from the edge
             workflow, say).
         n_seed: number of seed points.
-        seed_order: the order of the ``"features"`` seed points, by kind: ``"drawn"`` (the
-            default: from ``seed``, no kind favoured), ``"brightest"`` / ``"darkest"`` (the
-            kind brightest / darkest in the band-passed survey first: on a HAADF survey the
-            heaviest columns or particles), ``"rarest"`` (the kind with fewest sites first),
-            ``"outlying"`` (the kind farthest from the sites' mean feature first). The set of
-            seed points, and every choice after them, is the same in each order.
+        seed_order: the order of the ``"features"`` seed points, by kind: ``"objects"`` (the
+            default: the kinds on the specimen's columns or particles first, then the gaps
+            between them, each group in an order drawn from ``seed``; measured ahead of
+            random from the first spectrum on HAADF and ABF surveys, docs/adaptive-eels.md),
+            ``"drawn"`` (all kinds in an order drawn from ``seed``), ``"brightest"`` /
+            ``"darkest"`` (the kind brightest / darkest in the band-passed survey first: on a
+            HAADF survey the heaviest columns or particles), ``"rarest"`` (the kind with
+            fewest sites first), ``"outlying"`` (the kind farthest from the sites' mean
+            feature first). The set of seed points is the same in each order.
+        contrast: whether the survey shows the specimen's objects bright (``"bright"``:
+            HAADF, ADF) or dark (``"dark"``: ABF, BF), for ``seed_order="objects"``;
+            ``"auto"`` (default): from ``detector`` when it says, else from the image
+            (:func:`agents.contrast.decide_contrast`). ``config()`` records the decision.
+        detector: the survey detector's name (``"HAADF"``, ``"ABF"``...), when known: the
+            plans pass the survey signal's name.
         seed: seeds the network's initial weights and every random choice: same seed, same
             data, same suggestions.
         num_threads: torch threads during fits and predictions (``None``: leave torch's).
@@ -144,7 +157,9 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
         n_components: Optional[int] = 16,
         seed_points: Union[str, Any] = "features",
         n_seed: int = 5,
-        seed_order: str = "drawn",
+        seed_order: str = "objects",
+        contrast: str = "auto",
+        detector: Optional[str] = None,
         seed: int = 0,
         num_threads: Optional[int] = 1,
         train_iters: int = 150,
@@ -205,6 +220,8 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
         if seed_order not in SEED_ORDERS:
             raise ValueError(f"seed_order must be one of {SEED_ORDERS}, got {seed_order!r}")
         self._seed_order = str(seed_order)
+        #: whether the specimen's objects are bright or dark in the survey, and why
+        self.contrast_decision = self._decide_contrast(contrast, detector, image, seed_points)
         self._initial_exploration = {
             "acquisition": acquisition,
             "xi": float(xi),
@@ -242,6 +259,32 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
 
     # ------------------------------------------------------------------ data in
 
+    def _decide_contrast(
+        self, contrast: str, detector: Optional[str], image: np.ndarray, seed_points: Any
+    ) -> Dict[str, Any]:
+        # measured only where it decides something: the "objects" order of feature seeds
+        needed = isinstance(seed_points, str) and seed_points == "features"
+        needed = needed and self._seed_order == "objects"
+        if contrast not in CONTRASTS:
+            raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+        if not needed or contrast != "auto":
+            kept = "bright" if contrast == "auto" else contrast
+            return {
+                "contrast": kept,
+                "source": "asked" if contrast != "auto" else "unused",
+                "why": "not needed by these seed points" if not needed else "asked",
+                "detector": detector,
+            }
+        decision = decide_contrast("auto", image, detector=detector)
+        if decision.warning:
+            log.warning("DKL seed points: %s", decision.warning)
+        return {
+            "contrast": decision.contrast,
+            "source": decision.source,
+            "why": decision.why,
+            "detector": detector,
+        }
+
     def _make_seeds(self, seed_points: Union[str, Any], n_seed: int) -> List[Tuple[float, float]]:
         return make_seeds(
             seed_points,
@@ -253,6 +296,7 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
             window=self.window,
             features=self._candidate_x.cpu().numpy(),
             order=self._seed_order,
+            contrast=self.contrast_decision["contrast"],
         )
 
     def _check_positions(self, positions: np.ndarray) -> None:
@@ -341,6 +385,9 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
             "seed_points": self._seed_points,
             "n_seed": self._n_seed,
             "seed_order": self._seed_order,
+            # the decision, not the request: a replay draws the same seed points without
+            # the detector's name
+            "contrast": self.contrast_decision["contrast"],
             "seed": self.seed,
             "num_threads": self.num_threads,
             "train_iters": self.train_iters,
@@ -363,6 +410,7 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
             "n_train_points": int(min(len(self.values), self.max_train_points or len(self.values))),
             "n_candidates": len(self.candidates),
             "seeds_left": len(self._seeds),
+            "contrast": dict(self.contrast_decision),
             "best_value": best[0][2]["value"] if best else None,
             "best_position": [best[0][1]["x"], best[0][1]["y"]] if best else None,
             "acquisition": self.exploration,

@@ -76,7 +76,8 @@ def make_seeds(
     image: Optional[np.ndarray] = None,
     window: Optional[int] = None,
     features: Optional[np.ndarray] = None,
-    order: str = "drawn",
+    order: str = "objects",
+    contrast: str = "bright",
 ) -> List[Tuple[float, float]]:
     """The positions measured first, before the model can fit.
 
@@ -89,8 +90,9 @@ def make_seeds(
         rng: the agent's random generator (the named modes but ``"grid"`` draw from it).
         image, window, features: the survey image, the patch side (px) and the candidates'
             ``(N, D)`` patch features; needed by ``"features"`` (:mod:`agents.dkl_seeds`).
-        order: the order of the ``"features"`` seed points by kind
-            (:func:`agents.dkl_seeds.feature_seeds`; ``"drawn"``: from ``rng``).
+        order, contrast: the order of the ``"features"`` seed points by kind, and whether
+            the specimen's objects are bright or dark in ``image``
+            (:func:`agents.dkl_seeds.feature_seeds`).
 
     Raises:
         ValueError: an unknown mode, a negative ``n_seed``, or positions outside the image.
@@ -107,7 +109,7 @@ def make_seeds(
         if seed_points == "features":
             if image is None or window is None or features is None:
                 raise ValueError('seed_points="features" needs the image, window and features')
-            picks = feature_seeds(image, window, candidates, features, n_seed, rng, order)
+            picks = feature_seeds(image, window, candidates, features, n_seed, rng, order, contrast)
             return [tuple(candidates[i]) for i in picks]
         if seed_points == "spread":
             picks = spread_points(shape, n_seed, candidates, rng)

@@ -11,12 +11,18 @@ the signal:
    the centres of the image's blobs, a column or a particle, and of the gaps between them;
 2. **kinds**: the sites' patch features (what the agent's model sees) split into ``n``
    groups by k-means; the site nearest each group's centre is its most typical member;
-3. **order**: by default the groups in an order drawn from the run's seed (no kind is
-   favoured); or the brightest, darkest, rarest or most outlying kind first (``order``).
-   Measured on the DKL benchmark's dev and held-out fields (``benchmarks/dkl_seed_order.py``),
-   no fixed order beat the drawn one at steps 1-2 on both the twin's HAADF particles and the
-   real ABF replay: "brightest" wins on HAADF and loses on ABF, where the signal sits on
-   neither the brightest nor the darkest columns (docs/adaptive-eels.md).
+3. **order**: by default the *objects first* (``"objects"``): the kinds whose typical site is
+   a blob of the specimen - a column or a particle, bright on a HAADF survey, dark on an
+   ABF or BF one (``contrast``, :mod:`agents.contrast`) - before the kinds that are gaps
+   between them, each group in an order drawn from the run's seed (no object favoured over
+   another). An EELS signal worth finding sits on the specimen's objects far more often than
+   between them, and a random pixel mostly lands between them: measured on the DKL
+   benchmark's dev fields, then once on the held-out ones (``benchmarks/dkl_seed_order.py``,
+   docs/adaptive-eels.md), objects first led random at step 1 on both the twin's HAADF
+   particles and the real ABF replay, where the drawn order was level. Other orders: the
+   kinds in the drawn order (``"drawn"``), or the brightest, darkest, rarest or most
+   outlying kind first; no single one of those won on both scenes ("brightest" wins on
+   HAADF and loses on ABF, where the signal sits on the smaller, fainter dark columns).
 
 Deterministic for a given image, features and random generator (k-means is seeded from it).
 On a flat image, or one with fewer sites than seed points, the seed points are spread over
@@ -43,6 +49,15 @@ _KMEANS_RESTARTS = 4
 _KMEANS_ITERATIONS = 50
 
 
+def _band_passed(image: np.ndarray, window: int) -> np.ndarray:
+    """The survey band-passed at the window's scale: what makes a site a site."""
+    img = np.asarray(image, dtype=np.float64)
+    sigma = max(0.7, float(window) * SITE_SCALE)
+    return ndimage.gaussian_filter(img, sigma, mode="reflect") - ndimage.gaussian_filter(
+        img, 3.0 * sigma, mode="reflect"
+    )
+
+
 def feature_sites(image: np.ndarray, window: int) -> np.ndarray:
     """The survey's blob centres and gaps: ``(M, 2)`` ``(x, y)`` whole pixels.
 
@@ -57,10 +72,7 @@ def feature_sites(image: np.ndarray, window: int) -> np.ndarray:
         True
     """
     img = np.asarray(image, dtype=np.float64)
-    sigma = max(0.7, float(window) * SITE_SCALE)
-    band = ndimage.gaussian_filter(img, sigma, mode="reflect") - ndimage.gaussian_filter(
-        img, 3.0 * sigma, mode="reflect"
-    )
+    band = _band_passed(img, window)
     size = 2 * SITE_MIN_DISTANCE + 1
     spread = float(band.max() - band.min())
     if not np.isfinite(spread) or spread <= 1e-12 * max(1.0, float(np.abs(img).max())):
@@ -120,7 +132,7 @@ def kmeans(
 
 
 #: the orders of the kinds :func:`feature_seeds` knows
-SEED_ORDERS = ("drawn", "brightest", "darkest", "rarest", "outlying")
+SEED_ORDERS = ("objects", "drawn", "brightest", "darkest", "rarest", "outlying")
 
 
 def _ordered(
@@ -133,20 +145,25 @@ def _ordered(
     window: int,
     candidates: np.ndarray,
     typical: List[int],
+    contrast: str = "bright",
 ) -> List[int]:
     """The kinds' indices in ``order`` (:func:`feature_seeds`); ties keep the drawn order."""
     if order == "drawn":
         return list(drawn)
-    if order == "rarest":
+    if order == "objects":
+        # a kind is an object when its typical site is a blob of the specimen's contrast:
+        # a peak of the band-passed survey for bright columns or particles, a pit for dark
+        band = _band_passed(image, window)
+        xy = np.rint(candidates[typical]).astype(int)
+        at_site = band[xy[:, 1], xy[:, 0]]
+        is_object = at_site > 0 if contrast == "bright" else at_site < 0
+        key = np.where(is_object, 0.0, 1.0)
+    elif order == "rarest":
         key = np.bincount(labels, minlength=len(centres)).astype(float)
     elif order == "outlying":
         key = -((centres - feats.mean(axis=0)) ** 2).sum(axis=1)
     elif order in ("brightest", "darkest"):
-        sigma = max(0.7, float(window) * SITE_SCALE)
-        img = np.asarray(image, dtype=np.float64)
-        band = ndimage.gaussian_filter(img, sigma, mode="reflect") - ndimage.gaussian_filter(
-            img, 3.0 * sigma, mode="reflect"
-        )
+        band = _band_passed(image, window)
         # the band-passed value (what made the site a site) at each kind's typical site
         xy = np.rint(candidates[typical]).astype(int)
         key = -band[xy[:, 1], xy[:, 0]] if order == "brightest" else band[xy[:, 1], xy[:, 0]]
@@ -164,7 +181,8 @@ def feature_seeds(
     features: np.ndarray,
     n: int,
     rng: np.random.Generator,
-    order: str = "drawn",
+    order: str = "objects",
+    contrast: str = "bright",
 ) -> List[int]:
     """``n`` seed points, one on each kind of feature the survey shows (module docstring).
 
@@ -176,11 +194,16 @@ def feature_seeds(
         features: ``(N, D)`` the candidates' patch features (the model's inputs).
         n: how many seed points.
         rng: the agent's random generator.
-        order: the order of the kinds: ``"drawn"`` (from ``rng``), ``"brightest"`` /
+        order: the order of the kinds: ``"objects"`` (the kinds on the specimen's blobs,
+            columns or particles, first: peaks of the band-passed survey under
+            ``contrast="bright"``, pits under ``"dark"``; each group in the order drawn from
+            ``rng``), ``"drawn"`` (from ``rng``), ``"brightest"`` /
             ``"darkest"`` (the highest / lowest band-passed survey value at the kind's
             typical site first), ``"rarest"`` (fewest sites first) or ``"outlying"`` (the
             kind whose centre lies farthest from all sites' mean feature first). The draw
             from ``rng`` is made in every order, so what follows draws the same.
+        contrast: ``"bright"`` (HAADF, ADF: objects are bright) or ``"dark"`` (ABF, BF);
+            used by ``order="objects"`` only (:func:`agents.contrast.decide_contrast`).
 
     Returns:
         Indices into ``candidates``, distinct, in the order to measure them.
@@ -190,6 +213,8 @@ def feature_seeds(
     """
     if order not in SEED_ORDERS:
         raise ValueError(f"order must be one of {SEED_ORDERS}, got {order!r}")
+    if contrast not in ("bright", "dark"):
+        raise ValueError(f"contrast must be 'bright' or 'dark', got {contrast!r}")
     n = int(min(n, len(candidates)))
     if n <= 0:
         return []
@@ -214,7 +239,7 @@ def feature_seeds(
             drawn = rng.permutation(len(typical))
             # drawn in every order, so the generator's later draws are the same
             kinds = _ordered(
-                order, drawn, labels, centres, feats, image, window, candidates, typical
+                order, drawn, labels, centres, feats, image, window, candidates, typical, contrast
             )
             picks = [typical[i] for i in kinds]
     if len(picks) < n:  # a flat image, or too few sites: spread over the field instead

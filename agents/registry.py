@@ -146,6 +146,14 @@ def _check_kwargs(entry: AgentEntry, kwargs: Mapping[str, Any]) -> Dict[str, Any
     return dict(kwargs)
 
 
+def _takes(entry: AgentEntry, parameter: str) -> bool:
+    """Whether the agent's constructor has a parameter of this name."""
+    try:
+        return parameter in inspect.signature(entry.load()).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _build(entry: AgentEntry, args: tuple, kwargs: Dict[str, Any]) -> Any:
     factory = entry.load()
     try:
@@ -212,8 +220,13 @@ def agent_factory(name: str, kwargs: Optional[Mapping[str, Any]] = None) -> Call
         )
     options = _check_kwargs(entry, kwargs or {})
 
-    def build(survey_image: Any) -> Any:
-        return make_agent(name, survey_image, **options)
+    def build(survey_image: Any, detector: Optional[str] = None) -> Any:
+        # the survey detector's name goes to an agent that reads it (DKL: bright or dark
+        # objects), unless the caller's keyword arguments already say
+        chosen = dict(options)
+        if detector is not None and "detector" not in chosen and _takes(entry, "detector"):
+            chosen["detector"] = detector
+        return make_agent(name, survey_image, **chosen)
 
     build.__name__ = name
     build.__qualname__ = name

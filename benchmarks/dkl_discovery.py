@@ -22,7 +22,10 @@ included), ``--seeds`` runs per method:
 
 Methods: **DKL-UCB**: ``DKLAgent``'s defaults, which ``ophyd-stem run dkl`` uses (UCB with
 beta 9; candidate step, window and seed points follow the field; 5 seed points on the kinds
-of feature the survey shows, ``seed_points="features"``); **DKL-EI**: the same with expected
+of feature the survey shows, ``seed_points="features"``, the specimen's objects - columns,
+particles - first, ``seed_order="objects"``, told bright or dark by the survey detector's
+name as the command's plan tells it); **DKL-UCB drawn**: the same with the kinds in an
+order drawn from the seed (the default before); **DKL-EI**: the same with expected
 improvement (xi 0.01); **DKL-UCB spread**: the defaults with the seed points before
 (``"spread"``: one random candidate in each of 5 cells of the field); **DKL-EI spread**: the
 same with EI (where the seed points find little, the acquisition decides); **DKL-EI before**: the
@@ -92,8 +95,9 @@ OUT = REPO / "benchmarks" / "out"
 DOCS_FIGURE = REPO / "docs" / "images" / "dkl_discovery.png"
 GOAL_FRACTION = 0.9
 METHODS = (
-    "DKL-UCB", "DKL-EI", "DKL-UCB spread", "DKL-EI spread", "DKL-EI before", "DKL-EI raw", "GP-EI",
-    "physics-GP", "bandit-TS", "bandit-UCB", "bandit-TS latent", "random", "raster",
+    "DKL-UCB", "DKL-EI", "DKL-UCB drawn", "DKL-UCB spread", "DKL-EI spread", "DKL-EI before",
+    "DKL-EI raw", "GP-EI", "physics-GP", "bandit-TS", "bandit-UCB", "bandit-TS latent", "random",
+    "raster",
 )  # fmt: skip
 #: the steps the tables show
 CHECKPOINTS = (1, 2, 3, 5, 10, 15, 20, 25, 30, 50, 100)
@@ -126,8 +130,11 @@ class Scene:
         truth: np.ndarray,
         measure: Callable[[np.ndarray, str], np.ndarray],
         scalarizer: str,
+        detector: str,
     ) -> None:
         self.survey, self.truth, self.measure, self.scalarizer = survey, truth, measure, scalarizer
+        #: the survey detector's name, which the command's plan gives a DKL agent
+        self.detector = detector
 
 
 def twin_scene(seed: int, tmp: Path) -> Scene:
@@ -142,7 +149,7 @@ def twin_scene(seed: int, tmp: Path) -> Scene:
     def measure(points: np.ndarray, spec: str) -> np.ndarray:
         return read_as_the_plan_does(twin.acquire_spectra_at_points(points), spec)
 
-    return Scene(survey, truth, measure, "band:20:30")
+    return Scene(survey, truth, measure, "band:20:30", "HAADF")
 
 
 def assembled_scene(seed: int, tmp: Path, dev: bool) -> Scene:
@@ -152,16 +159,17 @@ def assembled_scene(seed: int, tmp: Path, dev: bool) -> Scene:
     field = assemble(seed, half="dev" if dev else "eval")
     si, survey_file = field.write(tmp / f"assembled-{seed}")
     replay = ReplayBackend(si, survey_file)  # the files, as the command serves them
-    survey = next(iter(replay.acquire_image().images.values()))
+    detector, survey = next(iter(replay.acquire_image().images.items()))  # "ABF"
 
     def measure(points: np.ndarray, spec: str) -> np.ndarray:
         return read_as_the_plan_does(replay.acquire_spectra_at_points(points), spec)
 
-    return Scene(survey, field.truth, measure, SCALARIZER)
+    return Scene(survey, field.truth, measure, SCALARIZER, detector)
 
 
-def make_agent(method: str, survey: np.ndarray, seed: int) -> Any:
-    """The agent a method names, on this survey image."""
+def make_agent(method: str, survey: np.ndarray, seed: int, detector: str = "HAADF") -> Any:
+    """The agent a method names, on this survey image (``detector``: its detector's name,
+    as the command's plan tells a DKL agent)."""
     if method == "physics-GP":
         from agents.physics import PhysicsGPAgent
 
@@ -175,13 +183,14 @@ def make_agent(method: str, survey: np.ndarray, seed: int) -> Any:
     options = {
         "DKL-EI": {"acquisition": "ei"},
         "DKL-UCB": {},  # the agent's and the command's defaults: UCB, beta 9
+        "DKL-UCB drawn": {"seed_order": "drawn"},  # the feature seeds' order before "objects"
         "DKL-UCB spread": {"seed_points": "spread"},  # the seed points before "features"
         "DKL-EI spread": {"seed_points": "spread", "acquisition": "ei"},
         "DKL-EI before": BEFORE,
         "DKL-EI raw": {"acquisition": "ei"},
         "GP-EI": {"hidden": None, "n_components": None, "acquisition": "ei"},
     }[method]
-    return DKLAgent(survey, seed=seed, **options)
+    return DKLAgent(survey, seed=seed, detector=detector, **options)
 
 
 def run_method(method: str, scene: Scene, seed: int, steps: int) -> Dict[str, Any]:
@@ -200,7 +209,7 @@ def run_method(method: str, scene: Scene, seed: int, steps: int) -> Dict[str, An
         pts = pts.astype(np.float64)
         values = scene.measure(pts, spec)
     else:
-        agent = make_agent(method, scene.survey, seed)
+        agent = make_agent(method, scene.survey, seed, scene.detector)
         pts_list, value_list = [], []
         for _ in range(steps):
             started = time.perf_counter()

@@ -45,7 +45,7 @@ STEPS_SHOWN = (1, 2, 3, 5, 10, 20, 30)
 def run_order(order: str, scene: bd.Scene, seed: int, steps: int) -> np.ndarray:
     """Best-so-far fraction per step of ``DKLAgent(seed_order=order)`` on one field."""
     spec = ("despike:" if scene.scalarizer.startswith("edge") else "") + scene.scalarizer
-    agent = DKLAgent(scene.survey, seed=seed, seed_order=order)
+    agent = DKLAgent(scene.survey, seed=seed, seed_order=order, detector=scene.detector)
     truth = []
     for _ in range(steps):
         s = agent.suggest(1)[0]

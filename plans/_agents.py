@@ -12,6 +12,7 @@ import numpy as np
 __all__ = [
     "AgentFactory",
     "Scalarizer",
+    "agent_from_survey",
     "describe_request",
     "forward_agent",
     "image_agent",
@@ -80,6 +81,21 @@ def describe_request(agent: Any, kwargs: Optional[dict[str, Any]]) -> dict[str, 
     if isinstance(agent, str):
         return {"agent": agent, "agent_kwargs": dict(kwargs or {})}
     return {"agent": getattr(agent, "__name__", type(agent).__name__)}
+
+
+def agent_from_survey(make_agent: AgentFactory, image: Any, signal: str) -> Any:
+    """The agent made from the survey image, told the survey detector's name when its
+    factory takes one (a registered agent that reads it, DKL: the specimen's objects bright
+    on HAADF, dark on ABF or BF); a console's ``agent(image)`` is called as it is."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(make_agent).parameters
+    except (TypeError, ValueError):
+        return make_agent(image)
+    if "detector" in parameters:
+        return make_agent(image, detector=signal)
+    return make_agent(image)
 
 
 def survey_detector(agent: Any, signal: str) -> dict[str, Any]:

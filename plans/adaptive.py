@@ -27,7 +27,14 @@ from bluesky.utils import MsgGenerator
 
 from ophyd_stem import Record, Table
 
-from ._agents import AgentFactory, Scalarizer, describe_request, image_agent, scalarizer_of
+from ._agents import (
+    AgentFactory,
+    Scalarizer,
+    agent_from_survey,
+    describe_request,
+    image_agent,
+    scalarizer_of,
+)
 from ._metadata import POSITION_DIMENSIONS, decision_record, with_scan_field
 from ._queue import AGENT, CONTROL, FLYER, READABLE, SCALARIZER, queue_parameters
 from .control import OperatorControl
@@ -107,7 +114,7 @@ def edge_eels(
     @bpp.run_decorator(md=_md)
     def inner():
         image, _ = yield from _survey(scan_engine, signal)
-        agent = make_agent(image)
+        agent = agent_from_survey(make_agent, image, signal)
         points = np.asarray(agent.candidates, dtype=np.float64)
         yield from record(
             edge_record,
@@ -251,7 +258,7 @@ def adaptive_eels(
     @bpp.run_decorator(md=_md)
     def inner():
         image, _ = yield from _survey(scan_engine, signal)
-        agent = make_agent(image)
+        agent = agent_from_survey(make_agent, image, signal)
         yield from bps.checkpoint()
         for step in range(1, steps + 1):
             if control is not None:  # the operator's changes made while paused

@@ -113,7 +113,7 @@ def test_seed_order_puts_the_brightest_kind_first_and_is_recorded_for_replays():
     in config(), so a replay rebuilds the same seed points."""
     image, strong, _ = two_kinds_of_column()
     for seed in range(3):
-        drawn = DKLAgent(image, seed=seed, window=9, **FAST)
+        drawn = DKLAgent(image, seed=seed, window=9, seed_order="drawn", **FAST)
         bright = DKLAgent(image, seed=seed, window=9, seed_order="brightest", **FAST)
         pts = [(s["x"], s["y"]) for s in bright.suggest(5)]
         assert near(np.array(pts[:1]), strong) == [True], (seed, pts)
@@ -126,3 +126,60 @@ def test_seed_order_puts_the_brightest_kind_first_and_is_recorded_for_replays():
         assert [(s["x"], s["y"]) for s in rebuilt.suggest(5)] == pts
     with pytest.raises(ValueError, match="seed_order"):
         DKLAgent(image, seed_order="heaviest", **FAST)
+
+
+def test_objects_first_the_columns_before_the_gaps_bright_or_dark_as_the_detector_says():
+    """The default order: the kinds on the specimen's columns first (peaks of a HAADF survey,
+    pits of an ABF one), then the gaps. The detector's name decides which; told the wrong
+    one, the first spectra land in the gaps (what the test tells apart). Recorded for
+    replays: the decision, so a rebuild without the detector's name draws the same."""
+    image, strong, faint = two_kinds_of_column()
+    columns = np.vstack([strong, faint])
+    for seed in range(4):
+        haadf = DKLAgent(image, seed=seed, window=9, detector="HAADF", **FAST)
+        pts = np.array([[s["x"], s["y"]] for s in haadf.suggest(5)])
+        assert near(pts[:2], columns) == [True, True], (seed, pts.tolist())
+        assert not all(near(pts, columns))  # the gaps come after
+        assert haadf.config()["contrast"] == "bright"
+        assert haadf.report()["contrast"]["source"] == "detector"
+        # the same specimen in annular bright field: columns dark, still first
+        abf = DKLAgent(-image, seed=seed, window=9, detector="ABF", **FAST)
+        dark = np.array([[s["x"], s["y"]] for s in abf.suggest(2)])
+        assert near(dark, columns) == [True, True], (seed, dark.tolist())
+        # told ABF for the HAADF image: its 'objects' are the gaps
+        wrong = DKLAgent(image, seed=seed, window=9, detector="ABF", **FAST)
+        first = np.array([[s["x"], s["y"]] for s in wrong.suggest(1)])
+        assert near(first, columns) == [False], (seed, first.tolist())
+        config = abf.config()
+        assert config["contrast"] == "dark"
+        rebuilt = DKLAgent(-image, **config)  # no detector: the recorded decision draws
+        assert [(s["x"], s["y"]) for s in rebuilt.suggest(2)] == [tuple(p) for p in dark]
+    # no detector: the image's own contrast decides (bright columns here), and says so
+    own = DKLAgent(image, seed=0, window=9, **FAST)
+    assert own.report()["contrast"]["source"] in ("image", "ambiguous")
+    with pytest.raises(ValueError, match="contrast"):
+        DKLAgent(image, contrast="inverted", **FAST)
+
+
+def test_the_plans_tell_a_registered_dkl_agent_its_survey_detector():
+    """adaptive_eels builds its agent with plans._agents.agent_from_survey: a registered
+    agent that reads the detector's name gets it (unless its keyword arguments say), one
+    that does not, and a console's own agent(image), are called with the image alone."""
+    from agents.registry import agent_factory
+    from plans._agents import agent_from_survey
+
+    image, _, _ = two_kinds_of_column()
+    dkl = agent_from_survey(agent_factory("dkl", dict(FAST, window=9)), -image, "ABF")
+    assert dkl.report()["contrast"] == {
+        **dkl.report()["contrast"],
+        "contrast": "dark",
+        "source": "detector",
+        "detector": "ABF",
+    }
+    asked = agent_from_survey(agent_factory("dkl", dict(FAST, contrast="bright")), image, "ABF")
+    assert asked.config()["contrast"] == "bright"
+    edge = agent_from_survey(agent_factory("edge", {"budget": 5}), image, "ABF")
+    assert type(edge).__name__ == "EdgeAgent"
+    seen = []
+    assert agent_from_survey(lambda img: seen.append(img.shape) or "mine", image, "ABF") == "mine"
+    assert seen == [image.shape]
