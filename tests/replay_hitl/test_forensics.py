@@ -44,6 +44,29 @@ def test_forensics_reports_a_changed_agent(dkl_run):
     assert reseeded.as_dict()["mismatched_steps"][0] <= 4  # the first model step
 
 
+def test_a_dkl_run_recorded_before_the_seed_order_option_replays_in_the_drawn_order(dkl_run):
+    """Runs recorded before ``seed_order`` existed drew the kinds' order (the default then):
+    their replay must too, not today's default ("objects")."""
+    import copy
+    import json
+
+    assert dkl_run.agent.config()["seed_order"] == "objects"
+    old = copy.deepcopy(dkl_run.documents)
+    n = 0
+    for name, doc in old:
+        for key, value in (doc.get("data") or {}).items() if name == "event" else ():
+            if isinstance(value, str) and '"seed_order"' in value:
+                report = json.loads(value)
+                for config in (report.get("config") or {}, report):
+                    config.pop("seed_order", None)
+                    config.pop("contrast", None)
+                doc["data"][key] = json.dumps(report)
+                n += 1
+    assert n  # the reports were found and aged
+    assert forensics(old).agent["seed_order"] == "drawn"
+    assert forensics(dkl_run.documents).agent["seed_order"] == "objects"
+
+
 def test_counterfactual_with_the_recorded_acquisition_agrees_everywhere(dkl_run, tmp_path):
     same = counterfactual(dkl_run.run, "ei", out_dir=None)
     assert same.agree.all()

@@ -105,6 +105,9 @@ def _dkl_options(data: RunData) -> dict[str, Any]:
         )
     if options.get("hidden") is not None:
         options["hidden"] = tuple(options["hidden"])
+    # runs recorded before the seed points' order was an option drew it (the default then);
+    # those before "objects" recorded no contrast, which only "objects" reads
+    options.setdefault("seed_order", "drawn")
     # seeds: those handed out by the first report (after the first step), plus those left
     first_step = int(data.decisions["step"][0])
     seeds = {
