@@ -290,10 +290,12 @@ class OperatorControl(_OperatorConsole):
             self._pending = pending
             self._asked += 1
             self._say(_describe(step, self.pending))
-            yield from bps.checkpoint()
-            yield from bps.pause()
+            try:
+                yield from bps.checkpoint()
+                yield from bps.pause()
+            finally:  # also when the run is aborted while paused: nothing waits any more
+                self._pending = None
             approved, changed = False, False
-            self._pending = None
             for action in self._take():
                 if action.kind == "approve":
                     approved = True
@@ -363,9 +365,11 @@ class OperatorControl(_OperatorConsole):
                 f"image {image}: LoG* front of {len(front)} points, the agent picked #{chosen}; "
                 "control.pick_front(index=|weight=) or control.approve(), then RE.resume()"
             )
-            yield from bps.checkpoint()
-            yield from bps.pause()
-            self._front = None
+            try:
+                yield from bps.checkpoint()
+                yield from bps.pause()
+            finally:  # also when the run is aborted while paused
+                self._front = None
             done = False
             for action in self._take():
                 if action.kind == "approve":

@@ -166,3 +166,81 @@ def test_the_catalog_keeps_runs_and_event_tables_in_postgresql(postgres, facilit
     assert run["primary"]["eels-spectrum"].read().shape[0] == 3
     # the run's node is a row of the catalog's own table in PostgreSQL
     assert postgres.query(f"select count(*) from nodes where key = '{result.run_uids[0]}'") == "1"
+
+
+def _wait_for_state(queue, want: str, timeout: float = 180.0, item_uid=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = queue.status()
+        if status.get("re_state") == want and (
+            item_uid is None or status.get("running_item_uid") == item_uid
+        ):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the RunEngine is not {want} after {timeout} s: {queue.status()}")
+
+
+def _interventions(run) -> list[dict]:
+    table = run["interventions"].read()
+    columns = {name.split("-", 1)[1]: table[name].values for name in table.data_vars}
+    rows = [{k: v[i] for k, v in columns.items()} for i in range(len(columns["kind"]))]
+    for row in rows:
+        for key in ("kind", "who", "after"):
+            row[key] = str(row[key])
+    return rows
+
+
+def test_a_remote_operator_pauses_redirects_and_aborts_a_running_plan(queue, catalog):
+    """Free mode, as at the console: pause (the remote Ctrl-C), change the acquisition, the
+    scalarizer and the mode, resume; the plan then asks for approval; abort. Every act is in
+    the run with the remote operator's name, and nothing waits any more."""
+    hand = RemoteControl(queue, who="remote-ops")
+    uid = queue.submit(
+        "adaptive_eels", "scan_engine", "eels_points", "dkl", "band:20:30",
+        agent_kwargs={"n_seed": 2, "window": 8}, steps=30, maps_every=0, control="free",
+    )  # fmt: skip
+    _wait_for_state(queue, "running", item_uid=uid)
+    hand.pause()  # deferred: at the end of the current step
+    _wait_for_state(queue, "paused", item_uid=uid)
+    hand.set_acquisition("ucb", beta=4.0)
+    hand.set_scalarizer("band:5:15")
+    hand.set_mode("approve")
+    hand.resume()
+    asked = hand.wait_for_decision(timeout=180)
+    assert asked["mode"] == "approve"
+    assert asked["pending"]
+    hand.abort()
+    result = queue.follow(uid, timeout=120)
+    queue.discard(result)  # an aborted plan goes back to the queue: not to run again here
+    assert result.exit_status == "aborted", result.message
+    assert hand.status()["waiting"] is False  # the aborted plan asks nothing any more
+
+    run = complete_run(catalog, result.run_uids[0])
+    assert run.metadata["stop"]["exit_status"] == "abort"
+    acts = {row["kind"]: row for row in _interventions(run) if row["who"] == "remote-ops"}
+    assert {"set_acquisition", "set_scalarizer", "set_mode"} <= set(acts)
+    assert json.loads(acts["set_acquisition"]["after"])["beta"] == 4.0
+    assert json.loads(acts["set_scalarizer"]["after"]) == "band:5:15"
+    assert json.loads(acts["set_mode"]["after"]) == "approve"
+
+
+def test_a_remote_operator_picks_the_logstar_pareto_point(queue, catalog):
+    hand = RemoteControl(queue, who="remote-ops")
+    uid = queue.submit(
+        "logstar", "scan_engine", agent_kwargs={"lattice": "graphene", "budget": 8, "n_initial": 6},
+        control="approve",
+    )  # fmt: skip
+    shown = hand.wait_for_decision(timeout=240)
+    assert shown["front"] is not None
+    pick = len(shown["front"]["front"]) - 1
+    hand.pick_front(index=pick)
+    hand.resume()
+    result = queue.follow(uid, timeout=300)
+    assert result.ok, result.message
+
+    run = complete_run(catalog, result.run_uids[0])
+    picks = [row for row in _interventions(run) if row["kind"] == "pick_front"]
+    assert [row["who"] for row in picks] == ["remote-ops"]
+    assert json.loads(picks[0]["after"])["index"] == pick
+    chosen = run["logstar_front"]["logstar_front-chosen"].read()
+    assert [i for i, flag in enumerate(chosen) if flag] == [pick]

@@ -225,8 +225,11 @@ def test_abort_after_a_pause_keeps_the_stop_document_and_the_data(RE, nanopartic
     control.approve()
     run_until_idle_or_paused(RE.resume)
     assert RE.state == "paused"  # step 3 waits for approval
+    assert control.waiting
     RE.abort("the operator has seen enough")
     assert RE.state == "idle"
+    assert not control.waiting  # a remote operator's status no longer shows step 3's points
+    assert control.pending == []
     uid = uid_of(RE.documents)
     run = stored(catalog_env, uid)
     stop = run.metadata["stop"]
