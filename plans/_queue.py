@@ -11,13 +11,19 @@ queueserver: plans must import where it is not installed.
 """
 
 import copy
-from typing import Any, Callable, Dict, TypeVar
+from collections.abc import Sequence
+from typing import Any, Callable, Dict, Optional, TypeVar, Union
+
+import bluesky.plans as bp
+from bluesky.protocols import Movable, Readable
+from bluesky.utils import MsgGenerator
 
 __all__ = [
     "AGENT",
     "CONTROL",
     "FLYER",
     "OPTIONAL_FLYER",
+    "QUEUEABLE_STANDARD_PLANS",
     "READABLE",
     "SCALARIZER",
     "queue_parameters",
@@ -70,3 +76,23 @@ def queue_parameters(**parameters: Dict[str, Any]) -> Callable[[F], F]:
         return func
 
     return decorate
+
+
+def list_scan(
+    detectors: Sequence[Readable],
+    *args: Union[Movable, Any],
+    per_step: Any = None,
+    md: Optional[Dict[str, Any]] = None,
+) -> MsgGenerator[str]:
+    # Bluesky's own list_scan, with the signature the queueserver can check: bluesky 1.15
+    # annotates ``*args`` as (motor, list) tuples while the plan takes them flat
+    # (``motor1, [points], motor2, [points]``), so the queueserver refused every list_scan
+    # (rel_list_scan, annotated flat, is fine).
+    return (yield from bp.list_scan(detectors, *args, per_step=per_step, md=md))
+
+
+list_scan.__doc__ = bp.list_scan.__doc__
+
+#: Bluesky's standard plans whose own annotations the queueserver cannot take, as the console
+#: and the queue offer them (the same plan, run by Bluesky, recorded as ``list_scan``)
+QUEUEABLE_STANDARD_PLANS: Dict[str, Callable[..., Any]] = {"list_scan": list_scan}

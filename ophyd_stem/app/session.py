@@ -279,7 +279,8 @@ def configure_devices(
 
     Args:
         session: from :func:`configure_base`.
-        user_ns: names added: ``microscope``, ``stem``, ``scan``, ``eels``, ``eels_points``.
+        user_ns: names added: ``microscope``, ``stem``, ``scan_engine``, ``eels``,
+            ``eels_points``.
         mode: for the twin, ``"thread"`` (a real bridge on loopback in this process),
             ``"subprocess"`` or ``"local"`` (no sockets).
         instrument: instead of the twin, ``{"backend": "replay", "options": {"file": ...},
@@ -381,10 +382,15 @@ def configure_suspenders(
 
 def standard_plans() -> dict[str, Any]:
     """Bluesky's standard plans by name: everything ``bluesky.plans`` defines (``count``,
-    ``scan``, ``rel_scan``, ``grid_scan``, ``list_scan``...) and the moves ``mv``, ``mvr``."""
+    ``scan``, ``rel_scan``, ``grid_scan``, ``list_scan``...) and the moves ``mv``, ``mvr``.
+
+    ``list_scan`` is Bluesky's behind a signature the queueserver can check
+    (``plans._queue.QUEUEABLE_STANDARD_PLANS``)."""
     import bluesky.plan_stubs as bps
     import bluesky.plans as bp
     from bluesky.utils import is_plan
+
+    from plans._queue import QUEUEABLE_STANDARD_PLANS
 
     found = {
         name: obj
@@ -393,7 +399,7 @@ def standard_plans() -> dict[str, Any]:
         and is_plan(obj)
         and getattr(obj, "__module__", None) == bp.__name__
     }
-    found.update(mv=bps.mv, mvr=bps.mvr)
+    found.update(mv=bps.mv, mvr=bps.mvr, **QUEUEABLE_STANDARD_PLANS)
     return found
 
 

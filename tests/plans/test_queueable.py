@@ -91,9 +91,50 @@ def test_standard_and_project_plans_are_allowed_and_stubs_are_not(queue):
 
 
 def test_bluesky_plans_star_import_clobbers_no_device(namespace):
-    devices = {name: namespace[name] for name in ("stem", "scan_engine", "eels", "eels_points")}
+    before = dict(namespace)
     exec("from bluesky.plans import *", namespace)
-    assert {name: namespace[name] for name in devices} == devices
+    assert namespace["scan_engine"] is before["scan_engine"]
+    # nothing of the session's is replaced: devices, project plans, control functions (the
+    # standard plans themselves may come back as Bluesky's own, which run in the console)
+    changed = [
+        name for name, value in before.items()
+        if namespace[name] is not value and name not in standard_plans()
+    ]  # fmt: skip
+    assert changed == []
+
+
+D, X, Y = ["eels"], "stem.beam.x", "stem.beam.y"
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs"),
+    [
+        ("count", [D], {"num": 2}),
+        ("scan", [D, X, 10, 12, Y, 10, 12], {"num": 2}),
+        ("rel_scan", [D, X, -1, 1], {"num": 2}),
+        ("grid_scan", [D, X, 10, 12, 2, Y, 10, 12, 2], {}),
+        ("rel_grid_scan", [D, X, -1, 1, 2, Y, -1, 1, 2], {}),
+        ("inner_product_scan", [D, 2, X, 10, 12, Y, 10, 12], {}),
+        ("list_scan", [D, X, [10, 11, 12], Y, [10, 11, 12]], {}),
+        ("rel_list_scan", [D, X, [-1, 0, 1]], {}),
+        ("list_grid_scan", [D, X, [10, 11], Y, [10, 11]], {}),
+        ("log_scan", [D, X, 1, 1.5, 3], {}),
+        ("spiral_square", [D, X, Y, 10, 10, 2, 2, 2, 2], {}),
+        ("x2x_scan", [D, X, Y, 10, 12, 2], {}),
+        ("tune_centroid", [D, "eels-intensity", X, 10, 12, 0.5], {"num": 3}),
+        ("mv", [X, 11, Y, 11], {}),
+        ("mvr", [X, 1], {}),
+    ],
+)  # fmt: skip
+def test_standard_plans_run_from_json_as_a_facility_writes_them(RE, queue, name, args, kwargs):
+    """Bluesky's standard plans with their usual arguments, as JSON from a remote client
+    (devices and their components by name): validated, prepared and run."""
+    plan, _ = queue.prepare(name, *args, **kwargs)
+    RE(plan)
+    if name not in ("mv", "mvr"):
+        starts = [d for n, d in RE.documents if n == "start"]
+        assert [d["plan_name"] for d in starts] == [name]
+        assert [d for n, d in RE.documents if n == "stop"][-1]["exit_status"] == "success"
 
 
 def test_wrong_arguments_are_refused_at_submission(queue):
