@@ -4,7 +4,9 @@ twin, started once for the module.
 
 redis-server and PostgreSQL come from the Debian packages (``.ci/run`` installs them when
 missing). Without redis-server the tests skip, saying so; without PostgreSQL the catalog is
-the embedded SQLite one and only the PostgreSQL test skips.
+the embedded SQLite one and only the PostgreSQL test skips. Where they must run (CI:
+``.ci/run`` sets ``OPHYD_STEM_REQUIRE_SERVICES=1``) a missing service fails those tests
+instead: a skipped facility test must not pass for a tested one.
 """
 
 import glob
@@ -22,9 +24,16 @@ import pytest
 from ophyd_stem.app.facility import Facility, FacilityConfig
 
 
+def missing_service(reason: str) -> None:
+    """Skip, saying why; fail instead where the services are required (CI)."""
+    if os.environ.get("OPHYD_STEM_REQUIRE_SERVICES", "") not in ("", "0"):
+        pytest.fail(f"{reason} (OPHYD_STEM_REQUIRE_SERVICES is set: these tests must run here)")
+    pytest.skip(reason)
+
+
 def needs_redis() -> None:
     if shutil.which("redis-server") is None:
-        pytest.skip(
+        missing_service(
             "redis-server is not installed (apt-get install redis-server; .ci/run does it): "
             "the queueserver needs a real Redis"
         )

@@ -13,7 +13,7 @@ import pytest
 
 from ophyd_stem.app.queue import QueueError, RemoteControl
 
-from .conftest import complete_run
+from .conftest import complete_run, missing_service
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +159,7 @@ def test_the_operator_vetoes_from_another_process_and_the_run_records_it(queue, 
 
 def test_the_catalog_keeps_runs_and_event_tables_in_postgresql(postgres, facility, queue, catalog):
     if isinstance(postgres, str):
-        pytest.skip(postgres)
+        missing_service(postgres)
     result = queue.run("count", ["eels"], num=3)
     assert result.ok, result.message
     run = complete_run(catalog, result.run_uids[0])
