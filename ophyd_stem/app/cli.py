@@ -5,7 +5,7 @@ Examples::
     ophyd-stem run survey                       # the digital twin, the embedded catalog
     ophyd-stem run grid --rows 64 --cols 64     # the exhaustive baseline
     ophyd-stem run survey --bridge tcp://microscope-pc:5555 --server-key keys/server.key \\
-        --client-key keys/clients/client-1.key_secret --catalog https://tiled/api --api-key ...
+        --client-key keys/private/client-1.key_secret --catalog https://tiled/api --api-key ...
     ophyd-stem runs
     ophyd-stem show 3f2a9c                      # summary + PNG of its images and spectra
     ophyd-stem replay 3f2a9c --callbacks table plot --forensics --counterfactual ucb
