@@ -26,6 +26,7 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from . import stream
 from .commands import acquisition_estimate, image_from_result, spectrum_from_result
 from .errors import (
     BadRequest,
@@ -178,7 +179,20 @@ class ClientCore:
         client_secret_key: Optional[KeySource],
     ) -> None:
         if not isinstance(address, str) or "://" not in address:
-            raise ValueError(f"address must look like 'tcp://127.0.0.1:5555', got {address!r}")
+            raise ValueError(
+                "address must look like 'stream://127.0.0.1:5555' (plain TCP, loopback) or "
+                f"'tcp://127.0.0.1:5555' (ZeroMQ), got {address!r}"
+            )
+        #: ``"stream"`` (``stream://host:port``: plain TCP, length-framed) or ``"zmq"``
+        #: (any other scheme, e.g. ``tcp://``: ZeroMQ)
+        self.transport = "stream" if address.startswith(stream.SCHEME + "://") else "zmq"
+        if self.transport == "stream":
+            stream.split_address(address)  # (ValueError if it is not host:port)
+            if server_public_key is not None or client_secret_key is not None:
+                raise ValueError(
+                    "the stream transport has no CurveZMQ: a server with keys speaks ZeroMQ, "
+                    "so use its tcp:// address"
+                )
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
         if (server_public_key is None) != (client_secret_key is None):
@@ -253,8 +267,12 @@ class ClientCore:
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"cannot send the arguments of {command}: {exc}", command) from None
 
-    def match(self, parts: List[Any], rid: int) -> Optional[Reply]:
-        """The reply to request ``rid`` from a received message, or ``None`` if stale."""
+    def match(self, parts: List[Any], rid: int, only: bool = False) -> Optional[Reply]:
+        """The reply to request ``rid`` from a received message, or ``None`` if stale.
+
+        ``only``: the connection carried no other request (the stream transport), so an
+        error reply without an id (a request the server could not read) is this one's.
+        """
         if len(parts) < 2 or len(parts[0]) != 0:
             return None  # not a bridge reply (no delimiter); ignore it
         try:
@@ -263,7 +281,7 @@ class ClientCore:
             raise BridgeConnectionError(
                 f"malformed reply from {self.address}: {exc.message}"
             ) from None
-        if reply.id != rid:
+        if reply.id != rid and not (only and reply.id is None and not reply.ok):
             return None
         instance = reply.instance
         if instance is not None and instance != self.instance:

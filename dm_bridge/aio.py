@@ -39,6 +39,7 @@ from ._client_core import (
 )
 from .errors import BridgeConnectionError
 from .keys import KeySource
+from .stream import AsyncStreamChannel
 from .types import ImageAcquisition, SpectrumAcquisition
 
 __all__ = ["AsyncBridgeClient"]
@@ -48,7 +49,8 @@ class AsyncBridgeClient:
     """asyncio client of a bridge server.
 
     Args:
-        address: server endpoint, e.g. ``"tcp://127.0.0.1:5555"``.
+        address: server endpoint: ``"stream://127.0.0.1:5555"`` (plain TCP) or
+            ``"tcp://host:5555"`` (ZeroMQ); the scheme chooses the transport.
         timeout: default seconds per call, before the acquisition allowance.
         server_public_key: the server's ``server.key`` file or Z85 public key (CurveZMQ).
         client_secret_key: this client's ``.key_secret`` file or Z85 secret key (CurveZMQ).
@@ -57,13 +59,14 @@ class AsyncBridgeClient:
 
     def __init__(
         self,
-        address: str = "tcp://127.0.0.1:5555",
+        address: str = "stream://127.0.0.1:5555",
         timeout: float = DEFAULT_TIMEOUT,
         server_public_key: Optional[KeySource] = None,
         client_secret_key: Optional[KeySource] = None,
         context: Optional[zmq.asyncio.Context] = None,
     ) -> None:
         self._core = ClientCore(address, timeout, server_public_key, client_secret_key)
+        self._stream = self._core.transport == "stream"
         self._context = context if context is not None else zmq.asyncio.Context.instance()
         self._idle: List[Channel] = []
         self._closed = False
@@ -101,7 +104,12 @@ class AsyncBridgeClient:
                 await self._call(first)
         seconds = self._core.timeout_for(command, args, timeout)
         rid, frames = self._core.request(command, args, seconds)
-        channel = self._idle.pop() if self._idle else self._core.open_channel(self._context)
+        if self._idle:
+            channel = self._idle.pop()
+        elif self._stream:
+            channel = AsyncStreamChannel(self._core.address)  # type: ignore[assignment]
+        else:
+            channel = self._core.open_channel(self._context)
         try:
             reply = await self._exchange(channel, command, rid, frames, seconds)
         except BaseException:  # cancellation included: the request may be in flight
@@ -116,6 +124,14 @@ class AsyncBridgeClient:
     async def _exchange(
         self, channel: Channel, command: str, rid: int, frames: List[Any], timeout: float
     ) -> Any:
+        if self._stream:
+            parts = await channel.exchange(frames, command, timeout)  # type: ignore[attr-defined]
+            reply = self._core.match(parts, rid, only=True)
+            if reply is None:
+                raise BridgeConnectionError(
+                    f"{self.address} answered another request than {command}", command
+                )
+            return reply
         deadline = time.monotonic() + timeout
         sock = channel.socket
         try:

@@ -2,7 +2,9 @@
 
 Examples::
 
-    dm-bridge serve --backend twin                       # loopback, port 5555, no keys
+    dm-bridge serve --backend twin                       # loopback, port 5555, no keys:
+                                                         # stream://127.0.0.1:5555
+    dm-bridge serve --backend twin --transport zmq       # the same over ZeroMQ (tcp://)
     dm-bridge serve --backend minimal --port 0           # any free port (printed)
     dm-bridge keys --out keys/ --clients 2
     dm-bridge serve --backend dm --host 0.0.0.0 \\
@@ -30,6 +32,7 @@ from .server import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_PORT,
     DEFAULT_QUEUE_LIMIT,
+    TRANSPORTS,
 )
 
 __all__ = ["main"]
@@ -52,8 +55,8 @@ def _backend_class(name: str) -> Any:
 def _serve_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
-        help="serve a backend over ZeroMQ",
-        description="Serve one instrument over ZeroMQ. Logs start, stop, errors and aborts at "
+        help="serve a backend (plain TCP on loopback, ZeroMQ with CurveZMQ off it)",
+        description="Serve one instrument. Logs start, stop, errors and aborts at "
         "info level, and each request (command, id, outcome, milliseconds) at debug level.",
     )
     p.add_argument("--backend", required=True, choices=sorted(BACKENDS), help="instrument")
@@ -66,6 +69,15 @@ def _serve_parser(sub: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="start even if other users can read the secret key or change the allow-list "
         "(logged as an error)",
+    )
+    p.add_argument(
+        "--transport",
+        choices=["auto", *TRANSPORTS],
+        default=None,
+        help="stream: plain TCP, length-framed (fastest; loopback only, no keys); zmq: ZeroMQ "
+        "(CurveZMQ with --server-key, required off loopback); auto (the default, or "
+        "$DM_BRIDGE_TRANSPORT): stream on loopback without keys, zmq otherwise. The printed "
+        "address names it: stream://... or tcp://...",
     )
     p.add_argument("--queue-limit", type=int, default=DEFAULT_QUEUE_LIMIT)
     p.add_argument(
@@ -152,6 +164,7 @@ def _serve(args: argparse.Namespace, backend_cls: Any) -> int:
             max_request_bytes=int(args.max_request_mb * 2**20),
             max_reply_bytes=int(args.max_reply_mb * 2**20),
             insecure_keys=args.insecure_keys,
+            transport=args.transport,
         )
     except (ValueError, OSError) as exc:
         backend.close()

@@ -46,6 +46,7 @@ from ._client_core import (
 from .aio import AsyncBridgeClient
 from .errors import BridgeConnectionError
 from .keys import KeySource
+from .stream import StreamChannel
 from .types import ImageAcquisition, SpectrumAcquisition
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncBridgeClient", "BridgeClient"]
@@ -55,11 +56,13 @@ class BridgeClient:
     """Blocking client of a bridge server; thread-safe.
 
     Args:
-        address: server endpoint, e.g. ``"tcp://127.0.0.1:5555"``.
+        address: server endpoint: ``"stream://127.0.0.1:5555"`` (plain TCP, the default
+            transport on loopback) or ``"tcp://host:5555"`` (ZeroMQ; with CurveZMQ off
+            loopback). The scheme chooses the transport; use what the server printed.
         timeout: default seconds per call, before the acquisition allowance.
         server_public_key: the server's ``server.key`` file or Z85 public key (CurveZMQ).
         client_secret_key: this client's ``.key_secret`` file or Z85 secret key (CurveZMQ).
-        context: ZeroMQ context; default the process-wide one.
+        context: ZeroMQ context; default the process-wide one (unused by ``stream://``).
 
     Calls from several threads at once each get their own socket, so ``abort()`` from one
     thread reaches the server while another thread waits for a long acquisition.
@@ -71,13 +74,14 @@ class BridgeClient:
 
     def __init__(
         self,
-        address: str = "tcp://127.0.0.1:5555",
+        address: str = "stream://127.0.0.1:5555",
         timeout: float = DEFAULT_TIMEOUT,
         server_public_key: Optional[KeySource] = None,
         client_secret_key: Optional[KeySource] = None,
         context: Optional[zmq.Context] = None,
     ) -> None:
         self._core = ClientCore(address, timeout, server_public_key, client_secret_key)
+        self._stream = self._core.transport == "stream"
         self._context = context if context is not None else zmq.Context.instance()
         self._idle: List[Channel] = []
         self._pool_lock = threading.Lock()
@@ -111,6 +115,8 @@ class BridgeClient:
                 raise BridgeConnectionError(f"client of {self.address} is closed")
             if self._idle:
                 return self._idle.pop()
+        if self._stream:
+            return StreamChannel(self._core.address)  # type: ignore[return-value]
         return self._core.open_channel(self._context)
 
     def _give_back(self, channel: Channel) -> None:
@@ -141,6 +147,14 @@ class BridgeClient:
     def _exchange(
         self, channel: Channel, command: str, rid: int, frames: List[Any], timeout: float
     ) -> Any:
+        if self._stream:
+            parts = channel.exchange(frames, command, timeout)  # type: ignore[attr-defined]
+            reply = self._core.match(parts, rid, only=True)
+            if reply is None:
+                raise BridgeConnectionError(
+                    f"{self.address} answered another request than {command}", command
+                )
+            return reply
         deadline = time.monotonic() + timeout
         sock = channel.socket
         try:

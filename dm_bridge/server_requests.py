@@ -72,6 +72,7 @@ class RequestHandling:
     backend: Backend
     instance: str
     curve: bool
+    transport: str
     queue_limit: int
     max_request_bytes: int
     max_reply_bytes: int
@@ -143,6 +144,7 @@ class RequestHandling:
             "python": platform.python_version(),
             "pyzmq": zmq.__version__,
             "libzmq": zmq.zmq_version(),
+            "transport": self.transport,
             "curve": self.curve,
             "queue_limit": self.queue_limit,
             "max_request_bytes": self.max_request_bytes,
@@ -212,13 +214,19 @@ class RequestHandling:
             expires = None if request.timeout is None else received + request.timeout
             fd: Optional[int] = None
             if self._current is not None or queue:  # it will wait: note its connection
-                with contextlib.suppress(zmq.ZMQError):
-                    fd = parts[0].get(_SRCFD)
+                fd = self._origin(parts[0])
             queue.append(_Job(envelope, request.id, command, args, received, expires, fd))
             self._served += 1
             return True
         self._reply_error(envelope, request.id, command, error, received)
         return False
+
+    def _origin(self, routing: Any) -> Optional[int]:
+        """The connection a message came on (its file descriptor, ``ZMQ_SRCFD``), to drop
+        its queued work if that connection closes."""
+        with contextlib.suppress(zmq.ZMQError):
+            return routing.get(_SRCFD)
+        return None
 
     def _immediate(self, command: str) -> Dict[str, Any]:
         if command == "hello":

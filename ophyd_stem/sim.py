@@ -78,11 +78,12 @@ class SimBridge:
         atexit.register(self.close)
 
     def _start_thread(self) -> None:
-        from dm_bridge.server import Server
+        from dm_bridge.server import Server, address_for
 
         port = _free_port()
         self._server = Server(self.backend, host="127.0.0.1", port=port)
-        self.address = f"tcp://127.0.0.1:{port}"
+        # (stream:// by default; tcp:// where DM_BRIDGE_TRANSPORT=zmq chooses ZeroMQ)
+        self.address = address_for("127.0.0.1", port, self._server.transport)
         ready = threading.Event()
 
         def run() -> None:
@@ -94,9 +95,12 @@ class SimBridge:
         ready.wait(5)
 
     def _start_subprocess(self, backend: str, options: dict[str, Any]) -> None:
+        from dm_bridge.server import address_for, transport_for
+
         port = _free_port()
+        transport = transport_for("127.0.0.1")
         args = [sys.executable, "-m", "dm_bridge.cli", "serve", "--backend", backend]
-        args += ["--host", "127.0.0.1", "--port", str(port)]
+        args += ["--host", "127.0.0.1", "--port", str(port), "--transport", transport]
         for key, value in options.items():
             flag = "--" + key.replace("_", "-")
             if key == "sample_parameters":  # `dm-bridge serve` takes them one by one
@@ -111,7 +115,7 @@ class SimBridge:
             self.log_path = Path(log.name)
             # The child keeps its own handle on the log file after ours is closed.
             self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        self.address = f"tcp://127.0.0.1:{port}"
+        self.address = address_for("127.0.0.1", port, transport)
         try:
             self._wait_until_serving()
         except BaseException:

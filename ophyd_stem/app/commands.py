@@ -337,7 +337,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(
             "  serve it: dm-bridge serve --backend replay --file "
             f"{recording.path} --port 5555, then: ophyd-stem run dkl --bridge "
-            "tcp://127.0.0.1:5555; in Python: "
+            "stream://127.0.0.1:5555; in Python: "
             "ophyd_stem.app.analysis.replay.replay_microscope(path)"
         )
     if not (

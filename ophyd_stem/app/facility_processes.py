@@ -330,12 +330,16 @@ class Facility:
     def _start_bridge(self) -> None:
         host = self.config.host
         port = _port(host, self.config.bridge_port, "twin bridge", "--bridge-port")
+        from dm_bridge.server import address_for, transport_for
+
+        transport = transport_for(host)  # stream on loopback (see the bridge's ADR 0017)
         command = [
             sys.executable, "-m", "dm_bridge.cli", "serve", "--backend", "twin",
             "--host", host, "--port", str(port), "--sample", self.config.sample,
+            "--transport", transport,
         ]  # fmt: skip
         process, log = self._spawn("bridge", command)
-        self.bridge_address = f"tcp://{_connect_host(host)}:{port}"
+        self.bridge_address = address_for(_connect_host(host), port, transport)
         piece = _Piece("bridge", process, log, self.bridge_address)
         self.pieces.append(piece)
         self._wait(piece, lambda: _bridge_hello(self.bridge_address), 60, "twin bridge")

@@ -55,7 +55,7 @@ def start_bridge(port: int) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    with BridgeClient(f"tcp://127.0.0.1:{port}", timeout=0.5) as probe:
+    with BridgeClient(f"stream://127.0.0.1:{port}", timeout=0.5) as probe:
         for _ in range(100):
             try:
                 probe.hello(timeout=0.5)
@@ -85,7 +85,7 @@ def grid_of_spectra(microscope):
 
 def run_through_outage(tmp_path, suspend: bool, plan=count_spectra):
     port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
+    address = f"stream://127.0.0.1:{port}"
     processes = [start_bridge(port)]
     RE = RunEngine({})
     documents = []
@@ -188,9 +188,9 @@ def test_a_failed_scan_fails_its_trigger_at_once(tmp_path):
     port = free_port()
     process = start_bridge(port)
     RE = RunEngine({})
-    microscope = Microscope(AsyncBridgeClient(f"tcp://127.0.0.1:{port}"), assets_dir=tmp_path)
+    microscope = Microscope(AsyncBridgeClient(f"stream://127.0.0.1:{port}"), assets_dir=tmp_path)
     call_in_bluesky_event_loop(microscope.connect())
-    client = BridgeClient(f"tcp://127.0.0.1:{port}")
+    client = BridgeClient(f"stream://127.0.0.1:{port}")
 
     def plan():
         yield from bps.mv(microscope.scan.width, 32, microscope.scan.height, 32)

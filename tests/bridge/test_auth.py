@@ -19,6 +19,9 @@ from dm_bridge.errors import BridgeAuthError
 from dm_bridge.keys import HandshakeLog, generate_keys, load_key_pair
 from dm_bridge.server import Server, is_loopback
 
+# CurveZMQ is the ZeroMQ transport's (the stream transport refuses keys and off-loopback hosts)
+pytestmark = pytest.mark.transport("zmq")
+
 DM_BRIDGE = Path(sys.executable).parent / "dm-bridge"
 
 

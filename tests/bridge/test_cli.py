@@ -67,7 +67,7 @@ def test_serve_logs_errors_at_info_and_each_request_at_debug():
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        endpoint = re.search(r"at (tcp://\S+)", proc.stdout.readline()).group(1)
+        endpoint = re.search(r"at ((?:tcp|stream)://\S+)", proc.stdout.readline()).group(1)
         with BridgeClient(endpoint) as client:
             client.set_beam_position(2.0, 3.0)
             with pytest.raises(OutOfRange):

@@ -201,7 +201,7 @@ def test_queued_work_of_clients_that_disconnect_is_dropped(slow_server, connect_
                 "command": "acquire_spectra_at_points",
                 "args": {"points": LONG_POINTS.tolist()},
             }
-            peer.socket.send_multipart([b"", json.dumps(request).encode()])
+            peer.send([b"", json.dumps(request).encode()])
         wait_for(lambda: operator.status()["queue"] == 3, "three queued acquisitions")
         for peer in doomed:
             peer.close()  # killed: their connections close

@@ -230,8 +230,15 @@ def test_too_large_requests_get_too_large(small_server, connect_raw):
 
 def test_frames_above_the_hard_cap_cost_the_sender_its_connection(small_server, connect_raw):
     rogue = connect_raw(small_server.endpoint)
-    rogue.socket.send_multipart([b"", header("hello"), bytes(4 << 20)])  # > 2 x limit + 1 MiB
-    assert rogue.receive(timeout=0.5) is None  # dropped by ZeroMQ, never reaches Python
+    rogue.send([b"", header("hello"), bytes(4 << 20)])  # > 2 x limit + 1 MiB
+    if rogue.stream:  # refused from its length prefix, with the reason, then closed
+        refusal = rogue.receive(timeout=10)
+        assert refusal["error"]["kind"] == "too_large"
+        assert refusal["id"] is None
+        assert str(2 * 64 * 1024 + 2**20) in refusal["error"]["message"]  # the limit
+        assert rogue.receive(timeout=10) is None  # the server closed the connection
+    else:
+        assert rogue.receive(timeout=0.5) is None  # dropped by ZeroMQ, never reaches Python
     with BridgeClient(small_server.endpoint, timeout=5) as client:
         assert client.hello()["backend"] == "minimal"
 

@@ -180,9 +180,8 @@ def test_the_page_s_dtype_spellings_are_accepted(raw_peer, dtype):
 
 
 def test_frames_before_the_delimiter_are_an_envelope_echoed_back(raw_peer):
-    raw_peer.socket.send_multipart([b"hop-1", b"hop-2", b"", header(rid=9)])
-    assert raw_peer.socket.poll(10_000)
-    frames = raw_peer.socket.recv_multipart()
+    raw_peer.send([b"hop-1", b"hop-2", b"", header(rid=9)])
+    frames = raw_peer.receive_frames(10)
     assert frames[:3] == [b"hop-1", b"hop-2", b""]
     assert json.loads(frames[3])["id"] == 9
 
@@ -205,12 +204,10 @@ def test_the_header_counts_toward_the_request_size_limit(small_server, connect_r
 
 def test_envelope_frames_count_toward_the_request_size_limit(small_server, connect_raw):
     peer = connect_raw(small_server.endpoint)
-    peer.socket.send_multipart([b"e" * 4050, b"", header(rid=12)])  # 4050 + the header > 4096
-    assert peer.socket.poll(10_000)
-    assert json.loads(peer.socket.recv_multipart()[2])["error"]["kind"] == "too_large"
-    peer.socket.send_multipart([b"e" * 3000, b"", header(rid=13)])
-    assert peer.socket.poll(10_000)
-    assert json.loads(peer.socket.recv_multipart()[2])["ok"] is True
+    peer.send([b"e" * 4050, b"", header(rid=12)])  # 4050 + the header > 4096
+    assert json.loads(peer.receive_frames(10)[2])["error"]["kind"] == "too_large"
+    peer.send([b"e" * 3000, b"", header(rid=13)])
+    assert json.loads(peer.receive_frames(10)[2])["ok"] is True
 
 
 def test_too_large_is_checked_before_the_instrument_limits(connect_raw):
@@ -241,17 +238,13 @@ def test_an_expired_queued_request_is_answered_busy_at_its_turn_not_executed(con
     try:
         slow, late = connect_raw(server.endpoint), connect_raw(server.endpoint)
         points = [[float(i), 1.0] for i in range(20)]  # 1 s on the instrument
-        slow.socket.send_multipart(
-            [b"", header("acquire_spectra_at_points", rid="slow", args={"points": points})]
-        )
+        slow.send([b"", header("acquire_spectra_at_points", rid="slow", args={"points": points})])
         with BridgeClient(server.endpoint) as operator:
             deadline = time.monotonic() + 10
             while operator.status()["current_command"] != "acquire_spectra_at_points":
                 assert time.monotonic() < deadline
             args = {"x": 5.0, "y": 6.0}
-            late.socket.send_multipart(
-                [b"", header("set_beam_position", rid="late", args=args, timeout=0.05)]
-            )
+            late.send([b"", header("set_beam_position", rid="late", args=args, timeout=0.05)])
             assert slow.receive(30)["ok"] is True
             reply = late.receive(30)
             assert error_kind(reply) == "busy"
@@ -341,7 +334,7 @@ def test_exactly_the_loopback_addresses_are_exempt_from_curvezmq(host, loopback)
 def test_another_loopback_address_serves_without_keys():
     try:
         server = Server(MinimalBackend(), host="127.0.0.2", port=0).start()
-    except zmq.ZMQError as exc:  # a system without 127.0.0.2 configured
+    except (zmq.ZMQError, OSError) as exc:  # a system without 127.0.0.2 configured
         pytest.skip(f"127.0.0.2 cannot be bound here: {exc}")
     try:
         with BridgeClient(server.endpoint) as dm:

@@ -235,7 +235,7 @@ def test_dm_bridge_serve_fronts_a_pyro5_server(array_server):
         text=True,
     )
     try:
-        match = re.search(r"at (tcp://\S+)", proc.stdout.readline())
+        match = re.search(r"at ((?:tcp|stream)://\S+)", proc.stdout.readline())
         assert match, proc.stderr.read()
         with BridgeClient(match.group(1), timeout=30) as dm:
             assert dm.hello()["instrument"]["name"].startswith("Pyro5 DM ArrayServer")

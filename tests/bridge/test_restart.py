@@ -30,7 +30,7 @@ def serve(port: int = 0, *extra: str) -> Tuple[subprocess.Popen, str]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     line = proc.stdout.readline()  # the server prints one line once it is bound
-    match = re.search(r"at (tcp://\S+)", line)
+    match = re.search(r"at ((?:tcp|stream)://\S+)", line)
     if match is None:
         proc.kill()
         pytest.fail(f"dm-bridge serve did not start: {line!r} {proc.stderr.read()}")

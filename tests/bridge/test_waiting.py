@@ -51,6 +51,7 @@ def test_a_reply_longer_than_a_slice_reaches_the_async_client(real_time_server):
     assert asyncio.run(run()) == (2, (3.0, 4.0))
 
 
+@pytest.mark.transport("zmq")
 @pytest.mark.parametrize("timeout", [0.03, 0.25])  # shorter and longer than one slice
 def test_silence_ends_in_bridge_timeout_for_both_clients(timeout):
     # a ROUTER that never answers
@@ -74,6 +75,7 @@ def test_silence_ends_in_bridge_timeout_for_both_clients(timeout):
         router.close(0)
 
 
+@pytest.mark.transport("zmq")
 def test_client_channels_receive_with_one_monitor_interval():
     dm = BridgeClient("tcp://127.0.0.1:9")
     channel = dm._take()
@@ -112,7 +114,7 @@ def test_a_stopped_servers_port_can_be_bound_at_once():
     first = Server(MinimalBackend(), port=0).start()
     port = int(first.endpoint.rsplit(":", 1)[1])
     for _ in range(5):
-        with BridgeClient(f"tcp://127.0.0.1:{port}") as dm:
+        with BridgeClient(first.endpoint) as dm:
             dm.get_beam_position()
             first.stop()
             first = Server(MinimalBackend(), port=port).start()  # no "address in use"

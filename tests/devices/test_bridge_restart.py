@@ -29,7 +29,7 @@ def free_port() -> int:
 def test_settings_a_restarted_bridge_forgot_are_put_back(RE, tmp_path, caplog):
     port = free_port()
     first = Server(MinimalBackend(), port=port).start()
-    client = AsyncBridgeClient(f"tcp://127.0.0.1:{port}", timeout=10)
+    client = AsyncBridgeClient(first.endpoint, timeout=10)
     microscope = Microscope(client, assets_dir=tmp_path)
     call_in_bluesky_event_loop(microscope.connect())
     second = None
@@ -65,7 +65,7 @@ def test_a_suspension_abandons_the_bridge_call_in_flight(tmp_path, device):
     Seen in CI: ``prepare`` asking the field's size while the bridge was down."""
     port = free_port()
     server = Server(MinimalBackend(), port=port).start()
-    client = AsyncBridgeClient(f"tcp://127.0.0.1:{port}", timeout=10)
+    client = AsyncBridgeClient(server.endpoint, timeout=10)
     microscope = Microscope(client, assets_dir=tmp_path)
     call_in_bluesky_event_loop(microscope.connect())
     hung = asyncio.Event()

@@ -1,0 +1,262 @@
+"""What is the stream transport's own: framing errors, oversized length prefixes, half-closed
+and killed clients, a client that does not read, and choosing the transport.
+
+Everything else (the protocol, the queue, abort, busy, stale requests, the fuzz, restarts)
+runs over both transports in the other modules (see ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import pytest
+import zmq
+
+from dm_bridge import stream
+from dm_bridge.aio import AsyncBridgeClient
+from dm_bridge.backends.minimal import MinimalBackend
+from dm_bridge.client import BridgeClient
+from dm_bridge.errors import Aborted, BridgeConnectionError
+from dm_bridge.server import Server
+
+from .test_concurrency import LONG_POINTS, acquiring, start, wait_for
+
+pytestmark = pytest.mark.transport("stream")
+
+
+def header(command: str = "hello", rid: object = 1, **fields: object) -> bytes:
+    return json.dumps({"protocol": 1, "id": rid, "command": command, **fields}).encode()
+
+
+@pytest.fixture
+def slow_server() -> Iterator[Server]:
+    backend = MinimalBackend(time_scale=1.0)
+    backend.set_eels_parameters(exposure=0.05)
+    server = Server(backend, port=0, transport="stream").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_OPEN: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        while _OPEN:
+            _OPEN.pop().close()
+
+
+def connect(server: Server) -> socket.socket:
+    """A bare TCP connection to ``server`` (closed after the test)."""
+    sock = socket.create_connection(stream.split_address(server.endpoint), 10)
+    sock.settimeout(10)
+    _OPEN.append(sock)
+    return sock
+
+
+def read_reply(sock: socket.socket) -> object:
+    """The next reply's header, or ``None`` once the server has closed the connection."""
+    data = b""
+    while True:
+        parts, _, _ = stream.parse(data, 0, 1 << 40)
+        if parts is not None:
+            assert parts[0] == b""
+            return json.loads(parts[1])
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return None
+        data += chunk
+
+
+def test_a_message_is_its_part_count_its_lengths_and_its_parts(bridge_server):
+    sock = connect(bridge_server)
+    parts = [b"", header(rid=5)]
+    sock.sendall(struct.pack("!I2Q", 2, 0, len(parts[1])) + b"".join(parts))  # by the page
+    reply = read_reply(sock)
+    assert reply["ok"] is True
+    assert reply["id"] == 5
+    assert reply["result"]["server"]["transport"] == "stream"
+
+
+@pytest.mark.parametrize("count", [0, stream.MAX_PARTS + 1, 2**31])
+def test_a_bad_part_count_is_refused_and_the_connection_closed(bridge_server, count):
+    sock = connect(bridge_server)
+    sock.sendall(struct.pack("!I", count) + bytes(64))
+    refusal = read_reply(sock)
+    assert refusal["error"]["kind"] == "bad_request"
+    assert refusal["id"] is None
+    assert "parts" in refusal["error"]["message"]
+    assert read_reply(sock) is None  # closed
+    with BridgeClient(bridge_server.endpoint) as dm:  # and everyone else is still served
+        assert dm.get_beam_position() == (255.5, 255.5)
+
+
+def test_an_oversized_length_prefix_is_refused_before_the_body_is_sent(bridge_server):
+    sock = connect(bridge_server)
+    sock.sendall(struct.pack("!I2Q", 2, 0, 2**40))  # 1 TiB declared, nothing sent
+    refusal = read_reply(sock)
+    assert refusal["error"]["kind"] == "too_large"
+    assert refusal["id"] is None
+    limit = 2 * bridge_server.max_request_bytes + 2**20
+    assert str(2**40) in refusal["error"]["message"]
+    assert str(limit) in refusal["error"]["message"]
+    assert read_reply(sock) is None
+
+
+def test_a_zeromq_client_on_a_stream_port_is_told_why(bridge_server, caplog):
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    tcp = bridge_server.endpoint.replace("stream://", "tcp://")
+    try:
+        dealer.connect(tcp)
+        dealer.send_multipart([b"", header()])
+        assert not dealer.poll(300)  # ZeroMQ cannot read the refusal, but the log says why
+    finally:
+        dealer.close()
+    assert any("ZeroMQ" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stream_client_on_a_zeromq_port_is_told_why():
+    # What a ZeroMQ peer sends first: its greeting's signature (a real ZeroMQ server may
+    # also reset the connection on reading ours first, and then the call times out).
+    listener = socket.create_server(("127.0.0.1", 0))
+    _OPEN.append(listener)
+
+    def greet() -> None:
+        peer, _ = listener.accept()
+        _OPEN.append(peer)
+        peer.sendall(b"\xff" + bytes(8) + b"\x7f")
+
+    thread = threading.Thread(target=greet, daemon=True)
+    thread.start()
+    address = f"stream://127.0.0.1:{listener.getsockname()[1]}"
+    with BridgeClient(address, timeout=5) as dm, pytest.raises(BridgeConnectionError) as err:
+        dm.hello()
+    assert "ZeroMQ" in str(err.value)
+    thread.join(5)
+
+
+def test_a_half_closed_client_is_gone_and_its_queued_work_dropped(slow_server):
+    endpoint = slow_server.endpoint
+    with ThreadPoolExecutor(1) as pool, BridgeClient(endpoint, timeout=5) as operator:
+        running = start(pool, endpoint, "acquire_spectra_at_points", LONG_POINTS)
+        wait_for(lambda: acquiring(operator), "the acquisition to start")
+        sock = connect(slow_server)
+        request = header("acquire_spectrum", rid="queued")
+        for buffer in stream.pack([b"", request]):
+            sock.sendall(buffer)
+        wait_for(lambda: operator.status()["queue"] == 1, "the request to be queued")
+        sock.shutdown(socket.SHUT_WR)  # "nothing more to send": on this transport, gone
+        status = wait_for(
+            lambda: (s := operator.status())["queue"] == 0 and s, "the queue to be dropped"
+        )
+        assert status["dropped_disconnected"] == 1
+        assert read_reply(sock) is None  # no reply: the server closed the connection
+        operator.abort()
+        with pytest.raises(Aborted):
+            running.result(timeout=10)
+
+
+def test_a_client_killed_mid_request_leaves_the_server_serving(bridge_server):
+    # A process that sends half of a request (its length prefix promises 1 MB) and dies.
+    script = (
+        "import socket, struct, sys, time\n"
+        "host, port = sys.argv[1], int(sys.argv[2])\n"
+        "s = socket.create_connection((host, port))\n"
+        "s.sendall(struct.pack('!I3Q', 3, 0, 60, 1000000) + bytes(60) + bytes(500000))\n"
+        "print('sent', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    host, port = stream.split_address(bridge_server.endpoint)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, host, str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "sent"
+        wait_for(lambda: len(bridge_server._peers) == 1, "the half-sent request to arrive")
+        proc.kill()
+        proc.wait(10)
+        wait_for(lambda: not bridge_server._peers, "the dead client's connection to close")
+        with BridgeClient(bridge_server.endpoint) as dm:
+            assert dm.status()["state"] == "idle"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def test_a_client_that_does_not_read_holds_back_only_itself():
+    backend = MinimalBackend()
+    backend.set_scan_parameters(width=512, height=512)  # 1 MiB per image reply
+    with Server(backend, port=0, transport="stream", queue_limit=64) as server:
+        hog = connect(server)
+        for k in range(32):  # 32 MiB of replies it never reads
+            for buffer in stream.pack([b"", header("acquire_image", rid=k)]):
+                hog.sendall(buffer)
+        wait_for(lambda: server._peers and server._peers[0].out, "replies waiting to go out")
+        with BridgeClient(server.endpoint, timeout=10) as dm:
+            assert dm.get_beam_position() == (255.5, 255.5)
+        first = read_reply(hog)
+        assert first["ok"] is True
+        assert first["id"] == 0
+        hog.close()
+
+
+async def test_the_async_client_speaks_stream_and_sees_a_server_close(bridge_server):
+    async with AsyncBridgeClient(bridge_server.endpoint) as dm:
+        assert await dm.set_beam_position(3.0, 4.0) == (3.0, 4.0)
+        assert (await dm.hello())["server"]["transport"] == "stream"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "microscope.lab"])
+def test_the_stream_transport_refuses_to_listen_off_loopback(host):
+    with pytest.raises(ValueError, match="no authentication"):
+        Server(MinimalBackend(), host=host, port=0, transport="stream")
+
+
+def test_the_stream_transport_refuses_keys(tmp_path):
+    from dm_bridge.keys import generate_keys
+
+    keys = generate_keys(tmp_path / "keys", clients=1)
+    with pytest.raises(ValueError, match="no authentication"):
+        Server(
+            MinimalBackend(),
+            port=0,
+            server_secret_key=keys["server_secret"],
+            allowed_clients=keys["allowed_clients"],
+            transport="stream",
+        )
+    with pytest.raises(ValueError, match="no CurveZMQ"):
+        BridgeClient(
+            "stream://127.0.0.1:5555",
+            server_public_key=keys["server_public"],
+            client_secret_key=keys["clients"][0]["secret"],
+        )
+
+
+def test_auto_serves_stream_on_loopback_and_zeromq_with_keys(tmp_path):
+    from dm_bridge.keys import generate_keys
+
+    keys = generate_keys(tmp_path / "keys", clients=1)
+    plain = Server(MinimalBackend(), port=0, transport="auto")
+    curve = Server(
+        MinimalBackend(),
+        port=0,
+        server_secret_key=keys["server_secret"],
+        allowed_clients=keys["allowed_clients"],
+        transport="auto",
+    )
+    assert (plain.transport, curve.transport) == ("stream", "zmq")
