@@ -1,11 +1,13 @@
 """The DM bridge against the existing DM server's way (Pyro5 sending ``array.tolist()``).
 
-Both servers stand in front of the same instrument, the minimal backend with ``time_scale=0``
-and its arrays prepared ahead, so that the table measures the transport and not the
-instrument; both run on loopback, and the two are measured in alternating rounds so that the
-machine's load falls on both alike. Four conditions:
+The bridge is measured on both its transports side by side: *stream* (plain TCP,
+length-framed; the default on loopback, decision 0017) and *ZeroMQ* (the baseline, and the
+transport off loopback). All servers stand in front of the same instrument, the minimal
+backend with ``time_scale=0`` and its arrays prepared ahead, so that the table measures the
+transport and not the instrument; all run on loopback, and they are measured in
+alternating rounds so that the machine's load falls on all alike. Four conditions:
 
-* *in-process*: both servers in this process, each in a background thread;
+* *in-process*: all servers in this process, each in a background thread;
 * *separate processes*: each server in its own process (the microscope PC's situation);
 * each *quiet* (nothing added: the machine's own load average is printed) and *under
   load* (this benchmark keeps every core busy with spinning processes meanwhile).
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -107,26 +110,29 @@ class LegacyServer:
 
 
 @contextlib.contextmanager
-def servers_in_process() -> Iterator[Tuple[str, str]]:
-    """Both servers in background threads of this process: (bridge endpoint, Pyro5 URI)."""
-    bridge = Server(PreparedBackend(), port=0).start()
+def servers_in_process() -> Iterator[Tuple[str, ...]]:
+    """All servers in background threads of this process: (stream bridge endpoint, ZeroMQ
+    bridge endpoint, Pyro5 URI)."""
+    stream = Server(PreparedBackend(), port=0, transport="stream").start()
+    bridge = Server(PreparedBackend(), port=0, transport="zmq").start()
     daemon = Pyro5.api.Daemon(host="127.0.0.1")
     uri = str(daemon.register(LegacyServer(PreparedBackend())))
     thread = threading.Thread(target=daemon.requestLoop, daemon=True)
     thread.start()
     try:
-        yield bridge.endpoint, uri
+        yield stream.endpoint, bridge.endpoint, uri
     finally:
+        stream.stop()
         bridge.stop()
         daemon.shutdown()
         thread.join(5)
 
 
 @contextlib.contextmanager
-def servers_in_processes() -> Iterator[Tuple[str, str]]:
+def servers_in_processes() -> Iterator[Tuple[str, ...]]:
     """Each server in a process of its own (this file run with --serve)."""
-    with _subprocesses(("bridge", "pyro")) as (endpoint, uri):
-        yield endpoint, uri
+    with _subprocesses(("stream", "bridge", "pyro")) as found:
+        yield found
 
 
 #: the server processes of the separate-process condition (their CPU time is read)
@@ -134,7 +140,7 @@ SERVER_PIDS: List[int] = []
 
 
 @contextlib.contextmanager
-def _subprocesses(kinds: Tuple[str, str]) -> Iterator[Tuple[str, str]]:
+def _subprocesses(kinds: Tuple[str, ...]) -> Iterator[Tuple[str, ...]]:
     procs = []
     try:
         found = []
@@ -147,7 +153,7 @@ def _subprocesses(kinds: Tuple[str, str]) -> Iterator[Tuple[str, str]]:
             procs.append(proc)
             found.append(proc.stdout.readline().strip())
         SERVER_PIDS[:] = [p.pid for p in procs]
-        yield found[0], found[1]
+        yield tuple(found)
     finally:
         SERVER_PIDS.clear()
         for proc in procs:
@@ -159,8 +165,9 @@ def _subprocesses(kinds: Tuple[str, str]) -> Iterator[Tuple[str, str]]:
 def serve(kind: str) -> None:
     """Run one server until terminated (the separate-process condition)."""
     logging.getLogger("dm_bridge").setLevel(logging.WARNING)
-    if kind == "bridge":
-        server = Server(PreparedBackend(), port=0)
+    if kind in ("bridge", "stream"):
+        transport = "zmq" if kind == "bridge" else "stream"
+        server = Server(PreparedBackend(), port=0, transport=transport)
         server.serve_forever(on_ready=lambda s: print(s.endpoint, flush=True))
         return
     if kind == "zmq-echo":
@@ -323,14 +330,19 @@ def alternate(
     ours: Callable[[], Any], theirs: Callable[[], Any], n_ours: int, n_theirs: int, rounds: int
 ) -> Tuple[List[float], List[float]]:
     """Samples of both, taken in alternating rounds (after a warm-up of each)."""
-    timings(ours, 3)
-    timings(theirs, 1)
-    a: List[float] = []
-    b: List[float] = []
-    for _ in range(rounds):
-        a += timings(ours, max(1, n_ours // rounds))
-        b += timings(theirs, max(1, n_theirs // rounds))
+    a, b = alternate_all([ours, theirs], [n_ours, n_theirs], rounds)
     return a, b
+
+
+def alternate_all(calls: List[Callable[[], Any]], ns: List[int], rounds: int) -> List[List[float]]:
+    """Samples of each call, taken in alternating rounds (after a warm-up of each)."""
+    for call, n in zip(calls, ns):
+        timings(call, 3 if n > 10 else 1)
+    out: List[List[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        for samples, call, n in zip(out, calls, ns):
+            samples += timings(call, max(1, n // rounds))
+    return out
 
 
 def process_cpu(pid: Optional[int]) -> float:
@@ -348,14 +360,12 @@ def process_cpu(pid: Optional[int]) -> float:
     return total / 1e9
 
 
-def cpu_per_call(
-    ours: Callable[[], Any], theirs: Callable[[], Any], n: int, rounds: int
-) -> Tuple[float, float]:
+def cpu_per_call(calls: List[Callable[[], Any]], n: int, rounds: int) -> List[float]:
     """CPU seconds per call of each (client and server, every thread), alternating rounds."""
-    pids = list(SERVER_PIDS) or [None, None]
-    used = [0.0, 0.0]
+    pids = list(SERVER_PIDS) or [None] * len(calls)
+    used = [0.0] * len(calls)
     for _ in range(rounds):
-        for i, call in enumerate((ours, theirs)):
+        for i, call in enumerate(calls):
             server = pids[i]
             c0, s0 = time.process_time(), process_cpu(server) if server else 0.0
             for _ in range(n // rounds):
@@ -363,8 +373,8 @@ def cpu_per_call(
             used[i] += time.process_time() - c0
             if server:
                 used[i] += process_cpu(server) - s0
-    calls = rounds * (n // rounds)
-    return used[0] / calls, used[1] / calls
+    count = rounds * (n // rounds)
+    return [u / count for u in used]
 
 
 def fmt(seconds: float) -> str:
@@ -383,7 +393,17 @@ def p99(values: List[float]) -> float:
     return float(np.percentile(values, 99))
 
 
-Row = Tuple[str, str, str, str, str]
+Row = Tuple[str, ...]
+#: the table's columns
+HEADER = (
+    "operation",
+    "bridge stream",
+    "bridge ZeroMQ",
+    "Pyro5+tolist",
+    "stream vs Pyro5",
+    "ZeroMQ vs Pyro5",
+    "target (stream)",
+)
 
 
 def measure_floors(endpoint: str, port: int, quick: bool, pyro: Dict[str, float]) -> List[Row]:
@@ -395,90 +415,131 @@ def measure_floors(endpoint: str, port: int, quick: bool, pyro: Dict[str, float]
         small = 400 if quick else 3000
         a, b = alternate(floors.zmq_call, floors.socket_call, small, small, 4 if quick else 10)
         za, sb = statistics.median(a), statistics.median(b)
-        most = f"at most {pyro['small'] / za:.2f}x Pyro5"
         rows.append(
-            ("floor: small echo, bare pyzmq | socket", fmt(za), fmt(sb), speedup(sb / za), most)
+            (
+                "floor: small echo, bare socket | pyzmq",
+                fmt(sb),
+                fmt(za),
+                "",
+                f"at most {speedup(pyro['small'] / sb)}",
+                f"at most {speedup(pyro['small'] / za)}",
+                "",
+            )
         )
         n = 100 if quick else 400
         a, b = alternate(floors.zmq_image, floors.socket_image, n, n, 4)
         za, sb = statistics.median(a), statistics.median(b)
-        most = f"at most {speedup(pyro['image'] / za)} Pyro5"
         rows.append(
-            ("floor: 128² image, bare pyzmq | socket", fmt(za), fmt(sb), speedup(sb / za), most)
+            (
+                "floor: 128² image, bare socket | pyzmq",
+                fmt(sb),
+                fmt(za),
+                "",
+                f"at most {speedup(pyro['image'] / sb)}",
+                f"at most {speedup(pyro['image'] / za)}",
+                "",
+            )
         )
     finally:
         floors.close()
     return rows
 
 
-def measure(endpoint: str, uri: str, quick: bool, full: bool, pyro: Dict[str, float]) -> List[Row]:
-    """The table's rows for one condition (``pyro`` receives Pyro5's medians)."""
-    dm = BridgeClient(endpoint, timeout=120)
-    legacy = Pyro5.api.Proxy(uri)
+def measure(
+    endpoints: Tuple[str, ...], quick: bool, full: bool, pyro: Dict[str, float]
+) -> List[Row]:
+    """The table's rows for one condition: ``endpoints`` are the stream bridge's, the
+    ZeroMQ bridge's and Pyro5's URI (``pyro`` receives Pyro5's medians)."""
+    stream_dm = BridgeClient(endpoints[0], timeout=120)
+    zmq_dm = BridgeClient(endpoints[1], timeout=120)
+    legacy = Pyro5.api.Proxy(endpoints[2])
     rows: List[Row] = []
 
-    def row(name: str, ours: float, theirs: float, target: str, unit: str = "time") -> None:
+    def row(name: str, values: List[float], target: str, unit: str = "time") -> None:
+        s_val, z_val, p_val = values
         if unit == "rate":
-            rows.append(
-                (name, f"{ours:,.0f}/s", f"{theirs:,.0f}/s", speedup(ours / theirs), target)
-            )
+            shown = [f"{v:,.0f}/s" for v in values]
+            ratios = [speedup(s_val / p_val), speedup(z_val / p_val)]
         else:
-            rows.append((name, fmt(ours), fmt(theirs), speedup(theirs / ours), target))
+            shown = [fmt(v) for v in values]
+            ratios = [speedup(p_val / s_val), speedup(p_val / z_val)]
+        rows.append((name, *shown, *ratios, target))
 
     try:
         small = 400 if quick else 3000
         rounds = 4 if quick else 10
-        for name, ours, theirs, target in (
-            ("get_beam_position", dm.get_beam_position, legacy.get_beam_position, ">= 1.00x"),
+        for name, calls, target in (
+            (
+                "get_beam_position",
+                [stream_dm.get_beam_position, zmq_dm.get_beam_position, legacy.get_beam_position],
+                ">= 1.00x, <= 150 µs",
+            ),
             (
                 "set_beam_position",
-                lambda: dm.set_beam_position(10.5, 20.25),
-                lambda: legacy.set_beam_position(10.5, 20.25),
-                ">= 1.00x",
+                [
+                    lambda: stream_dm.set_beam_position(10.5, 20.25),
+                    lambda: zmq_dm.set_beam_position(10.5, 20.25),
+                    lambda: legacy.set_beam_position(10.5, 20.25),
+                ],
+                ">= 1.00x, <= 150 µs",
             ),
         ):
-            a, b = alternate(ours, theirs, small, small, rounds)
-            row(f"{name}, median", statistics.median(a), statistics.median(b), target)
-            row(f"{name}, p99", p99(a), p99(b), "")
+            samples = alternate_all(calls, [small] * 3, rounds)
+            row(f"{name}, median", [statistics.median(x) for x in samples], target)
+            row(f"{name}, p99", [p99(x) for x in samples], "")
             if name == "get_beam_position":
-                pyro["small"] = statistics.median(b)
-                ca, cb = cpu_per_call(ours, theirs, small, rounds)
-                if ca > 0 and cb > 0:
-                    row(f"{name}, CPU per call (all threads)", ca, cb, "")
+                pyro["small"] = statistics.median(samples[2])
+                cpu = cpu_per_call(calls, small, rounds)
+                if all(c > 0 for c in cpu):
+                    row(f"{name}, CPU per call (all threads)", cpu, "")
 
         sizes = [(128, 200, 20), (512, 100, 5), (1024, 40, 3)] if full else [(128, 100, 6)]
         for size, n_ours, n_theirs in sizes:
             if quick:
                 n_ours, n_theirs = max(10, n_ours // 4), max(2, n_theirs // 3)
-            dm.set_scan_parameters(width=size, height=size, signals=["HAADF"])
+            for dm in (stream_dm, zmq_dm):
+                dm.set_scan_parameters(width=size, height=size, signals=["HAADF"])
             legacy.set_image_size(size, size)
-            a, b = alternate(
-                dm.acquire_image,
-                lambda: np.asarray(legacy.acquire_image(), np.float32),
-                n_ours,
-                n_theirs,
+            samples = alternate_all(
+                [
+                    stream_dm.acquire_image,
+                    zmq_dm.acquire_image,
+                    lambda: np.asarray(legacy.acquire_image(), np.float32),
+                ],
+                [n_ours, n_ours, n_theirs],
                 min(n_theirs, 3),
             )
             target = "<= 1 ms, >= 500x" if size == 512 else ">= 500x"
-            row(f"image {size}² float32", statistics.median(a), statistics.median(b), target)
+            row(f"image {size}² float32", [statistics.median(x) for x in samples], target)
             if size == 128:
-                pyro["image"] = statistics.median(b)
+                pyro["image"] = statistics.median(samples[2])
 
-        a, b = alternate(
-            dm.acquire_spectrum,
-            lambda: np.asarray(legacy.acquire_spectrum(), np.float32),
-            100 if quick else 600,
-            30 if quick else 200,
+        samples = alternate_all(
+            [
+                stream_dm.acquire_spectrum,
+                zmq_dm.acquire_spectrum,
+                lambda: np.asarray(legacy.acquire_spectrum(), np.float32),
+            ],
+            [100 if quick else 600, 100 if quick else 600, 30 if quick else 200],
             rounds,
         )
-        row("spectrum 2048 ch", statistics.median(a), statistics.median(b), "")
+        row("spectrum 2048 ch", [statistics.median(x) for x in samples], "")
 
         if full:
             rng = np.random.default_rng(0)
             points = rng.uniform(0, 511, size=(1000, 2))
-            dm.set_scan_parameters(width=512, height=512)
+            for dm in (stream_dm, zmq_dm):
+                dm.set_scan_parameters(width=512, height=512)
             legacy.set_image_size(512, 512)
-            a = timings(lambda: dm.acquire_spectra_at_points(points), 3 if quick else 10)
+            per_call = [
+                len(points)
+                / statistics.median(
+                    timings(
+                        functools.partial(dm.acquire_spectra_at_points, points), 3 if quick else 10
+                    )
+                )
+                for dm in (stream_dm, zmq_dm)
+            ]
             few = points[: (30 if quick else 200)]
 
             def legacy_points() -> None:
@@ -486,33 +547,28 @@ def measure(endpoint: str, uri: str, quick: bool, full: bool, pyro: Dict[str, fl
                     legacy.set_beam_position(float(x), float(y))
                     np.asarray(legacy.acquire_spectrum(), np.float32)
 
-            def bridge_point_by_point() -> None:
+            def point_by_point(dm: BridgeClient) -> float:
+                start = time.perf_counter()
                 for x, y in few:
                     dm.set_beam_position(float(x), float(y))
                     dm.acquire_spectrum()
+                return len(few) / (time.perf_counter() - start)
 
-            b = timings(legacy_points, 1)
-            c = timings(bridge_point_by_point, 1)
-            theirs_rate = len(few) / statistics.median(b)
-            row(
-                "spectra at points (1000/call)",
-                len(points) / statistics.median(a),
-                theirs_rate,
-                "",
-                unit="rate",
-            )
-            row("  same, one call per point", len(few) / c[0], theirs_rate, "", unit="rate")
+            theirs_rate = len(few) / statistics.median(timings(legacy_points, 1))
+            row("spectra at points (1000/call)", [*per_call, theirs_rate], "", unit="rate")
+            rates = [point_by_point(stream_dm), point_by_point(zmq_dm), theirs_rate]
+            row("  same, one call per point", rates, "", unit="rate")
     finally:
-        dm.close()
+        stream_dm.close()
+        zmq_dm.close()
         legacy._pyroRelease()
     return rows
 
 
 def print_table(title: str, rows: List[Row]) -> None:
     print(title)
-    header = ("operation", "DM bridge", "Pyro5+tolist", "speed-up", "target")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
+    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    print(" | ".join(h.ljust(w) for h, w in zip(HEADER, widths)))
     print("-|-".join("-" * w for w in widths))
     for r in rows:
         print(" | ".join(v.ljust(w) for v, w in zip(r, widths)))
@@ -534,7 +590,9 @@ def main() -> None:
         "--load", type=int, default=os.cpu_count() or 2, help="spinning processes under load"
     )
     parser.add_argument(
-        "--serve", choices=["bridge", "pyro", "zmq-echo", "socket-echo"], help=argparse.SUPPRESS
+        "--serve",
+        choices=["stream", "bridge", "pyro", "zmq-echo", "socket-echo"],
+        help=argparse.SUPPRESS,
     )
     args = parser.parse_args()
     if args.serve:
@@ -579,8 +637,8 @@ def main() -> None:
                 stack.enter_context(cpu_load(load))
             before = load_average()
             pyro: Dict[str, float] = {}
-            with servers() as (endpoint, uri):
-                rows = measure(endpoint, uri, q, full, pyro)
+            with servers() as endpoints:
+                rows = measure(endpoints, q, full, pyro)
             with floors() as (zmq_endpoint, port):
                 rows += measure_floors(zmq_endpoint, port, q, pyro)
             after = load_average()
@@ -590,10 +648,10 @@ def main() -> None:
         "quiet = nothing added by this benchmark; the machine's own load average is shown "
         "(a shared machine is never quiet).\n"
         "CPU per call: client and server, every thread (libzmq's I/O threads included).\n"
-        "floor rows: the same exchange with bare echo servers in the same condition, a pyzmq "
-        "ROUTER (columns: DM bridge) against a plain blocking TCP socket (columns: Pyro5); "
-        "'at most' is Pyro5's median over the bare pyzmq echo's, the bridge's bound if its "
-        "own Python cost nothing."
+        "floor rows: the same exchange with bare echo servers in the same condition, a plain "
+        "blocking TCP socket (column: stream) and a pyzmq ROUTER (column: ZeroMQ); 'at most' "
+        "is Pyro5's median over the bare echo's, the transport's bound if the bridge's own "
+        "Python cost nothing."
     )
 
 

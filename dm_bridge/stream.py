@@ -3,11 +3,13 @@
 A message is the same multipart message a ZeroMQ DEALER sends (the empty delimiter, the JSON
 header, the raw frames; see ``docs/bridge-protocol.md``), written on a TCP stream as::
 
-    count        4 bytes, unsigned, big-endian: the number of parts (1 to MAX_PARTS)
+    count        8 bytes, unsigned, big-endian: the number of parts (1 to MAX_PARTS)
     lengths      count x 8 bytes, unsigned, big-endian: each part's length in bytes
-    parts        the parts' bytes, one after the other
+    parts        each part's bytes, then zero bytes up to the next multiple of 8
 
-Nothing else travels on the connection: no greeting, no padding. The server reads the
+Every part thus starts at a multiple of 8 bytes from the message's start, so a reader that
+receives a message into aligned memory gets aligned arrays (no copy to align them). Nothing
+else travels on the connection: no greeting. The server reads the
 lengths before the parts, so a message declared larger than its limit is refused (a
 ``too_large`` reply, then the connection is closed) before any of it is read.
 
@@ -20,7 +22,8 @@ restart) ends at its timeout too, in :class:`~dm_bridge.errors.BridgeTimeout` sa
 (the request may or may not have run). An idle pooled connection the server has closed is
 noticed before it is used and replaced.
 
-Standard library only, Python 3.8 syntax: the server side runs inside DigitalMicrograph.
+Standard library and numpy only, Python 3.8 syntax: the server side runs inside
+DigitalMicrograph.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import socket
 import struct
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from .errors import BridgeConnectionError, BridgeTimeout
 
@@ -55,7 +60,11 @@ RECONNECT_INTERVAL = 0.1
 #: parts at least this large are written from their own buffer instead of being joined
 _JOIN_LIMIT = 1 << 16
 _RECV_SIZE = 1 << 18
-_COUNT = struct.Struct("!I")
+#: bytes a client reads first: a 128² float32 image and its header (below glibc's mmap
+#: threshold, so the buffer comes from the heap)
+_FIRST_READ = (1 << 16) + (1 << 12)
+_COUNT = struct.Struct("!Q")
+_ZEROS = bytes(8)
 _LENGTHS: Dict[int, struct.Struct] = {}
 #: the first byte of a ZeroMQ (ZMTP) greeting: a ZeroMQ peer on a stream port, or the reverse
 _ZMTP_SIGNATURE = 0xFF
@@ -92,17 +101,24 @@ def pack(parts: Sequence[Any]) -> List[Any]:
     sizes = [len(p) for p in parts]
     prefix = _COUNT.pack(count) + _lengths(count).pack(*sizes)
     if sum(sizes) < _JOIN_LIMIT:
-        return [prefix + b"".join(parts)]
+        pieces = [prefix]
+        for part, size in zip(parts, sizes):
+            pieces.append(part)
+            if size & 7:
+                pieces.append(_ZEROS[: -size & 7])
+        return [b"".join(pieces)]
     buffers: List[Any] = []
     pending = bytearray(prefix)
     for part, size in zip(parts, sizes):
-        if size < _JOIN_LIMIT:
+        if size >= _JOIN_LIMIT:
+            if pending:
+                buffers.append(pending)
+                pending = bytearray()
+            buffers.append(part)
+        else:
             pending += part
-            continue
-        if pending:
-            buffers.append(pending)
-            pending = bytearray()
-        buffers.append(part)
+        if size & 7:
+            pending += _ZEROS[: -size & 7]
     if pending:
         buffers.append(pending)
     return buffers
@@ -126,15 +142,15 @@ def parse(buffer: Any, start: int, limit: int) -> Tuple[Optional[List[Any]], int
             parts declared larger than ``limit`` together.
     """
     available = len(buffer) - start
-    if available < 4:
+    if available < 8:
         return None, start, 0
     (count,) = _COUNT.unpack_from(buffer, start)
     _check_count(count, buffer[start])
-    head = 4 + 8 * count
+    head = 8 + 8 * count
     if available < head:
         return None, start, 0
-    sizes = _lengths(count).unpack_from(buffer, start + 4)
-    total = sum(sizes)
+    sizes = _lengths(count).unpack_from(buffer, start + 8)
+    total = sum(sizes) + sum(-size & 7 for size in sizes)  # (with the padding)
     if total > limit:
         raise FramingError(
             "too_large",
@@ -148,7 +164,7 @@ def parse(buffer: Any, start: int, limit: int) -> Tuple[Optional[List[Any]], int
     offset = start + head
     for size in sizes:
         parts.append(buffer[offset : offset + size])
-        offset += size
+        offset += size + (-size & 7)
     return parts, end, head + total
 
 
@@ -165,7 +181,7 @@ def _check_count(count: int, first_byte: int) -> None:
     raise FramingError(
         "bad_request",
         f"a message declares {count} parts; the stream transport allows 1 to {MAX_PARTS} "
-        "(4-byte big-endian part count, then 8-byte lengths, then the parts)",
+        "(8-byte big-endian part count, then 8-byte lengths, then the parts)",
     )
 
 
@@ -282,36 +298,27 @@ class StreamChannel:
             raise BridgeTimeout(_lost_message(self.address, timeout, exc), command) from None
 
     def _receive(self, sock: socket.socket, deadline: float, command: str, timeout: float) -> Any:
-        data: Any = b""
-        needed = 0
+        # Into memory of this reply's own (numpy: not zero-filled), which the arrays decoded
+        # from it share, writable and uncopied: a small reply and a 128² image in one read.
+        buffer = np.empty(_FIRST_READ, np.uint8)
+        view = memoryview(buffer)
+        got = sock.recv_into(view)
         while True:
-            if needed and len(data) < needed:
-                break  # the lengths are known: read the rest into one buffer
-            chunk = sock.recv(_RECV_SIZE)
-            if not chunk:
+            if not got:
                 raise _ConnectionLost("end of file")
-            data = data + chunk if data else chunk
             try:
-                parts, _, needed = parse(data, 0, 1 << 62)
+                parts, _, needed = parse(view[:got], 0, 1 << 62)
             except FramingError as exc:
                 raise _not_a_bridge(self.address, exc) from None
             if parts is not None:
-                if len(parts) > 2:  # raw frames: give them writable memory of their own
-                    parts = parse(memoryview(bytearray(data)), 0, 1 << 62)[0]
-                return parts  # type: ignore[return-value]
-            sock.settimeout(max(deadline - time.monotonic(), 1e-3))
-        whole = bytearray(needed)
-        view = memoryview(whole)
-        view[: len(data)] = data
-        got = len(data)
-        while got < needed:
+                return parts
+            if needed > len(view):  # the lengths are known: one buffer for the whole reply
+                larger = np.empty(needed, np.uint8)
+                larger[:got] = buffer[:got]
+                buffer, view = larger, memoryview(larger)
             sock.settimeout(max(deadline - time.monotonic(), 1e-3))
             n = sock.recv_into(view[got:])
-            if not n:
-                raise _ConnectionLost("end of file in the middle of a reply")
-            got += n
-        # (writable views: the arrays decoded from them share this memory, uncopied)
-        return parse(view, 0, 1 << 62)[0]
+            got = got + n if n else 0
 
     def close(self) -> None:
         """Close the connection (anything unsent is dropped)."""
@@ -396,21 +403,21 @@ class AsyncStreamChannel:
             raise BridgeTimeout(_lost_message(self.address, timeout, exc), command) from None
 
     async def _receive(self, reader: asyncio.StreamReader, command: str) -> List[Any]:
-        head = await reader.readexactly(4)
+        head = await reader.readexactly(8)
         (count,) = _COUNT.unpack(head)
         try:
             _check_count(count, head[0])
         except FramingError as exc:
             raise _not_a_bridge(self.address, exc) from None
         sizes = _lengths(count).unpack(await reader.readexactly(8 * count))
-        total = sum(sizes)
-        # (writable memory: the arrays decoded from it share it, uncopied)
-        body = memoryview(bytearray(await reader.readexactly(total)) if total else bytearray())
+        total = sum(sizes) + sum(-size & 7 for size in sizes)
+        # (writable memory, aligned parts: the arrays decoded from it share it, uncopied)
+        body = memoryview(np.frombuffer(await reader.readexactly(total), np.uint8).copy())
         parts = []
         offset = 0
         for size in sizes:
             parts.append(body[offset : offset + size])
-            offset += size
+            offset += size + (-size & 7)
         return parts
 
     def close(self) -> None:

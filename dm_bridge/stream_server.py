@@ -50,6 +50,8 @@ _LISTENER, _WAKE = "listener", "wake"
 #: bytes read and discarded from a refused connection before it is closed (so that the
 #: refusal reaches a client still sending, instead of a reset)
 _DISCARD = 1 << 26
+#: scatter-gather sends (not on Windows)
+_SENDMSG = hasattr(socket.socket, "sendmsg")
 
 
 class _Peer:
@@ -319,25 +321,38 @@ class StreamServer(ServerCore):
         if peer.closed:
             return  # a client that has gone: nobody to answer
         buffers = pack(envelope[1:] + parts)
-        out = peer.out
-        if out:
-            out.extend(memoryview(b).cast("B") for b in buffers)
+        if peer.out:  # (behind replies still waiting: in order)
+            peer.out.extend(memoryview(b).cast("B") for b in buffers)
             return
-        send = peer.sock.send
-        for i, buffer in enumerate(buffers):
-            try:
-                sent = send(buffer)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self._gone(peer)
-                return
-            if sent < len(buffer):
-                out.append(memoryview(buffer).cast("B")[sent:])
-                out.extend(memoryview(b).cast("B") for b in buffers[i + 1 :])
-                # wait for room; read nothing more from this client until its replies are out
-                self._selector.modify(peer.sock, _WRITE, peer)
-                return
+        sock = peer.sock
+        sent = 0
+        try:
+            if len(buffers) == 1:
+                sent = sock.send(buffers[0])
+            elif _SENDMSG:
+                sent = sock.sendmsg(buffers)  # the header and the arrays in one system call
+            else:
+                for buffer in buffers:  # (Windows: no sendmsg)
+                    n = sock.send(buffer)
+                    sent += n
+                    if n < len(buffer):
+                        break
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self._gone(peer)
+            return
+        if sent == sum(len(b) for b in buffers):
+            return
+        for buffer in buffers:  # keep what did not go, for _flush
+            view = memoryview(buffer).cast("B")
+            if sent >= len(view):
+                sent -= len(view)
+                continue
+            peer.out.append(view[sent:])
+            sent = 0
+        # wait for room; read nothing more from this client until its replies are out
+        self._selector.modify(sock, _WRITE, peer)
 
     def _flush(self, peer: _Peer) -> None:
         out = peer.out

@@ -25,6 +25,13 @@ from dm_bridge.client import BridgeClient
 from dm_bridge.server import Server
 
 
+def pytest_configure(config: Any) -> None:
+    # (here, not in setup.cfg: this conftest is read before the modules that use it)
+    config.addinivalue_line(
+        "markers", "transport(name): a bridge test of that transport only (see tests/bridge)"
+    )
+
+
 def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
     # A test marked for one transport runs under that one only (not skipped: left out).
     kept = []

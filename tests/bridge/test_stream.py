@@ -7,6 +7,7 @@ runs over both transports in the other modules (see ``conftest.py``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import struct
@@ -23,7 +24,7 @@ from dm_bridge import stream
 from dm_bridge.aio import AsyncBridgeClient
 from dm_bridge.backends.minimal import MinimalBackend
 from dm_bridge.client import BridgeClient
-from dm_bridge.errors import Aborted, BridgeConnectionError
+from dm_bridge.errors import Aborted, BridgeConnectionError, BridgeTimeout
 from dm_bridge.server import Server
 
 from .test_concurrency import LONG_POINTS, acquiring, start, wait_for
@@ -83,7 +84,8 @@ def read_reply(sock: socket.socket) -> object:
 def test_a_message_is_its_part_count_its_lengths_and_its_parts(bridge_server):
     sock = connect(bridge_server)
     parts = [b"", header(rid=5)]
-    sock.sendall(struct.pack("!I2Q", 2, 0, len(parts[1])) + b"".join(parts))  # by the page
+    pad = bytes(-len(parts[1]) % 8)
+    sock.sendall(struct.pack("!3Q", 2, 0, len(parts[1])) + b"".join(parts) + pad)  # the page's
     reply = read_reply(sock)
     assert reply["ok"] is True
     assert reply["id"] == 5
@@ -93,7 +95,7 @@ def test_a_message_is_its_part_count_its_lengths_and_its_parts(bridge_server):
 @pytest.mark.parametrize("count", [0, stream.MAX_PARTS + 1, 2**31])
 def test_a_bad_part_count_is_refused_and_the_connection_closed(bridge_server, count):
     sock = connect(bridge_server)
-    sock.sendall(struct.pack("!I", count) + bytes(64))
+    sock.sendall(struct.pack("!Q", count) + bytes(64))
     refusal = read_reply(sock)
     assert refusal["error"]["kind"] == "bad_request"
     assert refusal["id"] is None
@@ -105,7 +107,7 @@ def test_a_bad_part_count_is_refused_and_the_connection_closed(bridge_server, co
 
 def test_an_oversized_length_prefix_is_refused_before_the_body_is_sent(bridge_server):
     sock = connect(bridge_server)
-    sock.sendall(struct.pack("!I2Q", 2, 0, 2**40))  # 1 TiB declared, nothing sent
+    sock.sendall(struct.pack("!3Q", 2, 0, 2**40))  # 1 TiB declared, nothing sent
     refusal = read_reply(sock)
     assert refusal["error"]["kind"] == "too_large"
     assert refusal["id"] is None
@@ -175,7 +177,7 @@ def test_a_client_killed_mid_request_leaves_the_server_serving(bridge_server):
         "import socket, struct, sys, time\n"
         "host, port = sys.argv[1], int(sys.argv[2])\n"
         "s = socket.create_connection((host, port))\n"
-        "s.sendall(struct.pack('!I3Q', 3, 0, 60, 1000000) + bytes(60) + bytes(500000))\n"
+        "s.sendall(struct.pack('!4Q', 3, 0, 60, 1000000) + bytes(64) + bytes(500000))\n"
         "print('sent', flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -260,3 +262,32 @@ def test_auto_serves_stream_on_loopback_and_zeromq_with_keys(tmp_path):
         transport="auto",
     )
     assert (plain.transport, curve.transport) == ("stream", "zmq")
+
+
+def test_a_call_whose_connection_closes_ends_as_a_timeout_for_both_clients():
+    # A server that reads each request and hangs up without replying (a crash): the call
+    # ends as on ZeroMQ, in BridgeTimeout at its timeout, which the devices' suspension
+    # on outages relies on; the client reconnects for the next call.
+    listener = socket.create_server(("127.0.0.1", 0))
+    _OPEN.append(listener)
+
+    def hang_up() -> None:
+        while True:
+            try:
+                peer, _ = listener.accept()
+            except OSError:
+                return
+            with peer:
+                peer.recv(1 << 16)
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    address = f"stream://127.0.0.1:{listener.getsockname()[1]}"
+    with BridgeClient(address) as dm, pytest.raises(BridgeTimeout, match="closed the connection"):
+        dm.get_beam_position(timeout=0.3)
+
+    async def run() -> None:
+        async with AsyncBridgeClient(address) as dm:
+            await dm.get_beam_position(timeout=0.3)
+
+    with pytest.raises(BridgeTimeout, match="closed the connection"):
+        asyncio.run(run())
