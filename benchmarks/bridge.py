@@ -335,9 +335,10 @@ def alternate(
 
 
 def alternate_all(calls: List[Callable[[], Any]], ns: List[int], rounds: int) -> List[List[float]]:
-    """Samples of each call, taken in alternating rounds (after a warm-up of each)."""
+    """Samples of each call, taken in alternating rounds (after a warm-up of each: 5 % of
+    its calls, at least one)."""
     for call, n in zip(calls, ns):
-        timings(call, 3 if n > 10 else 1)
+        timings(call, max(1, n // 20))
     out: List[List[float]] = [[] for _ in calls]
     for _ in range(rounds):
         for samples, call, n in zip(out, calls, ns):

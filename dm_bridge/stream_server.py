@@ -44,7 +44,7 @@ __all__ = ["StreamServer"]
 
 log = logging.getLogger("dm_bridge.server")
 
-_RECV_SIZE = 1 << 18
+_RECV_SIZE = 1 << 16  # (requests are small; a larger one arrives in several reads)
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _LISTENER, _WAKE = "listener", "wake"
 #: bytes read and discarded from a refused connection before it is closed (so that the

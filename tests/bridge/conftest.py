@@ -11,7 +11,6 @@ endpoint's scheme. A test about one transport only is marked
 from __future__ import annotations
 
 import json
-import os
 import socket
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -47,19 +46,17 @@ def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True, params=dm_bridge.server_core.TRANSPORTS)
-def bridge_transport(request: Any) -> Iterator[str]:
-    """The transport the servers of this test speak by default."""
-    saved = dm_bridge.server_core.DEFAULT_TRANSPORT, os.environ.get("DM_BRIDGE_TRANSPORT")
-    dm_bridge.server_core.DEFAULT_TRANSPORT = request.param
-    os.environ["DM_BRIDGE_TRANSPORT"] = request.param
-    try:
-        yield request.param
-    finally:
-        dm_bridge.server_core.DEFAULT_TRANSPORT = saved[0]
-        if saved[1] is None:
-            os.environ.pop("DM_BRIDGE_TRANSPORT", None)
-        else:
-            os.environ["DM_BRIDGE_TRANSPORT"] = saved[1]
+def bridge_transport(request: Any) -> str:
+    """The transport the servers of this test speak by default (session-scoped, so that
+    pytest runs every test of one transport, then every test of the other)."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _default_transport(bridge_transport: str, monkeypatch: Any) -> None:
+    # Per test, so that nothing outside tests/bridge runs with it.
+    monkeypatch.setattr(dm_bridge.server_core, "DEFAULT_TRANSPORT", bridge_transport)
+    monkeypatch.setenv("DM_BRIDGE_TRANSPORT", bridge_transport)
 
 
 @pytest.fixture

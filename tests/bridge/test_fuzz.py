@@ -261,8 +261,8 @@ def test_a_backend_bug_becomes_internal_error_and_is_logged(caplog):
 
 
 @pytest.fixture(scope="module")
-def module_server():
-    server = Server(MinimalBackend(), port=0).start()
+def module_server(bridge_transport):
+    server = Server(MinimalBackend(), port=0, transport=bridge_transport).start()
     yield server
     server.stop()
 
