@@ -147,6 +147,7 @@ def drift_corrected_edge_eels(
     spacing: float = 1.5,
     every_points: int = 20,
     every_seconds: float = 0.0,
+    first_points: int = 3,
     correct: bool = True,
     normalisation: str = "cross",
     signal: str = "HAADF",
@@ -165,6 +166,10 @@ def drift_corrected_edge_eels(
         Re-scan the field after this many spectra (0: not by count).
     every_seconds : float
         Re-scan after this much instrument time, s (0: not by time).
+    first_points : int
+        At the start, re-scan after this many spectra until two drift estimates are in
+        (nothing is corrected before the first; 0: by ``every_points``/``every_seconds``
+        only): see :class:`agents.drift.DriftTracker`.
     correct : bool
         False measures the drift the same way but leaves the beam where the survey said
         (the uncorrected baseline, for comparison).
@@ -191,6 +196,7 @@ def drift_corrected_edge_eels(
         "spacing": spacing,
         "every_points": every_points,
         "every_seconds": every_seconds,
+        "first_points": first_points,
         "correct": correct,
         "normalisation": normalisation,
         "signal": signal,
@@ -224,6 +230,7 @@ def drift_corrected_edge_eels(
             every_points=every_points,
             every_seconds=every_seconds,
             normalisation=normalisation,
+            first_points=first_points,
         )
         points = np.asarray(agent.candidates, dtype=np.float64)
         yield from record(

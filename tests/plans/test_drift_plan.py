@@ -86,3 +86,25 @@ def test_drift_run_replays_compares_and_draws(RE, drifting):
     assert drawn["trajectory"] == len(stream_events(RE, "drift"))
     assert drawn["correction"] == drawn["beam"] == 30
     assert figure_problems(fig) == []
+
+
+def test_drift_is_re_measured_by_instrument_time_and_sooner_at_the_start(RE, drifting):
+    RE(bps.mv(drifting.eels.exposure, 1.0))
+    RE(drift_corrected_edge_eels(drifting.scan, drifting.eels_points, budget=20,
+                                 every_points=0, every_seconds=5.0))  # fmt: skip
+    start = next(doc for name, doc in RE.documents if name == "start")
+    assert start["plan_args"]["every_seconds"] == 5.0
+    assert start["plan_args"]["first_points"] == 3
+    done = [d["drift-spectra_done"] for d in stream_events(RE, "drift")]
+    # the first spectrum times the rest; then 3 and 3 (first_points) until two estimates
+    # are in, then as many spectra as fit in 5 s of instrument time
+    assert done[:2] == [4, 7]
+    gaps = np.diff(done[1:])
+    assert len(gaps) >= 2
+    assert len(set(gaps.tolist())) == 1
+    # the fewest spectra that take 5 s of instrument time (each decision's planned time);
+    # a chunk that fell short of 5 s, not due, was followed by another: 10 s, not 5
+    planned = np.array([d["decision-planned_time"] for d in stream_events(RE, "decisions")])
+    per_spectrum = float(np.median(np.diff(planned[done[1] :])))
+    assert gaps[0] == int(np.ceil(5.0 / per_spectrum))
+    assert (gaps[0] - 1) * per_spectrum < 5.0 <= gaps[0] * per_spectrum

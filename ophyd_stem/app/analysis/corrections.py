@@ -100,7 +100,7 @@ def drift_replay(data: RunData, **overrides: Any) -> dict[str, Any]:
     if reference_time is None:
         raise ValueError("the run predates recorded reference times: the drift cannot be redone")
     names = ("every_points", "every_seconds", "upsample", "velocity_window", "min_peak",
-             "normalisation")  # fmt: skip
+             "normalisation", "first_points")  # fmt: skip
     tracker = DriftTracker(
         np.asarray(data.survey_image, dtype=np.float64),
         reference_time=float(reference_time),

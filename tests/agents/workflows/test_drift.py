@@ -38,12 +38,15 @@ def test_tracker_follows_linear_drift_and_corrects_at_each_time():
 
 
 def test_due_and_chunk_by_count_and_by_time():
-    tracker = DriftTracker(_texture(), every_points=20, every_seconds=30.0)
+    # (first_points=0: the start's closer re-measurements are the next test's)
+    tracker = DriftTracker(_texture(), every_points=20, every_seconds=30.0, first_points=0)
     assert not tracker.due(5, 10.0)
     assert tracker.due(20, 1.0)
     assert tracker.due(1, 31.0)
     assert tracker.chunk(seconds_per_point=3.0) == 10  # 30 s come before 20 points
     assert tracker.chunk(seconds_per_point=0.0) == 20
+    # the fewest spectra that reach 30 s: 7 of 4.5 s (31.5 s), not 6 (27 s, not due yet)
+    assert tracker.chunk(seconds_per_point=4.5) == 7
 
 
 def test_an_untrusted_estimate_does_not_move_the_beam():
@@ -64,3 +67,21 @@ def test_bad_input_is_refused():
         phase_correlation(np.ones((8, 8)), _texture(size=8))
     with pytest.raises(ValueError, match="normalisation"):
         phase_correlation(_texture(), _texture(), normalisation="fourier")
+
+
+def test_the_first_measurements_come_sooner_until_the_velocity_rests_on_two():
+    ref = _texture(3)
+    tracker = DriftTracker(ref, every_points=10, first_points=3)
+    # nothing measured yet: re-measure after 3 spectra, not 10
+    assert tracker.chunk(seconds_per_point=1.0) == 3
+    assert tracker.due(3, 3.0)
+    tracker.measure(shift(ref, (0.1, 0.2), mode="reflect", order=3), 5.0)
+    assert tracker.chunk(seconds_per_point=1.0) == 3  # one stretch: its velocity is noisy
+    tracker.measure(shift(ref, (0.2, 0.4), mode="reflect", order=3), 10.0)
+    assert tracker.chunk(seconds_per_point=1.0) == 10
+    assert not tracker.due(3, 3.0)
+    assert tracker.config()["first_points"] == 3
+    # 0: by every_points alone, from the start
+    assert DriftTracker(ref, every_points=10, first_points=0).chunk(1.0) == 10
+    with pytest.raises(ValueError, match="first_points"):
+        DriftTracker(ref, first_points=-1)
