@@ -239,7 +239,9 @@ def curves_of(record: Dict[str, Any]) -> Tuple[np.ndarray, float]:
 
 
 #: the methods drawn in the figure (in this order of colours)
-FIGURE_METHODS = ("DKL-UCB", "DKL-EI", "DKL-UCB spread", "DKL-EI raw", "random", "raster")
+FIGURE_METHODS = (
+    "DKL-UCB", "DKL-EI", "DKL-UCB drawn", "DKL-UCB spread", "DKL-EI raw", "random", "raster",
+)  # fmt: skip
 
 
 def plot(results: Dict[str, Dict[str, np.ndarray]], path: Path) -> None:

@@ -132,8 +132,11 @@ def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
 
     scalarizer = get_scalarizer(_dkl_scalarizer(args))
 
-    def make_agent(image):
-        args.agent = DKLAgent(image, **_dkl_settings(args), device=session.config.device or "auto")
+    def make_agent(image, detector=None):
+        # the plan names the survey detector: HAADF columns bright, ABF dark (seed points)
+        args.agent = DKLAgent(
+            image, **_dkl_settings(args), detector=detector, device=session.config.device or "auto"
+        )
         return args.agent
 
     yield from _setup_scan(session, args)

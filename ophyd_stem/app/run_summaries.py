@@ -188,6 +188,19 @@ _SEED_WORDS = {
 }
 
 
+def _seed_words(agent: Any) -> str:
+    """Where the seed points went, and which went first (``seed_order="objects"``: the
+    specimen's columns or particles, bright or dark as the survey detector says)."""
+    config = agent.config()
+    words = _SEED_WORDS.get(str(config["seed_points"]), "given")
+    if config["seed_points"] == "features" and config.get("seed_order") == "objects":
+        decision = getattr(agent, "contrast_decision", None) or {}
+        words += f", the {decision.get('contrast', 'bright')} columns or particles first"
+        if decision.get("detector"):
+            words += f" ({decision['detector']} survey)"
+    return words
+
+
 def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
     agent = args.agent
     values = np.asarray(agent.values)
@@ -199,8 +212,7 @@ def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
         f"  best        {values[best]:.4g} at ({x:.1f}, {y:.1f}) px, "
         f"step {best + 1} of {len(values)} ({_dkl_scalarizer(args)})",
         f"  agent       window {agent.window} px, candidates every {agent.grid_step} px "
-        f"({len(agent.candidates)}), {args.seeds} seed points "
-        + _SEED_WORDS.get(str(agent.config()["seed_points"]), "given"),
+        f"({len(agent.candidates)}), {args.seeds} seed points " + _seed_words(agent),
     ]
     band = _band_truth(session, args, agent.positions)
     if band is not None:

@@ -105,6 +105,8 @@ def test_edge_and_dkl_commands_run_on_the_embedded_default(app_env):
     assert "stored      yes" in dkl.stdout
     assert re.search(r"best\s+\S+ at \(", dkl.stdout)
     assert "of the true maximum" in dkl.stdout
+    # the twin's survey is HAADF: the plan told the agent, the summary says what went first
+    assert "the bright columns or particles first (HAADF survey)" in dkl.stdout
 
 
 def test_train_ensemble_then_run_dcnn(app_env, tmp_path):
