@@ -10,7 +10,8 @@ frames are gathered and written by :meth:`BatchingRunWriter.flush`, one request 
 and per file however many rows (an event page stays one page).
 
 It is TiledWriter's own per-run writer (``_RunWriter``, behind its ``RunNormalizer``) given a
-batch size it never reaches, plus a flush of its two caches. That reaches into
+batch size it never reaches, plus a flush of its two caches (and distinct names for the axes
+of a square array, :func:`_distinct_dims`). That reaches into
 bluesky-tiled-plugins' private attributes, which is why the version is pinned and why
 ``tests/catalog/test_batching.py`` checks that a flush puts rows in the catalog before the
 stop document.
@@ -40,6 +41,27 @@ def pending_rows(name: str, doc: dict) -> int:
     return 0
 
 
+def _distinct_dims(internal_dims: Any) -> Any:
+    """TiledWriter's dimension names of an array recorded in events, each axis its own.
+
+    It names an axis after its size, so a square map (an agent's 64 x 64 prediction) got
+    ``("time", "dim_int_1", "dim_int_1")``, which xarray (databroker 2's ``read()``) warns
+    about and most of its operations then fail on. A repeated name gets a suffix instead
+    (``dim_int_1``, ``dim_int_1_2``): axes of one size still align across the stream's
+    arrays, and no array has one name twice.
+    """
+
+    def dims(desc_name: str, shape: Any) -> tuple:
+        seen: dict = {}
+        names = []
+        for name in internal_dims(desc_name, shape):
+            seen[name] = seen.get(name, 0) + 1
+            names.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+        return tuple(names)
+
+    return dims
+
+
 class BatchingRunWriter:
     """Writes one Bluesky run to a Tiled catalog; events and frames wait for :meth:`flush`.
 
@@ -65,6 +87,7 @@ class BatchingRunWriter:
         from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer, _RunWriter
 
         self._run_writer = _RunWriter(client.include_data_sources(), batch_size=_NEVER)
+        self._run_writer._internal_dims = _distinct_dims(self._run_writer._internal_dims)
         self._normalizer = RunNormalizer()
         self._normalizer.subscribe(self._run_writer)
         self.pending = 0

@@ -126,6 +126,10 @@ def test_databroker_v2_reads_both_runs_and_their_configuration(runs, shared_serv
             names = [name for name, _ in run.documents()]
             assert names[0] == "start" and names[-1] == "stop"  # noqa: PT018
         assert catalog.v2[adaptive]["decisions"].read().sizes["time"] == 6
+        # square maps: two axes of one size, each named on its own (no xarray warning)
+        maps = catalog.v2[adaptive]["agent_maps"].read()["agent_maps-mean"]
+        assert maps.shape == (1, SIZE, SIZE)
+        assert len(set(maps.dims)) == 3
     finally:
         catalog.context.close()
 
