@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _compute_arguments(train)
     train.set_defaults(func=_cmd_train_ensemble)
 
-    from .queue import add_control_parser
+    from .queue_commands import add_control_parser
 
     add_control_parser(commands, _command)
 

@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
 
     entry = PLANS[args.plan]
     if args.queue:
-        from .queue import queue_run
+        from .queue_commands import queue_run
 
         return queue_run(args, entry)
     if getattr(args, "control", None):

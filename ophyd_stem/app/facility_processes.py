@@ -267,53 +267,17 @@ class Facility:
     def _start_tiled_on_postgresql(self, database: str) -> None:
         """Tiled serving a catalog of Bluesky runs whose metadata and event tables live in
         PostgreSQL; survey images stay HDF5 files in the data directory (docs/facility.md)."""
-        import secrets
-
-        import yaml
-
         from ophyd_stem.catalog import CatalogSettings
 
-        if not database.startswith(("postgresql://", "postgresql+asyncpg://")):
-            raise FacilityError(f"the catalog database must be postgresql://..., not {database}")
+        from .facility_catalog import api_key, prepare_database, write_tiled_config
+
         settings = CatalogSettings(self.config.data_dir).ensure_dirs()
-        init = subprocess.run(
-            [sys.executable, "-m", "tiled", "catalog", "init", "--if-not-exists", database],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if init.returncode != 0:
-            raise FacilityError(f"tiled catalog init {database} failed:\n{init.stderr[-2000:]}")
-        key_path = self.dir / "catalog_api_key"
-        if not key_path.exists():
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32))
-        self.api_key = key_path.read_text().strip()
-        tables = database.replace("postgresql+asyncpg://", "postgresql://", 1)
-        config = {
-            "trees": [
-                {
-                    "path": "/",
-                    "tree": "catalog",
-                    "args": {
-                        "uri": database,
-                        "writable_storage": [str(settings.tables_dir), tables],
-                        "readable_storage": [str(settings.assets_dir)],
-                        "specs": [{"name": "CatalogOfBlueskyRuns", "version": "3.0"}],
-                    },
-                }
-            ],
-            "media_types": {
-                "BlueskyRun": {
-                    "application/json-seq": "bluesky_tiled_plugins.exporters:json_seq_exporter"
-                }
-            },
-            "streaming_cache": {"uri": "memory"},
-        }
-        config_path = self.dir / "catalog.yml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        try:
+            prepare_database(database)
+        except (ValueError, RuntimeError) as exc:
+            raise FacilityError(str(exc)) from None
+        self.api_key = api_key(self.dir / "catalog_api_key")
+        config_path = write_tiled_config(self.dir / "catalog.yml", database, settings)
         host = "127.0.0.1"
         port = _port(host, self.config.catalog_port, "catalog server", "--catalog-port")
         env = dict(os.environ, TILED_SINGLE_USER_API_KEY=self.api_key)
