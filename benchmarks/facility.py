@@ -8,12 +8,13 @@ Side by side, in the same run, on the same twin:
   pieces: Redis, the catalog, start-re-manager with profile_collection, the twin inside the
   worker) through bluesky-queueserver-api, and followed until the queue reports it done.
 
-Per plan: *to start* = from the call (or the submission) to the run's start document (its
-``time``, the RunEngine's clock; same machine), *total* = from the call to ``RE`` returning (or
-to the client seeing the item in the history, polled every 20 ms). Printed with the load
-average: on a busy machine every figure grows.
+Plans: ``count`` (one spectrum), ``survey`` (64x64) and a 5-step DKL ``adaptive_eels`` (the
+kind of plan a facility queues). Per plan: *to start* = from the call (or the submission) to
+the run's start document (its ``time``, the RunEngine's clock; same machine), *total* = from
+the call to ``RE`` returning (or to the client seeing the item in the history, polled every
+20 ms). Printed with the load average: on a busy machine every figure grows.
 
-    python benchmarks/facility.py [--repeats 10]
+    python benchmarks/facility.py [--repeats 10] [--adaptive-repeats 3]
 """
 
 from __future__ import annotations
@@ -26,15 +27,25 @@ import tempfile
 import time
 from pathlib import Path
 
+DKL = {"agent_kwargs": {"n_seed": 2, "window": 8}, "steps": 5, "maps_every": 0}
 PLANS = {
-    # name: (console plan builder, queue item)
+    # name: (console plan builder, queue item, adaptive: fewer repeats)
     "count (1 spectrum)": (
         lambda ns: ns["bp"].count([ns["eels"]]),
         ("count", [["eels"]], {}),
+        False,
     ),
     "survey (64x64)": (
         lambda ns: ns["plans"].survey(ns["scan_engine"]),
         ("survey", ["scan_engine"], {}),
+        False,
+    ),
+    "DKL, 5 steps": (
+        lambda ns: ns["plans"].adaptive_eels(
+            ns["scan_engine"], ns["eels_points"], "dkl", "band:20:30", **DKL
+        ),
+        ("adaptive_eels", ["scan_engine", "eels_points", "dkl", "band:20:30"], DKL),
+        True,
     ),
 }
 
@@ -44,7 +55,7 @@ def _stats(values: list[float]) -> str:
     return f"{median:8.0f} {low:7.0f} {high:7.0f}"
 
 
-def console(repeats: int, data_dir: Path) -> dict[str, dict[str, list[float]]]:
+def console(repeats: dict[str, int], data_dir: Path) -> dict[str, dict[str, list[float]]]:
     import bluesky.plan_stubs as bps
 
     from ophyd_stem.app.session import configure_session
@@ -58,10 +69,10 @@ def console(repeats: int, data_dir: Path) -> dict[str, dict[str, list[float]]]:
     session.RE(bps.mv(scan.width, 64, scan.height, 64))
     out = {}
     try:
-        for label, (build, _) in PLANS.items():
+        for label, (build, _, _) in PLANS.items():
             session.RE(build(namespace))  # warm
             to_start, total = [], []
-            for _ in range(repeats):
+            for _ in range(repeats[label]):
                 t0 = time.time()
                 session.RE(build(namespace))
                 total.append(time.time() - t0)
@@ -72,7 +83,7 @@ def console(repeats: int, data_dir: Path) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-def queue(repeats: int, data_dir: Path) -> dict[str, dict[str, list[float]]]:
+def queue(repeats: dict[str, int], data_dir: Path) -> dict[str, dict[str, list[float]]]:
     from ophyd_stem.app.facility import Facility, FacilityConfig
     from ophyd_stem.app.queue import QueueClient
     from ophyd_stem.catalog import open_catalog
@@ -88,10 +99,10 @@ def queue(repeats: int, data_dir: Path) -> dict[str, dict[str, list[float]]]:
     with Facility(config) as facility, QueueClient(facility.control_address) as client:
         catalog = open_catalog(facility.catalog_uri, facility.api_key)
         assert client.run("mv", "scan_engine.width", 64, "scan_engine.height", 64).ok
-        for label, (_, (name, args, kwargs)) in PLANS.items():
+        for label, (_, (name, args, kwargs), _) in PLANS.items():
             assert client.run(name, *args, **kwargs).ok  # warm
             to_start, total, uids = [], [], []
-            for _ in range(repeats):
+            for _ in range(repeats[label]):
                 t0, m0 = time.time(), time.monotonic()
                 uid = client.submit(name, *args, **kwargs)
                 result = client.follow(uid, poll=0.02, submitted=m0)
@@ -115,14 +126,22 @@ def queue(repeats: int, data_dir: Path) -> dict[str, dict[str, list[float]]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--adaptive-repeats", type=int, default=3, help="for the DKL plan")
     args = parser.parse_args()
     os.environ.setdefault("MPLBACKEND", "Agg")
+    repeats = {
+        label: args.adaptive_repeats if adaptive else args.repeats
+        for label, (_, _, adaptive) in PLANS.items()
+    }
     with tempfile.TemporaryDirectory(prefix="bench-facility-") as tmp:
         before = os.getloadavg()
-        here = console(args.repeats, Path(tmp) / "console")
-        there = queue(args.repeats, Path(tmp) / "queue")
+        here = console(repeats, Path(tmp) / "console")
+        there = queue(repeats, Path(tmp) / "queue")
         after = os.getloadavg()
-    print(f"\nplan latency, {args.repeats} repeats each; ms: median / min / max")
+    print(
+        f"\nplan latency, {args.repeats} repeats each ({args.adaptive_repeats} of DKL); "
+        "ms: median / min / max"
+    )
     print(f"load average {before[0]:.1f} at start, {after[0]:.1f} at end (2 cores)\n")
     header = "median     min     max"
     print(f"{'':29} {'to start':^24} {'total':^24}")
