@@ -1,6 +1,6 @@
 """The seed's workflows drawn live: the figure is redrawn at every decision of a running
-drift, latent, bandit and physics run (mid-run states included: decisions before their
-values, a survey before its latent map), and no redraw fails.
+drift, zero-loss aligned, latent, bandit and physics run (mid-run states included:
+decisions before their values, a survey before its latent map), and no redraw fails.
 
 The live view never lets a drawing error stop a run, so it logs it instead: these tests fail
 on that log (and on a warning, which pytest turns into an error the view would log).
@@ -21,7 +21,7 @@ PYRO_FAST = {"n_seed": 2, "seed": 1, "step": 4, "train_steps": 40, "finetune_ste
              "draws": 2}  # fmt: skip
 
 
-def _run_drawn_live(RE, tmp_path, caplog, plan):
+def _run_drawn_live(RE, tmp_path, caplog, plan, own_zero_loss_figure=True):
     live = LiveView(out_dir=tmp_path / "live", show=False, save_every=1)
     RE.subscribe(live)
     with caplog.at_level(logging.WARNING, logger="ophyd_stem.app.views.live"):
@@ -30,10 +30,24 @@ def _run_drawn_live(RE, tmp_path, caplog, plan):
     assert live.last_png is not None
     assert live.last_png.exists()
     assert figure_problems(live.figure) == []
-    # low-loss spectra: the zero-loss alignment's figure too
-    assert live.last_zero_loss_png is not None
-    assert live.last_zero_loss_png.exists()
+    if own_zero_loss_figure:  # low-loss spectra: the zero-loss alignment's figure too
+        assert live.last_zero_loss_png is not None
+        assert live.last_zero_loss_png.exists()
     return live
+
+
+def test_a_zero_loss_aligned_spectrum_image_is_drawn_live(RE, tmp_path, caplog):
+    from plans import spectrum_image
+
+    m = twin_microscope("nanoparticles", mode="local", assets_dir=tmp_path, seed=1,
+                        energy_jitter=0.2, energy_drift=5e-3)  # fmt: skip
+    try:
+        plan = spectrum_image(m.scan, m.eels_points, 4, 4, batch=4)
+        # a spectrum image's own figure is the alignment's (no second one)
+        live = _run_drawn_live(RE, tmp_path, caplog, plan, own_zero_loss_figure=False)
+    finally:
+        m.sim_bridge.close()
+    assert live.drawn["zlp_map"] == live.drawn["zlp_trace"] == 16
 
 
 def test_a_drift_run_is_drawn_live(RE, tmp_path, caplog):
