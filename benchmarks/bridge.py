@@ -548,16 +548,24 @@ def measure(
                     legacy.set_beam_position(float(x), float(y))
                     np.asarray(legacy.acquire_spectrum(), np.float32)
 
-            def point_by_point(dm: BridgeClient) -> float:
-                start = time.perf_counter()
+            def point_by_point(dm: BridgeClient) -> None:
                 for x, y in few:
                     dm.set_beam_position(float(x), float(y))
                     dm.acquire_spectrum()
-                return len(few) / (time.perf_counter() - start)
 
-            theirs_rate = len(few) / statistics.median(timings(legacy_points, 1))
+            # (the median of three passes each, alternating: one pass can meet a stall)
+            passes = alternate_all(
+                [
+                    functools.partial(point_by_point, stream_dm),
+                    functools.partial(point_by_point, zmq_dm),
+                    legacy_points,
+                ],
+                [3, 3, 3],
+                3,
+            )
+            theirs_rate = len(few) / statistics.median(passes[2])
             row("spectra at points (1000/call)", [*per_call, theirs_rate], "", unit="rate")
-            rates = [point_by_point(stream_dm), point_by_point(zmq_dm), theirs_rate]
+            rates = [len(few) / statistics.median(p) for p in passes]
             row("  same, one call per point", rates, "", unit="rate")
     finally:
         stream_dm.close()
