@@ -118,7 +118,14 @@ def _session_arguments(parser: argparse.ArgumentParser) -> Any:
     return _catalog_arguments(parser)
 
 
-def _compute_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
+def _compute_arguments(
+    parser: argparse.ArgumentParser, device: bool = True, compute: bool = True
+) -> None:
+    """``--device`` and ``--compute`` where they act; where one does not, its value is None
+    (the configuration's default), so the help lists only what changes something."""
+    parser.set_defaults(device=None, compute=None)
+    if not (device or compute):
+        return
     group = parser.add_argument_group("compute (default: this process, a GPU when there is one)")
     if device:
         group.add_argument(
@@ -126,13 +133,14 @@ def _compute_arguments(parser: argparse.ArgumentParser, device: bool = True) -> 
             help="where agents compute: auto (a GPU when there is one), cpu, cuda or cuda:N "
             "(default: $OPHYD_STEM_DEVICE, the config file, or auto)",
         )
-    group.add_argument(
-        "--compute",
-        help="Dask cluster for work that fans out (ensemble members, LoG* windows, "
-        "counterfactuals): local, local:N, or a scheduler address such as "
-        "tcp://scheduler:8786 (default: $OPHYD_STEM_COMPUTE, the config file, or none: "
-        "in this process)",
-    )
+    if compute:
+        group.add_argument(
+            "--compute",
+            help="Dask cluster for work that fans out (ensemble members, LoG* windows, "
+            "counterfactuals): local, local:N, or a scheduler address such as "
+            "tcp://scheduler:8786 (default: $OPHYD_STEM_COMPUTE, the config file, or none: "
+            "in this process)",
+        )
 
 
 def _twin_arguments(parser: argparse.ArgumentParser, default_sample: str) -> None:
@@ -226,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         entry.add_arguments(group)
         _twin_arguments(sub, entry.default_sample)
         catalog = _session_arguments(sub)
-        _compute_arguments(sub)
+        _compute_arguments(
+            sub, device="device" in entry.computes, compute="compute" in entry.computes
+        )
         catalog.add_argument(
             "--catalog-timeout",
             type=float,

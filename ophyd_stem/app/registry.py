@@ -79,6 +79,9 @@ class PlanEntry:
     #: the simulated instrument the options ask for instead of the twin, or None:
     #: ``args -> {"backend": name, "options": {...}, "label": str} | None``
     instrument: Callable[[argparse.Namespace], dict[str, Any] | None] | None = None
+    #: which of ``--device`` (where agents compute) and ``--compute`` (a Dask cluster) act
+    #: for this plan; the others are left out of its options and its help
+    computes: tuple[str, ...] = ()
 
 
 PLANS: dict[str, PlanEntry] = {}
@@ -128,6 +131,7 @@ register(
         "atoms far brighter than the lattice (dopants) with --eels. On the twin the atoms "
         "are scored against the truth.",
         queue_items=_queue_logstar,
+        computes=("compute",),  # LoG* windows fan out; the agent is numpy
     )
 )
 
@@ -157,6 +161,7 @@ register(
         example="ophyd-stem run dkl --steps 30 --acquisition ei --xi 0.5",
         queue_items=_queue_dkl,
         instrument=_dkl_instrument,
+        computes=("device",),
     )
 )
 
@@ -175,5 +180,6 @@ register(
         "trains the default ensemble on twin images (minutes; `ophyd-stem train-ensemble`). "
         "On the twin the atoms are scored against the truth.",
         queue_items=_queue_dcnn,
+        computes=("device", "compute"),  # compute: training the default ensemble
     )
 )

@@ -317,6 +317,7 @@ register(
         summarize=_summarize_physics,
         example="ophyd-stem run physics --steps 20",
         queue_items=_queue_physics,
+        computes=("device",),
     )
 )
 register(
@@ -329,6 +330,7 @@ register(
         summarize=_summarize_latent,
         example="ophyd-stem run latent --mode novelty",
         queue_items=_queue_latent,
+        computes=("device",),
     )
 )
 

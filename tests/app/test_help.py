@@ -70,3 +70,22 @@ def test_the_default_grid_is_what_help_says():
     args = build_parser().parse_args(["run", "grid"])
     assert f"(default: {args.rows})" in help_text
     assert "--rows ROWS           spectra per column of the grid (default: 32)" in help_text
+
+
+def test_device_and_compute_only_for_the_plans_they_act_on():
+    """--device and --compute appear under `run PLAN` exactly when the plan's builder reads
+    them (a grid or a survey has no agent to place: the options would do nothing)."""
+    import inspect
+
+    from ophyd_stem.app.registry import PLANS
+
+    for name, entry in PLANS.items():
+        source = inspect.getsource(entry.build)
+        shown = options(PARSERS[f"run {name}"])
+        for option in ("device", "compute"):
+            reads = f"config.{option}" in source
+            assert (f"--{option}" in shown) == reads, (name, option, reads)
+    assert not {"--device", "--compute"} & options(PARSERS["run grid"])
+    assert {"--device", "--compute"} <= options(PARSERS["run dcnn"])
+    args = build_parser().parse_args(["run", "grid"])
+    assert (args.device, args.compute) == (None, None)  # the configuration's own default
