@@ -159,6 +159,8 @@ def test_dkl_figure_shows_panels_only_when_they_hold_something(steps, with_maps,
     assert len([ax for ax in fig.axes if not hasattr(ax, "_colorbar")]) == panels
     labels = [ax._colorbar.ax.get_ylabel() for ax in fig.axes if hasattr(ax, "_colorbar")]
     assert "intensity 20-30 eV (counts·eV)" in labels  # the scalarizer, with its unit
+    if with_maps:  # the acquisition map is in the value's unit too, said with it
+        assert "expected improvement of intensity 20-30 eV (counts·eV)" in labels
 
 
 def test_forward_workflow_figures_keep_the_rules():

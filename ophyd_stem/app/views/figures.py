@@ -267,10 +267,11 @@ def _draw_adaptive(fig: Any, data: RunData) -> dict[str, int]:
     maps = []
     if last is not None:
         acquisition = _acquisition_name(data)
+        acq_label = _acq_label(acquisition, unit)
         for key, title, cmap, label in (
             ("mean", "predicted mean", "viridis", unit),
             ("std", "uncertainty (std)", "magma", f"std of {unit}"),
-            ("acquisition", f"acquisition: {acquisition}", "cividis", _acq_label(acquisition)),
+            ("acquisition", f"acquisition: {acquisition}", "cividis", acq_label),
         ):
             if key in last:
                 maps.append((key, title, cmap, label))
@@ -345,12 +346,15 @@ def _acquisition_name(data: RunData) -> str:
     return str(data.plan_args.get("acquisition") or "acquisition")
 
 
-def _acq_label(acquisition: str) -> str:
-    return {
-        "ei": "expected improvement (units of the value)",
-        "ucb": "upper confidence bound (units of the value)",
-        "uncertainty": "predicted std (units of the value)",
-    }.get(acquisition, f"{acquisition} (agent's units)")
+def _acq_label(acquisition: str, unit: str = "value") -> str:
+    """The acquisition map's colour-bar label: these three are in the value's own unit
+    (``unit`` is :func:`scalarizer_label`'s, e.g. ``intensity 20-30 eV (counts·eV)``)."""
+    name = {
+        "ei": "expected improvement",
+        "ucb": "upper confidence bound",
+        "uncertainty": "predicted std",
+    }.get(acquisition)
+    return f"{name} of {unit}" if name else f"{acquisition} (agent's units)"
 
 
 def draw(fig: Any, data: RunData) -> dict[str, int]:
