@@ -66,6 +66,13 @@ def test_run_survey_then_grid_then_list_and_show(app_env, tmp_path):
     assert spectra["data"].shape == (4, 5, 2048)
     assert spectra["metadata"]["Signal"]["signal_type"] == "EELS"
     png = re.search(r"figure: (\S+\.png)", show.stdout).group(1)
+    # the HTML page captions each figure with what it shows: a grid has no agent, its
+    # second figure is the zero-loss alignment; the long plan line wraps
+    page = re.search(r"summary\s+(\S+\.html)", show.stdout).group(1)
+    text = Path(page).read_text()
+    assert "Zero-loss alignment:" in text
+    assert "what the agent saw" not in text
+    assert "white-space:pre-wrap" in text
     image = mpimg.imread(png)
     assert image.ndim == 3
     assert image.shape[0] > 100

@@ -87,7 +87,7 @@ def run_report(run: Any, out_dir: Path, *, apart: bool = False) -> tuple[str, Pa
     png = out_dir / f"run-{start.get('scan_id')}-{uid[:8]}.png"
     overview_line = len(lines)  # where the overview says it had nothing to draw
 
-    figures = [png]
+    figures = [(png, OVERVIEW)]
     later: list[Callable[[], Any]] = []  # the workflow's figures, drawn after the overview
     workflows = (
         "adaptive_eels",
@@ -106,12 +106,14 @@ def run_report(run: Any, out_dir: Path, *, apart: bool = False) -> tuple[str, Pa
         lines += decision_summary(data) + correction_summary(data)
         workflow = out_dir / f"run-{start.get('scan_id')}-{uid[:8]}-workflow.png"
         later.append(lambda: render(data, workflow))
-        figures.append(workflow)
+        # a grid has no agent: its workflow figure is the zero-loss alignment
+        grid = start.get("plan_name") == "spectrum_image"
+        figures.append((workflow, ZERO_LOSS if grid else WORKFLOW))
         lines.append(f"  workflow    {workflow}")
-        if aligned and start.get("plan_name") != "spectrum_image":
+        if aligned and not grid:
             zero_loss = out_dir / f"run-{start.get('scan_id')}-{uid[:8]}-zero-loss.png"
             later.append(lambda: render_zero_loss(data, zero_loss))
-            figures.append(zero_loss)
+            figures.append((zero_loss, ZERO_LOSS))
             lines.append(f"  zero loss   {zero_loss}")
 
     def draw_overview() -> None:
@@ -240,24 +242,32 @@ def _where(run: Any, image_ref: tuple[str, str] | None) -> list[str]:
     return lines
 
 
-def _write_html(path: Path, title: str, lines: list[str], figures: list[Path]) -> Path:
+#: what each figure of ``show`` shows, as its caption on the HTML page
+OVERVIEW = (
+    "Overview: the survey image with where the spectra were measured, their contrast, "
+    "and example spectra from its lowest to its highest value (circled where measured)."
+)
+WORKFLOW = "Workflow: what the agent saw and decided (the same figure as the live view)."
+ZERO_LOSS = (
+    "Zero-loss alignment: where each spectrum's zero-loss peak was found, on the survey "
+    "and in the order measured (with the walk of the energy scale), and the mean peak as "
+    "measured and as aligned."
+)
+
+
+def _write_html(path: Path, title: str, lines: list[str], figures: list[tuple[Path, str]]) -> Path:
     """The summary and the figures on one page, each figure with a caption saying what it
     shows (the PNGs sit beside the page: the folder can be copied or mailed as it is)."""
-    captions = [
-        "Overview: the survey image with where the spectra were measured, their contrast, "
-        "and example spectra from its lowest to its highest value (circled where measured).",
-        "Workflow: what the agent saw and decided (the same figure as the live view).",
-    ]
     blocks = []
-    for i, figure in enumerate(figures):
-        caption = captions[min(i, len(captions) - 1)]
+    for figure, caption in figures:
         blocks.append(
             f'<figure><img src="{html.escape(figure.name)}" alt="{html.escape(caption)}" '
             f'style="max-width:100%"><figcaption>{html.escape(caption)}</figcaption></figure>'
         )
     style = (
         "body{font-family:sans-serif;margin:1.5em;max-width:1400px}"
-        "pre{background:#f4f4f4;padding:0.8em;overflow-x:auto}"
+        # wrapped: a long plan line would otherwise hide behind a scroll bar
+        "pre{background:#f4f4f4;padding:0.8em;white-space:pre-wrap}"
         "figure{margin:1.5em 0}figcaption{color:#444;font-size:0.9em}"
     )
     path.write_text(
