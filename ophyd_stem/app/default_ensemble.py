@@ -50,7 +50,10 @@ CALIBRATION_SEED_OFFSET = 4242
 
 
 def calibration_set(
-    n_images: int = CALIBRATION_IMAGES, size: int = CALIBRATION_SIZE, seed: int = 0
+    n_images: int = CALIBRATION_IMAGES,
+    size: int = CALIBRATION_SIZE,
+    seed: int = 0,
+    progress: bool = False,
 ) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any]]:
     """Twin images (graphene and SrTiO3) with their true atoms, for calibrating the
     uncertainty, and a description of them for the metadata.
@@ -59,6 +62,7 @@ def calibration_set(
         n_images: number of images.
         size: image side, pixels.
         seed: the *training* seed; the images come from seed ``seed + 4242``.
+        progress: count the images on stderr as they are made.
 
     Returns:
         ``(images (n, size, size), atoms per image (row, col), description)``.
@@ -71,6 +75,7 @@ def calibration_set(
         noise_levels=CALIBRATION_NOISE,
         margin=0,  # the truth is what lies in the field, like the atoms reported
         seed=seed + CALIBRATION_SEED_OFFSET,
+        progress=progress,
     )
     description = {
         "source": "ophyd-stem digital twin",
@@ -129,7 +134,7 @@ def train_default_ensemble(
     started = time.monotonic()
     log(f"making {images} labelled twin images ({size}x{size}, graphene and SrTiO3)...")
     data, atoms = make_training_set(
-        n_images=images, size=size, noise_levels=TRAINING_NOISE, seed=seed
+        n_images=images, size=size, noise_levels=TRAINING_NOISE, seed=seed, progress=progress
     )
     log(f"training {members} U-Nets x {steps} steps (a few minutes on 2 cores)...")
     ensemble = train_ensemble(
@@ -150,7 +155,9 @@ def train_default_ensemble(
     if calibration_images:
         log(f"calibrating the uncertainty on {calibration_images} other twin images...")
         t0 = time.monotonic()
-        cal_images, cal_atoms, description = calibration_set(calibration_images, seed=seed)
+        cal_images, cal_atoms, description = calibration_set(
+            calibration_images, seed=seed, progress=progress
+        )
         try:
             calibration = calibrate_uncertainty(
                 ensemble, cal_images, cal_atoms, description=description, device=device

@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Optional, Tuple, Union
@@ -230,6 +231,7 @@ def make_training_set(
     margin: int = 8,
     seed: int = 0,
     return_info: bool = False,
+    progress: bool = False,
 ) -> Any:
     """Labelled twin images across doses, sampling, orientation, probe size and drift.
 
@@ -249,6 +251,8 @@ def make_training_set(
         margin: include atoms up to this many pixels outside each image (see above).
         seed: seeds everything; image ``i`` uses twin seed ``seed * 100003 + i``.
         return_info: also return one :class:`ImageInfo` per image.
+        progress: count the images on stderr as they are made (a bar: 160 images take
+            15-20 s on a busy 2-core machine).
 
     Returns:
         ``(images (n_images, size, size) float32, atoms)`` where ``atoms[i]`` is the
@@ -276,7 +280,16 @@ def make_training_set(
     images = np.empty((int(n_images), int(size), int(size)), dtype=np.float32)
     atoms: list[np.ndarray] = []
     infos: list[ImageInfo] = []
-    for i in range(int(n_images)):
+    from tqdm import tqdm
+
+    for i in tqdm(
+        range(int(n_images)),
+        desc="twin images",
+        unit="img",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    ):
         name = names[i % len(names)]
         if pixel_sizes is None:
             ps_spec: Range = DEFAULT_PIXEL_SIZES[name]

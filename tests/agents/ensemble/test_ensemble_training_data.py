@@ -80,3 +80,11 @@ def test_srtio3_labels_the_visible_columns_only():
 def test_bad_requests_get_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_training_set(**{"n_images": 1, "size": 16, **kwargs})
+
+
+def test_making_images_counts_them_when_asked(capsys):
+    """The first `run dcnn` makes 160 training images (15-20 s): the wait shows counts."""
+    make_training_set(("graphene",), n_images=3, size=32, progress=True)
+    assert "3/3" in capsys.readouterr().err
+    make_training_set(("graphene",), n_images=3, size=32)
+    assert capsys.readouterr().err == ""
