@@ -218,6 +218,11 @@ def _summarize_zlp(session: Any, args: argparse.Namespace) -> list[str]:
         f"  twin        spectrometer jitter {ZLP_TWIN['energy_jitter']} eV rms, walk "
         f"{ZLP_TWIN['energy_drift']} eV/s; spectra kept as measured in primary, shifts in "
         "zero_loss",
+        # the twin puts the zero-loss peak truly at 0 eV before it jitters and walks it:
+        # how far the aligned peaks sit from there is the alignment's error
+        f"  truth       aligned peaks {np.sqrt(np.mean(np.square(after))):.4f} eV rms from "
+        f"0 eV, where the twin's zero-loss peak truly is (as measured: "
+        f"{np.sqrt(np.nanmean(np.square(zlp))):.3f} eV rms)",
     ]
 
 

@@ -20,6 +20,8 @@ def test_run_zlp_then_show_forensics_and_latent_trajectory(app_env, tmp_path):
         r"ZLP position ([0-9.]+) eV rms as measured, ([0-9.]+) eV after", run.stdout
     ).groups())  # fmt: skip
     assert raw > 0.05 > 10 * after  # the twin's spectrometer jitters by 0.1 eV rms
+    error = float(re.search(r"truth       aligned peaks ([0-9.]+) eV rms from 0 eV", run.stdout)[1])
+    assert error < 0.01
 
     show = ophyd_stem(app_env, "show", uid[:8], "--latent", "--out", str(tmp_path / "figs"))
     assert show.returncode == 0, show.stderr[-3000:]
@@ -88,3 +90,23 @@ def test_run_latent_prints_its_clusters_training_and_the_phases_it_reached(app_e
     assert cpu > 0
     assert wall > 0
     assert re.search(r"truth       spectra on [1-4] of [1-4] phases", run.stdout)
+
+
+def test_every_workflow_prints_a_truth_score_on_the_twin():
+    """Every `run PLAN` that decides something says how it did against the twin's truth
+    (the printed lines themselves are checked run by run in test_command.py and
+    test_workflow_commands.py); survey and grid decide nothing: they are the baselines."""
+    import inspect
+
+    from ophyd_stem.app.registry import PLANS
+
+    for name, entry in PLANS.items():
+        if name in ("survey", "grid"):
+            continue
+        assert entry.summarize is not None, name
+        source = inspect.getsource(entry.summarize)
+        module = inspect.getmodule(entry.summarize)
+        for helper in set(re.findall(r"\b(_\w+)\(", source)):  # its own helpers
+            if inspect.isfunction(getattr(module, helper, None)):
+                source += inspect.getsource(getattr(module, helper))
+        assert 'f"  truth ' in source, f"ophyd-stem run {name} prints no truth line"
