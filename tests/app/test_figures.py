@@ -194,6 +194,13 @@ def test_forward_workflow_figures_keep_the_rules():
     problems, fig = problems_of(draw, data)
     assert problems == []
     assert len([ax for ax in fig.axes if not hasattr(ax, "_colorbar")]) == 4
+    labels = [ax._colorbar.ax.get_ylabel() for ax in fig.axes if hasattr(ax, "_colorbar")]
+    assert "atom's uncertainty (members' variance)" in labels
+    # a calibrated ensemble's atoms carry the probability of being false: said so
+    data.dcnn = [{"image": 0, "report": {"uncertainty_method": "calibrated"}}]
+    problems, fig = problems_of(draw, data)
+    labels = [ax._colorbar.ax.get_ylabel() for ax in fig.axes if hasattr(ax, "_colorbar")]
+    assert "atom's uncertainty (probability of being false)" in labels
 
 
 def test_the_checks_catch_what_they_are_for():

@@ -146,6 +146,15 @@ def draw_logstar(fig: Any, data: RunData) -> dict[str, int]:
     return drawn
 
 
+def _uncertainty_label(data: RunData) -> str:
+    """What the atoms' uncertainty is in this run: a calibrated ensemble records the
+    probability that an atom is false, an uncalibrated one the members' variance."""
+    methods = {(record.get("report") or {}).get("uncertainty_method") for record in data.dcnn}
+    if methods == {"calibrated"}:
+        return "atom's uncertainty (probability of being false)"
+    return "atom's uncertainty (members' variance)"
+
+
 def draw_dcnn(fig: Any, data: RunData) -> dict[str, int]:
     """The U-Net ensemble: atoms coloured by their uncertainty, the mean probability and the
     members' variance maps of the latest image, the spectra measured."""
@@ -180,7 +189,7 @@ def draw_dcnn(fig: Any, data: RunData) -> dict[str, int]:
                 s=10,
                 gid="atoms",
             )
-            add_colorbar(fig, dots, ax, "atom's uncertainty (members' variance)")
+            add_colorbar(fig, dots, ax, _uncertainty_label(data))
             drawn["atoms"] = int(keep.sum())
         _eels_positions(ax, data, drawn)
         _legend(ax, loc="upper right", fontsize=7, framealpha=0.7)
