@@ -343,6 +343,9 @@ def _acquisition_name(data: RunData) -> str:
     for report in reversed(data.decisions.get("reports") or []):
         if isinstance(report, dict) and isinstance(report.get("acquisition"), dict):
             return str(report["acquisition"].get("name") or "acquisition")
+        config = report.get("config") if isinstance(report, dict) else None
+        if isinstance(config, dict) and config.get("policy"):  # the bandit's policy
+            return str(config["policy"])
     return str(data.plan_args.get("acquisition") or "acquisition")
 
 
@@ -353,6 +356,7 @@ def _acq_label(acquisition: str, unit: str = "value") -> str:
         "ei": "expected improvement",
         "ucb": "upper confidence bound",
         "uncertainty": "predicted std",
+        "thompson": "Thompson draw",  # a sample of the posterior: the value's unit
     }.get(acquisition)
     return f"{name} of {unit}" if name else f"{acquisition} (agent's units)"
 
