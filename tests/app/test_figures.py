@@ -163,7 +163,7 @@ def test_dkl_figure_shows_panels_only_when_they_hold_something(steps, with_maps,
         assert "expected improvement of intensity 20-30 eV (counts·eV)" in labels
 
 
-def test_a_bandit_figure_names_its_policy():
+def test_bandit_and_physics_figures_name_their_acquisition():
     data = dkl_run(9, True)
     del data.start["plan_args"]["acquisition"]  # the bandit records a policy, no acquisition
     data.decisions["reports"] = [{"agent": "bandit", "config": {"policy": "thompson"}}] * 9
@@ -173,6 +173,10 @@ def test_a_bandit_figure_names_its_policy():
     assert "acquisition: thompson, step 9" in titles
     labels = [ax._colorbar.ax.get_ylabel() for ax in fig.axes if hasattr(ax, "_colorbar")]
     assert "Thompson draw of intensity 20-30 eV (counts·eV)" in labels
+    # the physics-informed agents record theirs in their configuration
+    data.decisions["reports"] = [{"agent": "hypotheses", "config": {"acquisition": "ucb"}}] * 9
+    problems, fig = problems_of(draw, data)
+    assert "acquisition: ucb, step 9" in [ax.get_title() for ax in fig.axes]
 
 
 def test_forward_workflow_figures_keep_the_rules():

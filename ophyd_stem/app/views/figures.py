@@ -344,8 +344,11 @@ def _acquisition_name(data: RunData) -> str:
         if isinstance(report, dict) and isinstance(report.get("acquisition"), dict):
             return str(report["acquisition"].get("name") or "acquisition")
         config = report.get("config") if isinstance(report, dict) else None
-        if isinstance(config, dict) and config.get("policy"):  # the bandit's policy
-            return str(config["policy"])
+        if isinstance(config, dict):  # the physics agents' acquisition, the bandit's policy
+            if isinstance(config.get("acquisition"), str):
+                return config["acquisition"]
+            if config.get("policy"):
+                return str(config["policy"])
     return str(data.plan_args.get("acquisition") or "acquisition")
 
 
