@@ -163,6 +163,14 @@ def test_dkl_figure_shows_panels_only_when_they_hold_something(steps, with_maps,
         assert "expected improvement of intensity 20-30 eV (counts·eV)" in labels
 
 
+def test_the_overviews_example_spectra_carry_their_value_with_its_unit():
+    fig = Figure()
+    overview(fig, dkl_run(9, False), None)
+    legends = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().texts]
+    values = [t for t in legends if t.endswith(" counts·eV")]
+    assert len(values) >= 2, legends  # lowest and highest, each with the band's unit
+
+
 def test_bandit_and_physics_figures_name_their_acquisition():
     data = dkl_run(9, True)
     del data.start["plan_args"]["acquisition"]  # the bandit records a policy, no acquisition

@@ -123,8 +123,11 @@ def overview(fig: Any, data: RunData, shape: Any = None) -> bool:
     if "spectra" in axes:
         ax = axes["spectra"]
         short = "t/λ" if "t/λ" in label else label.split(" (")[0]
+        # each example's value with its unit (the title names the quantity)
+        unit = label[label.rfind("(") + 1 : -1] if label.endswith(")") else ""
         labels = [
-            f"{short} {values[i]:.2f}" if "t/λ" in label else f"{values[i]:.3g}" for i in examples
+            f"{short} {values[i]:.2f}" if "t/λ" in label else f"{values[i]:.3g} {unit}".strip()
+            for i in examples
         ]
         plot_examples(ax, data.energy_axis, data.spectra, examples, labels)
         circled = " (circled where measured)" if len(data.positions) else ""
