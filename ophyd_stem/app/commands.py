@@ -359,6 +359,10 @@ def _cmd_import_spool(args: argparse.Namespace) -> int:
     config = load_config(catalog=args.catalog, api_key=args.api_key, data_dir=args.data_dir)
     settings = CatalogSettings(data_dir=Path(config.data_dir) if config.data_dir else None)
     report = import_spool(settings, config.catalog, config.api_key)
+    if not any((report.imported, report.already_there, report.in_use, report.failed)):
+        print(f"nothing to import: the spool ({settings.spool_dir}) is empty, every run "
+              "reached the catalog")  # fmt: skip
+        return 0
     print(report)
     return 0 if getattr(report, "ok", True) else 3
 

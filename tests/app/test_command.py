@@ -205,3 +205,10 @@ def test_run_dkl_defaults_are_the_agents_the_benchmark_measures():
     for option, name in (("acquisition", "acquisition"), ("xi", "xi"), ("beta", "beta"),
                          ("seeds", "n_seed"), ("window", "window"), ("step", "step")):  # fmt: skip
         assert getattr(args, option) == agent[name].default, option
+
+
+def test_import_spool_with_nothing_to_import_says_so(app_env):
+    result = ophyd_stem(app_env, "import-spool")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nothing to import: the spool" in result.stdout
+    assert "every run reached the catalog" in result.stdout
