@@ -352,13 +352,22 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_spool(args: argparse.Namespace) -> int:
-    from ophyd_stem.catalog import CatalogSettings, import_spool
+    from ophyd_stem.catalog import CatalogSettings, CatalogUnreachable, import_spool
 
     from .config import load_config
 
     config = load_config(catalog=args.catalog, api_key=args.api_key, data_dir=args.data_dir)
     settings = CatalogSettings(data_dir=Path(config.data_dir) if config.data_dir else None)
-    report = import_spool(settings, config.catalog, config.api_key)
+    try:
+        report = import_spool(settings, config.catalog, config.api_key)
+    except CatalogUnreachable as error:  # what happened, what is safe, what to do
+        print(
+            f"ophyd-stem import-spool: {error}.\nNothing was lost: the runs stay in "
+            f"{settings.spool_dir}; run `ophyd-stem import-spool` again once the catalog "
+            "answers.",
+            file=sys.stderr,
+        )
+        return 3
     if not any((report.imported, report.already_there, report.in_use, report.failed)):
         print(f"nothing to import: the spool ({settings.spool_dir}) is empty, every run "
               "reached the catalog")  # fmt: skip

@@ -207,8 +207,21 @@ def test_run_dkl_defaults_are_the_agents_the_benchmark_measures():
         assert getattr(args, option) == agent[name].default, option
 
 
-def test_import_spool_with_nothing_to_import_says_so(app_env):
-    result = ophyd_stem(app_env, "import-spool")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "nothing to import: the spool" in result.stdout
-    assert "every run reached the catalog" in result.stdout
+def test_import_spool_says_what_happened_what_is_safe_and_what_to_do(app_env):
+    away = ["--catalog", "http://127.0.0.1:9", "--api-key", "k"]
+    run = ophyd_stem(app_env, "run", "survey", "--size", "32", *away, "--catalog-timeout", "2")
+    assert run.returncode == 3, run.stderr[-2000:]
+    assert "safe in the local spool" in run.stdout
+    # the catalog still does not answer: what happened, that the runs are safe, what to do
+    still = ophyd_stem(app_env, "import-spool", *away)
+    assert still.returncode == 3
+    assert "no catalog server answers at http://127.0.0.1:9" in still.stderr
+    assert "Nothing was lost: the runs stay in" in still.stderr
+    assert "again once the catalog answers" in still.stderr
+    done = ophyd_stem(app_env, "import-spool")  # into the embedded catalog
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 run(s) imported" in done.stdout
+    again = ophyd_stem(app_env, "import-spool")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "nothing to import: the spool" in again.stdout
+    assert "every run reached the catalog" in again.stdout
