@@ -213,12 +213,22 @@ def _posterior(physics: dict[str, Any], scalarizer: str) -> str:
     )
 
 
+def _most_probable(report: dict[str, Any]) -> str:
+    """The hypothesis the evidence favours, or that none is favoured yet: the agent's report
+    names the first of equals (before the data tell them apart, all have the prior's p)."""
+    ranked = sorted(report["hypotheses"].items(), key=lambda kv: -kv[1]["probability"])
+    if len(ranked) > 1 and ranked[0][1]["probability"] - ranked[1][1]["probability"] < 0.01:
+        tied = [n for n, h in ranked if ranked[0][1]["probability"] - h["probability"] < 0.01]
+        return f"none yet ({', '.join(tied)} equally probable)"
+    return str(ranked[0][0])
+
+
 def _summarize_physics(session: Any, args: argparse.Namespace) -> list[str]:
     report = args.agent.report()
     if "hypotheses" not in report:
         posterior = _posterior(report["physics"], args.scalarizer)
         return [*_truth_lines(session, args), "  posterior   " + posterior]
-    lines = [*_truth_lines(session, args), f"  most probable  {report['most_probable']}"]
+    lines = [*_truth_lines(session, args), f"  most probable  {_most_probable(report)}"]
     for name, h in sorted(report["hypotheses"].items(), key=lambda kv: -kv[1]["probability"]):
         lines.append(
             f"  {name:9s} p = {h['probability']:.3f}, evidence {h['evidence']:.3f} per "

@@ -110,3 +110,15 @@ def test_every_workflow_prints_a_truth_score_on_the_twin():
             if inspect.isfunction(getattr(module, helper, None)):
                 source += inspect.getsource(getattr(module, helper))
         assert 'f"  truth ' in source, f"ophyd-stem run {name} prints no truth line"
+
+
+def test_run_physics_hypotheses_names_no_winner_while_they_are_equally_probable():
+    from ophyd_stem.app.workflows import _most_probable
+
+    def report(**p):
+        return {"hypotheses": {name: {"probability": v} for name, v in p.items()}}
+
+    # as after 4 spectra, all seed points: the report's first of equals is no winner
+    assert _most_probable(report(peak=0.5, step=0.5)) == "none yet (peak, step equally probable)"
+    assert _most_probable(report(step=0.96, peak=0.01, flat=0.03)) == "step"
+    assert _most_probable(report(step=1.0)) == "step"
