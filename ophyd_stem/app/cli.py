@@ -408,7 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_argument(
         "--sample", help="the twin's sample (default: $OPHYD_STEM_SAMPLE or graphene)"
     )
-    console.add_argument("ipython", nargs=argparse.REMAINDER, help="arguments for IPython")
+    console.add_argument(
+        "ipython",
+        nargs=argparse.REMAINDER,
+        help="arguments for IPython, after -- (ophyd-stem console -- -c 'RE(bp.count([eels]))')",
+    )
     console.set_defaults(func=_cmd_console)
     return parser
 

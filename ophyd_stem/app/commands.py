@@ -429,6 +429,9 @@ def _cmd_console(args: argparse.Namespace) -> int:
     ):
         if value:
             env[name] = value
-    command = [sys.executable, "-m", "IPython", f"--profile-dir={_profile_dir()}", *args.ipython]
+    # IPython's own options come after "--" (``ophyd-stem console -- -c CODE``): argparse keeps
+    # that separator in the remainder, and IPython would take what follows it as a file name
+    ipython = args.ipython[1:] if args.ipython[:1] == ["--"] else args.ipython
+    command = [sys.executable, "-m", "IPython", f"--profile-dir={_profile_dir()}", *ipython]
     os.execvpe(command[0], command, env)
     return 0  # not reached

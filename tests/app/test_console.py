@@ -19,8 +19,9 @@ def test_console_starts_and_counts_the_eels_camera(app_env):
         "if n in get_ipython().user_ns)); "
         "print('SCAN IS THE PLAN', scan is bp.scan)"
     )
+    # as the operator starts it: the ophyd-stem command, IPython's options after "--"
     result = subprocess.run(
-        [sys.executable, "-m", "IPython", f"--profile-dir={PROFILE}", "-c", code],
+        [sys.executable, "-m", "ophyd_stem.app.cli", "console", "--", "-c", code],
         env=app_env,
         capture_output=True,
         text=True,
