@@ -244,3 +244,16 @@ def test_a_remote_operator_picks_the_logstar_pareto_point(queue, catalog):
     assert json.loads(picks[0]["after"])["index"] == pick
     chosen = run["logstar_front"]["logstar_front-chosen"].read()
     assert [i for i, flag in enumerate(chosen) if flag] == [pick]
+
+
+def test_a_queued_command_that_fails_says_why_and_leaves_nothing_queued(queue):
+    """`ophyd-stem run ... --queue`: a plan that fails in the worker (a scalarizer name no one
+    knows) ends the command with status 4 and the re-manager's reason; the queueserver's copy
+    of the failed plan is taken off the queue, so it does not run first at the next start."""
+    command = [sys.executable, "-m", "ophyd_stem.app.cli", "run", "dkl", "--steps", "2"]
+    command += ["--scalarizer", "bnd:20:30", "--queue", queue.address]
+    shell = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert shell.returncode == 4, shell.stdout + shell.stderr
+    assert "adaptive_eels failed" in shell.stderr
+    assert "known: band" in shell.stderr
+    assert queue.status()["items_in_queue"] == 0
