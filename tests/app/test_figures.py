@@ -72,6 +72,24 @@ def test_relative_thickness_recovers_t_over_lambda():
     assert relative_thickness(np.linspace(80, 600, 651), spectra) is None  # no zero loss
 
 
+def test_relative_thickness_of_a_jittered_walking_zero_loss_peak():
+    """0.05 eV channels, the peak moved by the spectrometer's jitter and walk (as `run zlp`):
+    vacuum reads t/λ 0 and a particle its thickness, not the window's edge (the window
+    ended at the mean's raw maximum, where the smoothed mean still rose: vacuum read 3.8)."""
+    energy = np.arange(-5, 60, 0.05)
+    rng = np.random.default_rng(4)
+    spectra = []
+    for t in (0.0, 0.0, 0.0, 0.5):
+        for shift in rng.normal(0, 0.1, 8) + np.linspace(0, 0.15, 8):
+            zlp = np.exp(-0.5 * ((energy - shift) / 0.15) ** 2)
+            plasmon = np.exp(-0.5 * ((energy - 16) / 3.0) ** 2) * (energy > 1)
+            plasmon *= zlp.sum() / plasmon.sum() * (np.exp(t) - 1)
+            spectra.append(1e4 * (zlp + plasmon))
+    thickness = relative_thickness(energy, np.array(spectra))
+    np.testing.assert_allclose(thickness[:24], 0.0, atol=0.02)
+    np.testing.assert_allclose(thickness[24:], 0.5, atol=0.03)
+
+
 def test_examples_span_the_contrast_one_per_level():
     values = np.r_[np.zeros(700), np.full(200, 0.35), np.full(124, 0.8)]
     values += np.random.default_rng(1).normal(0, 0.01, len(values))

@@ -35,11 +35,14 @@ def zero_loss_end(energy: np.ndarray, spectra: np.ndarray, cap_ev: float = 5.0) 
     after its peak near 0 eV (at most ``cap_ev``)."""
     energy = np.asarray(energy, dtype=float)
     mean = np.asarray(spectra, dtype=float).reshape(-1, len(energy)).mean(axis=0)
-    near = np.flatnonzero(np.abs(energy) <= 2.0)
-    peak = int(near[np.argmax(mean[near])]) if len(near) else int(np.argmax(mean))
     step = abs(energy[1] - energy[0]) if len(energy) > 1 else 1.0
     width = max(1, round(0.5 / step))  # smooth over 0.5 eV: noise makes no minimum
     smooth = np.convolve(mean, np.ones(width) / width, mode="same")
+    # the peak of the smoothed curve, whose minimum is sought: the raw maximum can sit a
+    # channel or two before it (a narrow or jittered peak), where the smoothed curve still
+    # rises, and the window then ended at the peak (t/λ 7.6 in vacuum, `run zlp`)
+    near = np.flatnonzero(np.abs(energy) <= 2.0)
+    peak = int(near[np.argmax(smooth[near])]) if len(near) else int(np.argmax(smooth))
     stop = np.flatnonzero(energy <= energy[peak] + cap_ev)
     last = int(stop[-1]) if len(stop) else len(energy) - 1
     segment = smooth[peak : last + 1]
