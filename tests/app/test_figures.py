@@ -121,6 +121,12 @@ def test_a_survey_alone_is_one_panel_with_its_scale_bar():
     problems, fig = problems_of(lambda fig, d: overview(fig, d), run("survey"))
     assert problems == []
     assert len(fig.axes) == 1
+    # the HTML page's caption says what the figure holds: no spectra, no talk of them
+    from ophyd_stem.app.analysis.report import overview_caption
+
+    data = run("survey")
+    assert overview_caption(data).startswith("Survey: the image as acquired")
+    assert "spectra" in overview_caption(grid_run()[0])
 
 
 def test_edge_figure_has_no_empty_panels():

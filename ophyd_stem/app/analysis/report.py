@@ -87,7 +87,7 @@ def run_report(run: Any, out_dir: Path, *, apart: bool = False) -> tuple[str, Pa
     png = out_dir / f"run-{start.get('scan_id')}-{uid[:8]}.png"
     overview_line = len(lines)  # where the overview says it had nothing to draw
 
-    figures = [(png, OVERVIEW)]
+    figures = [(png, overview_caption(data))]
     later: list[Callable[[], Any]] = []  # the workflow's figures, drawn after the overview
     workflows = (
         "adaptive_eels",
@@ -242,7 +242,15 @@ def _where(run: Any, image_ref: tuple[str, str] | None) -> list[str]:
     return lines
 
 
+def overview_caption(data: Any) -> str:
+    """The overview's caption: a run without spectra (a survey) shows its image alone."""
+    if data.spectra is None or not len(data.spectra):
+        return SURVEY
+    return OVERVIEW
+
+
 #: what each figure of ``show`` shows, as its caption on the HTML page
+SURVEY = "Survey: the image as acquired, with its scale bar in nm."
 OVERVIEW = (
     "Overview: the survey image with where the spectra were measured, their contrast, "
     "and example spectra from its lowest to its highest value (circled where measured)."
