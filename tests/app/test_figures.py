@@ -304,3 +304,19 @@ def test_a_forked_figure_that_hangs_is_given_up_and_drawn_here(tmp_path, monkeyp
     report._draw(lambda: None, [hangs_in_the_child], apart=True)
     assert time.monotonic() - started < 30
     assert (tmp_path / "drawn.txt").read_text() == "ok"  # drawn again in this process
+
+
+def test_the_zero_loss_summary_says_small_energies_in_mev():
+    """A steady spectrometer's 0.4 meV scatter read '0.000 eV rms' beside a figure saying
+    0.4 meV; a jittering one stays in eV."""
+    from ophyd_stem.app.analysis.corrections import correction_summary
+
+    data = run("spectrum_image")
+    zlp = np.random.default_rng(5).normal(0, 4e-4, 64)
+    data.zero_loss = {"zlp": zlp, "walk": np.r_[np.full(32, 1e-4), np.full(32, -1e-4)]}
+    (line,) = [line for line in correction_summary(data) if "zero loss" in line]
+    assert f"peak {1000 * np.std(zlp):.1f} meV rms as measured" in line
+    assert "walk +0.1 meV -> -0.1 meV" in line
+    data.zero_loss = {"zlp": zlp * 250, "walk": np.array([0.029, 0.141])}
+    (line,) = [line for line in correction_summary(data) if "zero loss" in line]
+    assert "eV rms as measured, walk +0.029 eV -> +0.141 eV" in line

@@ -367,6 +367,14 @@ def drift_truth(data: RunData, frames: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _energy(value: float, sign: str = "") -> str:
+    """An energy as a person reads it: meV below 10 meV (a steady spectrometer's 0.4 meV
+    printed as '0.000 eV' read as no scatter at all, beside a figure saying 0.4 meV)."""
+    if abs(value) < 0.01:
+        return f"{1000 * value:{sign}.1f} meV"
+    return f"{value:{sign}.3f} eV"
+
+
 def correction_summary(data: RunData) -> list[str]:
     """Lines for ``ophyd-stem show``: the drift measured and followed, the zero-loss walk."""
     lines = []
@@ -390,6 +398,7 @@ def correction_summary(data: RunData) -> list[str]:
         trusted = np.asarray(rows.get("trusted", np.ones(len(zlp))), dtype=bool)
         lines.append(
             f"  zero loss   {int(trusted.sum())} of {len(zlp)} spectra aligned; peak "
-            f"{np.nanstd(zlp):.3f} eV rms as measured, walk {walk[0]:+.3f} -> {walk[-1]:+.3f} eV"
+            f"{_energy(np.nanstd(zlp))} rms as measured, walk {_energy(walk[0], '+')} -> "
+            f"{_energy(walk[-1], '+')}"
         )
     return lines
