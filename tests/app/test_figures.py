@@ -320,3 +320,12 @@ def test_the_zero_loss_summary_says_small_energies_in_mev():
     data.zero_loss = {"zlp": zlp * 250, "walk": np.array([0.029, 0.141])}
     (line,) = [line for line in correction_summary(data) if "zero loss" in line]
     assert "eV rms as measured, walk +0.029 eV -> +0.141 eV" in line
+
+
+def test_shows_summary_names_the_agent_that_decided():
+    """The plan line of a `run bandit|physics|dkl` says only 'agent': 'make_agent'."""
+    from ophyd_stem.app.analysis.report import decision_summary
+
+    data = dkl_run(9, False)
+    data.decisions["reports"] = [{"agent": "bandit", "config": {"policy": "thompson"}}] * 9
+    assert "  agent       bandit (thompson)" in decision_summary(data)

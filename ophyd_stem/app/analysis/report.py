@@ -200,6 +200,9 @@ def decision_summary(data: Any) -> list[str]:
             + ", ".join(f"{n} {k}" for k, n in sorted(sources.items()))
             + f"; scalarizer {data.plan_args.get('scalarizer')}"
         )
+        agent = _agent_line(data)
+        if agent:
+            lines.append(agent)
     if len(data.edge_points):
         lines.append(f"  edge points {len(data.edge_points)} chosen along the edges")
     for record in data.logstar:
@@ -223,6 +226,20 @@ def decision_summary(data: Any) -> list[str]:
                 + (after if len(after) <= 70 else after[:67] + "...")
             )
     return lines
+
+
+def _agent_line(data: Any) -> str | None:
+    """Which agent decided, from its recorded reports (the plan line shows only the factory
+    the command passed, ``'agent': 'make_agent'``, for DKL, bandit and physics runs alike)."""
+    from ..views.figures import _acquisition_name
+
+    for report in reversed(data.decisions.get("reports") or []):
+        if isinstance(report, dict) and report.get("agent"):
+            how = _acquisition_name(data)
+            return f"  agent       {report['agent']}" + (
+                f" ({how})" if how and how != "acquisition" else ""
+            )
+    return None
 
 
 def _where(run: Any, image_ref: tuple[str, str] | None) -> list[str]:
