@@ -233,6 +233,9 @@ def test_forward_workflow_figures_keep_the_rules():
     problems, fig = problems_of(draw, run("logstar", atoms=atoms, front=front, **eels))
     assert problems == []
     assert len([ax for ax in fig.axes if not hasattr(ax, "_colorbar")]) == 3
+    # the front's axes say what the rewards measure, not their code names
+    assert "QC: |found - expected| / expected atoms" in [ax.get_xlabel() for ax in fig.axes]
+    assert "ER: atoms too close to another / expected" in [ax.get_ylabel() for ax in fig.axes]
 
     atoms["uncertainty"] = rng.random(30)
     columns = {"dcnn_maps-mean": rng.random((1, 64, 64)),

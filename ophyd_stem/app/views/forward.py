@@ -76,6 +76,14 @@ def _spectra_panel(ax: Any, data: RunData, drawn: dict[str, int]) -> None:
     drawn["spectrum"] = len(shown)
 
 
+#: the LoG* rewards in words on the front's axes (docs/logstar.md): both are fractions of
+#: the atoms the lattice expects in the field
+REWARD_LABELS = {
+    "quality_count": "QC: |found - expected| / expected atoms",
+    "error_rate": "ER: atoms too close to another / expected",
+}
+
+
 def draw_logstar(fig: Any, data: RunData) -> dict[str, int]:
     drawn: dict[str, int] = {}
     front = data.front
@@ -112,8 +120,8 @@ def draw_logstar(fig: Any, data: RunData) -> dict[str, int]:
                 gid="chosen",
                 label=f"chosen #{front[i]['point']}",
             )
-        ax.set_xlabel(rewards[0])
-        ax.set_ylabel(rewards[1])
+        ax.set_xlabel(REWARD_LABELS.get(rewards[0], rewards[0]), fontsize=8)
+        ax.set_ylabel(REWARD_LABELS.get(rewards[1], rewards[1]), fontsize=8)
         _legend(ax, fontsize=8)
         ax.set_title("LoG* Pareto front (both rewards: lower is better)", fontsize=10)
         drawn["front"] = len(front)
