@@ -31,7 +31,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -48,7 +48,12 @@ LATENT_SETTINGS = ("window", "latent_dim", "epochs", "train_step", "num_threads"
 
 
 def _latent_arms(
-    image: np.ndarray, n_arms: int, step: int, seed: int, latent: Optional[Mapping[str, Any]]
+    image: np.ndarray,
+    n_arms: int,
+    step: int,
+    seed: int,
+    latent: Optional[Mapping[str, Any]],
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
     """Arms = the Gaussian-mixture clusters of the rVAE's latent space over the bandit's own
     candidate grid: ``(candidates, cluster of each, the rVAE's report)``."""
@@ -58,7 +63,9 @@ def _latent_arms(
         raise ValueError(f"latent settings {unknown} not known; choose from {LATENT_SETTINGS}")
     from .latent import LatentAgent  # torch and pyro: only for latent arms
 
-    space = LatentAgent(image, n_clusters=n_arms, step=step, seed=seed, **options)
+    space = LatentAgent(
+        image, n_clusters=n_arms, step=step, seed=seed, progress=progress, **options
+    )
     report = space.report()
     return space.candidates, space.cluster.astype(np.int64), {
         "rvae": report["rvae"], "device": report["device"], "clusters": report["clusters"],
@@ -148,6 +155,9 @@ class BanditAgent(Agent):
         latent: the rVAE's settings for ``arms="latent"`` (``epochs``, ``window``,
             ``latent_dim``, ``train_step``, ``num_threads``, ``device``; the report says
             how long it trained and where).
+        progress: for ``arms="latent"``, called with ``(steps done, steps in all)`` while
+            the rVAE trains (:meth:`agents.rvae.RotationInvariantVAE.fit_image`); not
+            recorded, it changes no decision.
 
     Suggestions carry ``arm``, ``acquisition`` (the Thompson draw or the UCB score of the
     chosen arm), ``mean`` and ``std`` (the arm's posterior) and ``source``.
@@ -167,6 +177,7 @@ class BanditAgent(Agent):
         step: int = 2,
         seed: int = 0,
         latent: Optional[Mapping[str, Any]] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
     ) -> None:
         super().__init__()
         if policy not in POLICIES:
@@ -202,7 +213,7 @@ class BanditAgent(Agent):
             self.arms = arms
             self.latent = dict(latent or {})
             cand, arm_of, self.latent_report = _latent_arms(
-                image, self.n_arms, self.step, self.seed, self.latent
+                image, self.n_arms, self.step, self.seed, self.latent, progress
             )
         else:
             self.arms = arms

@@ -22,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -50,6 +50,9 @@ class LatentAgent(Agent):
         num_threads: torch threads for training and encoding.
         device: where the rVAE trains: ``"auto"`` (a GPU when there is one), ``"cpu"``,
             ``"cuda"``, ``"cuda:N"`` (:mod:`agents.device`); the report says where it ran.
+        progress: called with ``(steps done, steps in all)`` while the rVAE trains (a few
+            seconds; see :meth:`~agents.rvae.RotationInvariantVAE.fit_image`). Not a setting:
+            not recorded, it changes nothing the agent decides.
     """
 
     name = "latent"
@@ -67,6 +70,7 @@ class LatentAgent(Agent):
         seed: int = 0,
         num_threads: Optional[int] = 1,
         device: str = "auto",
+        progress: Optional[Callable[[int, int], None]] = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -85,7 +89,7 @@ class LatentAgent(Agent):
         self.vae = RotationInvariantVAE(
             window=window, latent_dim=latent_dim, epochs=epochs, seed=seed,
             num_threads=num_threads, device=device,
-        ).fit_image(image, step=self.train_step)  # fmt: skip
+        ).fit_image(image, step=self.train_step, progress=progress)  # fmt: skip
         self.candidates = candidate_grid(image.shape, self.step)
         self.z, self.angle = self.vae.encode_positions(image, self.candidates)
         self.mixture = GaussianMixture(self.n_clusters, random_state=self.seed).fit(self.z)

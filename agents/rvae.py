@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import numpy as np
 import pyro
@@ -220,8 +220,21 @@ class RotationInvariantVAE:
 
     # ------------------------------------------------------------------ fit
 
-    def fit_image(self, survey_image: Any, step: int = 4) -> RotationInvariantVAE:
-        """Train on the patches around every ``step``-th pixel of one survey image."""
+    def fit_image(
+        self,
+        survey_image: Any,
+        step: int = 4,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> RotationInvariantVAE:
+        """Train on the patches around every ``step``-th pixel of one survey image.
+
+        Args:
+            survey_image: 2-D survey image.
+            step: spacing of the training patches, px.
+            progress: called after every optimiser step with ``(steps done, steps in
+                all)`` (``epochs`` x minibatches), e.g. to draw a bar; it draws nothing
+                random, so the trained model is the same with or without it.
+        """
         image = np.asarray(survey_image, dtype=np.float64)
         if image.ndim != 2:
             raise ValueError(f"survey image must be 2-D, got {image.shape}")
@@ -239,6 +252,7 @@ class RotationInvariantVAE:
             optimiser = torch.optim.Adam(elbo.parameters(), lr=self.learning_rate)
             gen = torch.Generator(device="cpu").manual_seed(self.seed)
             n = len(x)
+            steps, done = self.epochs * -(-n // self.batch_size), 0
             self.losses = []
             for _ in range(self.epochs):
                 order = torch.randperm(n, generator=gen)
@@ -250,6 +264,9 @@ class RotationInvariantVAE:
                     loss.backward()
                     optimiser.step()
                     total += float(loss.detach())
+                    done += 1
+                    if progress is not None:
+                        progress(done, steps)
                 self.losses.append(total / n)
         self.train_seconds = time.perf_counter() - started
         # on a shared machine the wall time says how busy it was; the CPU time what the

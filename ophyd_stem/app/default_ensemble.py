@@ -117,7 +117,8 @@ def train_default_ensemble(
         device, compute: where to train (see :func:`agents.ensemble.train_ensemble`).
         calibration_images: 256² twin images to calibrate the uncertainty on (0: none;
             the uncertainty is then the members' variance).
-        progress: show a progress bar while the members train.
+        progress: show progress bars (stderr) while the images are made, the members
+            train and the calibration predicts.
 
     Returns:
         the saved :class:`agents.ensemble.Ensemble`.
@@ -130,6 +131,7 @@ def train_default_ensemble(
     )
 
     from .training_data import make_training_set
+    from .waits import counting_bar
 
     started = time.monotonic()
     log(f"making {images} labelled twin images ({size}x{size}, graphene and SrTiO3)...")
@@ -159,9 +161,12 @@ def train_default_ensemble(
             calibration_images, seed=seed, progress=progress
         )
         try:
-            calibration = calibrate_uncertainty(
-                ensemble, cal_images, cal_atoms, description=description, device=device
-            )
+            # predicting on the 48 images takes seconds: the bar counts them
+            with counting_bar("calibrating", unit="img", enabled=progress) as counted:
+                calibration = calibrate_uncertainty(
+                    ensemble, cal_images, cal_atoms, description=description, device=device,
+                    progress=counted,
+                )  # fmt: skip
         except ValueError as exc:  # e.g. a barely trained ensemble finds no atom at all
             log(f"  not calibrated ({exc}): the atom uncertainty stays the members' variance")
         else:

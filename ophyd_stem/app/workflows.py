@@ -24,6 +24,7 @@ from .plan_builds import _setup_scan
 from .plan_options import QueueItem, _scan_arguments, _setup_item
 from .registry import PlanEntry, register
 from .run_summaries import _band_truth, _twin_truth
+from .waits import counting_bar
 
 __all__: list[str] = []
 
@@ -107,13 +108,12 @@ def _bandit_arguments(parser: argparse.ArgumentParser) -> None:
 def _build_bandit(session: Any, args: argparse.Namespace) -> Generator:
     from agents.bandit import BanditAgent
 
-    return (
-        yield from _run_adaptive(
-            session,
-            args,
-            lambda image: BanditAgent(image, **_bandit_settings(args)),
-        )
-    )
+    def make(image):
+        # latent arms train an rVAE first (seconds): its bar counts the steps
+        with counting_bar("rVAE training", unit="step") as progress:
+            return BanditAgent(image, **_bandit_settings(args), progress=progress)
+
+    return (yield from _run_adaptive(session, args, make))
 
 
 def _bandit_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -261,7 +261,10 @@ def _build_latent(session: Any, args: argparse.Namespace) -> Generator:
 
     def make_agent(image):
         device = session.config.device or "auto"
-        args.agent = LatentAgent(image, **_latent_settings(args), device=device)
+        with counting_bar("rVAE training", unit="step") as progress:
+            args.agent = LatentAgent(
+                image, **_latent_settings(args), device=device, progress=progress
+            )
         return args.agent
 
     yield from _setup_scan(session, args)

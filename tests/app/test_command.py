@@ -130,6 +130,9 @@ def test_train_ensemble_then_run_dcnn(app_env, tmp_path):
     assert train.returncode == 0, train.stderr[-3000:]
     assert "saved ensemble 'tiny'" in train.stdout
     assert "calibrating the uncertainty on 3 other twin images" in train.stdout
+    # the calibration's predictions (seconds on the default 48 images) show a bar with
+    # counts (issue 17)
+    assert re.search(r"calibrating: 100%\|[^|]*\| 3/3 \[", train.stderr)
     # one member per worker of the command's own LocalCluster, on the CPU asked for
     metadata = json.loads((tmp_path / "cache" / "ensembles" / "tiny" / "metadata.json").read_text())
     assert metadata["compute"] == "local:2"

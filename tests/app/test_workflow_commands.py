@@ -77,11 +77,21 @@ def test_run_physics_and_bandit_print_their_truth_score_and_what_they_learnt(app
     assert re.search(r"truth       best measured position holds \d+ %", bandit.stdout)
     pulls = re.search(r"pulls per arm \{(.*)\}", bandit.stdout).group(1)
     assert sum(int(p.split(": ")[1]) for p in pulls.split(", ")) == 7
+    assert "rVAE training" not in bandit.stderr  # k-means arms: nothing to train
+
+    # latent arms train an rVAE on the survey first: the wait shows counts (issue 17)
+    latent = ophyd_stem(app_env, "run", "bandit", "--arms", "latent", "--steps", "3",
+                        "--size", "48")  # fmt: skip
+    assert latent.returncode == 0, latent.stderr[-3000:]
+    assert re.search(r"rVAE training: 100%\|[^|]*\| (\d+)/\1 \[", latent.stderr)
+    assert "the latent arms' rVAE trained in" in latent.stdout
 
 
 def test_run_latent_prints_its_clusters_training_and_the_phases_it_reached(app_env):
     run = ophyd_stem(app_env, "run", "latent", "--size", "48", "--eels", "4", "--clusters", "3")
     assert run.returncode == 0, run.stderr[-3000:]
+    # the rVAE's training (seconds) shows a bar with counts on stderr (issue 17)
+    assert re.search(r"rVAE training: 100%\|[^|]*\| (\d+)/\1 \[", run.stderr)
     sizes = re.search(r"clusters    sizes \[([0-9, ]+)\], spectra per cluster \[([0-9, ]+)\]",
                       run.stdout)  # fmt: skip
     assert sum(int(v) for v in sizes.group(2).split(",")) == 4

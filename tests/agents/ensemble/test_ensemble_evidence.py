@@ -171,3 +171,24 @@ def test_calibrated_ensemble_reports_the_probability_an_atom_is_false(
     np.testing.assert_allclose(loaded.uncertainty, p.uncertainty)
     with pytest.raises(ValueError, match="calibration must be"):
         predict(ensemble, images[0], calibration="twin")
+
+
+def test_calibration_counts_its_images_and_fits_the_same_with_or_without_them(
+    tiny_ensemble, make_images
+):
+    """The first `run dcnn` calibrates on 48 twin images (seconds): the wait shows counts
+    (issue 17); counting changes nothing that is fitted."""
+    images, atoms = make_images(6, seed=11, size=48, noise=0.6)
+    calls = []
+    fits = [
+        calibrate_uncertainty(
+            Ensemble(copy.deepcopy(tiny_ensemble.members), dict(tiny_ensemble.metadata)),
+            images,
+            atoms,
+            num_threads=1,
+            progress=progress,
+        )
+        for progress in (lambda done, total: calls.append((done, total)), None)
+    ]
+    assert calls == [(i, 6) for i in range(1, 7)]
+    assert fits[0].to_dict() == fits[1].to_dict()

@@ -111,3 +111,15 @@ def test_latent_clusters_as_arms_are_rebuilt_from_the_config():
     # a label map is not in a run's record: rebuilding from arms="labels" says so
     with pytest.raises(ValueError, match="cannot be rebuilt"):
         BanditAgent(image, arms="labels")
+
+
+def test_latent_arms_count_the_rvae_training_and_other_arms_call_nothing():
+    calls = []
+    image = _two_halves()
+    BanditAgent(image, arms="latent", n_arms=2, seed=0, latent={"epochs": 2, "window": 8},
+                progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    assert calls
+    assert calls[-1][0] == calls[-1][1] == len(calls)
+    counted = len(calls)
+    BanditAgent(image, arms="tiles", n_arms=2, seed=0, progress=lambda *a: calls.append(a))
+    assert len(calls) == counted  # nothing trained, nothing counted

@@ -45,3 +45,34 @@ def test_rvae_refuses_bad_settings_and_encoding_before_training():
         RotationInvariantVAE().encode_positions(np.ones((16, 16)), [[4, 4]])
     with pytest.raises(ValueError, match="mode"):
         LatentAgent(_field(), mode="greedy")
+
+
+def test_rvae_training_counts_its_steps_and_trains_the_same_model_with_or_without_them():
+    """`run latent` shows the rVAE's training with counts (issue 17); the callback draws
+    nothing random: the same seed trains the same model."""
+    import torch
+
+    from agents.patches import candidate_grid
+
+    image = _field()
+    calls = []
+    settings = dict(window=8, epochs=3, batch_size=64, seed=1)
+    counted = RotationInvariantVAE(**settings).fit_image(
+        image, step=3, progress=lambda done, total: calls.append((done, total))
+    )
+    steps = 3 * -(-len(candidate_grid(image.shape, 3)) // 64)  # epochs x minibatches
+    assert steps > 3
+    assert calls == [(i, steps) for i in range(1, steps + 1)]
+    silent = RotationInvariantVAE(**settings).fit_image(image, step=3)
+    assert counted.losses == silent.losses
+    for name, value in silent._encoder.state_dict().items():
+        assert torch.equal(counted._encoder.state_dict()[name], value), name
+
+
+def test_latent_agent_passes_the_count_on_and_records_no_callback():
+    calls = []
+    agent = LatentAgent(_field(), n_clusters=2, train_step=4, window=8, epochs=2, seed=0,
+                        progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    assert calls
+    assert calls[-1][0] == calls[-1][1] == len(calls)
+    assert "progress" not in agent.config()

@@ -1,0 +1,56 @@
+"""Bars with counts for the waits outside a run's documents (issue 17: long waits say how long).
+
+The agents report their progress through a plain callback, ``progress(done, total)``
+(they know nothing of the console); :func:`counting_bar` turns it into a tqdm bar on
+stderr, like the run's bar (:mod:`.progress`) and the twin's image bar. The bar appears
+with the first count, so a wait that never starts (a bandit whose arms need no training)
+draws nothing. It has no bluesky import: ``train-ensemble`` uses it without a RunEngine.
+
+Example:
+    >>> with counting_bar("rVAE training", unit="step") as progress:
+    ...     agent = LatentAgent(image, progress=progress)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from typing import TextIO
+
+__all__ = ["counting_bar"]
+
+
+@contextlib.contextmanager
+def counting_bar(
+    desc: str, unit: str = "step", file: TextIO | None = None, enabled: bool = True
+) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback drawing a bar with counts; closed on leaving.
+
+    Args:
+        desc: what is being waited for, in the microscopist's words (``"calibrating"``).
+        unit: what is counted (``"step"``, ``"img"``).
+        file: where to draw (default stderr, so stdout stays clean for results).
+        enabled: False yields None (no callback: nothing drawn).
+    """
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar: tqdm | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit=unit, file=file or sys.stderr,
+                       dynamic_ncols=True, leave=True)  # fmt: skip
+        if bar.total != total:
+            bar.total = total
+        bar.update(max(int(done) - bar.n, 0))
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
