@@ -14,6 +14,7 @@ from ._agents import describe_request, forward_agent, survey_detector
 from ._metadata import forward_md, with_scan_field
 from ._queue import AGENT, OPTIONAL_FLYER, READABLE, queue_parameters
 from .stubs import eels_at_suggestions, read_survey_image, record, record_table, survey_signal
+from .zero_loss import ZeroLossStep
 
 __all__ = ["dcnn"]
 
@@ -28,6 +29,7 @@ def dcnn(
     eels_points: Optional[Flyable] = None,
     n_eels: int = 0,
     signal: str = "HAADF",
+    zero_loss: Optional[bool] = None,
     md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """Find atoms with an ensemble of U-Nets and measure EELS where the agent says.
@@ -56,6 +58,10 @@ def dcnn(
     signal : str
         The survey signal the ensemble sees; its name goes to the agent, whose
         ``contrast="auto"`` takes an ABF or BF image (columns dark) inverted.
+    zero_loss : bool, optional
+        Zero-loss alignment of the spectra (:mod:`plans.zero_loss`): None (default) on for
+        low-loss spectra, True on, False off; ``primary`` keeps them as measured and
+        ``zero_loss`` the shifts.
     md : dict, optional
     """
     if n_eels and eels_points is None:
@@ -63,7 +69,10 @@ def dcnn(
     request = describe_request(agent, agent_kwargs)
     agent = forward_agent(agent, agent_kwargs)
     detector = survey_detector(agent, signal)  # ABF/BF: columns dark (contrast="auto")
-    _md = forward_md("dcnn", scan_engine, agent, eels_points, images, n_eels, signal, md, request)
+    aligner = ZeroLossStep(zero_loss)
+    _md = forward_md(
+        "dcnn", scan_engine, agent, eels_points, images, n_eels, signal, md, request, aligner
+    )
     maps = Record("dcnn_maps", units={"mean": "", "variance": ""})  # atom probabilities
     report = Record("dcnn")
     # intensity: the survey's mean over each atom's footprint, in the survey's counts
@@ -87,7 +96,7 @@ def dcnn(
             yield from record_table(atoms, image=np.full(len(columns["x"]), index), **columns)
             yield from record(report, "dcnn", image=index, report=agent.report())
             if n_eels:
-                yield from eels_at_suggestions(agent, eels_points, n_eels)
+                yield from eels_at_suggestions(agent, eels_points, n_eels, zero_loss=aligner)
             yield from bps.checkpoint()
 
     return (yield from with_scan_field(inner(), scan_engine))

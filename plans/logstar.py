@@ -16,6 +16,7 @@ from ._queue import AGENT, CONTROL, OPTIONAL_FLYER, READABLE, queue_parameters
 from .control import OperatorControl
 from .operator import resolve_control
 from .stubs import eels_at_suggestions, read_survey_image, record, record_table, survey_signal
+from .zero_loss import ZeroLossStep
 
 __all__ = ["logstar"]
 
@@ -31,6 +32,7 @@ def logstar(
     n_eels: int = 0,
     signal: str = "HAADF",
     control: Union[str, OperatorControl, None] = None,
+    zero_loss: Optional[bool] = None,
     md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """Find atoms without labels (LoG*), record the Pareto front and the operator's choice,
@@ -66,6 +68,10 @@ def logstar(
         The operator's hand (a mode name: the session's shared control): its front pick
         (``control.pick_front``) is applied to each image, and in approve mode the plan
         pauses at each front and before the EELS points.
+    zero_loss : bool, optional
+        Zero-loss alignment of the spectra (:mod:`plans.zero_loss`): None (default) on for
+        low-loss spectra, True on, False off; ``primary`` keeps them as measured and
+        ``zero_loss`` the shifts.
     md : dict, optional
     """
     if n_eels and eels_points is None:
@@ -75,8 +81,9 @@ def logstar(
     detector = survey_detector(agent, signal)  # ABF/BF: columns dark (contrast="auto")
     control = resolve_control(control)
     # the agent's settings and state at the start go in too, so forensics can rebuild it
+    aligner = ZeroLossStep(zero_loss)
     _md = forward_md(
-        "logstar", scan_engine, agent, eels_points, images, n_eels, signal, md, request
+        "logstar", scan_engine, agent, eels_points, images, n_eels, signal, md, request, aligner
     )
     report = Record("logstar", hints=["n_atoms"])
     atoms = Table("atoms", units={"x": "px", "y": "px", "sigma": "px"})
@@ -123,7 +130,9 @@ def logstar(
                 report=agent.report(),
             )
             if n_eels:
-                yield from eels_at_suggestions(agent, eels_points, n_eels, control, index)
+                yield from eels_at_suggestions(
+                    agent, eels_points, n_eels, control, index, zero_loss=aligner
+                )
             yield from bps.checkpoint()
 
     return (yield from with_scan_field(inner(), scan_engine))

@@ -130,10 +130,17 @@ def record_table(table: Any, **columns: Any) -> MsgGenerator[None]:
 
 
 def eels_at_suggestions(
-    agent: Any, eels_points: Any, n: int, control: Any = None, step: int = 0
+    agent: Any,
+    eels_points: Any,
+    n: int,
+    control: Any = None,
+    step: int = 0,
+    zero_loss: Any = None,
 ) -> MsgGenerator[SpectrumAcquisition | None]:
     """Spectra at the agent's next ``n`` suggestions (atoms of its target class, say), into
-    ``primary``, after the operator's review when a ``control`` is given.
+    ``primary``, after the operator's review when a ``control`` is given; with ``zero_loss``
+    (a :class:`plans.zero_loss.ZeroLossStep`) aligned on their zero-loss peaks and the
+    alignment recorded, as the adaptive plans do.
 
     The agent is told where it measured (``ingest`` with zeros: forward workflows rank by
     the image, not by the spectra), so it never suggests the same place twice. Returns the
@@ -145,6 +152,6 @@ def eels_at_suggestions(
     if not suggestions:
         return None
     positions = np.array([[s["x"], s["y"]] for s in suggestions], dtype=np.float64)
-    acquisition = yield from acquire_spectra_at_points(eels_points, positions)
+    acquisition = yield from acquire_spectra_at_points(eels_points, positions, zero_loss=zero_loss)
     agent.ingest(positions, np.zeros(len(positions)))
     return acquisition

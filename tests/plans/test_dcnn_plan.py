@@ -52,3 +52,11 @@ def test_dcnn_records_maps_atoms_and_eels_at_the_most_uncertain_atoms(RE, tmp_pa
     measured = [uncertainty[(s["stem-beam-x"], s["stem-beam-y"])] for s in spectra]
     assert measured[0] == max(uncertainty.values())
     assert measured == sorted(measured, reverse=True)
+    # low-loss spectra aligned on their zero-loss peaks by default (recorded, in order)
+    aligned = stream_events(RE, "zero_loss")
+    assert [(a["zero_loss-x"], a["zero_loss-y"]) for a in aligned] == [
+        (s["stem-beam-x"], s["stem-beam-y"]) for s in spectra
+    ]
+    start = next(d for n, d in RE.documents if n == "start")
+    assert start["zero_loss"]["mode"] == "auto"
+    assert start["plan_args"]["zero_loss"] is None

@@ -59,6 +59,28 @@ def test_logstar_run_records_atoms_front_choice_and_eels(RE, microscope):
     assert len(spectra) == 2
     positions = {(s["stem-beam-x"], s["stem-beam-y"]) for s in spectra}
     assert positions <= {(a["atoms-x"], a["atoms-y"]) for a in atoms}
+    # low-loss spectra: aligned on their zero-loss peaks by default, as in the adaptive plans
+    start = next(d for n, d in RE.documents if n == "start")
+    assert start["zero_loss"]["mode"] == "auto"
+    aligned = stream_events(RE, "zero_loss")
+    assert len(aligned) == 2
+    assert {(a["zero_loss-x"], a["zero_loss-y"]) for a in aligned} == positions
+    assert all(abs(a["zero_loss-zlp"]) < 3.0 for a in aligned)  # found, in eV
+
+
+def test_logstar_spectra_unaligned_when_asked(RE, microscope):
+    from agents.logstar import LoGStarAgent
+
+    agent = LoGStarAgent("graphene", budget=8, n_initial=6, seed=0)
+    RE(
+        logstar(
+            microscope.scan, agent, eels_points=microscope.eels_points, n_eels=2, zero_loss=False
+        )
+    )
+    assert len(stream_events(RE, "primary")) == 2
+    assert stream_events(RE, "zero_loss") == []
+    with pytest.raises(ValueError, match="zero_loss"):
+        RE(logstar(microscope.scan, agent, zero_loss="yes"))
 
 
 def test_operator_choice_is_applied_to_the_next_run_without_reoptimising(RE, microscope):
