@@ -271,7 +271,8 @@ def test_logstar_front_pick_in_approve_mode_is_recorded_and_replayed(logstar_run
     assert data.interventions[1]["who"] == "jane"
     report = forensics(logstar_run.run)
     assert report.ok, report.text()
-    assert {c.what for c in report.checks} == {"front", "choice", "atoms"}
+    # the spectra at the atoms are low-loss: their zero-loss alignment is replayed too
+    assert {c.what for c in report.checks} == {"front", "choice", "atoms", "zero_loss"}
 
 
 def test_console_calls_check_their_input():

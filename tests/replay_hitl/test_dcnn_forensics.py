@@ -42,7 +42,8 @@ def test_dcnn_forensics_matches_every_decision(dcnn_run):
     report = forensics(dcnn_run)
     assert report.ok, report.text()
     kinds = [check.what for check in report.checks]
-    assert kinds == ["atoms", "suggestions", "atoms", "suggestions"]
+    # the spectra at the atoms are low-loss: their zero-loss alignment is replayed too
+    assert kinds == ["atoms", "suggestions", "atoms", "suggestions", "zero_loss"]
 
 
 def test_dcnn_counterfactual_sends_the_beam_elsewhere(dcnn_run, tmp_path):
