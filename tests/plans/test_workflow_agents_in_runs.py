@@ -67,11 +67,14 @@ def test_a_bandit_over_latent_clusters_is_recorded_and_forensics_rebuilds_its_ar
 def test_hypotheses_run_records_the_evidence_and_forensics_reproduces_it(RE, nanoparticles):
     from ophyd_stem.app.analysis.forensics import forensics
 
-    fast = {"n_seed": 2, "seed": 1, "step": 4, "train_steps": 40, "finetune_steps": 5,
+    # seed points over three steps: the report after each step fits every hypothesis (it weighs
+    # them) while the agent still only hands out seeds; the replay must fit when the run did
+    fast = {"n_seed": 3, "seed": 1, "step": 4, "train_steps": 40, "finetune_steps": 5,
             "draws": 2, "particles": 4, "hypotheses": ["step", "flat"]}  # fmt: skip
     RE(adaptive_eels(nanoparticles.scan, nanoparticles.eels_points, "hypotheses", "band:20:30",
-                     agent_kwargs=fast, steps=3, batch=2, maps_every=0))  # fmt: skip
+                     agent_kwargs=fast, steps=5, batch=1, maps_every=0))  # fmt: skip
     data = unpack_run(RE.documents)
+    assert list(data.decisions["source"]).count("model") == 2  # steps 4 and 5 decide
     report = data.decisions["reports"][-1]
     assert set(report["hypotheses"]) == {"step", "flat"}
     assert sum(h["probability"] for h in report["hypotheses"].values()) == pytest.approx(1.0)
@@ -95,11 +98,14 @@ def test_physics_run_replays_and_a_counterfactual_changes_its_acquisition(RE, na
     from ophyd_stem.app.analysis.counterfactual import counterfactual
     from ophyd_stem.app.analysis.forensics import forensics
 
-    fast = {"n_seed": 2, "seed": 1, "step": 4, "train_steps": 40, "finetune_steps": 5,
+    # seed points over two steps, maps after each: the maps fit the GP while the agent still
+    # only hands out seeds; the replay must fit when the run did
+    fast = {"n_seed": 4, "seed": 1, "step": 4, "train_steps": 40, "finetune_steps": 5,
             "draws": 2}  # fmt: skip
     RE(adaptive_eels(nanoparticles.scan, nanoparticles.eels_points, "physics", "band:20:30",
-                     agent_kwargs=fast, steps=4, batch=2, maps_every=0))  # fmt: skip
+                     agent_kwargs=fast, steps=4, batch=2, maps_every=1))  # fmt: skip
     data = unpack_run(RE.documents)
+    assert list(data.decisions["source"]).count("model") == 4  # steps 3 and 4 decide
     assert "edge_width" in data.decisions["reports"][-1]["physics"]
     replay = forensics(data)
     assert replay.ok, replay.text()

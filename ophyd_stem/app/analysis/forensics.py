@@ -3,10 +3,11 @@
 A run holds what was measured, in order, and what the agent decided at each step (its
 suggestions, the operator's interventions). :func:`forensics` rebuilds the agent from the
 run (same survey image, same seed and settings, the scalarizer from ``plan_args`` and the
-interventions), feeds it the recorded measurements in the recorded order, re-applies every
-intervention where it happened, and compares each suggestion it makes now with the one
-recorded. A mismatch means the agent (its code, its settings, the libraries under it) no
-longer behaves as it did during the experiment.
+interventions), feeds it the recorded measurements in the recorded order, asks it for its
+report and its maps where the plan did (asking can make an agent fit, which moves its next
+decisions on), re-applies every intervention where it happened, and compares each suggestion
+it makes now with the one recorded. A mismatch means the agent (its code, its settings, the
+libraries under it) no longer behaves as it did during the experiment.
 
 Workflows: ``adaptive_eels`` (DKL and any agent given by ``make_agent``), ``edge_eels``
 (the edge agent's points), ``logstar`` (the Pareto front, the choice, the atoms; and
@@ -68,6 +69,18 @@ def _apply(agent: Any, iv: dict[str, Any]) -> bool:
     return True
 
 
+def _after_step(agent: Any, step: int, map_steps: set[int]) -> None:
+    """What ``adaptive_eels`` asks of the agent after a step's measurements: its report (with
+    the step's decisions), then its maps where the run recorded them. Asking can change what
+    the agent decides next: the hypotheses agent fits every hypothesis to weigh them for its
+    report, a physics GP fits for its maps, and each fit moves their warm start and their
+    fits' random seed on. The replay asks when the run did."""
+    if callable(getattr(agent, "report", None)):
+        agent.report()
+    if step in map_steps and callable(getattr(agent, "predict_maps", None)):
+        agent.predict_maps()
+
+
 def _adaptive(data: RunData, make_agent: Callable, report: ForensicsReport) -> None:
     if data.survey_image is None:
         raise ValueError("the run has no survey image: nothing to rebuild the agent on")
@@ -79,6 +92,7 @@ def _adaptive(data: RunData, make_agent: Callable, report: ForensicsReport) -> N
     values = np.asarray(dec.get("value", []), dtype=float)
     sources = list(dec.get("source", []))
     all_steps = sorted(set(steps.tolist()) | {int(iv["step"]) for iv in data.interventions})
+    map_steps = {int(m["step"]) for m in data.maps if "step" in m}
     for step in all_steps:
         ivs = [iv for iv in data.interventions if int(iv["step"]) == step]
         for iv in ivs:
@@ -105,6 +119,7 @@ def _adaptive(data: RunData, make_agent: Callable, report: ForensicsReport) -> N
                 report.interventions += _apply(agent, iv)
         if len(rows):
             agent.ingest(positions[rows], values[rows])
+            _after_step(agent, step, map_steps)
     _check_values(data, report)
 
 
