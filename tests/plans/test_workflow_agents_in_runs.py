@@ -110,6 +110,10 @@ def test_physics_run_replays_and_a_counterfactual_changes_its_acquisition(RE, na
     replay = forensics(data)
     assert replay.ok, replay.text()
     assert replay.agent["class"] == "PhysicsGPAgent"
+    # the same agent, asked what the plan asked after each step, chooses what the run chose
+    settings = ",".join(f"{k}={v}" for k, v in fast.items())
+    same = counterfactual(data, f"physics:{settings}", out_dir=None)
+    assert same.agree.all(), (same.chosen, same.recorded)
     other = counterfactual(data, "physics:acquisition=ei", out_dir=None)
     assert other.chosen.shape == data.positions.shape  # 4 steps of 2 spectra
     assert np.all(np.isfinite(other.chosen))

@@ -41,7 +41,7 @@ import numpy as np
 from agents.runs import RunData
 
 from .checks import Check, ForensicsReport, _compare
-from .rebuild import agent_factory, as_run_data, replay_device, survey_detector
+from .rebuild import after_step, agent_factory, as_run_data, replay_device, survey_detector
 
 __all__ = [
     "Check",
@@ -67,18 +67,6 @@ def _apply(agent: Any, iv: dict[str, Any]) -> bool:
     else:
         return False
     return True
-
-
-def _after_step(agent: Any, step: int, map_steps: set[int]) -> None:
-    """What ``adaptive_eels`` asks of the agent after a step's measurements: its report (with
-    the step's decisions), then its maps where the run recorded them. Asking can change what
-    the agent decides next: the hypotheses agent fits every hypothesis to weigh them for its
-    report, a physics GP fits for its maps, and each fit moves their warm start and their
-    fits' random seed on. The replay asks when the run did."""
-    if callable(getattr(agent, "report", None)):
-        agent.report()
-    if step in map_steps and callable(getattr(agent, "predict_maps", None)):
-        agent.predict_maps()
 
 
 def _adaptive(data: RunData, make_agent: Callable, report: ForensicsReport) -> None:
@@ -119,7 +107,7 @@ def _adaptive(data: RunData, make_agent: Callable, report: ForensicsReport) -> N
                 report.interventions += _apply(agent, iv)
         if len(rows):
             agent.ingest(positions[rows], values[rows])
-            _after_step(agent, step, map_steps)
+            after_step(agent, step, map_steps)
     _check_values(data, report)
 
 

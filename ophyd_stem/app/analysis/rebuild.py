@@ -18,6 +18,7 @@ from agents.runs import RunData, unpack_run
 
 __all__ = [
     "REPORTED_AGENTS",
+    "after_step",
     "agent_factory",
     "as_run_data",
     "replay_device",
@@ -273,3 +274,15 @@ def _dcnn_factory(data: RunData, **overrides: Any) -> tuple[Callable[[Any], Any]
         "ensemble": name,
         **described,
     }
+
+
+def after_step(agent: Any, step: int, map_steps: set[int]) -> None:
+    """What ``adaptive_eels`` asks of the agent after a step's measurements: its report (with
+    the step's decisions), then its maps where the run recorded them. Asking can change what
+    the agent decides next: the hypotheses agent fits every hypothesis to weigh them for its
+    report, a physics GP fits for its maps, and each fit moves their warm start and their
+    fits' random seed on. The replay asks when the run did."""
+    if callable(getattr(agent, "report", None)):
+        agent.report()
+    if step in map_steps and callable(getattr(agent, "predict_maps", None)):
+        agent.predict_maps()
