@@ -46,13 +46,21 @@ from .protocol_frames import (
     _is_frame_ref,
     _place_arrays,
     _plain,
+    _str_keys,
     array_from_frame,
     as_integer,
     dtype_descriptor,
     is_frame_reference,
     resolve_frame_argument,
 )
-from .protocol_header import _C_ENCODE, _dump, _parse_header, _parse_json, _plain_scan
+from .protocol_header import (
+    _C_ENCODE,
+    _dump,
+    _make_array_encoder,
+    _parse_header,
+    _parse_json,
+    _plain_scan,
+)
 
 __all__ = [
     "DTYPES",
@@ -353,27 +361,49 @@ def encode_reply(
             caller; the server turns it into an ``internal_error`` reply).
     """
     if (
-        type(result) is dict
-        and type(elapsed) is float
+        type(elapsed) is float
         and elapsed - elapsed == 0.0
         and (type(request_id) is int or type(request_id) is str)
         and _C_ENCODE is not None
-        and _plain(result)
     ):
-        # The common small result (a flat dict of scalars), written from cached pieces: the
-        # same header as below, without building and walking a dict.
-        key = (command, instance)
-        head = _REPLY_HEADS.get(key)
-        if head is None:
-            tail = "" if instance is None else ',"instance":' + "".join(_C_ENCODE(instance, 0))
-            cmd = "".join(_C_ENCODE(command, 0))
-            head = _cached(_REPLY_HEADS, key, (f',"ok":true,"command":{cmd},"result":', tail))
-        rid = "".join(_C_ENCODE(request_id, 0))
-        text = "".join(_C_ENCODE(result, 0))
-        return [
-            f'{{"protocol":1,"id":{rid}{head[0]}{text},"frames":[],'
-            f'"elapsed":{float.__repr__(elapsed)}{head[1]}}}'.encode()
-        ]
+        # The general path's header, written from cached pieces without building a dict:
+        # a flat dict of scalars (the common small result) as it is; a result with arrays
+        # (an image, spectra) by the C encoder in one pass, arrays becoming frames as it
+        # meets them (walking it first cost more than the rest of a 128² image's reply).
+        # What that encoder would not write as the general path does (keys other than
+        # strings, deep nesting, a non-finite number, an unknown type) goes the general way.
+        frames: List[Any] = []
+        descriptors: List[Dict[str, Any]] = []
+        try:
+            if type(result) is dict and _plain(result):
+                text = "".join(_C_ENCODE(result, 0))
+            elif (type(result) is dict or type(result) is list) and _str_keys(result):
+                text = "".join(_make_array_encoder(frames, descriptors)(result, 0))
+            else:
+                text = None
+        except (TypeError, ValueError):
+            text = None
+        if text is not None:
+            key = (command, instance)
+            head = _REPLY_HEADS.get(key)
+            if head is None:
+                tail = "" if instance is None else ',"instance":' + "".join(_C_ENCODE(instance, 0))
+                cmd = "".join(_C_ENCODE(command, 0))
+                head = _cached(_REPLY_HEADS, key, (f',"ok":true,"command":{cmd},"result":', tail))
+            rid = "".join(_C_ENCODE(request_id, 0))
+            described = "".join(_C_ENCODE(descriptors, 0)) if descriptors else "[]"
+            return [
+                f'{{"protocol":1,"id":{rid}{head[0]}{text},"frames":{described},'
+                f'"elapsed":{float.__repr__(elapsed)}{head[1]}}}'.encode(),
+                *frames,
+            ]
+    return _encode_reply_general(request_id, result, elapsed, command, instance)
+
+
+def _encode_reply_general(
+    request_id: Any, result: Any, elapsed: Any, command: Optional[str], instance: Optional[str]
+) -> List[Any]:
+    """:func:`encode_reply` by the general path (its fast paths must write the same)."""
     frames: List[Any] = []
     descriptors: List[Dict[str, Any]] = []
     header: Dict[str, Any] = {

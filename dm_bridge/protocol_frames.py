@@ -55,6 +55,13 @@ MAX_FLOAT_INTEGER = 2**53
 Buffer = Union[bytes, bytearray, memoryview, Any]
 
 _ALLOWED = {np.dtype("<" + code): "<" + code for code in DTYPES}
+#: the wire's dtype names (as :func:`_parse_dtype` accepts them) -> numpy dtypes
+_WIRE_DTYPES = {
+    **{"<" + code: np.dtype("<" + code) for code in DTYPES},
+    **{"|" + code: np.dtype("<" + code) for code in DTYPES if code[1] == "1"},
+}
+#: the wire's byte order (little-endian) is this machine's
+_NATIVE_WIRE = np.dtype("<f4").isnative
 
 
 # ------------------------------------------------------------------------------------ dtypes
@@ -116,6 +123,32 @@ def array_from_frame(buffer: Buffer, descriptor: Any) -> np.ndarray:
     Raises:
         BadRequest: unknown dtype, bad shape, or a byte count that does not match.
     """
+    if type(descriptor) is dict and len(descriptor) == 2:
+        # The common frame (an image, spectra): the same checks in fewer calls; anything
+        # else (or wrong) goes the general way below, which says what is wrong.
+        name, shape = descriptor.get("dtype"), descriptor.get("shape")
+        dtype = _WIRE_DTYPES.get(name) if type(name) is str else None
+        if dtype is not None and type(shape) is list and 0 < len(shape) <= MAX_NDIM:
+            count = dtype.itemsize
+            for n in shape:
+                if type(n) is not int or not 0 <= n <= MAX_FLOAT_INTEGER:
+                    break
+                count *= n
+            else:
+                view = memoryview(buffer)
+                if view.nbytes == count and _NATIVE_WIRE:
+                    try:
+                        array = np.frombuffer(view, dtype=dtype).reshape(shape)
+                    except ValueError:
+                        pass
+                    else:
+                        if array.flags.aligned:
+                            return array
+    return _array_from_frame_general(buffer, descriptor)
+
+
+def _array_from_frame_general(buffer: Buffer, descriptor: Any) -> np.ndarray:
+    """:func:`array_from_frame` by the general path (its fast path must agree)."""
     if not isinstance(descriptor, dict) or set(descriptor) != {"dtype", "shape"}:
         raise BadRequest(
             f"a frame descriptor is {{'dtype': ..., 'shape': [...]}}, got {descriptor!r}"
@@ -208,6 +241,28 @@ def _extract_arrays(
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"cannot send a value of type {type(value).__name__}: {value!r}")
+
+
+def _str_keys(value: Any, depth: int = 0) -> bool:
+    """Whether every dict in ``value`` (a dict, list or tuple) has string keys only and
+    is a plain dict, list or tuple, nested less than :data:`MAX_DEPTH` deep: then JSON's C
+    encoder writes ``value`` as :func:`_extract_arrays` then the header's encoder would (it
+    writes other keys its own way: ``True`` as ``true``, where ``str`` gives ``True``)."""
+    if depth >= MAX_DEPTH:
+        return False
+    if type(value) is dict:
+        for key in value:
+            if type(key) is not str:
+                return False
+        value = value.values()
+    for v in value:
+        kind = type(v)
+        if kind is dict or kind is list or kind is tuple:
+            if not _str_keys(v, depth + 1):
+                return False
+        elif kind is not float and kind not in _SCALARS and isinstance(v, (dict, list, tuple)):
+            return False  # (a subclass: the general way)
+    return True
 
 
 def _plain(mapping: Dict[Any, Any]) -> bool:

@@ -15,8 +15,10 @@ import math
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
+
 from .errors import BadRequest
-from .protocol_frames import Buffer
+from .protocol_frames import FRAME_REF, Buffer, _frame_of
 
 # ------------------------------------------------------------------------------------ JSON
 
@@ -61,13 +63,39 @@ def _not_json(value: Any) -> Any:
 
 
 try:  # JSONEncoder.encode builds a C encoder per call; keep one (it holds no call state)
-    from json.encoder import c_make_encoder, encode_basestring_ascii
+    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import encode_basestring_ascii as _encode_basestring_ascii
 
-    _C_ENCODE = c_make_encoder(
-        None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False
+    _C_ENCODE = _c_make_encoder(
+        None, _not_json, _encode_basestring_ascii, None, ":", ",", False, False, False
     )
 except (ImportError, TypeError):  # a Python without the C accelerator
     _C_ENCODE = None
+
+
+def _make_array_encoder(frames: List[Any], descriptors: List[Any]) -> Any:
+    """A C encoder (``encoder(value, 0)`` gives the text's pieces) that writes each numpy
+    array it meets as a frame reference, appending the frame to ``frames`` and its descriptor
+    to ``descriptors``, and numpy scalars as Python ones: what
+    :func:`~dm_bridge.protocol_frames._extract_arrays` then :func:`_dump` write, in one pass.
+
+    It raises ``ValueError`` for a non-finite number and ``TypeError`` for anything else
+    it cannot write (where the general path writes ``null``, or says what is wrong).
+    """
+
+    def array_or_scalar(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            frame, descriptor = _frame_of(value)
+            frames.append(frame)
+            descriptors.append(descriptor)
+            return {FRAME_REF: len(frames) - 1}
+        if isinstance(value, np.generic):
+            return value.item()
+        raise TypeError(f"cannot send a value of type {type(value).__name__}")
+
+    return _c_make_encoder(
+        None, array_or_scalar, _encode_basestring_ascii, None, ":", ",", False, False, False
+    )
 
 
 def _parse_json(raw: Buffer, scan: Any = None) -> Any:

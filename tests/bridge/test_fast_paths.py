@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dm_bridge import protocol_header
+from dm_bridge import protocol, protocol_frames, protocol_header
 from dm_bridge.errors import BadRequest
 from dm_bridge.protocol import (
     RequestError,
@@ -167,3 +167,94 @@ def test_arrays_are_placed_wherever_the_result_refers_to_them():
         header["frames"] = [descriptor]
         with pytest.raises(BadRequest):  # used twice, out of range, not used
             decode_reply([json.dumps(header).encode(), frame])
+
+
+# Results with arrays are written by the C encoder in one pass (arrays become frames as it
+# meets them); what it cannot write as the general path would goes the general way.
+ARRAYS = st.sampled_from(
+    [
+        np.arange(6, dtype="<f4").reshape(2, 3),
+        np.arange(4, dtype="<u2"),
+        np.zeros((0, 3), "<f8"),
+        np.arange(12, dtype="<i8").reshape(3, 4)[:, ::2],  # not contiguous: copied
+        np.array(2.5),  # 0-d
+    ]
+)
+NUMPY_SCALARS = st.sampled_from(
+    [np.float32(1.5), np.float64(-2.25), np.int64(7), np.bool_(True), np.float64("nan")]
+)
+WITH_ARRAYS = st.recursive(
+    SCALARS | ARRAYS | NUMPY_SCALARS | st.sampled_from([float("inf"), float("nan")]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=2).map(tuple)
+        | st.dictionaries(
+            st.text(max_size=5) | st.sampled_from([1, 2.5, True, False, None]), inner, max_size=3
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=6), WITH_ARRAYS, max_size=5) | WITH_ARRAYS,
+    st.integers(-(2**62), 2**62) | st.text(max_size=8),
+    st.sampled_from(["acquire_image", None]),
+    st.none() | st.text(min_size=1, max_size=12),
+)
+def test_replies_with_arrays_are_the_general_header_and_frames(result, rid, command, instance):
+    fast = encode_reply(rid, result, 0.25, command, instance)
+    general = protocol._encode_reply_general(rid, result, 0.25, command, instance)
+    assert bytes(fast[0]) == bytes(general[0])
+    assert [bytes(memoryview(f).cast("B")) for f in fast[1:]] == [
+        bytes(memoryview(f).cast("B")) for f in general[1:]
+    ]
+    decode_reply([bytes(p) for p in fast])  # and it reads back
+
+
+def test_what_the_array_encoder_cannot_write_still_goes_the_general_way():
+    image = np.ones((2, 2), "<f4")
+    reply = decode_reply(encode_reply(1, {"image": image, "dose": float("inf")}, 0.0))
+    assert reply.result["dose"] is None
+    assert np.array_equal(reply.result["image"], image)
+    with pytest.raises(TypeError, match="set"):
+        encode_reply(1, {"image": image, "bad": {1, 2}}, 0.0)
+    with pytest.raises(BadRequest):  # complex numbers are not on the wire
+        encode_reply(1, {"image": np.ones(2, complex)}, 0.0)
+    loop: dict = {"image": image}
+    loop["self"] = loop
+    with pytest.raises(ValueError, match="nested too deeply"):
+        encode_reply(1, loop, 0.0)
+
+
+DIMS = st.integers(-1, 4) | st.sampled_from([2.0, 1.5, True, None, "2", 2**53, 2**53 + 1, 2**64])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["<f4", "<u1", "|u1", "|f4", ">f4", "f4", "<c8", 4, None, ["<f4"]]),
+    st.lists(DIMS, max_size=3) | st.none() | st.just("[2]"),
+    st.integers(0, 40),
+    st.sampled_from(["none", "extra", "missing"]),
+    st.booleans(),
+)
+def test_the_fast_frame_check_agrees_with_the_general_one(dtype, shape, nbytes, keys, odd):
+    descriptor = {"dtype": dtype, "shape": shape}
+    if keys == "extra":
+        descriptor["more"] = 1
+    elif keys == "missing":
+        del descriptor["shape"]
+    raw = np.arange(nbytes + 1, dtype=np.uint8)
+    buffer = memoryview(raw)[1:] if odd else memoryview(raw)[:nbytes]  # misaligned or not
+
+    def outcome(check):
+        try:
+            array = check(buffer, descriptor)
+        except BadRequest as exc:
+            return "refused", exc.message
+        return array.dtype.str, array.shape, array.tobytes(), array.flags.aligned
+
+    assert outcome(protocol_frames.array_from_frame) == outcome(
+        protocol_frames._array_from_frame_general
+    )
