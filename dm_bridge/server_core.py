@@ -33,7 +33,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, 
 
 from .backends.base import Backend
 from .keys import HandshakeLog, is_loopback, server_security
-from .protocol import encode_error
+from .protocol import encode_error, encode_reply
 from .server_requests import RequestHandling, _Job
 
 __all__ = [
@@ -182,6 +182,35 @@ class ServerCore(RequestHandling):
 
     def serve_forever(self, on_ready: Optional[Callable[[ServerCore], None]] = None) -> None:
         raise NotImplementedError
+
+    # the steps every transport's serve_forever takes, in this order
+
+    def _claim(self) -> None:
+        """A server serves once: the second serve_forever is an error."""
+        with self._baton:
+            if self._used:
+                raise RuntimeError("a Server serves once; create a new one")
+            self._used = True
+
+    def _start_up(self, bind: Callable[[], None]) -> None:
+        """Make ``hello`` and the first status, then ``bind`` the transport; whatever fails
+        is kept for :meth:`start` to raise, and :meth:`start` is released either way."""
+        try:
+            self._hello = self._make_hello()
+            encode_reply(None, self._hello, 0.0)  # fail now, not at the first hello
+            self._snapshot_status()
+            bind()
+        except BaseException as exc:
+            self._startup_error = exc
+            raise
+        finally:
+            self._ready.set()
+
+    def _abort_queued(self) -> None:
+        """Answer every queued request ``aborted``: the server is stopping."""
+        for job in self._queue:
+            self._send(job.envelope, encode_error(job.id, "aborted", "server stopping"))
+        self._queue.clear()
 
     def start(self, timeout: float = 10.0) -> ServerCore:
         """Serve from a background thread (tests, demos); return once bound.

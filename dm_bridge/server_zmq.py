@@ -28,7 +28,6 @@ from zmq.utils.monitor import parse_monitor_message
 
 from . import transport
 from .keys import start_authenticator
-from .protocol import encode_error, encode_reply
 from .server_core import _POLL_MS, ServerCore
 
 __all__ = ["ZmqServer"]
@@ -69,10 +68,7 @@ class ZmqServer(ServerCore):
             zmq.ZMQError: the address cannot be bound (port in use, bad host).
             RuntimeError: the server was already started once.
         """
-        with self._baton:
-            if self._used:
-                raise RuntimeError("a Server serves once; create a new one")
-            self._used = True
+        self._claim()
         # One context per process is ZeroMQ's idiom; in-process clients then share its I/O
         # thread, one wake-up less per message. A CurveZMQ server gets its own: the ZAP
         # handler is per context, and another server in the process may have one.
@@ -80,24 +76,20 @@ class ZmqServer(ServerCore):
         context = zmq.Context() if own else zmq.Context.instance()
         authenticator = None
         standby = None
+
+        def bind() -> None:
+            nonlocal authenticator
+            if self._security is not None:
+                # The ZAP handler must run before the socket binds, or CURVE would admit
+                # anyone.
+                authenticator = start_authenticator(
+                    context, self._security.allowed, self._handshakes
+                )
+            self._bind(context)
+
         self._baton.acquire()
         try:
-            try:
-                self._hello = self._make_hello()
-                encode_reply(None, self._hello, 0.0)  # fail now, not at the first hello
-                self._snapshot_status()
-                if self._security is not None:
-                    # The ZAP handler must run before the socket binds, or CURVE would admit
-                    # anyone.
-                    authenticator = start_authenticator(
-                        context, self._security.allowed, self._handshakes
-                    )
-                self._bind(context)
-            except BaseException as exc:
-                self._startup_error = exc
-                raise
-            finally:
-                self._ready.set()
+            self._start_up(bind)
             handback = context.socket(zmq.PUSH)
             handback.connect(self._handback)
             standby = threading.Thread(
@@ -117,9 +109,7 @@ class ZmqServer(ServerCore):
                 self._instrument_loop(handback)
             finally:
                 self._stopping.set()
-                for job in self._queue:
-                    self._send(job.envelope, encode_error(job.id, "aborted", "server stopping"))
-                self._queue.clear()
+                self._abort_queued()
                 handback.close(linger=0)
         finally:
             self._stopping.set()

@@ -150,7 +150,7 @@ def parse(buffer: Any, start: int, limit: int) -> Tuple[Optional[List[Any]], int
     if available < head:
         return None, start, 0
     sizes = _lengths(count).unpack_from(buffer, start + 8)
-    total = sum(sizes) + sum(-size & 7 for size in sizes)  # (with the padding)
+    total = _padded_total(sizes)
     if total > limit:
         raise FramingError(
             "too_large",
@@ -160,12 +160,21 @@ def parse(buffer: Any, start: int, limit: int) -> Tuple[Optional[List[Any]], int
     end = start + head + total
     if len(buffer) < end:
         return None, start, head + total
+    return _split(buffer, start + head, sizes), end, head + total
+
+
+def _padded_total(sizes: Sequence[int]) -> int:
+    """Bytes the parts of these sizes take on the wire, each padded to a multiple of 8."""
+    return sum(sizes) + sum(-size & 7 for size in sizes)
+
+
+def _split(buffer: Any, offset: int, sizes: Sequence[int]) -> List[Any]:
+    """The parts of these sizes in ``buffer`` from ``offset`` on (slices, no copies)."""
     parts = []
-    offset = start + head
     for size in sizes:
         parts.append(buffer[offset : offset + size])
         offset += size + (-size & 7)
-    return parts, end, head + total
+    return parts
 
 
 def _check_count(count: int, first_byte: int) -> None:
@@ -216,6 +225,22 @@ def _lost_message(address: str, timeout: float, why: object) -> str:
     )
 
 
+def _no_connection(address: str, timeout: float, command: str) -> BridgeTimeout:
+    return BridgeTimeout(
+        f"no reply from {address} within {timeout:.3g} s: no connection: "
+        "the server is down or unreachable",
+        command,
+    )
+
+
+def _no_reply(address: str, timeout: float, command: str) -> BridgeTimeout:
+    return BridgeTimeout(
+        f"no reply from {address} within {timeout:.3g} s: connected, but no "
+        "reply (a long acquisition? raise timeout=)",
+        command,
+    )
+
+
 def _not_a_bridge(address: str, error: FramingError) -> BridgeConnectionError:
     return BridgeConnectionError(f"{address} did not answer as a stream bridge: {error.message}")
 
@@ -239,11 +264,7 @@ class StreamChannel:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise BridgeTimeout(
-                    f"no reply from {self.address} within {timeout:.3g} s: no connection: "
-                    "the server is down or unreachable",
-                    command,
-                )
+                raise _no_connection(self.address, timeout, command)
             try:
                 sock = socket.create_connection((self.host, self.port), timeout=remaining)
             except OSError:
@@ -285,11 +306,7 @@ class StreamChannel:
                 sock.sendall(buffer)
             return self._receive(sock, deadline, command, timeout)
         except socket.timeout:
-            raise BridgeTimeout(
-                f"no reply from {self.address} within {timeout:.3g} s: connected, but no "
-                "reply (a long acquisition? raise timeout=)",
-                command,
-            ) from None
+            raise _no_reply(self.address, timeout, command) from None
         except (OSError, _ConnectionLost) as exc:
             # As on ZeroMQ: the call waits out its timeout (a restarted server never
             # answers a request sent to the one before it).
@@ -346,11 +363,7 @@ class AsyncStreamChannel:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise BridgeTimeout(
-                    f"no reply from {self.address} within {timeout:.3g} s: no connection: "
-                    "the server is down or unreachable",
-                    command,
-                )
+                raise _no_connection(self.address, timeout, command)
             try:
                 self.reader, self.writer = await asyncio.wait_for(
                     asyncio.open_connection(self.host, self.port, limit=_RECV_SIZE), remaining
@@ -391,11 +404,7 @@ class AsyncStreamChannel:
                 self._receive(self.reader, command), max(deadline - time.monotonic(), 1e-3)
             )
         except asyncio.TimeoutError:
-            raise BridgeTimeout(
-                f"no reply from {self.address} within {timeout:.3g} s: connected, but no "
-                "reply (a long acquisition? raise timeout=)",
-                command,
-            ) from None
+            raise _no_reply(self.address, timeout, command) from None
         except (asyncio.IncompleteReadError, OSError) as exc:
             # (as StreamChannel.exchange: wait out the timeout, as on ZeroMQ)
             self.close()
@@ -410,15 +419,10 @@ class AsyncStreamChannel:
         except FramingError as exc:
             raise _not_a_bridge(self.address, exc) from None
         sizes = _lengths(count).unpack(await reader.readexactly(8 * count))
-        total = sum(sizes) + sum(-size & 7 for size in sizes)
+        total = _padded_total(sizes)
         # (writable memory, aligned parts: the arrays decoded from it share it, uncopied)
         body = memoryview(np.frombuffer(await reader.readexactly(total), np.uint8).copy())
-        parts = []
-        offset = 0
-        for size in sizes:
-            parts.append(body[offset : offset + size])
-            offset += size + (-size & 7)
-        return parts
+        return _split(body, 0, sizes)
 
     def close(self) -> None:
         """Close the connection."""

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional
 
-from .protocol import encode_error, encode_reply
+from .protocol import encode_error
 from .server_core import _POLL_MS, ServerCore
 from .stream import SCHEME, FramingError, pack, parse
 
@@ -81,10 +81,7 @@ class StreamServer(ServerCore):
             OSError: the address cannot be bound (port in use, bad host).
             RuntimeError: the server was already started once.
         """
-        with self._baton:
-            if self._used:
-                raise RuntimeError("a Server serves once; create a new one")
-            self._used = True
+        self._claim()
         self._peers: List[_Peer] = []
         self._numbers = 0
         self._selector: Any = None
@@ -93,16 +90,7 @@ class StreamServer(ServerCore):
         standby = None
         self._baton.acquire()
         try:
-            try:
-                self._hello = self._make_hello()
-                encode_reply(None, self._hello, 0.0)  # fail now, not at the first hello
-                self._snapshot_status()
-                self._bind_stream()
-            except BaseException as exc:
-                self._startup_error = exc
-                raise
-            finally:
-                self._ready.set()
+            self._start_up(self._bind_stream)
             standby = threading.Thread(
                 target=self._standby,
                 args=(self._serve_while_busy_stream,),
@@ -121,9 +109,7 @@ class StreamServer(ServerCore):
                 self._stream_loop()
             finally:
                 self._stopping.set()
-                for job in self._queue:
-                    self._send(job.envelope, encode_error(job.id, "aborted", "server stopping"))
-                self._queue.clear()
+                self._abort_queued()
         finally:
             self._stopping.set()
             self._baton.release()
