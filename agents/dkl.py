@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from .base import Agent, Suggestion
-from .contrast import CONTRASTS, decide_contrast
+from .contrast import check_contrast, decide_contrast
 from .device import check_device, describe, is_cuda, resolve_device
 from .dkl_exploration import DKLExploration
 from .dkl_geometry import (
@@ -262,20 +262,17 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
     def _decide_contrast(
         self, contrast: str, detector: Optional[str], image: np.ndarray, seed_points: Any
     ) -> Dict[str, Any]:
+        contrast = check_contrast(contrast)
         # measured only where it decides something: the "objects" order of feature seeds
         needed = isinstance(seed_points, str) and seed_points == "features"
-        needed = needed and self._seed_order == "objects"
-        if contrast not in CONTRASTS:
-            raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
-        if not needed or contrast != "auto":
-            kept = "bright" if contrast == "auto" else contrast
+        if contrast == "auto" and not (needed and self._seed_order == "objects"):
             return {
-                "contrast": kept,
-                "source": "asked" if contrast != "auto" else "unused",
-                "why": "not needed by these seed points" if not needed else "asked",
+                "contrast": "bright",
+                "source": "unused",
+                "why": "not needed by these seed points",
                 "detector": detector,
             }
-        decision = decide_contrast("auto", image, detector=detector)
+        decision = decide_contrast(contrast, image, detector=detector)
         if decision.warning:
             log.warning("DKL seed points: %s", decision.warning)
         return {

@@ -87,13 +87,7 @@ def agent_from_survey(make_agent: AgentFactory, image: Any, signal: str) -> Any:
     """The agent made from the survey image, told the survey detector's name when its
     factory takes one (a registered agent that reads it, DKL: the specimen's objects bright
     on HAADF, dark on ABF or BF); a console's ``agent(image)`` is called as it is."""
-    import inspect
-
-    try:
-        parameters = inspect.signature(make_agent).parameters
-    except (TypeError, ValueError):
-        return make_agent(image)
-    if "detector" in parameters:
+    if _takes_detector(make_agent):
         return make_agent(image, detector=signal)
     return make_agent(image)
 
@@ -102,10 +96,15 @@ def survey_detector(agent: Any, signal: str) -> dict[str, Any]:
     """``{"detector": signal}`` for an agent whose ``observe`` takes the survey detector's
     name (LoG*, the ensemble: under ``contrast="auto"`` an ABF or BF survey shows the
     columns dark), else nothing: a console's own agent keeps its own ``observe``."""
+    return {"detector": signal} if _takes_detector(getattr(agent, "observe", None)) else {}
+
+
+def _takes_detector(call: Any) -> bool:
+    """Whether ``call`` has a ``detector`` parameter (False for what is not callable, or
+    has no signature Python can read)."""
     import inspect
 
     try:
-        parameters = inspect.signature(agent.observe).parameters
-    except (AttributeError, TypeError, ValueError):
-        return {}
-    return {"detector": signal} if "detector" in parameters else {}
+        return "detector" in inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return False

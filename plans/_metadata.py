@@ -82,16 +82,13 @@ def forward_md(
     n_eels: int,
     signal: str,
     md: Optional[dict[str, Any]],
-    request: Optional[dict[str, Any]] = None,
-    zero_loss: Any = None,
+    request: Optional[dict[str, Any]],
+    zero_loss: Any,
 ) -> dict[str, Any]:
     """The start document of a forward workflow: survey images analysed by an agent, then
     EELS at ``n_eels`` of the sites it picks per image (LoG*, DCNN). ``request``: how the
     plan was asked for its agent (a name and its settings, when queued); ``zero_loss``: the
     plan's :class:`plans.zero_loss.ZeroLossStep`."""
-    aligned = {}
-    if zero_loss is not None:
-        aligned = {"zero_loss": zero_loss.metadata()}
     return {
         "plan_name": plan_name,
         "plan_args": {
@@ -99,9 +96,9 @@ def forward_md(
             "images": images,
             "n_eels": n_eels,
             "signal": signal,
-            **({"zero_loss": zero_loss.setting} if zero_loss is not None else {}),
+            "zero_loss": zero_loss.setting,
         },
-        **aligned,
+        "zero_loss": zero_loss.metadata(),
         "agent": agent_description(agent),
         "detectors": [scan_engine.name] + ([eels_points.name] if eels_points is not None else []),
         "num_points": images * max(n_eels, 0),

@@ -194,8 +194,8 @@ def _seed_words(agent: Any) -> str:
     config = agent.config()
     words = _SEED_WORDS.get(str(config["seed_points"]), "given")
     if config["seed_points"] == "features" and config.get("seed_order") == "objects":
-        decision = getattr(agent, "contrast_decision", None) or {}
-        words += f", the {decision.get('contrast', 'bright')} columns or particles first"
+        decision = agent.contrast_decision  # a DKLAgent's: decided when it was made
+        words += f", the {decision['contrast']} columns or particles first"
         if decision.get("detector"):
             words += f" ({decision['detector']} survey)"
     return words
