@@ -229,6 +229,11 @@ def check_key_permissions(secret_key: Any, allowed_clients: Any) -> List[str]:
     sources = allowed_clients if isinstance(allowed_clients, (list, tuple)) else [allowed_clients]
     for source in sources:
         candidates.append((source, "write", stat.S_IWGRP | stat.S_IWOTH))
+        if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+            # the key files the server will read from it: one writable by others admits
+            # whoever rewrites it, however well the folder itself is protected
+            for path in sorted(Path(os.fspath(source)).glob("*.key")):
+                candidates.append((path, "write", stat.S_IWGRP | stat.S_IWOTH))
     for source, verb, bits in candidates:
         if not isinstance(source, (str, os.PathLike)) or not os.path.exists(source):
             continue  # a key given as text: nothing on disk to protect

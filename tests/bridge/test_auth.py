@@ -217,6 +217,20 @@ def test_an_allow_list_other_users_can_write_is_refused(keys):
 
 
 @posix_only
+def test_a_key_file_in_the_allow_list_other_users_can_write_is_refused(keys):
+    # the folder itself is fine: whoever can rewrite one of its keys admits themselves
+    writable = sorted(Path(keys["allowed_clients"]).glob("*.key"))[0]
+    os.chmod(writable, 0o666)
+    with pytest.raises(ValueError, match=f"{writable.name} can be changed by other users"):
+        Server(
+            MinimalBackend(),
+            port=0,
+            server_secret_key=keys["server_secret"],
+            allowed_clients=keys["allowed_clients"],
+        )
+
+
+@posix_only
 def test_insecure_keys_start_with_a_loud_error_in_the_log(keys, caplog):
     os.chmod(keys["server_secret"], 0o644)
     caplog.set_level(logging.ERROR, logger="dm_bridge.server")
