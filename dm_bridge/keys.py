@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Set, Tuple, Union
 
 import zmq
 import zmq.auth
@@ -299,20 +299,34 @@ class HandshakeLog:
     """Logs refused CurveZMQ handshakes without flooding the log.
 
     The first refusal of each client key (and of each kind of failed handshake) is logged
-    at once; repeats are counted and summarised at most once per ``interval`` seconds. A
-    hostile client retrying every few milliseconds costs one line per interval, not one per
-    attempt. Thread-safe (the ZAP handler and the server's socket monitor both report).
+    at once, at most ``first_lines`` of them per ``interval``; repeats, and new keys beyond
+    that, are counted and summarised at most once per ``interval`` seconds. A hostile client
+    retrying every few milliseconds costs one line per interval, not one per attempt, also
+    when it makes a fresh key pair for every attempt; and the keys remembered are bounded.
+    Thread-safe (the ZAP handler and the server's socket monitor both report).
 
     Args:
         logger: where to write.
         interval: seconds between summaries of repeated refusals.
+        first_lines: refusals of sources not seen before logged one by one per interval.
+        remembered: distinct sources remembered at most (beyond: counted, not named).
     """
 
-    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 60.0,
+        first_lines: int = 10,
+        remembered: int = 1024,
+    ) -> None:
         self.logger = logger
         self.interval = float(interval)
+        self.first_lines = int(first_lines)
+        self.remembered = int(remembered)
         self._lock = threading.Lock()
-        self._seen: Dict[str, int] = {}
+        self._seen: Set[str] = set()  # sources logged by name once
+        self._sources: Set[str] = set()  # sources of the repeats not yet summarised
+        self._named = 0  # sources logged by name since the last summary
         self._repeats = 0
         self._last_summary = time.monotonic()
         #: refusals seen in total (for status and tests)
@@ -335,15 +349,22 @@ class HandshakeLog:
         now = time.monotonic()
         with self._lock:
             self.total += 1
-            first = what not in self._seen
-            self._seen[what] = self._seen.get(what, 0) + 1
-            if not first:
+            if not self._repeats and now - self._last_summary >= self.interval:
+                self._named, self._last_summary = 0, now  # a quiet interval: a new one
+            first = what not in self._seen and self._named < self.first_lines
+            if first:
+                self._named += 1
+                if len(self._seen) < self.remembered:
+                    self._seen.add(what)
+            else:
                 self._repeats += 1
+                if len(self._sources) < self.remembered:
+                    self._sources.add(what)
             summary = None
             if self._repeats and now - self._last_summary >= self.interval:
-                summary = (self._repeats, len(self._seen))
-                self._repeats = 0
-                self._last_summary = now
+                summary = (self._repeats, len(self._sources))
+                self._repeats, self._named, self._last_summary = 0, 0, now
+                self._sources.clear()
         if first:
             self.logger.warning("%s (repeats are summarised every %g s)", first_line, self.interval)
         if summary is not None:

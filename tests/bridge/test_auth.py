@@ -301,3 +301,26 @@ def test_the_handshake_log_summarises_repeats_once_per_interval():
     for _ in range(500):
         slow.refused_key("C" * 40)
     assert len(records) == 1  # 500 attempts, one line
+
+
+def test_a_fresh_key_for_every_attempt_costs_a_bounded_log_and_memory():
+    """A hostile client that makes a new key pair per attempt: each key is new, so naming
+    each one would be a line per attempt (and a key remembered per attempt)."""
+    records: List[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("test.handshakes.fresh")
+    logger.addHandler(Collect())
+    handshakes = HandshakeLog(logger, interval=3600.0, first_lines=10, remembered=100)
+    for k in range(500):
+        handshakes.refused_key(f"{k:040d}")
+    assert len(records) == 10  # the first ten named; the rest counted for the summary
+    assert len(handshakes._seen) <= 100
+    assert len(handshakes._sources) <= 100
+    assert handshakes.total == 500
+    handshakes.interval = 0.0
+    handshakes.refused_key("D" * 40)
+    assert records[-1].startswith("491 more refused CurveZMQ handshake(s)")
