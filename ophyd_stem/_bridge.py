@@ -59,6 +59,8 @@ class AsyncBridge(Protocol):
     async def set_eels_parameters(self, timeout: float | None = None, **changes: Any) -> Any: ...
     async def get_beam_position(self, timeout: float | None = None) -> tuple[float, float]: ...
     async def set_beam_position(self, x: float, y: float, timeout: float | None = None) -> Any: ...
+    async def blank_beam(self, timeout: float | None = None) -> Any: ...
+    async def unblank_beam(self, timeout: float | None = None) -> Any: ...
 
 
 class BridgeHandle:
@@ -78,9 +80,14 @@ class BridgeHandle:
         #: the scan field ``(width, height)`` in pixels; the Microscope points it at the scan
         #: engine's signals (so mock mode works), otherwise it is read from the bridge
         self.scan_size: Callable[[], Awaitable[tuple[int, int]]] = self._scan_size_from_bridge
-        #: what the devices set (``"scan"``, ``"eels"``, ``"beam"`` -> values): a restarted
-        #: bridge has its backend's defaults again, and these are put back
-        self.settings: dict[str, dict[str, Any]] = {"scan": {}, "eels": {}, "beam": {}}
+        #: what the devices set (``"scan"``, ``"eels"``, ``"beam"``, ``"blanker"`` -> values):
+        #: a restarted bridge has its backend's defaults again, and these are put back
+        self.settings: dict[str, dict[str, Any]] = {
+            "scan": {},
+            "eels": {},
+            "beam": {},
+            "blanker": {},
+        }
         #: bridge restarts noticed (each logged, its settings put back)
         self.restarts_seen = 0
         self._instance: str | None = None
@@ -121,7 +128,7 @@ class BridgeHandle:
             self._instance = getattr(self.client, "server_instance", None)
 
     async def acquire(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run an acquisition on the settings the devices wrote.
+        """Run an acquisition (or a read) on the settings the devices wrote.
 
         A bridge that restarted (its replies name a new server instance) forgot them: they
         are put back first, and an acquisition that met the new server is taken again.
@@ -158,6 +165,9 @@ class BridgeHandle:
             beam = self.settings["beam"]
             if beam:
                 await client.set_beam_position(beam["x"], beam["y"])
+            blanker = self.settings["blanker"]
+            if blanker:  # (a beam blanked to spare the sample stays blanked)
+                await (client.blank_beam() if blanker["blanked"] else client.unblank_beam())
         except BridgeError as exc:
             raise BridgeError(
                 f"the DM bridge at {self.address} restarted and its settings could not be "
@@ -178,7 +188,9 @@ class BridgeHandle:
                 "beam": client.get_beam_position,
                 "status": client.status,
             }[group]
-            future = asyncio.ensure_future(reader())
+            # (a read, like an acquisition, shows the settings the devices wrote, not the
+            # defaults of a bridge that restarted since: they are put back first)
+            future = asyncio.ensure_future(self.acquire(reader))
             self._inflight[group] = future
             future.add_done_callback(lambda _f, g=group: self._inflight.pop(g, None))
         return await asyncio.shield(future)

@@ -194,6 +194,7 @@ class STEM(StandardReadable):
             await client.blank_beam()
         else:
             await client.unblank_beam()
+        self._handle.remember("blanker", blanked=bool(value))
 
     async def _read_fov(self) -> float:
         scan = await self._handle.read_group("scan")

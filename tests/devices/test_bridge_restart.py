@@ -36,10 +36,13 @@ def test_settings_a_restarted_bridge_forgot_are_put_back(RE, tmp_path, caplog):
     try:
         RE(bps.mv(microscope.eels.channels, 256, microscope.eels.exposure, 0.02))
         RE(bps.mv(microscope.stem.beam.x, 12.5, microscope.stem.beam.y, 40.0))
+        RE(bps.mv(microscope.stem.beam_blank, True))  # sparing the sample between spectra
         RE(bp.count([microscope.eels]))
         first.stop()
         second = Server(MinimalBackend(), port=port).start()  # defaults: 2048 channels
         caplog.set_level(logging.WARNING, logger="ophyd_stem.bridge")
+        # the first read after the restart shows what the devices set, not the defaults
+        assert call_in_bluesky_event_loop(microscope.eels.channels.get_value()) == 256
         RE(bp.count([microscope.eels]))
         spectrum = RE.documents[-2][1]["data"]["eels-spectrum"]
         assert len(spectrum) == 256  # not the restarted bridge's 2048
@@ -47,6 +50,7 @@ def test_settings_a_restarted_bridge_forgot_are_put_back(RE, tmp_path, caplog):
         eels = second.backend.eels
         assert (eels.channels, eels.exposure) == (256, 0.02)
         assert second.backend.get_beam_position() == (12.5, 40.0)
+        assert second.backend.status()["beam_blanked"] is True  # not the restart's unblanked
         # the minimal backend's zero-loss peak height says where the spectrum was taken
         assert np.max(spectrum) == pytest.approx(1000.0 + 10.0 * 12.5 + 40.0)
         assert any("restarted" in r.getMessage() for r in caplog.records)
