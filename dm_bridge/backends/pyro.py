@@ -229,7 +229,11 @@ class PyroArrayServerBackend(Backend):
             raise
         except Exception as exc:  # Pyro5's communication errors and the server's own
             if _connection_lost(exc):
-                self._proxy = None  # a new proxy (a new connection) for the next call
+                # A new proxy (a new connection) for the next call. The server registers
+                # its class, so a new connection (or a restarted DM) is a new instance of
+                # it, whose camera nobody armed yet.
+                self._proxy = None
+                self._camera_ready = False
             raise InstrumentError(
                 f"the Pyro5 DM server at {self.uri} failed in {name}: {type(exc).__name__}: {exc}"
             ) from exc

@@ -248,3 +248,45 @@ def test_dm_bridge_serve_fronts_a_pyro5_server(array_server):
         proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+#: the public server's way of serving (its class registered: an instance per connection)
+SERVE_LIKE_DM = """
+import sys, Pyro5.api
+sys.path.insert(0, sys.argv[1])
+from test_pyro_backend import ArrayServerDouble
+daemon = Pyro5.api.Daemon(host="127.0.0.1", port=int(sys.argv[2]))
+daemon.register(ArrayServerDouble, objectId="array.server")
+print(daemon.locationStr, flush=True)
+daemon.requestLoop()
+"""
+
+
+def test_a_restarted_array_server_gets_its_camera_armed_again():
+    """The public server registers its class, so each connection gets its own instance
+    (Pyro5's "session" mode) and a restarted DigitalMicrograph a fresh one: the camera the
+    bridge armed is unarmed there. The call that meets the restart fails; the next ones arm
+    the camera again instead of failing for good."""
+
+    def serve(port: int) -> Tuple[subprocess.Popen, int]:
+        args = [sys.executable, "-c", SERVE_LIKE_DM, str(Path(__file__).parent), str(port)]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        return proc, int(proc.stdout.readline().rsplit(":", 1)[1])
+
+    dm, port = serve(0)
+    backend = PyroArrayServerBackend(f"PYRO:array.server@127.0.0.1:{port}", call_timeout=30)
+    try:
+        assert backend.acquire_spectrum().spectra.shape == (2048,)
+        dm.kill()  # DigitalMicrograph restarted
+        dm.wait(10)
+        dm.stdout.close()
+        dm, _ = serve(port)
+        with pytest.raises(InstrumentError):
+            backend.acquire_spectrum()  # the old connection is gone
+        assert backend.acquire_spectrum().spectra.shape == (2048,)
+        assert backend.acquire_spectrum().spectra.shape == (2048,)
+    finally:
+        backend.close()
+        dm.kill()
+        dm.wait(10)
+        dm.stdout.close()
