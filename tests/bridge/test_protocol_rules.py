@@ -257,13 +257,18 @@ def test_an_expired_queued_request_is_answered_busy_at_its_turn_not_executed(con
 # ------------------------------------------------------------------------------ instrument
 
 
-def test_the_energy_axis_starts_at_energy_offset_whatever_the_binning(bridge_client):
-    eels = bridge_client.set_eels_parameters(
-        energy_offset=-12.5, dispersion=0.5, binning=4, channels=64
-    )
-    axis = bridge_client.acquire_spectrum().energy_axis
-    assert axis[0] == eels["energy_offset"] == -12.5
-    np.testing.assert_allclose(np.diff(axis), 0.5 * 4)
+@pytest.mark.parametrize("backend", ["minimal", "twin"])
+def test_the_energy_axis_starts_at_energy_offset_whatever_the_binning(backend):
+    if backend == "twin":
+        instrument = pytest.importorskip("dm_bridge.backends.twin").TwinBackend("graphene")
+    else:
+        instrument = MinimalBackend()
+    with Server(instrument, port=0) as server, BridgeClient(server.endpoint) as dm:
+        eels = dm.set_eels_parameters(energy_offset=-12.5, dispersion=0.5, binning=4, channels=64)
+        for acquisition in (dm.acquire_spectrum(), dm.acquire_spectrum_image(1, 2)):
+            axis = acquisition.energy_axis
+            assert axis[0] == eels["energy_offset"] == -12.5
+            np.testing.assert_allclose(np.diff(axis), 0.5 * 4)
 
 
 def test_hello_states_the_rotation_limit_and_the_server_enforces_it(bridge_client):
