@@ -138,6 +138,14 @@ def test_integer_arguments_far_beyond_64_bits_are_out_of_range(raw_peer, value, 
         assert error_kind(reply) == kind
 
 
+def test_an_integer_of_more_than_4300_digits_makes_the_header_unreadable(raw_peer):
+    raw = b'{"protocol":1,"id":3,"command":"acquire_spectrum_image","args":{"rows":1,"cols":'
+    reply = raw_peer.exchange([raw + b"9" * 4301 + b"}}"])
+    assert error_kind(reply) == "bad_request"
+    assert reply["id"] is None
+    assert error_kind(raw_peer.exchange([raw + b"9" * 4300 + b"}}"])) == "out_of_range"
+
+
 def test_a_huge_integer_where_a_number_goes_is_out_of_range(raw_peer):
     reply = raw_peer.exchange([header("set_beam_position", args={"x": 10**400, "y": 1})])
     assert error_kind(reply) == "out_of_range"

@@ -117,6 +117,16 @@ def test_an_oversized_length_prefix_is_refused_before_the_body_is_sent(bridge_se
     assert read_reply(sock) is None
 
 
+def test_the_hard_cap_counts_the_parts_with_their_padding(bridge_server):
+    cap = 2 * bridge_server.max_request_bytes + 2**20
+    sizes = [0, cap - 8, 1, 1]  # cap - 6 bytes, padded to cap + 8
+    sock = connect(bridge_server)
+    sock.sendall(struct.pack("!5Q", 4, *sizes))
+    refusal = read_reply(sock)
+    assert refusal["error"]["kind"] == "too_large"
+    assert str(cap + 8) in refusal["error"]["message"]
+
+
 def test_a_zeromq_client_on_a_stream_port_is_told_why(bridge_server):
     # What a ZeroMQ peer sends first (its greeting's signature) gets a refusal that says so.
     sock = connect(bridge_server)
