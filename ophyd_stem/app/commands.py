@@ -62,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from . import workflows  # noqa: F401  (registers bandit, physics, latent, drift)
     from .registry import PLANS
-    from .session import configure_session
+    from .waits import still_waiting
 
     entry = PLANS[args.plan]
     if args.queue:
@@ -78,23 +78,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"ophyd-stem run {args.plan}: connecting to {source} and the catalog...",
           file=sys.stderr, flush=True)  # fmt: skip
     twin_options = {**_twin_options(args), **(entry.twin_options or {})}
-    session = configure_session(
-        plots=False,
-        mode=args.twin_mode,
-        suspenders=args.bridge is not None,
-        twin_options=twin_options,
-        instrument=instrument,
-        bridge=args.bridge,
-        server_key=args.server_key,
-        client_key=args.client_key,
-        catalog=args.catalog,
-        api_key=args.api_key,
-        data_dir=args.data_dir,
-        operator=args.operator,
-        sample=args.sample,
-        device=args.device,
-        compute=args.compute,
-    )
+    # (a first start of the local catalog server takes seconds, more on a busy machine)
+    with still_waiting(f"connecting to {source} and the catalog"):
+        session = _connect(args, twin_options, instrument)
     # The progress bar tells the story on the command line; the table would repeat it
     # (ConsoleOutput takes the table's switch as the person's wish).
     session.bec.disable_table()
@@ -125,6 +111,29 @@ def _run(args: argparse.Namespace) -> int:
             )
             exit_code = 3
     return exit_code
+
+
+def _connect(args: argparse.Namespace, twin_options: dict, instrument: Any) -> Any:
+    """The command's session (RunEngine, devices, catalog writer) for ``args``."""
+    from .session import configure_session
+
+    return configure_session(
+        plots=False,
+        mode=args.twin_mode,
+        suspenders=args.bridge is not None,
+        twin_options=twin_options,
+        instrument=instrument,
+        bridge=args.bridge,
+        server_key=args.server_key,
+        client_key=args.client_key,
+        catalog=args.catalog,
+        api_key=args.api_key,
+        data_dir=args.data_dir,
+        operator=args.operator,
+        sample=args.sample,
+        device=args.device,
+        compute=args.compute,
+    )
 
 
 def _store_runs(session: Any, uids: Any, timeout: float) -> bool:

@@ -1,5 +1,8 @@
 """Bars with counts for the waits outside a run's documents (issue 17: long waits say how long).
 
+A wait that has nothing to count (a catalog server starting) says that it is still waiting
+and for how long instead: :func:`still_waiting`.
+
 The agents report their progress through a plain callback, ``progress(done, total)``
 (they know nothing of the console); :func:`counting_bar` turns it into a tqdm bar on
 stderr, like the run's bar (:mod:`.progress`) and the twin's image bar. The bar appears
@@ -15,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-__all__ = ["counting_bar"]
+__all__ = ["counting_bar", "still_waiting"]
 
 
 @contextlib.contextmanager
@@ -54,3 +59,43 @@ def counting_bar(
     finally:
         if bar is not None:
             bar.close()
+
+
+@contextlib.contextmanager
+def still_waiting(
+    what: str, every: float = 5.0, file: TextIO | None = None, enabled: bool = True
+) -> Iterator[None]:
+    """Say every ``every`` seconds that ``what`` is still going on, until the block ends.
+
+    Nothing is printed for a block shorter than ``every``; a longer one prints
+    ``"  still <what>: 5 s"``, ``10 s``..., then how long it took in all.
+
+    Args:
+        what: the wait in the microscopist's words (``"connecting to the catalog"``).
+        every: seconds between lines.
+        file: where to write (default stderr, so stdout stays clean for results).
+        enabled: False prints nothing.
+    """
+    if not enabled:
+        yield
+        return
+    out = file or sys.stderr
+    done = threading.Event()
+    started = time.monotonic()
+    said = False
+
+    def tick() -> None:
+        nonlocal said
+        while not done.wait(every):
+            said = True
+            print(f"  still {what}: {time.monotonic() - started:.0f} s", file=out, flush=True)
+
+    ticker = threading.Thread(target=tick, name="still-waiting", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        if said:
+            print(f"  done {what} after {time.monotonic() - started:.1f} s", file=out, flush=True)
