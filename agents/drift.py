@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from .base import as_positions
+from .images import survey_image_array
 
 __all__ = ["NORMALISATIONS", "DriftTracker", "phase_correlation"]
 
@@ -69,16 +70,20 @@ def phase_correlation(
         in ``image``) and ``"peak"``, the height of the normalised correlation peak (near 1
         for a clean shift, near 0 when nothing matches: a changed field, or noise only).
 
+    A few undefined pixels (NaN or infinite: a dead-pixel mask, an aligned frame's empty
+    border) are filled from their neighbours first (:func:`agents.images.survey_image_array`):
+    the FFT would spread one of them over the whole correlation.
+
     Raises:
-        ValueError: images of different shapes, not 2-D, or constant.
+        ValueError: images of different shapes, not 2-D, constant, or largely undefined.
     """
     from skimage.registration import phase_cross_correlation
 
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
-    ref = np.asarray(reference, dtype=np.float64)
-    img = np.asarray(image, dtype=np.float64)
-    if ref.ndim != 2 or ref.shape != img.shape:
+    ref = survey_image_array(reference, what="reference image")
+    img = survey_image_array(image, what="drift image")
+    if ref.shape != img.shape:
         raise ValueError(f"need two 2-D images of one shape, got {ref.shape} and {img.shape}")
     if np.ptp(ref) == 0 or np.ptp(img) == 0:
         raise ValueError("a constant image has no features to correlate")
@@ -142,9 +147,11 @@ class DriftTracker:
         normalisation: str = "cross",
         first_points: int = 3,
     ) -> None:
-        ref = np.asarray(reference_image, dtype=np.float64)
-        if ref.ndim != 2 or min(ref.shape) < 8:
+        # undefined pixels filled (logged), a one-frame stack taken: agents.images
+        ref = np.asarray(reference_image)
+        if ref.ndim < 2 or min(ref.shape[-2:]) < 8:
             raise ValueError(f"reference must be a 2-D image of at least 8 x 8, got {ref.shape}")
+        ref = survey_image_array(ref, what="drift reference", min_size=8)
         if every_points < 0 or every_seconds < 0 or first_points < 0:
             raise ValueError("every_points, every_seconds and first_points must be >= 0")
         if upsample < 1 or velocity_window < 1:

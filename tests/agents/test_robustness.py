@@ -1,0 +1,77 @@
+"""Recordings as a real microscope gives them, beyond the twin's clean arrays: undefined pixels
+in a drift frame, a zero-loss peak clipped by the camera or off the end of the energy axis.
+Each case once crashed inside scipy/skimage or gave a silently wrong number."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _graphene() -> np.ndarray:
+    if not (DATA / "G-Si-2nm.npy").is_file():
+        pytest.skip(f"G-Si-2nm.npy (real HAADF image) is not in {DATA}")
+    return np.load(DATA / "G-Si-2nm.npy")
+
+
+def test_drift_is_measured_on_frames_with_undefined_pixels():
+    """A dead-pixel mask or an aligned frame's border leaves NaN/inf pixels; skimage's
+    registration refused the whole frame ("NaN values found") and stopped the run."""
+    from agents.drift import DriftTracker
+
+    image = _graphene()
+    reference = image.copy()
+    reference[10, 20] = np.nan
+    later = np.roll(image, (3, -2), axis=(0, 1))
+    later[100, 7] = np.inf
+    later[5, 200] = np.nan
+    tracker = DriftTracker(reference)
+    estimate = tracker.measure(later, time=10.0)
+    assert estimate["dx"] == pytest.approx(-2.0, abs=0.1)
+    assert estimate["dy"] == pytest.approx(3.0, abs=0.1)
+    assert estimate["used"]
+
+
+AXIS = np.arange(-10.0, 30.0, 0.05)
+
+
+def _low_loss(zlp: float = 0.2, axis: np.ndarray = AXIS) -> np.ndarray:
+    return 2e5 * np.exp(-0.5 * ((axis - zlp) / 0.4) ** 2) + 3e3 * np.exp(
+        -0.5 * ((axis - 17.0 - zlp) / 4.0) ** 2
+    )
+
+
+def test_a_zero_loss_peak_clipped_by_the_camera_is_centred_on_its_flat_top():
+    """The ZLP saturates the spectrometer camera (uint16 full scale) on many recordings; the
+    brightest channel was the flat top's first, 0.5 eV off the true centre."""
+    from agents.zlp import ZeroLossAligner, locate_zero_loss
+
+    true = np.array([0.2, -0.35, 0.6])
+    spectra = np.stack([_low_loss(z) for z in true])
+    clipped = np.minimum(spectra, 65535).astype(np.uint16)  # ~12 channels at full scale
+    assert (clipped == 65535).sum(axis=1).min() >= 5
+    found = locate_zero_loss(clipped, AXIS)
+    np.testing.assert_allclose(found, true, atol=0.05)
+    _, zlp, shifts = ZeroLossAligner().align_with_shifts(clipped, AXIS)
+    np.testing.assert_allclose(shifts, -true, atol=0.05)
+
+
+def test_a_zero_loss_peak_off_the_axis_is_not_taken_from_its_tail():
+    """An energy axis that starts just above the ZLP (offset set for the plasmons) holds
+    only its tail: the first channel was taken for the peak and every spectrum shifted."""
+    from agents.zlp import ZeroLossAligner, locate_zero_loss
+
+    axis = np.arange(0.5, 50.0, 0.05)
+    spectra = np.stack([_low_loss(0.1, axis), _low_loss(0.2, axis)])
+    assert np.isnan(locate_zero_loss(spectra, axis)).all()
+    aligner = ZeroLossAligner()
+    aligned, zlp, shifts = aligner.align_with_shifts(spectra, axis)
+    np.testing.assert_array_equal(aligned, spectra)  # left as measured
+    assert np.all(shifts == 0.0)
+    assert aligner.report()["untrusted"] == 2
+    # and a peak beyond +-search (5 eV) inside a longer axis is not taken from its tail
+    assert np.isnan(locate_zero_loss(_low_loss(6.0), AXIS))
+    # the real peak right at the search window's edge is still found
+    assert locate_zero_loss(_low_loss(4.7), AXIS) == pytest.approx(4.7, abs=0.02)
