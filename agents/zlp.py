@@ -65,7 +65,11 @@ def locate_zero_loss(
         method: ``"log-parabola"`` or ``"centroid"``.
 
     Returns:
-        ``(...)`` eV, one per spectrum (a float for one spectrum).
+        ``(...)`` eV, one per spectrum (a float for one spectrum). NaN where the brightest
+        channel of the window is its first or last and still rising outward (the axis's own
+        end, or beyond ``+-search``): the peak lies outside what was searched, and its tail
+        is not its centre. A saturated peak (a flat top of equal channels, the camera
+        clipped) is placed at the middle of its flat top.
 
     Raises:
         ValueError: bad axis or method, 0 eV not on the axis, or a spectrum with no counts
@@ -87,9 +91,19 @@ def locate_zero_loss(
     part = flat[:, window]
     if np.any(part.max(axis=1) <= 0):
         raise ValueError("a spectrum has no counts near 0 eV: no zero-loss peak to align on")
-    peak = window[np.argmax(part, axis=1)]
-    peak = np.clip(peak, 1, axis.size - 2)
+    top = np.argmax(part, axis=1)
+    peak = window[top]
+    # the window's end channel and rising outward (or the axis ends there): not a peak
+    first, last = window[0], window[-1]
+    before = np.where(first > 0, flat[:, max(first - 1, 0)], np.inf)
+    after = np.where(last < axis.size - 1, flat[:, min(last + 1, axis.size - 1)], np.inf)
     rows = np.arange(len(flat))
+    outside = ((top == 0) & (before >= part[rows, 0])) | (
+        (top == len(window) - 1) & (after >= part[rows, -1])
+    )
+    # a clipped (saturated) peak: several channels at the maximum; its centre is the middle
+    plateau = _flat_top_centres(flat, peak, axis)
+    peak = np.clip(peak, 1, axis.size - 2)
     step = axis[1] - axis[0]
     if method == "log-parabola":
         y = np.log(np.maximum(flat[rows[:, None], peak[:, None] + np.arange(-1, 2)], 1e-9))
@@ -107,7 +121,26 @@ def locate_zero_loss(
                 hi += 1
             w = flat[i, lo : hi + 1] - half
             out[i] = float(np.sum(w * axis[lo : hi + 1]) / np.sum(w)) if w.sum() > 0 else axis[p]
+    out = np.where(np.isfinite(plateau), plateau, out)
+    out = np.where(outside, np.nan, out)
     return out.reshape(spec.shape[:-1]) if spec.ndim > 1 else float(out[0])
+
+
+def _flat_top_centres(flat: np.ndarray, peak: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """eV of the middle of each spectrum's run of channels equal to its peak channel, where
+    that run is 3 channels or more (a detector clipped at its full scale); NaN elsewhere.
+    The parabola through a flat top puts the centre at the run's first channel."""
+    out = np.full(len(flat), np.nan)
+    for i, p in enumerate(peak):
+        row, top = flat[i], flat[i, p]
+        lo, hi = p, p
+        while lo > 0 and row[lo - 1] == top:
+            lo -= 1
+        while hi < axis.size - 1 and row[hi + 1] == top:
+            hi += 1
+        if hi - lo >= 2:
+            out[i] = 0.5 * (axis[lo] + axis[hi])
+    return out
 
 
 def shift_spectra(spectra: Any, energy_axis: Any, shift: Any) -> np.ndarray:
