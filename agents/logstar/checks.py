@@ -21,7 +21,13 @@ from .lattice import Lattice, check_pixel_size
 from .neighbours import estimate_from_neighbours
 from .plausibility import ImplausibleAtomsWarning, Plausibility, check_plausibility, log
 
-__all__ = ["AMBIGUOUS", "NEIGHBOURS_CONFIRM", "NEIGHBOURS_DISAGREE", "ImageChecks"]
+__all__ = [
+    "AMBIGUOUS",
+    "MIN_SPACING_PX",
+    "NEIGHBOURS_CONFIRM",
+    "NEIGHBOURS_DISAGREE",
+    "ImageChecks",
+]
 
 #: a pixel size from the FFT is reported as ambiguous when another one more than 5 % away
 #: explains the image's spots this well relative to it
@@ -30,6 +36,9 @@ AMBIGUOUS = 0.8
 NEIGHBOURS_CONFIRM = 0.05
 #: a clear FFT reading the atoms' spacing differs from by more than this is warned about
 NEIGHBOURS_DISAGREE = 0.10
+#: columns closer than this (pixels) cannot be told apart in the image (two columns need a
+#: pixel between them): LoG* would report a blob at every noise maximum instead
+MIN_SPACING_PX = 2.0
 
 
 class ImageChecks:
@@ -55,7 +64,29 @@ class ImageChecks:
         self, pixel_size_nm: Optional[float], image: Optional[np.ndarray] = None
     ) -> float:
         """The pixel size to use: given with the image, given to the agent, the last image's,
-        or (``"fft"``, or none known) estimated from ``image``'s lattice reflections."""
+        or (``"fft"``, or none known) estimated from ``image``'s lattice reflections.
+
+        Raises:
+            ValueError: none known, or one at which the lattice's columns are closer than
+                :data:`MIN_SPACING_PX` (a survey at too low a magnification, or a wrong
+                calibration: the message says which pixel size would do).
+        """
+        return self._resolved(self._pixel_size(pixel_size_nm, image))
+
+    def _resolved(self, px: float) -> float:
+        spacing = self.lattice.nn_distance_px(px)
+        if spacing < MIN_SPACING_PX:
+            nn_nm = spacing * px
+            raise ValueError(
+                f"at {px:.4g} nm/px the {self.lattice.name} columns ({nn_nm:.3g} nm apart) are "
+                f"{spacing:.2g} px apart: fewer than {MIN_SPACING_PX:g} px, they cannot be told "
+                f"apart. Check the survey image's calibration (pixel_size_nm='fft' reads it "
+                f"from the lattice) or record the survey at {nn_nm / MIN_SPACING_PX:.3g} nm/px "
+                "or finer"
+            )
+        return px
+
+    def _pixel_size(self, pixel_size_nm: Optional[float], image: Optional[np.ndarray]) -> float:
         if image is not None and (
             self.pixel_size_from_fft
             or (

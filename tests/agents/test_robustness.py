@@ -75,3 +75,18 @@ def test_a_zero_loss_peak_off_the_axis_is_not_taken_from_its_tail():
     assert np.isnan(locate_zero_loss(_low_loss(6.0), AXIS))
     # the real peak right at the search window's edge is still found
     assert locate_zero_loss(_low_loss(4.7), AXIS) == pytest.approx(4.7, abs=0.02)
+
+
+def test_logstar_refuses_a_pixel_size_at_which_the_columns_cannot_be_resolved():
+    """A survey at 0.5 nm/px puts graphene's columns 0.3 px apart: LoG* reported ~7,000
+    'atoms' (noise maxima) on the real image and the plan took EELS at them."""
+    from agents.logstar import LoGStarAgent
+
+    image = _graphene()
+    agent = LoGStarAgent("graphene", budget=8, n_initial=6, n_clusters=0, seed=0)
+    with pytest.raises(ValueError, match=r"0\.28 px apart.*calibration.*0\.071 nm/px or finer"):
+        agent.observe(image, pixel_size_nm=0.5)
+    # the image's own lattice reflections give its real calibration, as the message says
+    agent = LoGStarAgent("graphene", pixel_size_nm="fft", budget=8, n_initial=6, n_clusters=0)
+    summary = agent.observe(image, pixel_size_nm=0.5)
+    assert 100 < summary["n_atoms"] < 200  # ~140 atoms in the reference
