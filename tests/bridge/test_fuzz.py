@@ -102,6 +102,45 @@ MALFORMED = [
     ("negative shape", [points_header((-3, 2)), F8_3x2], "bad_request", 1),
     ("points of 3 columns", [points_header((2, 3)), F8_3x2], "bad_request", 1),
     ("points 1-D", [points_header((6,)), F8_3x2], "bad_request", 1),
+    # (the page's other refusals, each tried by hand in the issue 16 audit)
+    ("dtype of 2 bytes", [points_header((3, 2), "<f2"), F8_3x2[:12]], "bad_request", 1),
+    ("boolean dtype", [points_header((3, 2), "|b1"), F8_3x2[:6]], "bad_request", 1),
+    ("object dtype", [points_header((3, 2), "|O"), F8_3x2], "bad_request", 1),
+    ("9 dimensions", [points_header((1,) * 9), F8_3x2[:8]], "bad_request", 1),
+    (
+        "descriptor with another key",
+        [
+            header(
+                "acquire_spectra_at_points",
+                {"points": {"__frame__": 0}},
+                frames=[{"dtype": "<f8", "shape": [3, 2], "x": 1}],
+            ),
+            F8_3x2,
+        ],
+        "bad_request",
+        1,
+    ),
+    (
+        "frame reference with another key",
+        [points_header((3, 2), args={"points": {"__frame__": 0, "y": 1}}), F8_3x2],
+        "bad_request",
+        1,
+    ),
+    (
+        "UTF-8 byte order mark",
+        [b'\xef\xbb\xbf{"protocol":1,"id":1,"command":"hello"}'],
+        "bad_request",
+        None,
+    ),
+    ("id of -2**63", [header("hello", rid=-(2**63))], "bad_request", None),
+    (
+        "signals repeated",
+        [header("set_scan_parameters", {"signals": ["BF", "BF"]})],
+        "bad_request",
+        1,
+    ),
+    ("no signals", [header("set_scan_parameters", {"signals": []})], "bad_request", 1),
+    ("unknown signal", [header("set_scan_parameters", {"signals": ["XYZ"]})], "out_of_range", 1),
     (
         "frame reference out of range",
         [points_header((3, 2), args={"points": {"__frame__": 4}}), F8_3x2],
