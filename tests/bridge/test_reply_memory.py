@@ -6,7 +6,12 @@ working space that does not grow with the reply."""
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +23,8 @@ from dm_bridge.errors import TooLarge
 from dm_bridge.protocol import encode_reply
 from dm_bridge.server import Server
 from dm_bridge.server_core import DEFAULT_MAX_REPLY_BYTES
+
+DM_BRIDGE = Path(sys.executable).parent / "dm-bridge"
 
 
 def test_the_default_limit_refuses_a_full_field_spectrum_image_stating_the_limit():
@@ -56,6 +63,28 @@ def test_every_acquisition_is_checked_against_the_reply_limit(connect_raw):
         assert backend.instrument_time_total > 0
     finally:
         server.stop()
+
+
+@pytest.mark.transport("stream")  # (the option, not the transport: once is enough)
+def test_dm_bridge_serve_takes_the_limit_from_max_reply_mb():
+    args = [str(DM_BRIDGE), "serve", "--backend", "minimal", "--port", "0"]
+    proc = subprocess.Popen(
+        [*args, "--max-reply-mb", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        endpoint = re.search(r"at ((?:tcp|stream)://\S+)", proc.stdout.readline()).group(1)
+        with BridgeClient(endpoint) as dm:
+            assert dm.hello()["server"]["max_reply_bytes"] == 2**19
+            dm.set_scan_parameters(width=512, height=256)  # 512 KiB of float32: fits
+            assert dm.acquire_image().images["HAADF"].shape == (256, 512)
+            dm.set_scan_parameters(height=512)
+            with pytest.raises(TooLarge, match="524288 bytes"):
+                dm.acquire_image()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 @pytest.mark.transport("stream")  # (no socket involved: once is enough)
