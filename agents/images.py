@@ -22,6 +22,7 @@ import numpy as np
 __all__ = [
     "HOT_PIXEL_NOISE_UNITS",
     "MAX_UNDEFINED_FRACTION",
+    "masked_as_undefined",
     "survey_image_array",
     "without_hot_pixels",
 ]
@@ -39,7 +40,7 @@ def survey_image_array(
 
     Args:
         survey_image: a 2-D image (any real dtype), or a stack holding one frame
-            (``(1, rows, cols)``).
+            (``(1, rows, cols)``); a masked array's masked pixels count as undefined.
         what: how the image is named in messages.
         min_size: the smallest number of rows and columns accepted, in pixels.
 
@@ -54,7 +55,7 @@ def survey_image_array(
         ValueError: not 2-D (a stack of several frames: pick one), smaller than
             ``min_size``, complex, or with too many undefined pixels.
     """
-    image = np.asarray(survey_image)
+    image = np.asarray(masked_as_undefined(survey_image))
     while image.ndim > 2 and image.shape[0] == 1:
         image = image[0]
     if image.ndim != 2:
@@ -83,10 +84,25 @@ def survey_image_array(
         _, (rows, cols) = ndimage.distance_transform_edt(bad, return_indices=True)
         image = image[rows, cols]
         logger.warning(
-            "%s: %d undefined pixel(s) (NaN or infinite) filled from their nearest neighbour",
+            "%s: %d undefined pixel(s) (NaN, infinite or masked) filled from their nearest neighbour",
             what,
             int(bad.sum()),
         )
+    return image
+
+
+def masked_as_undefined(image: Any) -> Any:
+    """A masked array's masked pixels as NaN (float64), to be filled like any undefined
+    pixel; anything else as it is.
+
+    A mask says which pixels of a recording are not to be trusted (dead, saturated):
+    ``np.asarray`` would quietly keep the values under it.
+
+    >>> masked_as_undefined(np.ma.masked_equal([1, 9, 3], 9)).tolist()
+    [1.0, nan, 3.0]
+    """
+    if np.ma.isMaskedArray(image) and np.ma.getmaskarray(image).any():
+        return np.ma.filled(np.ma.asarray(image, dtype=np.float64), np.nan)
     return image
 
 

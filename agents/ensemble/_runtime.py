@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 import torch
 
-from ..images import survey_image_array
+from ..images import masked_as_undefined, survey_image_array
 
 __all__ = [
     "as_image",
@@ -188,14 +188,14 @@ def as_image(image: object, name: str = "image") -> np.ndarray:
     """Check a survey image and return it as float32 ``(H, W)``.
 
     A one-frame stack ``(1, H, W)`` is taken as its frame; a few NaN/inf pixels (as drift
-    correction or a dead-pixel mask leave them) are filled from their nearest neighbour and
-    logged (:func:`agents.images.survey_image_array`).
+    correction or a dead-pixel mask leave them) and a masked array's masked pixels are
+    filled from their nearest neighbour and logged (:func:`agents.images.survey_image_array`).
 
     Raises:
         ValueError: not 2-D, smaller than 4x4 pixels, or with more than a few NaN/inf pixels.
     """
-    try:
-        arr = np.asarray(image, dtype=np.float32)
+    try:  # a masked array's masked pixels are undefined, filled below
+        arr = np.asarray(masked_as_undefined(image), dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a 2-D array of numbers: {exc}") from None
     while arr.ndim > 2 and arr.shape[0] == 1:

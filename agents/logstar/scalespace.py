@@ -29,7 +29,7 @@ import scipy.ndimage as ndi
 from scipy.spatial import cKDTree
 from skimage.util import img_as_float
 
-from ..images import survey_image_array, without_hot_pixels
+from ..images import masked_as_undefined, survey_image_array, without_hot_pixels
 from .params import LoGParameters, check_sigma_step
 
 __all__ = [
@@ -46,11 +46,16 @@ __all__ = [
 def as_float_image(image: np.ndarray) -> np.ndarray:
     """Convert to the float type ``blob_log`` works in (float32 stays float32, else float64).
 
+    A one-frame stack ``(1, H, W)`` is taken as its frame, and a masked array's masked
+    pixels as undefined, as every survey-image agent takes them (:mod:`agents.images`).
+
     Raises:
         ValueError: if the image is not 2-D, is empty, or holds more than a few NaN/inf
             pixels (see :func:`agents.images.survey_image_array`).
     """
-    arr = np.asarray(image)
+    arr = np.asarray(masked_as_undefined(image))
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
     if arr.ndim != 2 or min(arr.shape) < 1:
         raise ValueError(f"a survey image must be a non-empty 2-D array, got shape {arr.shape}")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):

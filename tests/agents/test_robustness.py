@@ -91,3 +91,24 @@ def test_logstar_refuses_a_pixel_size_at_which_the_columns_cannot_be_resolved():
     agent = LoGStarAgent("graphene", pixel_size_nm="fft", budget=8, n_initial=6, n_clusters=0)
     summary = agent.observe(image, pixel_size_nm=0.5)
     assert 100 < summary["n_atoms"] < 200  # ~140 atoms in the reference
+
+
+def test_every_survey_reader_takes_a_one_frame_stack_and_honours_a_mask():
+    """LoG* refused the (1, H, W) one-frame stack every other agent takes; a masked array's
+    masked pixels (dead or saturated, as the recording marks them) were read with the
+    values under the mask, by every agent."""
+    from agents.ensemble._runtime import as_image
+    from agents.images import survey_image_array
+    from agents.logstar.scalespace import as_float_image
+
+    image = _graphene()
+    flawed = image.copy()
+    flawed[100:104, 50:54] = 1e6  # a saturated blob: 16 px, too many for a hot-pixel filter
+    masked = np.ma.masked_greater(flawed, 1e5)
+    for read in (survey_image_array, as_image, as_float_image):
+        frame = read(image[None])
+        assert frame.shape == image.shape
+        clean = read(masked)
+        assert clean.max() <= image.max()  # the blob is gone: filled from around it
+        assert clean[100:104, 50:54].max() <= image[98:106, 48:56].max()
+        assert clean[0, 0] == pytest.approx(read(image)[0, 0])
