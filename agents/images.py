@@ -84,7 +84,8 @@ def survey_image_array(
         _, (rows, cols) = ndimage.distance_transform_edt(bad, return_indices=True)
         image = image[rows, cols]
         logger.warning(
-            "%s: %d undefined pixel(s) (NaN, infinite or masked) filled from their nearest neighbour",
+            "%s: %d undefined pixel(s) (NaN, infinite or masked) filled from their nearest "
+            "neighbour",
             what,
             int(bad.sum()),
         )
