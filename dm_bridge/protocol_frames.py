@@ -82,8 +82,13 @@ def dtype_descriptor(dtype: Any) -> str:
 
 def _parse_dtype(text: Any) -> np.dtype:
     # Byte order is part of the wire name: "<" always; numpy's "|" too for one-byte types.
-    if not isinstance(text, str) or len(text) != 3:
+    if not isinstance(text, str):
         raise BadRequest(f"frame dtype must be a string such as '<f4', got {str(text)[:40]!r}")
+    if len(text) != 3:
+        raise BadRequest(
+            f"frame dtype {text[:40]!r} is not allowed (byte order first, then kind and size: "
+            f"'<f4'); allowed: {list(_ALLOWED.values())}"
+        )
     order, code = text[0], text[1:]
     if code not in DTYPES or not (order == "<" or (order == "|" and code[1] == "1")):
         raise BadRequest(f"frame dtype {text!r} is not allowed; allowed: {list(_ALLOWED.values())}")
@@ -207,7 +212,7 @@ def _extract_arrays(
             return value  # nothing to convert (the common small result): no copy
         depth += 1
         # Scalars are copied inline: a call per value would cost more than the rest.
-        return {
+        copied = {
             (k if type(k) is str else str(k)): (
                 v
                 if type(v) in _SCALARS or (type(v) is float and v - v == 0.0)
@@ -215,6 +220,15 @@ def _extract_arrays(
             )
             for k, v in value.items()
         }
+        if len(copied) != len(value):
+            # Two keys written alike (None and 'None', 1 and '1'): one value would be lost,
+            # and with it any array in it (its frame would be sent without a reference).
+            raise ValueError(
+                "keys that read the same once written as text: "
+                f"{sorted(map(repr, value))[:10]} (a dictionary to send needs distinct "
+                "string keys)"
+            )
+        return copied
     if kind is list or kind is tuple:
         depth += 1
         return [
