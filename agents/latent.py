@@ -31,9 +31,25 @@ from .images import survey_image_array
 from .patches import candidate_grid
 from .rvae import RotationInvariantVAE
 
-__all__ = ["MODES", "LatentAgent", "latent_trajectory"]
+__all__ = ["MAX_TRAIN_PATCHES", "MODES", "LatentAgent", "latent_trajectory", "training_step"]
 
 MODES = ("mixed", "representatives", "novelty")
+
+#: the rVAE trains on at most this many patches: on a larger field ``train_step`` is widened
+#: until the grid holds no more (a 1024 x 1024 survey at ``train_step=4``, 65,536 patches x
+#: 20 epochs, trained for over 3 minutes on one CPU thread before the first suggestion);
+#: fields up to 256 x 256 at ``train_step=4`` are trained as asked
+MAX_TRAIN_PATCHES = 4096
+
+
+def training_step(shape: tuple, train_step: int) -> int:
+    """The spacing, px, of the rVAE's training patches on a field of ``shape``: ``train_step``,
+    or the smallest wider one whose grid holds at most :data:`MAX_TRAIN_PATCHES` patches."""
+    step = int(train_step)
+    rows, cols = (int(v) for v in shape[-2:])
+    while -(-rows // step) * -(-cols // step) > MAX_TRAIN_PATCHES:
+        step += 1
+    return step
 
 
 class LatentAgent(Agent):
@@ -44,7 +60,9 @@ class LatentAgent(Agent):
         n_clusters: Gaussian-mixture clusters of the latent space.
         mode: ``"mixed"``, ``"representatives"`` or ``"novelty"``.
         step: candidate grid spacing, px (the latent map's resolution).
-        train_step: spacing of the training patches, px.
+        train_step: spacing of the training patches, px; widened on a field so large that
+            the grid would hold more than :data:`MAX_TRAIN_PATCHES` (the report says the
+            spacing used).
         window, latent_dim, epochs: the rVAE's (see :class:`~agents.rvae.RotationInvariantVAE`).
         seed: seeds the rVAE and the mixture.
         num_threads: torch threads for training and encoding.
@@ -85,11 +103,15 @@ class LatentAgent(Agent):
         self.mode = mode
         self.step = int(step)
         self.train_step = int(train_step)
+        if self.train_step < 1:
+            raise ValueError(f"train_step must be >= 1 pixel, got {train_step}")
+        #: the spacing trained on: ``train_step``, widened on a large field
+        self.train_step_used = training_step(image.shape, self.train_step)
         self.seed = int(seed)
         self.vae = RotationInvariantVAE(
             window=window, latent_dim=latent_dim, epochs=epochs, seed=seed,
             num_threads=num_threads, device=device,
-        ).fit_image(image, step=self.train_step, progress=progress)  # fmt: skip
+        ).fit_image(image, step=self.train_step_used, progress=progress)  # fmt: skip
         self.candidates = candidate_grid(image.shape, self.step)
         self.z, self.angle = self.vae.encode_positions(image, self.candidates)
         self.mixture = GaussianMixture(self.n_clusters, random_state=self.seed).fit(self.z)
@@ -210,6 +232,8 @@ class LatentAgent(Agent):
             },
             "rvae": {
                 "final_loss": self.vae.losses[-1] if self.vae.losses else None,
+                "train_step": self.train_step_used,
+                "train_patches": len(candidate_grid(self.image.shape, self.train_step_used)),
                 "train_seconds": self.vae.train_seconds,
                 "train_cpu_seconds": self.vae.train_cpu_seconds,
             },

@@ -112,3 +112,21 @@ def test_every_survey_reader_takes_a_one_frame_stack_and_honours_a_mask():
         assert clean.max() <= image.max()  # the blob is gone: filled from around it
         assert clean[100:104, 50:54].max() <= image[98:106, 48:56].max()
         assert clean[0, 0] == pytest.approx(read(image)[0, 0])
+
+
+def test_the_latent_agent_trains_on_a_bounded_number_of_patches_on_a_large_field():
+    """A 1024 x 1024 survey (the real graphene image tiled) trained the rVAE on 65,536
+    patches: over 3 minutes at the default 20 epochs before the first suggestion."""
+    from agents.latent import MAX_TRAIN_PATCHES, LatentAgent, training_step
+
+    image = np.tile(_graphene(), (4, 4))
+    agent = LatentAgent(image, n_clusters=2, epochs=1, step=16, seed=0)
+    rvae = agent.report()["rvae"]
+    assert rvae["train_patches"] <= MAX_TRAIN_PATCHES
+    assert rvae["train_step"] == 16  # 64 x 64 patches
+    assert agent.config()["train_step"] == 4  # as asked: a replay builds the same agent
+    suggestions = agent.suggest(3)
+    assert all(0 <= s["x"] < 1024 and 0 <= s["y"] < 1024 for s in suggestions)
+    # fields up to 256 x 256 train as asked
+    assert training_step((256, 256), 4) == 4
+    assert training_step((128, 128), 3) == 3
