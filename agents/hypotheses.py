@@ -31,7 +31,7 @@ import numpy as np
 from .acquisition import ACQUISITIONS, acquisition_values
 from .base import Agent, Suggestion
 from .device import describe
-from .physics import HYPOTHESES, PhysicsGPAgent
+from .physics import HYPOTHESES, MIN_VALUES_TO_FIT, PhysicsGPAgent, extra_seeds
 
 __all__ = ["HypothesisAgent"]
 
@@ -165,7 +165,14 @@ class HypothesisAgent(Agent):
             out.append(self.make_suggestion(*self.candidates[i],
                                             edge_distance=float(first._cand_d[i]),
                                             source="seed"))  # fmt: skip
-        if len(out) >= n or len(self.values) < 2:
+        if len(out) < n and len(self.values) < MIN_VALUES_TO_FIT:
+            # too few values to weigh the hypotheses yet (spectra without a number)
+            for i in extra_seeds(first._seed_rng, self._measured, n - len(out)):
+                self._measured[i] = True
+                out.append(self.make_suggestion(*self.candidates[i],
+                                                edge_distance=float(first._cand_d[i]),
+                                                source="seed"))  # fmt: skip
+        if len(out) >= n or len(self.values) < MIN_VALUES_TO_FIT:
             return out
         mean, std = self._predictive()
         acq = acquisition_values(

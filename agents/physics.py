@@ -92,6 +92,18 @@ _PRIORS = {
 _GP_SITES = ("lengthscale", "variance", "noise")
 
 
+#: values a model needs before it suggests; until then the agents suggest seed points
+MIN_VALUES_TO_FIT = 2
+
+
+def extra_seeds(rng: np.random.Generator, measured: np.ndarray, k: int) -> List[int]:
+    """``k`` more random candidates not measured yet: seed points beyond ``n_seed`` when
+    spectra without a number (a dead read-out) left too few values to fit a model; without
+    them the agent suggested nothing and the run ended after its seeds."""
+    free = np.flatnonzero(~measured)
+    return [int(i) for i in rng.choice(free, min(int(k), len(free)), replace=False)]
+
+
 def physical_mean(hypothesis: str, p: Dict[str, Any], d: Any) -> Any:
     """The mean of ``hypothesis`` at edge distances ``d`` for parameters ``p`` (torch)."""
     if hypothesis == "step":
@@ -250,6 +262,9 @@ class PhysicsGPAgent(Agent):
         self._index = {(int(x), int(y)): i for i, (x, y) in enumerate(self.candidates)}
         rng = np.random.default_rng(self.seed)
         self._seeds = list(rng.choice(len(self.candidates), self.n_seed, replace=False))
+        # further seed points, drawn only when the seeds are used and fewer than
+        # MIN_VALUES_TO_FIT values came back (spectra without a number, or n_seed=1)
+        self._seed_rng = rng
         self._model: Optional[_EdgeProfileGP] = None
         self._guide: Optional[AutoNormal] = None
         self._optimiser: Optional[torch.optim.Optimizer] = None
@@ -424,8 +439,15 @@ class PhysicsGPAgent(Agent):
                     *self.candidates[i], edge_distance=float(self._cand_d[i]), source="seed"
                 )
             )
-        if len(out) < n and len(self.values) >= 2:
+        if len(out) < n and len(self.values) >= MIN_VALUES_TO_FIT:
             out += self._model_suggest(n - len(out))
+        elif len(out) < n:  # too few values to fit a model yet: another random seed point
+            for i in extra_seeds(self._seed_rng, self._measured, n - len(out)):
+                out.append(
+                    self.make_suggestion(
+                        *self.candidates[i], edge_distance=float(self._cand_d[i]), source="seed"
+                    )
+                )
         return out
 
     def predict_maps(self) -> Dict[str, np.ndarray]:

@@ -130,3 +130,23 @@ def test_the_latent_agent_trains_on_a_bounded_number_of_patches_on_a_large_field
     # fields up to 256 x 256 train as asked
     assert training_step((256, 256), 4) == 4
     assert training_step((128, 128), 3) == 3
+
+
+@pytest.mark.parametrize("name", ["physics", "hypotheses"])
+def test_the_pyro_agents_keep_suggesting_when_seed_spectra_give_no_number(name):
+    """Two of three seed spectra without a number (a dead read-out) left one value, too
+    few to fit: the agent suggested nothing more and the run ended after its seeds."""
+    from agents.registry import agent_entry
+
+    image = _graphene()
+    settings = {"train_steps": 5, "finetune_steps": 2, "draws": 2, "n_seed": 3, "step": 8}
+    agent = agent_entry(name).load()(image, **settings)
+    seeds = agent.suggest(3)
+    agent.ingest([[s["x"], s["y"]] for s in seeds], [1.0, np.nan, np.nan])
+    more = agent.suggest(2)
+    assert len(more) == 2
+    assert all(s["source"] == "seed" for s in more)
+    measured = {(s["x"], s["y"]) for s in seeds}
+    assert not measured & {(s["x"], s["y"]) for s in more}
+    agent.ingest([[s["x"], s["y"]] for s in more], [2.0, 3.0])
+    assert agent.suggest(1)[0]["source"] == "model"  # three values: the model takes over
