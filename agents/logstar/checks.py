@@ -79,7 +79,7 @@ class ImageChecks:
             nn_nm = spacing * px
             raise ValueError(
                 f"at {px:.4g} nm/px the {self.lattice.name} columns ({nn_nm:.3g} nm apart) are "
-                f"{spacing:.2g} px apart: fewer than {MIN_SPACING_PX:g} px, they cannot be told "
+                f"{spacing:.3g} px apart: fewer than {MIN_SPACING_PX:g} px, they cannot be told "
                 f"apart. Check the survey image's calibration (pixel_size_nm='fft' reads it "
                 f"from the lattice) or record the survey at {nn_nm / MIN_SPACING_PX:.3g} nm/px "
                 "or finer"

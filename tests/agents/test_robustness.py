@@ -85,7 +85,7 @@ def test_logstar_refuses_a_pixel_size_at_which_the_columns_cannot_be_resolved():
 
     image = _graphene()
     agent = LoGStarAgent("graphene", budget=8, n_initial=6, n_clusters=0, seed=0)
-    with pytest.raises(ValueError, match=r"0\.28 px apart.*calibration.*0\.071 nm/px or finer"):
+    with pytest.raises(ValueError, match=r"0\.284 px apart.*calibration.*0\.071 nm/px or finer"):
         agent.observe(image, pixel_size_nm=0.5)
     # the image's own lattice reflections give its real calibration, as the message says
     agent = LoGStarAgent("graphene", pixel_size_nm="fft", budget=8, n_initial=6, n_clusters=0)
