@@ -27,6 +27,7 @@ puts it in its report (and so in the run) and logs a warning.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
@@ -91,11 +92,13 @@ class Plausibility:
     warnings: List[str] = field(default_factory=list)
 
     def as_dict(self) -> Dict[str, Any]:
-        """JSON-able."""
+        """JSON-able (strict JSON: a median offset that could not be measured, with no atom
+        or no column to measure it on, is None rather than NaN or infinity)."""
+        offset = self.median_offset_px
         return {
             "ok": self.ok,
             "on_columns": self.on_columns,
-            "median_offset_px": self.median_offset_px,
+            "median_offset_px": offset if offset is not None and math.isfinite(offset) else None,
             "missed_bright": self.missed_bright,
             "on_lattice": self.on_lattice,
             "n_atoms": self.n_atoms,

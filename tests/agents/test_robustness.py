@@ -150,3 +150,18 @@ def test_the_pyro_agents_keep_suggesting_when_seed_spectra_give_no_number(name):
     assert not measured & {(s["x"], s["y"]) for s in more}
     agent.ingest([[s["x"], s["y"]] for s in more], [2.0, 3.0])
     assert agent.suggest(1)[0]["source"] == "model"  # three values: the model takes over
+
+
+def test_logstar_report_on_a_featureless_frame_is_strict_json():
+    """A frame without atoms (the beam blanked, vacuum only) gave NaN in the report's
+    plausibility, which strict JSON readers of the run's record refuse."""
+    import json
+
+    from agents.logstar import LoGStarAgent
+
+    agent = LoGStarAgent("graphene", budget=8, n_initial=6, n_clusters=0, seed=0)
+    summary = agent.observe(np.full((96, 96), 120.0), pixel_size_nm=0.01)
+    assert summary["n_atoms"] == 0
+    report = json.loads(json.dumps(agent.report(), allow_nan=False))
+    assert report["plausibility"]["median_offset_px"] is None
+    assert report["plausibility"]["ok"] is False
