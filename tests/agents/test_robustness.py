@@ -165,3 +165,31 @@ def test_logstar_report_on_a_featureless_frame_is_strict_json():
     report = json.loads(json.dumps(agent.report(), allow_nan=False))
     assert report["plausibility"]["median_offset_px"] is None
     assert report["plausibility"]["ok"] is False
+
+
+def _with_hot_pixels(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = image.astype(np.float64)
+    out[mask] = 3 * image.max()
+    return out
+
+
+def test_the_edge_path_and_the_drift_ignore_the_cameras_hot_pixels():
+    """0.3 % hot pixels (where the camera has them, in every frame): 99 of the edge path's
+    100 points went to them, and the drift measured between two frames was zero."""
+    from agents.drift import DriftTracker
+    from agents.edges import EdgeAgent
+
+    image = _graphene()
+    hot = np.random.default_rng(0).random(image.shape) < 0.003
+    rows, cols = np.nonzero(hot)
+    agent = EdgeAgent(_with_hot_pixels(image, hot), budget=100)
+    xy = agent.candidates
+    near = np.hypot(xy[:, 0, None] - cols[None], xy[:, 1, None] - rows[None]).min(axis=1) <= 3
+    assert near.mean() < 0.2  # ~0.1 by chance on the clean image
+    assert agent.report()["hot_pixels"] >= 0.9 * hot.sum()
+    assert EdgeAgent(image, budget=100).report()["hot_pixels"] == 0  # the real image as is
+
+    later = _with_hot_pixels(np.roll(image, (3, -2), axis=(0, 1)), hot)
+    estimate = DriftTracker(_with_hot_pixels(image, hot)).measure(later, time=10.0)
+    assert estimate["dx"] == pytest.approx(-2.0, abs=0.1)
+    assert estimate["dy"] == pytest.approx(3.0, abs=0.1)
