@@ -193,4 +193,3 @@ def test_the_edge_path_and_the_drift_ignore_the_cameras_hot_pixels():
     estimate = DriftTracker(_with_hot_pixels(image, hot)).measure(later, time=10.0)
     assert estimate["dx"] == pytest.approx(-2.0, abs=0.1)
     assert estimate["dy"] == pytest.approx(3.0, abs=0.1)
-
