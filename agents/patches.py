@@ -157,7 +157,11 @@ def extract_patches(
     image = survey_image_array(survey_image)
     window = int(window)
     if window < 1 or window > max(image.shape):
-        raise ValueError(f"window must be 1..{max(image.shape)} pixels, got {window}")
+        raise ValueError(
+            f"window must be 1..{max(image.shape)} pixels, got {window}: the patch window "
+            f"is larger than the {image.shape[0]} x {image.shape[1]} px survey image (a "
+            "larger field, or a smaller window=)"
+        )
     if normalise not in NORMALISATIONS:
         raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {normalise!r}")
     if border not in BORDERS:

@@ -193,3 +193,12 @@ def test_the_edge_path_and_the_drift_ignore_the_cameras_hot_pixels():
     estimate = DriftTracker(_with_hot_pixels(image, hot)).measure(later, time=10.0)
     assert estimate["dx"] == pytest.approx(-2.0, abs=0.1)
     assert estimate["dy"] == pytest.approx(3.0, abs=0.1)
+
+
+def test_a_survey_smaller_than_the_latent_window_says_so():
+    """An 8 x 8 px survey (a quick look at a small region) was refused as 'window must be
+    1..8 pixels, got 12', not saying the window is the agent's default patch size."""
+    from agents.latent import LatentAgent
+
+    with pytest.raises(ValueError, match=r"larger than the 8 x 8 px survey image.*window="):
+        LatentAgent(_graphene()[:8, :8], epochs=1)
