@@ -201,7 +201,8 @@ def as_image(image: object, name: str = "image") -> np.ndarray:
     while arr.ndim > 2 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (height, width), got shape {arr.shape}")
+        hint = " (a stack of frames: pass one frame, or their sum)" if arr.ndim == 3 else ""
+        raise ValueError(f"{name} must be 2-D (height, width), got shape {arr.shape}{hint}")
     if min(arr.shape) < MIN_IMAGE_SIDE:
         raise ValueError(f"{name} must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels")
     if not np.all(np.isfinite(arr)):

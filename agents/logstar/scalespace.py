@@ -57,7 +57,10 @@ def as_float_image(image: np.ndarray) -> np.ndarray:
     while arr.ndim > 2 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or min(arr.shape) < 1:
-        raise ValueError(f"a survey image must be a non-empty 2-D array, got shape {arr.shape}")
+        hint = " (a stack of frames: pass one frame, or their sum)" if arr.ndim == 3 else ""
+        raise ValueError(
+            f"a survey image must be a non-empty 2-D array, got shape {arr.shape}{hint}"
+        )
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"a survey image must hold numbers, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):

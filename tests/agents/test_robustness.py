@@ -112,6 +112,8 @@ def test_every_survey_reader_takes_a_one_frame_stack_and_honours_a_mask():
         assert clean.max() <= image.max()  # the blob is gone: filled from around it
         assert clean[100:104, 50:54].max() <= image[98:106, 48:56].max()
         assert clean[0, 0] == pytest.approx(read(image)[0, 0])
+        with pytest.raises(ValueError, match="stack of frames: pass one frame"):
+            read(np.stack([image] * 3))  # and says what to do with a real stack
 
 
 def test_the_latent_agent_trains_on_a_bounded_number_of_patches_on_a_large_field():
