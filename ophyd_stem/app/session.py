@@ -233,11 +233,12 @@ def configure_base(
         else:
             from ophyd_stem.catalog import EmbeddedServer
 
-            running = EmbeddedServer.find(catalog_settings)
+            # The server this process started holds its process handle: stopping it then
+            # needs no health check, which a loaded machine can fail (and leave it running).
+            server = EmbeddedServer.start(catalog_settings)
             session.writer = CatalogWriter.to_embedded(catalog_settings)
-            server = EmbeddedServer.find(catalog_settings)
-            session.catalog_uri = server.uri if server is not None else None
-            if running is None and server is not None and _in_queueserver():
+            session.catalog_uri = server.uri
+            if server.owned and _in_queueserver():
                 _stop_when_this_process_ends(server)
         RE.subscribe(session.writer)
     _export(session, user_ns, RE=RE, bec=bec, session=session)
