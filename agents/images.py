@@ -7,9 +7,10 @@ mask) left no value. One bad pixel must not stop an experiment, so such pixels a
 from their nearest valid neighbour and the repair is logged; an image that is largely
 undefined, or not one image at all, is refused with a clear message.
 
->>> img = np.array([[1.0, np.nan], [3.0, 4.0]])
->>> survey_image_array(img).tolist()
-[[1.0, 1.0], [3.0, 4.0]]
+>>> img = np.full((5, 5), 7.0)
+>>> img[2, 2] = np.nan  # one undefined pixel of 25 (4 %, under MAX_UNDEFINED_FRACTION)
+>>> float(survey_image_array(img)[2, 2])
+7.0
 """
 
 from __future__ import annotations
