@@ -227,8 +227,11 @@ def _open_catalog(args: argparse.Namespace, listing: bool = False, snapshot: boo
 def _cmd_runs(args: argparse.Namespace) -> int:
     from ophyd_stem.catalog import recent_runs
 
-    catalog = _open_catalog(args, listing=True)
-    runs = recent_runs(catalog, args.limit, settings=_settings(args))
+    from .waits import still_waiting
+
+    with still_waiting("reading the catalog"):  # (seconds on a busy machine)
+        catalog = _open_catalog(args, listing=True)
+        runs = recent_runs(catalog, args.limit, settings=_settings(args))
     if not runs:
         print("no runs in the catalog yet; try `ophyd-stem run survey`")
         return 0
@@ -252,18 +255,21 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     from ophyd_stem.catalog import get_run
 
+    from .waits import still_waiting
+
     # light clients: the report reads whole streams into numpy, seconds quicker without
     # bluesky-tiled-plugins and dask (see ophyd_stem/catalog/_snapshot.py)
-    catalog = _open_catalog(args, snapshot=True)
-    run = get_run(catalog, args.run)
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with still_waiting(f"reading run {args.run}"), ThreadPoolExecutor(max_workers=1) as pool:
+        catalog = _open_catalog(args, snapshot=True)
+        run = get_run(catalog, args.run)
         # the server reads the run out while matplotlib and the figures are imported here
         loading = pool.submit(run.load) if hasattr(run, "load") else None
         from .analysis.report import run_report
 
         if loading is not None:
             loading.result()
-    # no thread is left at work here: the workflow's figures can be drawn in forked children
+    # no thread is left at work here (the waiting line's included): the workflow's figures
+    # can be drawn in forked children
     text, png = run_report(run, Path(args.out), apart=True)
     print(text)
     print(f"figure: {png}")
