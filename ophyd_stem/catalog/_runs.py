@@ -8,8 +8,11 @@ event of a finished run.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+import sys
 import threading
+import time
 import urllib.parse
 from typing import Any, Callable, Iterable, Optional, Tuple
 
@@ -55,13 +58,43 @@ class CatalogMismatch(CatalogError):
 #: thread opens a catalog (tiled loads the run clients from entry points) could deadlock;
 #: Python then raises ``_DeadlockError`` in one of them (seen: a test's catalog fixture)
 _IMPORT_LOCK = threading.Lock()
+logger = logging.getLogger(__name__)
 
 
-def import_bluesky_tiled_plugins() -> None:
+def import_bluesky_tiled_plugins(attempts: int = 3) -> None:
     """Import bluesky-tiled-plugins (the whole package), one thread at a time; at once when
-    it is imported already."""
+    it is imported already.
+
+    An import cut short by another thread's imports (Python's ``_DeadlockError`` between
+    two threads importing modules each other needs, e.g. pandas) leaves the package half
+    imported, and its clients then fail in every later import with "cannot import name
+    ... from partially initialized module" (seen once: a console's catalog writer refused
+    every run). So a failed import is forgotten and tried again.
+
+    Raises:
+        ImportError: it failed ``attempts`` times (the last failure).
+    """
     with _IMPORT_LOCK:
-        import bluesky_tiled_plugins  # noqa: F401
+        for attempt in range(1, attempts + 1):
+            try:
+                import bluesky_tiled_plugins  # noqa: F401
+                from bluesky_tiled_plugins import TiledWriter  # noqa: F401  (complete?)
+                from bluesky_tiled_plugins.clients.catalog_of_bluesky_runs import (  # noqa: F401
+                    CatalogOfBlueskyRuns,
+                )
+
+                return
+            except (ImportError, RuntimeError) as error:  # (_DeadlockError is a RuntimeError)
+                if isinstance(error, RuntimeError) and "deadlock" not in str(error).lower():
+                    raise
+                for name in [m for m in sys.modules if m.split(".")[0] == "bluesky_tiled_plugins"]:
+                    del sys.modules[name]
+                if attempt == attempts:
+                    raise ImportError(
+                        f"bluesky-tiled-plugins could not be imported: {error}"
+                    ) from error
+                logger.warning("importing bluesky-tiled-plugins failed (%s); trying again", error)
+                time.sleep(0.2 * attempt)  # (let the other thread's imports finish)
 
 
 def _is_loopback(host: str) -> bool:
