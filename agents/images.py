@@ -24,6 +24,8 @@ __all__ = [
     "HOT_PIXEL_NOISE_UNITS",
     "MAX_UNDEFINED_FRACTION",
     "masked_as_undefined",
+    "one_frame",
+    "stack_hint",
     "survey_image_array",
     "without_hot_pixels",
 ]
@@ -56,12 +58,9 @@ def survey_image_array(
         ValueError: not 2-D (a stack of several frames: pick one), smaller than
             ``min_size``, complex, or with too many undefined pixels.
     """
-    image = np.asarray(masked_as_undefined(survey_image))
-    while image.ndim > 2 and image.shape[0] == 1:
-        image = image[0]
+    image = one_frame(survey_image)
     if image.ndim != 2:
-        hint = " (a stack of frames: pass one frame, or their sum)" if image.ndim == 3 else ""
-        raise ValueError(f"{what} must be 2-D, got shape {image.shape}{hint}")
+        raise ValueError(f"{what} must be 2-D, got shape {image.shape}{stack_hint(image)}")
     if np.iscomplexobj(image):
         raise ValueError(f"{what} must be real, got {image.dtype}")
     if min(image.shape) < min_size:
@@ -91,6 +90,21 @@ def survey_image_array(
             int(bad.sum()),
         )
     return image
+
+
+def one_frame(image: Any) -> np.ndarray:
+    """``image`` as an array as every survey-image agent takes it: a one-frame stack
+    ``(1, rows, cols)`` as its frame, a masked array's masked pixels as NaN
+    (:func:`masked_as_undefined`). Whether it is 2-D is the caller's check."""
+    arr = np.asarray(masked_as_undefined(image))
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr
+
+
+def stack_hint(image: np.ndarray) -> str:
+    """What to add to a "must be 2-D" message for a stack of several frames ("" otherwise)."""
+    return " (a stack of frames: pass one frame, or their sum)" if image.ndim == 3 else ""
 
 
 def masked_as_undefined(image: Any) -> Any:

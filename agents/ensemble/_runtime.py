@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 import torch
 
-from ..images import masked_as_undefined, survey_image_array
+from ..images import one_frame, stack_hint, survey_image_array
 
 __all__ = [
     "as_image",
@@ -195,14 +195,13 @@ def as_image(image: object, name: str = "image") -> np.ndarray:
         ValueError: not 2-D, smaller than 4x4 pixels, or with more than a few NaN/inf pixels.
     """
     try:  # a masked array's masked pixels are undefined, filled below
-        arr = np.asarray(masked_as_undefined(image), dtype=np.float32)
+        arr = np.asarray(one_frame(image), dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a 2-D array of numbers: {exc}") from None
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
     if arr.ndim != 2:
-        hint = " (a stack of frames: pass one frame, or their sum)" if arr.ndim == 3 else ""
-        raise ValueError(f"{name} must be 2-D (height, width), got shape {arr.shape}{hint}")
+        raise ValueError(
+            f"{name} must be 2-D (height, width), got shape {arr.shape}{stack_hint(arr)}"
+        )
     if min(arr.shape) < MIN_IMAGE_SIDE:
         raise ValueError(f"{name} must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels")
     if not np.all(np.isfinite(arr)):

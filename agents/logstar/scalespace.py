@@ -29,7 +29,7 @@ import scipy.ndimage as ndi
 from scipy.spatial import cKDTree
 from skimage.util import img_as_float
 
-from ..images import masked_as_undefined, survey_image_array, without_hot_pixels
+from ..images import one_frame, stack_hint, survey_image_array, without_hot_pixels
 from .params import LoGParameters, check_sigma_step
 
 __all__ = [
@@ -53,13 +53,10 @@ def as_float_image(image: np.ndarray) -> np.ndarray:
         ValueError: if the image is not 2-D, is empty, or holds more than a few NaN/inf
             pixels (see :func:`agents.images.survey_image_array`).
     """
-    arr = np.asarray(masked_as_undefined(image))
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
+    arr = one_frame(image)
     if arr.ndim != 2 or min(arr.shape) < 1:
-        hint = " (a stack of frames: pass one frame, or their sum)" if arr.ndim == 3 else ""
         raise ValueError(
-            f"a survey image must be a non-empty 2-D array, got shape {arr.shape}{hint}"
+            f"a survey image must be a non-empty 2-D array, got shape {arr.shape}{stack_hint(arr)}"
         )
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"a survey image must hold numbers, got dtype {arr.dtype}")
