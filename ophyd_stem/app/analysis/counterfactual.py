@@ -47,7 +47,7 @@ import numpy as np
 from agents.base import Agent
 from agents.runs import RunData
 
-from .rebuild import after_step, agent_factory, as_run_data, survey_detector
+from .rebuild import after_step, agent_factory, as_run_data, map_steps, survey_detector
 
 __all__ = ["CounterfactualResult", "RandomAgent", "RasterAgent", "counterfactual", "parse"]
 
@@ -231,7 +231,7 @@ def _run_adaptive(data: RunData, name: str, options: dict[str, Any]) -> Counterf
     relabels = {
         int(iv["step"]): iv for iv in data.interventions if iv.get("kind") == "set_scalarizer"
     }
-    map_steps = {int(m["step"]) for m in data.maps if "step" in m}
+    mapped = map_steps(data)
     for step in sorted(set(steps.tolist())):
         rows = np.flatnonzero(steps == step)
         if step in relabels and len(agent.values):
@@ -242,7 +242,7 @@ def _run_adaptive(data: RunData, name: str, options: dict[str, Any]) -> Counterf
         agent.ingest(recorded[rows], values[rows])
         # asked what the plan asks after each step (reports, maps): for the physics agents
         # asking moves their fits on, so the same agent must be asked to choose the same
-        after_step(agent, int(step), map_steps)
+        after_step(agent, int(step), mapped)
     agree = np.all(np.abs(chosen - recorded) < 0.5, axis=1)
     distance = np.linalg.norm(chosen - recorded, axis=1)
     lookup = {(round(x), round(y)): v for (x, y), v in zip(recorded, values)}

@@ -41,7 +41,14 @@ import numpy as np
 from agents.runs import RunData
 
 from .checks import Check, ForensicsReport, _compare
-from .rebuild import after_step, agent_factory, as_run_data, replay_device, survey_detector
+from .rebuild import (
+    after_step,
+    agent_factory,
+    as_run_data,
+    map_steps,
+    replay_device,
+    survey_detector,
+)
 
 __all__ = [
     "Check",
@@ -80,7 +87,7 @@ def _adaptive(data: RunData, make_agent: Callable, report: ForensicsReport) -> N
     values = np.asarray(dec.get("value", []), dtype=float)
     sources = list(dec.get("source", []))
     all_steps = sorted(set(steps.tolist()) | {int(iv["step"]) for iv in data.interventions})
-    map_steps = {int(m["step"]) for m in data.maps if "step" in m}
+    mapped = map_steps(data)
     for step in all_steps:
         ivs = [iv for iv in data.interventions if int(iv["step"]) == step]
         for iv in ivs:
@@ -107,7 +114,7 @@ def _adaptive(data: RunData, make_agent: Callable, report: ForensicsReport) -> N
                 report.interventions += _apply(agent, iv)
         if len(rows):
             agent.ingest(positions[rows], values[rows])
-            after_step(agent, step, map_steps)
+            after_step(agent, step, mapped)
     _check_values(data, report)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "after_step",
     "agent_factory",
     "as_run_data",
+    "map_steps",
     "replay_device",
     "reported_agent_class",
     "survey_detector",
@@ -274,6 +275,12 @@ def _dcnn_factory(data: RunData, **overrides: Any) -> tuple[Callable[[Any], Any]
         "ensemble": name,
         **described,
     }
+
+
+def map_steps(data: Any) -> set[int]:
+    """The steps after which the run recorded the agent's maps (what :func:`after_step`
+    asks for again)."""
+    return {int(m["step"]) for m in data.maps if "step" in m}
 
 
 def after_step(agent: Any, step: int, map_steps: set[int]) -> None:
