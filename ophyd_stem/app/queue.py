@@ -201,6 +201,7 @@ class QueueClient:
         poll: float = 0.2,
         on_progress: Callable[[str], Any] | None = None,
         submitted: float | None = None,
+        stopped_after: float = 5.0,
     ) -> QueueResult:
         """Wait for a queued item to end (in the history) and say how.
 
@@ -211,13 +212,18 @@ class QueueClient:
             poll: seconds between status checks.
             on_progress: called with a line whenever the re-manager's state changes.
             submitted: ``time.monotonic()`` of the submission (default: now).
+            stopped_after: seconds the re-manager may stay idle, the item still waiting in
+                its queue, before that counts as a stopped queue (a plan before it failed,
+                or someone stopped the queue) rather than the moment between two plans.
 
         Raises:
-            QueueError: not ended within ``timeout``.
+            QueueError: not ended within ``timeout``; the queue stopped with the item still
+                in it (the message says after which plan and why); the item is gone from
+                both the queue and the history (someone removed it).
         """
         submitted = time.monotonic() if submitted is None else submitted
         deadline = None if timeout is None else submitted + timeout
-        last_state, started_after = None, None
+        last_state, started_after, idle_since = None, None, None
         while True:
             status = self.status()
             state = (status.get("manager_state"), status.get("re_state"))
@@ -241,9 +247,40 @@ class QueueClient:
                             started_after=started_after,
                             requeued_uid=self._requeued(item),
                         )
+            # the queueserver stops its queue after a plan that failed: the items behind it
+            # wait until someone starts it again, which a caller must hear about, not wait on
+            if not running and state[0] == "idle":
+                idle_since = time.monotonic() if idle_since is None else idle_since
+                if time.monotonic() - idle_since >= stopped_after:
+                    raise QueueError(self._why_not_running(item_uid))
+            else:
+                idle_since = None
             if deadline is not None and time.monotonic() > deadline:
                 raise QueueError(f"plan {item_uid} has not ended after {timeout:.0f} s")
             time.sleep(poll)
+
+    def _why_not_running(self, item_uid: str) -> str:
+        """Why a followed item neither runs nor has ended, for the error a caller sees."""
+        queued = self.api.queue_get(reload=True).get("items", [])
+        where = [i for i, item in enumerate(queued) if item.get("item_uid") == item_uid]
+        if not where:
+            return (
+                f"plan {item_uid} is neither in the re-manager's queue nor in its history "
+                "(removed from the queue?)"
+            )
+        name = queued[where[0]].get("name", "?")
+        text = (
+            f"plan {name} ({item_uid[:8]}) waits in the queue at position {where[0] + 1} of "
+            f"{len(queued)}, and the queue is not running"
+        )
+        history = self.api.history_get(reload=True).get("items", [])
+        last = history[-1] if history else None
+        ended = last.get("result", {}).get("exit_status") if last else None
+        if last is not None and ended != "completed":
+            message = str(last.get("result", {}).get("msg", "")).strip()
+            text += f": it stopped after {last.get('name', '?')} ended {ended}"
+            text += f" ({message})" if message else ""
+        return text + " (start it again with `qserver queue start` or QueueClient.start())"
 
     def _requeued(self, item: dict[str, Any]) -> str | None:
         """The uid of the copy of a failed ``item`` put back at the front of the queue."""

@@ -204,3 +204,23 @@ def complete_run(catalog, uid: str, timeout: float = 120.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"run {uid} is not complete in the catalog after {timeout} s")
         time.sleep(0.5)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
+@pytest.fixture(autouse=True)
+def facility_logs_when_failed(request):
+    """A failed facility test prints the ends of its processes' logs (the re-manager's holds
+    a failed plan's traceback), which CI shows and a re-run may not reproduce."""
+    yield
+    report = getattr(request.node, "report_call", None)
+    if report is None or not report.failed or "facility" not in request.fixturenames:
+        return
+    for piece in request.getfixturevalue("facility").pieces:
+        print(f"----- the end of the {piece.name}'s log ({piece.log}) -----")
+        print(piece.tail(8000 if piece.name == "re-manager" else 2000))

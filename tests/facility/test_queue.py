@@ -73,7 +73,14 @@ def test_standard_and_project_plans_run_from_json_and_land_in_the_catalog(
     started = time.monotonic()
     uids = [queue.submit(name, *args, start=False, **kwargs) for name, args, kwargs in items]
     queue.start()
-    results = [queue.follow(uid, timeout=600, submitted=started) for uid in uids]
+    results = []
+    for uid in uids:  # the queue stops at a failed plan: report that one, not a hang after it
+        results.append(queue.follow(uid, timeout=600, submitted=started))
+        if not results[-1].ok:
+            for later in uids[len(results) :]:
+                queue.api.item_remove(uid=later)
+            queue.discard(results[-1])
+            break
     failed = {r.name: r.message for r in results if not r.ok}
     assert not failed, failed
 
@@ -109,6 +116,27 @@ def test_a_bad_plan_is_refused_when_submitted_and_the_queue_goes_on(queue):
     assert result.exit_status == "failed"
     assert "known agents" in result.message
     assert queue.run("count", ["eels"]).ok  # the re-manager still works
+
+
+def test_following_a_plan_behind_a_failed_one_says_why_instead_of_waiting(queue):
+    bad = queue.submit(
+        "adaptive_eels", "scan_engine", "eels_points", "dlk", "band:20:30", start=False
+    )
+    good = queue.submit("count", ["eels"], start=False)
+    queue.start()
+    failed = queue.follow(bad, timeout=120)
+    assert failed.exit_status == "failed"
+    started = time.monotonic()
+    with pytest.raises(QueueError) as raised:
+        queue.follow(good, timeout=120, stopped_after=2.0)
+    assert time.monotonic() - started < 60  # told, not left to its timeout
+    text = str(raised.value)
+    assert "count" in text and "position 2 of 2" in text  # behind the failed plan's copy
+    assert "adaptive_eels ended failed" in text and "known agents" in text
+    # nothing lost: once the failed copy is off the queue, the waiting plan runs
+    queue.discard(failed)
+    queue.start()
+    assert queue.follow(good, timeout=120).ok
 
 
 def test_the_operator_vetoes_from_another_process_and_the_run_records_it(queue, catalog):
