@@ -18,6 +18,10 @@ rows, measured in the same condition: the same small exchange and a 128² image 
 pyzmq ROUTER echo and with a bare blocking-socket echo (Pyro5's kind of transport). The pyzmq
 floor bounds what any ZeroMQ server in Python can do against Pyro5 (decision 0009).
 
+The prepared instrument, the Pyro5 server and the floors are in ``bridge_baselines.py``; the
+timing, CPU accounting, added load and the table in ``bridge_table.py`` (both beside this
+script).
+
 Run::
 
     python benchmarks/bridge.py            # about three minutes
@@ -34,7 +38,6 @@ import argparse
 import contextlib
 import functools
 import logging
-import multiprocessing
 import os
 import platform
 import socket
@@ -42,68 +45,73 @@ import statistics
 import subprocess
 import sys
 import threading
-import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import Pyro5.api
 import zmq
 
-from dm_bridge.backends.base import (
-    EELSParameters,
-    ImageAcquisition,
-    ScanParameters,
-    SpectrumAcquisition,
-    energy_axis,
+# The baselines and the table are modules of their own beside this script (this folder is
+# on sys.path when it runs); their names stay importable from here.
+from bridge_baselines import (
+    IMAGE_REQUEST,
+    FloorClients,
+    LegacyServer,
+    PreparedBackend,
+    floors_in_process,
+    socket_echo,
+    zmq_echo,
 )
-from dm_bridge.backends.minimal import MinimalBackend
+from bridge_table import (
+    HEADER,
+    SERVER_PIDS,
+    Row,
+    alternate,
+    alternate_all,
+    cpu_load,
+    cpu_per_call,
+    fmt,
+    load_average,
+    p99,
+    print_table,
+    process_cpu,
+    speedup,
+    timings,
+)
+
 from dm_bridge.client import BridgeClient
 from dm_bridge.server import Server
 
-
-class PreparedBackend(MinimalBackend):
-    """The minimal instrument with its arrays made once, so only the transport is timed."""
-
-    def __init__(self) -> None:
-        super().__init__(time_scale=0.0)
-        self._images: Dict[Tuple[int, int], ImageAcquisition] = {}
-
-    def _do_acquire_image(self, scan: ScanParameters) -> ImageAcquisition:
-        key = (scan.width, scan.height)
-        if key not in self._images:
-            self._images[key] = super()._do_acquire_image(scan)
-        return self._images[key]
-
-    def _do_acquire_spectra_at_points(
-        self, eels: EELSParameters, points: np.ndarray
-    ) -> SpectrumAcquisition:
-        axis = energy_axis(eels)
-        height = 1000.0 + 10.0 * points[:, 0] + points[:, 1]
-        spectra = (height[:, None] * np.exp(-0.5 * axis**2)[None, :]).astype(np.float32)
-        return SpectrumAcquisition(spectra, axis, instrument_time=len(points) * eels.exposure)
-
-
-@Pyro5.api.expose
-class LegacyServer:
-    """What the existing DM server offers, its way: one call per action, arrays as lists."""
-
-    def __init__(self, backend: PreparedBackend) -> None:
-        self.backend = backend
-
-    def get_beam_position(self) -> List[float]:
-        return list(self.backend.get_beam_position())
-
-    def set_beam_position(self, x: float, y: float) -> None:
-        self.backend.set_beam_position(x, y)
-
-    def set_image_size(self, width: int, height: int) -> None:
-        self.backend.set_scan_parameters(width=width, height=height)
-
-    def acquire_image(self) -> list:
-        return self.backend.acquire_image().images["HAADF"].tolist()
-
-    def acquire_spectrum(self) -> list:
-        return self.backend.acquire_spectrum().spectra.tolist()
+__all__ = [
+    "HEADER",
+    "IMAGE_REQUEST",
+    "SERVER_PIDS",
+    "FloorClients",
+    "LegacyServer",
+    "PreparedBackend",
+    "Row",
+    "alternate",
+    "alternate_all",
+    "cpu_load",
+    "cpu_per_call",
+    "floors_in_process",
+    "floors_in_processes",
+    "fmt",
+    "load_average",
+    "main",
+    "measure",
+    "measure_floors",
+    "p99",
+    "print_table",
+    "process_cpu",
+    "serve",
+    "servers_in_process",
+    "servers_in_processes",
+    "socket_echo",
+    "speedup",
+    "timings",
+    "zmq_echo",
+]
 
 
 # ------------------------------------------------------------------------------ servers
@@ -133,10 +141,6 @@ def servers_in_processes() -> Iterator[Tuple[str, ...]]:
     """Each server in a process of its own (this file run with --serve)."""
     with _subprocesses(("stream", "bridge", "pyro")) as found:
         yield found
-
-
-#: the server processes of the separate-process condition (their CPU time is read)
-SERVER_PIDS: List[int] = []
 
 
 @contextlib.contextmanager
@@ -185,226 +189,13 @@ def serve(kind: str) -> None:
     daemon.requestLoop()
 
 
-# ------------------------------------------------------------------------------ floors
-#: what the echo servers send back for a request of this text: a 128² float32 image
-IMAGE_REQUEST = b"IMAGE"
-_IMAGE_BYTES = np.zeros(128 * 128, np.float32).tobytes()
-
-
-def zmq_echo(router: zmq.Socket, stop: threading.Event) -> None:
-    """A bare ROUTER that sends each message back (or an image for IMAGE_REQUEST): the
-    least any ZeroMQ server in Python can do per call."""
-    items = [(router, zmq.POLLIN)]
-    while not stop.is_set():
-        if zmq.zmq_poll(items, 100):
-            parts = router.recv_multipart(copy=False)
-            if parts[-1].bytes == IMAGE_REQUEST:
-                parts = [parts[0], b"", b"{}", _IMAGE_BYTES]
-            router.send_multipart(parts, copy=False)
-
-
-def socket_echo(listener: socket.socket) -> None:
-    """A bare TCP server (one blocking socket per client, like Pyro5's) that sends each
-    message back (or an image, length-prefixed, for IMAGE_REQUEST)."""
-    while True:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=_echo_connection, args=(conn,), daemon=True).start()
-
-
-def _echo_connection(conn: socket.socket) -> None:
-    with conn:
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                return
-            if data == IMAGE_REQUEST:
-                conn.sendall(len(_IMAGE_BYTES).to_bytes(8, "little") + _IMAGE_BYTES)
-            else:
-                conn.sendall(data)
-
-
-class FloorClients:
-    """Clients of the two echo servers: ``zmq_call``/``socket_call`` send one small header
-    and wait for it back; ``zmq_image``/``socket_image`` get a 128² float32 image."""
-
-    HEADER = b'{"protocol":1,"id":1,"command":"get_beam_position","args":{},"timeout":120.0}'
-
-    def __init__(self, zmq_endpoint: str, socket_port: int) -> None:
-        self.dealer = zmq.Context.instance().socket(zmq.DEALER)
-        self.dealer.setsockopt(zmq.LINGER, 0)
-        self.dealer.connect(zmq_endpoint)
-        self.sock = socket.create_connection(("127.0.0.1", socket_port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._items = [(self.dealer, zmq.POLLIN)]
-
-    def zmq_call(self, payload: bytes = HEADER) -> List[Any]:
-        self.dealer.send_multipart([b"", payload])
-        zmq.zmq_poll(self._items, 120_000)
-        return self.dealer.recv_multipart(copy=False)
-
-    def zmq_image(self) -> np.ndarray:
-        return np.frombuffer(self.zmq_call(IMAGE_REQUEST)[2], np.float32)
-
-    def socket_call(self) -> bytes:
-        self.sock.sendall(self.HEADER)
-        return self.sock.recv(65536)
-
-    def socket_image(self) -> np.ndarray:
-        self.sock.sendall(IMAGE_REQUEST)
-        data = bytearray()
-        while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "little"):
-            data += self.sock.recv(1 << 20)
-        return np.frombuffer(data, np.float32, offset=8)
-
-    def close(self) -> None:
-        self.dealer.close()
-        self.sock.close()
-
-
-@contextlib.contextmanager
-def floors_in_process() -> Iterator[Tuple[str, int]]:
-    """Both echo servers in background threads: (ZeroMQ endpoint, TCP port)."""
-    stop = threading.Event()
-    router = zmq.Context.instance().socket(zmq.ROUTER)
-    endpoint = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
-    listener = socket.create_server(("127.0.0.1", 0))
-    threads = [
-        threading.Thread(target=zmq_echo, args=(router, stop), daemon=True),
-        threading.Thread(target=socket_echo, args=(listener,), daemon=True),
-    ]
-    for t in threads:
-        t.start()
-    try:
-        yield endpoint, listener.getsockname()[1]
-    finally:
-        stop.set()
-        threads[0].join(5)
-        router.close(0)
-        listener.close()
-
-
 @contextlib.contextmanager
 def floors_in_processes() -> Iterator[Tuple[str, int]]:
     with _subprocesses(("zmq-echo", "socket-echo")) as (endpoint, port):
         yield endpoint, int(port)
 
 
-def _spin() -> None:  # pragma: no cover - a load generator
-    while True:
-        pass
-
-
-@contextlib.contextmanager
-def cpu_load(processes: int) -> Iterator[None]:
-    """Keep ``processes`` cores busy meanwhile (processes this benchmark starts and stops)."""
-    spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(processes)]
-    for p in spinners:
-        p.start()
-    try:
-        time.sleep(1.0)  # let the scheduler see them
-        yield
-    finally:
-        for p in spinners:
-            p.terminate()
-        for p in spinners:
-            p.join(5)
-
-
 # ------------------------------------------------------------------------------ timing
-
-
-def timings(call: Callable[[], Any], repeat: int) -> List[float]:
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - start)
-    return out
-
-
-def alternate(
-    ours: Callable[[], Any], theirs: Callable[[], Any], n_ours: int, n_theirs: int, rounds: int
-) -> Tuple[List[float], List[float]]:
-    """Samples of both, taken in alternating rounds (after a warm-up of each)."""
-    a, b = alternate_all([ours, theirs], [n_ours, n_theirs], rounds)
-    return a, b
-
-
-def alternate_all(calls: List[Callable[[], Any]], ns: List[int], rounds: int) -> List[List[float]]:
-    """Samples of each call, taken in alternating rounds (after a warm-up of each: 5 % of
-    its calls, at least one)."""
-    for call, n in zip(calls, ns):
-        timings(call, max(1, n // 20))
-    out: List[List[float]] = [[] for _ in calls]
-    for _ in range(rounds):
-        for samples, call, n in zip(out, calls, ns):
-            samples += timings(call, max(1, n // rounds))
-    return out
-
-
-def process_cpu(pid: Optional[int]) -> float:
-    """CPU seconds used so far by this process (``pid`` None) or another one (all its
-    threads; Linux ``/proc``, nanosecond resolution; 0.0 where unavailable)."""
-    if pid is None:
-        return time.process_time()
-    total = 0
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return total / 1e9
-
-
-def cpu_per_call(calls: List[Callable[[], Any]], n: int, rounds: int) -> List[float]:
-    """CPU seconds per call of each (client and server, every thread), alternating rounds."""
-    pids = list(SERVER_PIDS) or [None] * len(calls)
-    used = [0.0] * len(calls)
-    for _ in range(rounds):
-        for i, call in enumerate(calls):
-            server = pids[i]
-            c0, s0 = time.process_time(), process_cpu(server) if server else 0.0
-            for _ in range(n // rounds):
-                call()
-            used[i] += time.process_time() - c0
-            if server:
-                used[i] += process_cpu(server) - s0
-    count = rounds * (n // rounds)
-    return [u / count for u in used]
-
-
-def fmt(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
-
-
-def speedup(ratio: float) -> str:
-    return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:,.0f}x"
-
-
-def p99(values: List[float]) -> float:
-    return float(np.percentile(values, 99))
-
-
-Row = Tuple[str, ...]
-#: the table's columns
-HEADER = (
-    "operation",
-    "bridge stream",
-    "bridge ZeroMQ",
-    "Pyro5+tolist",
-    "stream vs Pyro5",
-    "ZeroMQ vs Pyro5",
-    "target (stream)",
-)
 
 
 def measure_floors(endpoint: str, port: int, quick: bool, pyro: Dict[str, float]) -> List[Row]:
@@ -572,24 +363,6 @@ def measure(
         zmq_dm.close()
         legacy._pyroRelease()
     return rows
-
-
-def print_table(title: str, rows: List[Row]) -> None:
-    print(title)
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-    print(" | ".join(h.ljust(w) for h, w in zip(HEADER, widths)))
-    print("-|-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(v.ljust(w) for v, w in zip(r, widths)))
-    print()
-
-
-def load_average() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:  # Windows
-        return "n/a"
-    return f"{one:.2f} (5 min: {five:.2f})"
 
 
 def main() -> None:
