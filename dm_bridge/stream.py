@@ -91,13 +91,49 @@ def _lengths(count: int) -> struct.Struct:
     return found
 
 
+def _as_bytes(part: Any) -> Any:
+    """``part`` as something whose ``len`` is its size in bytes: bytes and bytearrays as
+    they are, any other buffer (a memoryview of float32, a 2-D one, a numpy array) as a flat
+    byte view of the same memory, uncopied.
+
+    Raises:
+        TypeError: ``part`` is not a buffer.
+        ValueError: its memory is not one C-contiguous block (it cannot be sent uncopied).
+    """
+    kind = type(part)
+    if kind is bytes or kind is bytearray:
+        return part
+    view = part if kind is memoryview else memoryview(part)
+    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
+        return view  # (the frames the protocol makes: already flat bytes)
+    if not view.c_contiguous:
+        raise ValueError(
+            f"a part to send must be one C-contiguous block of memory, got a "
+            f"{view.ndim}-d view of format {view.format!r} with strides {view.strides}"
+        )
+    return view.cast("B")
+
+
 def pack(parts: Sequence[Any]) -> List[Any]:
-    """The buffers to write for one message of ``parts`` (bytes or byte memoryviews).
+    """The buffers to write for one message of ``parts`` (bytes or any C-contiguous buffer).
 
     Small parts are joined with the length prefix into one buffer (one system call for a
-    small message); large ones (arrays) are written from their own memory, uncopied.
+    small message); large ones (arrays) are written from their own memory, uncopied. Each
+    length counts bytes, also for a memoryview of wider items or of several dimensions
+    (whose ``len`` counts items or rows).
+
+    Raises:
+        ValueError: a part whose memory is not C-contiguous.
+
+    Example:
+        >>> import numpy as np
+        >>> buffers = pack([b"", memoryview(np.zeros(3, np.float32))])
+        >>> parts, end, _ = parse(b"".join(buffers), 0, 1 << 20)
+        >>> [len(p) for p in parts], end
+        ([0, 12], 40)
     """
     count = len(parts)
+    parts = [_as_bytes(p) for p in parts]
     sizes = [len(p) for p in parts]
     prefix = _COUNT.pack(count) + _lengths(count).pack(*sizes)
     if sum(sizes) < _JOIN_LIMIT:

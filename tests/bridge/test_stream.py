@@ -17,6 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
+import numpy as np
 import pytest
 import zmq
 
@@ -90,6 +91,35 @@ def test_a_message_is_its_part_count_its_lengths_and_its_parts(bridge_server):
     assert reply["ok"] is True
     assert reply["id"] == 5
     assert reply["result"]["server"]["transport"] == "stream"
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        memoryview(np.arange(5, dtype=np.float32)),  # len 5, 20 bytes
+        memoryview(np.arange(24, dtype=np.uint8).reshape(4, 6)),  # len 4 (rows), 24 bytes
+        memoryview(np.arange(70_000, dtype=np.float64)),  # large: written uncopied
+        np.arange(6, dtype=np.int16).reshape(2, 3),  # an array itself: len 2, 12 bytes
+    ],
+    ids=["float32-view", "2d-view", "large-float64-view", "int16-array"],
+)
+def test_pack_counts_bytes_not_items(part):
+    """A part's length prefix is its size in bytes whatever its item size or shape (len()
+    counts items, or rows, for such a memoryview: the reader would cut the message short)."""
+    expected = memoryview(part).tobytes()
+    buffers = stream.pack([b"", b"header", part])
+    parts, end, _ = stream.parse(
+        b"".join(bytes(memoryview(b).cast("B")) for b in buffers), 0, 1 << 30
+    )
+    assert parts is not None
+    assert [bytes(p) for p in parts] == [b"", b"header", expected]
+    assert end == 8 + 3 * 8 + 0 + 8 + len(expected) + (-len(expected) % 8)
+
+
+def test_pack_refuses_memory_that_is_not_one_block():
+    strided = memoryview(np.arange(10, dtype=np.float32))[::2]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        stream.pack([b"", strided])
 
 
 @pytest.mark.parametrize("count", [0, stream.MAX_PARTS + 1, 2**31])
