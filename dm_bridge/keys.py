@@ -155,12 +155,15 @@ def generate_keys(out_dir: Union[str, os.PathLike], clients: int = 1) -> Dict[st
     out = Path(out_dir)
     allowed = out / "clients"
     private = out / "private"
-    for folder in (out, allowed, private):
-        folder.mkdir(parents=True, exist_ok=True)
+    # (new folders writable by their owner only, whatever the umask: the server refuses a
+    # key folder or allow-list that other users could change)
+    for folder, mode in ((out, 0o755), (allowed, 0o755), (private, 0o700)):
+        folder.mkdir(mode=mode, parents=True, exist_ok=True)
     server_public, server_secret = out / "server.key", out / "server.key_secret"
     if not server_secret.exists():
         zmq.auth.create_certificates(str(out), "server")
         _restrict(server_secret)
+        _owner_writes(server_public)
     made = []
     first = _next_client_number(allowed, private)
     for n in range(first, first + clients):
@@ -170,6 +173,7 @@ def generate_keys(out_dir: Union[str, os.PathLike], clients: int = 1) -> Dict[st
         # Only public keys go to the server's folder; the pair stays in private/.
         moved = allowed / Path(public_file).name
         os.replace(public_file, moved)
+        _owner_writes(moved)
         made.append({"public": moved, "secret": Path(secret_file)})
     return {
         "server_public": server_public,
@@ -183,6 +187,13 @@ def _restrict(path: Path) -> None:
     # Windows file systems may not support it; the file is still written.
     with contextlib.suppress(OSError):
         os.chmod(path, 0o600)
+
+
+def _owner_writes(path: Path) -> None:
+    # A public key others may read but not rewrite (a group-writable umask would let them
+    # rewrite an allowed client's key, which the server then refuses to load).
+    with contextlib.suppress(OSError):
+        os.chmod(path, os.stat(path).st_mode & ~(stat.S_IWGRP | stat.S_IWOTH))
 
 
 # ------------------------------------------------------------------------------------ policy
@@ -214,10 +225,11 @@ class ServerSecurity(NamedTuple):
 def check_key_permissions(secret_key: Any, allowed_clients: Any) -> List[str]:
     """What is wrong with who may read the server's secret key or change its allow-list.
 
-    A secret key that other users can read lets them impersonate the microscope; an
-    allow-list folder (or key file) that other users can write lets them admit themselves.
-    POSIX permission bits only: on Windows (no such bits; access is by ACL) nothing is
-    checked.
+    A secret key that other users can read lets them impersonate the microscope; so does a
+    folder holding it that other users can write (they replace the key with one of their
+    own, then the server speaks with a key they know). An allow-list folder (or key file)
+    that other users can write lets them admit themselves. POSIX permission bits only: on
+    Windows (no such bits; access is by ACL) nothing is checked.
 
     Returns:
         One line per problem (empty: fine).
@@ -226,6 +238,11 @@ def check_key_permissions(secret_key: Any, allowed_clients: Any) -> List[str]:
         return []
     problems = []
     candidates = [(secret_key, "read", stat.S_IRWXG | stat.S_IRWXO)]
+    if isinstance(secret_key, (str, os.PathLike)) and os.path.isfile(secret_key):
+        folder = os.path.dirname(os.path.abspath(os.fspath(secret_key)))
+        # (a sticky folder such as /tmp lets others add files, not replace this one)
+        if not os.stat(folder).st_mode & stat.S_ISVTX:
+            candidates.append((folder, "replace", stat.S_IWGRP | stat.S_IWOTH))
     sources = allowed_clients if isinstance(allowed_clients, (list, tuple)) else [allowed_clients]
     for source in sources:
         candidates.append((source, "write", stat.S_IWGRP | stat.S_IWOTH))
@@ -239,12 +256,15 @@ def check_key_permissions(secret_key: Any, allowed_clients: Any) -> List[str]:
             continue  # a key given as text: nothing on disk to protect
         mode = os.stat(source).st_mode
         if mode & bits:
-            what = "secret key" if verb == "read" else "allowed-clients folder or key"
+            if verb == "read":
+                what, done, fix = "secret key", "read", "600"
+            elif verb == "replace":
+                what, done, fix = "folder of the secret key", "written (the key replaced)", "go-w"
+            else:
+                what, done, fix = "allowed-clients folder or key", "changed", "go-w"
             problems.append(
-                f"{what} {os.fspath(source)} can be {'read' if verb == 'read' else 'changed'} "
-                "by other users "
-                f"(mode {stat.filemode(mode)}); run: chmod "
-                f"{'600' if verb == 'read' else 'go-w'} {os.fspath(source)}"
+                f"{what} {os.fspath(source)} can be {done} by other users "
+                f"(mode {stat.filemode(mode)}); run: chmod {fix} {os.fspath(source)}"
             )
     return problems
 

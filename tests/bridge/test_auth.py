@@ -16,7 +16,7 @@ from dm_bridge.aio import AsyncBridgeClient
 from dm_bridge.backends.minimal import MinimalBackend
 from dm_bridge.client import BridgeClient
 from dm_bridge.errors import BridgeAuthError
-from dm_bridge.keys import HandshakeLog, generate_keys, load_key_pair
+from dm_bridge.keys import HandshakeLog, check_key_permissions, generate_keys, load_key_pair
 from dm_bridge.server import Server, is_loopback
 
 # CurveZMQ is the ZeroMQ transport's (the stream transport refuses keys and off-loopback hosts)
@@ -200,6 +200,40 @@ def test_a_secret_key_other_users_can_read_is_refused(keys):
             server_secret_key=keys["server_secret"],
             allowed_clients=keys["allowed_clients"],
         )
+
+
+@posix_only
+def test_a_secret_key_folder_other_users_can_write_is_refused(keys):
+    # the key itself is private, but whoever can write its folder can put their own key there
+    folder = Path(keys["server_secret"]).parent
+    os.chmod(folder, 0o777)
+    with pytest.raises(
+        ValueError, match=r"folder of the secret key .* can be written .* by other users"
+    ):
+        Server(
+            MinimalBackend(),
+            port=0,
+            server_secret_key=keys["server_secret"],
+            allowed_clients=keys["allowed_clients"],
+        )
+    os.chmod(folder, 0o1777)  # sticky (as /tmp): others cannot replace a file they do not own
+    Server(
+        MinimalBackend(),
+        port=0,
+        server_secret_key=keys["server_secret"],
+        allowed_clients=keys["allowed_clients"],
+    ).stop()
+
+
+@posix_only
+def test_generated_key_folders_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0o002)  # a group-writable default (user private groups)
+    try:
+        made = generate_keys(tmp_path / "keys", clients=1)
+    finally:
+        os.umask(old)
+    assert check_key_permissions(made["server_secret"], made["allowed_clients"]) == []
+    assert os.stat(tmp_path / "keys" / "private").st_mode & 0o077 == 0
 
 
 @posix_only
