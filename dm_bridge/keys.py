@@ -320,10 +320,13 @@ class HandshakeLog:
 
     The first refusal of each client key (and of each kind of failed handshake) is logged
     at once, at most ``first_lines`` of them per ``interval``; repeats, and new keys beyond
-    that, are counted and summarised at most once per ``interval`` seconds. A hostile client
-    retrying every few milliseconds costs one line per interval, not one per attempt, also
-    when it makes a fresh key pair for every attempt; and the keys remembered are bounded.
-    Thread-safe (the ZAP handler and the server's socket monitor both report).
+    that, are counted and summarised at most once per ``interval`` seconds: when the next
+    refusal comes after the interval, or when the interval ends (a timer), or at
+    :meth:`close` (the server stopping), whichever is first, so that the last refusals of a
+    burst are never left unsaid. A hostile client retrying every few milliseconds costs one
+    line per interval, not one per attempt, also when it makes a fresh key pair for every
+    attempt; and the keys remembered are bounded. Thread-safe (the ZAP handler and the
+    server's socket monitor both report).
 
     Args:
         logger: where to write.
@@ -349,6 +352,8 @@ class HandshakeLog:
         self._named = 0  # sources logged by name since the last summary
         self._repeats = 0
         self._last_summary = time.monotonic()
+        self._timer: Optional[threading.Timer] = None  # says the repeats when the interval ends
+        self._closed = False
         #: refusals seen in total (for status and tests)
         self.total = 0
 
@@ -382,11 +387,26 @@ class HandshakeLog:
                     self._sources.add(what)
             summary = None
             if self._repeats and now - self._last_summary >= self.interval:
-                summary = (self._repeats, len(self._sources))
-                self._repeats, self._named, self._last_summary = 0, 0, now
-                self._sources.clear()
+                summary = self._take_summary(now)
+            elif self._repeats and self._timer is None and not self._closed:
+                # no refusal may follow: say these when the interval ends all the same
+                wait = self._last_summary + self.interval - now
+                self._timer = threading.Timer(wait, self._interval_over)
+                self._timer.daemon = True
+                self._timer.name = "dm-bridge-handshake-log"
+                self._timer.start()
         if first:
             self.logger.warning("%s (repeats are summarised every %g s)", first_line, self.interval)
+        self._say(summary)
+
+    def _take_summary(self, now: float) -> Tuple[int, int]:
+        """The repeats to summarise, counting afresh from ``now`` (the lock held)."""
+        summary = (self._repeats, len(self._sources))
+        self._repeats, self._named, self._last_summary = 0, 0, now
+        self._sources.clear()
+        return summary
+
+    def _say(self, summary: Optional[Tuple[int, int]]) -> None:
         if summary is not None:
             self.logger.warning(
                 "%d more refused CurveZMQ handshake(s) in the last %g s (%d distinct source(s))",
@@ -394,6 +414,23 @@ class HandshakeLog:
                 self.interval,
                 summary[1],
             )
+
+    def _interval_over(self) -> None:
+        with self._lock:
+            self._timer = None
+            summary = self._take_summary(time.monotonic()) if self._repeats else None
+        self._say(summary)
+
+    def close(self) -> None:
+        """Say the repeats not yet summarised (the server is stopping) and stop the timer.
+        Refusals reported afterwards are counted and summarised at the next refusal only."""
+        with self._lock:
+            self._closed = True
+            timer, self._timer = self._timer, None
+            summary = self._take_summary(time.monotonic()) if self._repeats else None
+        if timer is not None:
+            timer.cancel()
+        self._say(summary)
 
 
 class _AllowList:

@@ -129,6 +129,7 @@ class ZmqServer(ServerCore):
                 authenticator.stop()
             if own:
                 context.destroy(linger=0)
+            self._handshakes.close()  # (the refusals not yet summarised)
             log.info("server at %s stopped", self.endpoint)
 
     def _bind(self, context: zmq.Context) -> None:

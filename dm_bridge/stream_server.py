@@ -117,6 +117,7 @@ class StreamServer(ServerCore):
                 standby.join(5.0)
             with self._baton:
                 self._close_all()
+            self._handshakes.close()  # (the refusals not yet summarised)
             log.info("server at %s stopped", self.endpoint)
 
     def _bind_stream(self) -> None:

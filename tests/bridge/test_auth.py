@@ -19,6 +19,8 @@ from dm_bridge.errors import BridgeAuthError
 from dm_bridge.keys import HandshakeLog, check_key_permissions, generate_keys, load_key_pair
 from dm_bridge.server import Server, is_loopback
 
+from .test_concurrency import wait_for
+
 # CurveZMQ is the ZeroMQ transport's (the stream transport refuses keys and off-loopback hosts)
 pytestmark = pytest.mark.transport("zmq")
 
@@ -335,6 +337,51 @@ def test_the_handshake_log_summarises_repeats_once_per_interval():
     for _ in range(500):
         slow.refused_key("C" * 40)
     assert len(records) == 1  # 500 attempts, one line
+
+
+def test_the_last_repeats_are_said_when_the_interval_ends_or_the_log_closes():
+    """No refusal after the last repeats: they are summarised all the same, when the interval
+    is over (a timer) or at close (the server stopping), not left until a next refusal that
+    may never come."""
+    records: List[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("test.handshakes.quiet_after")
+    logger.addHandler(Collect())
+    handshakes = HandshakeLog(logger, interval=0.2)
+    for _ in range(3):
+        handshakes.refused_key("E" * 40)  # one named, two repeats; then nothing more
+    wait_for(lambda: any("more refused" in r for r in records), "the summary at the interval's end")
+    assert next(r for r in records if "more refused" in r).startswith("2 more refused")
+    records.clear()
+    slow = HandshakeLog(logger, interval=3600.0)
+    slow.refused_key("F" * 40)
+    slow.refused_key("F" * 40)
+    assert not any("more refused" in r for r in records)  # (the hour is not over)
+    slow.close()
+    assert [r for r in records if "more refused" in r] == [
+        "1 more refused CurveZMQ handshake(s) in the last 3600 s (1 distinct source(s))"
+    ]
+    assert slow._timer is None  # the hour's timer is cancelled with it
+
+
+def test_a_stopping_server_says_the_refusals_it_has_not_summarised(curve_server, keys, caplog):
+    caplog.set_level(logging.INFO, logger="dm_bridge")
+    for _ in range(3):
+        with BridgeClient(
+            curve_server.endpoint,
+            timeout=60,
+            server_public_key=keys["server_public"],
+            client_secret_key=keys["stranger"],
+        ) as client, pytest.raises(BridgeAuthError):
+            client.hello()
+    wait_for(lambda: curve_server._handshakes.total >= 3, "the refusals counted")
+    assert not any("more refused" in r.getMessage() for r in caplog.records)
+    curve_server.stop()
+    assert any("more refused" in r.getMessage() for r in caplog.records)
 
 
 def test_a_fresh_key_for_every_attempt_costs_a_bounded_log_and_memory():
