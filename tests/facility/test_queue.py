@@ -74,8 +74,14 @@ def test_standard_and_project_plans_run_from_json_and_land_in_the_catalog(
     uids = [queue.submit(name, *args, start=False, **kwargs) for name, args, kwargs in items]
     queue.start()
     results = []
-    for uid in uids:  # the queue stops at a failed plan: report that one, not a hang after it
-        results.append(queue.follow(uid, timeout=600, submitted=started))
+    for uid, (name, _, _) in zip(uids, items):
+        # the queue stops at a failed plan: report that one, not a hang after it; what ran
+        # when is printed, for a CI log to show where the time went if this ever fails
+        def said(line, name=name):
+            print(f"{time.monotonic() - started:6.1f} s  {name}: {line}", flush=True)
+
+        results.append(queue.follow(uid, timeout=600, submitted=started, on_progress=said))
+        said(f"ended {results[-1].exit_status}")
         if not results[-1].ok:
             for later in uids[len(results) :]:
                 queue.api.item_remove(uid=later)
