@@ -30,7 +30,9 @@ docs/decisions/0008-agents-by-name.md.
 
 import importlib
 import inspect
+import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
@@ -73,10 +75,34 @@ class AgentEntry:
         if callable(self.factory):
             return self.factory
         module, _, attribute = self.factory.partition(":")
-        target: Any = importlib.import_module(module)
+        target: Any = _import_module(module)
         for part in attribute.split("."):
             target = getattr(target, part)
         return target
+
+
+logger = logging.getLogger(__name__)
+
+
+def _import_module(module: str, attempts: int = 3) -> Any:
+    """``importlib.import_module``, tried again when another thread's imports cut it short.
+
+    An agent's module is imported when a plan first builds it, in the RunEngine's thread,
+    while the catalog writer's thread may be importing too (tiled, pandas, pyarrow). Two
+    threads each inside a module the other needs make Python raise ``_DeadlockError`` (a
+    RuntimeError) in one of them; the modules it was importing are dropped from
+    ``sys.modules``, so importing again once the other thread is done succeeds, where giving
+    up would fail the plan (and stop a queueserver's queue).
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return importlib.import_module(module)
+        except RuntimeError as error:  # (_DeadlockError is a RuntimeError)
+            if "deadlock" not in str(error).lower() or attempt == attempts:
+                raise
+            logger.warning("importing %s was cut short (%s); trying again", module, error)
+            time.sleep(0.2 * attempt)  # (let the other thread's imports finish)
+    raise AssertionError("unreachable")
 
 
 #: name -> entry; add with :func:`register_agent`

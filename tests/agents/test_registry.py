@@ -65,3 +65,42 @@ def test_the_registry_loads_no_agent_module_until_one_is_built():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_agent_module_import_cut_short_by_another_thread_is_tried_again(
+    tmp_path, monkeypatch, caplog
+):
+    # the module fails its first import the way Python's _DeadlockError does (a RuntimeError
+    # raised inside the import, the module dropped from sys.modules), then imports
+    tries = tmp_path / "tries"
+    (tmp_path / "cut_short_agent.py").write_text(
+        "import pathlib\n"
+        f"tries = pathlib.Path({str(tries)!r})\n"
+        "tries.write_text(tries.read_text() + 'x' if tries.exists() else 'x')\n"
+        "if len(tries.read_text()) == 1:\n"
+        "    raise RuntimeError(\"deadlock detected by _ModuleLock('pandas') at 1\")\n"
+        "class Agent:\n"
+        "    def __init__(self, image):\n"
+        "        self.shape = image.shape\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register_agent("cut_short_test", "cut_short_agent:Agent")
+    try:
+        agent = agent_factory("cut_short_test", {})(np.zeros((3, 2)))
+        assert agent.shape == (3, 2)
+        assert tries.read_text() == "xx"
+        assert "cut short" in caplog.text
+    finally:
+        del AGENTS["cut_short_test"]
+        sys.modules.pop("cut_short_agent", None)
+
+
+def test_other_errors_while_importing_an_agent_are_not_retried(tmp_path, monkeypatch):
+    (tmp_path / "broken_agent.py").write_text("raise RuntimeError('no detector here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register_agent("broken_test", "broken_agent:Agent")
+    try:
+        with pytest.raises(RuntimeError, match="no detector here"):
+            agent_factory("broken_test", {})(np.zeros((3, 2)))
+    finally:
+        del AGENTS["broken_test"]
