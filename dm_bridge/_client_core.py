@@ -52,6 +52,12 @@ DEFAULT_TIMEOUT = 10.0
 #: an acquisition's timeout grows by this many times its expected duration (the server's
 #: ``hello`` tells the fixed overheads: camera set-up, read-out, line flyback)
 INSTRUMENT_TIME_FACTOR = 2.0
+#: seconds at most that a call whose scan or EELS settings this client has not seen yet may
+#: be given from the instrument's caps (``hello``'s limits: the longest dwell and exposure
+#: the operator allows) instead of reading the settings first: a single spectrum on a
+#: microscope (10 s cap: ~35 s) goes at once; a long one (an image at the caps, many
+#: points) reads them first, so that a hung server is not waited on for hours
+UNREAD_SETTINGS_WAIT = 60.0
 #: while waiting, look at the connection events this often (seconds)
 MONITOR_INTERVAL = 0.1
 #: the channels' receive timeout (``ZMQ_RCVTIMEO``, milliseconds): one monitor interval
@@ -210,6 +216,8 @@ class ClientCore:
         self.eels: Optional[Dict[str, Any]] = None
         #: the backend's overheads and time scale from ``hello`` (sizes acquisition timeouts)
         self.timing: Optional[Dict[str, Any]] = None
+        #: the instrument's limits from ``hello`` (the caps bound an unread setting)
+        self.limits: Optional[Dict[str, Any]] = None
         #: the server's instance name from the last reply (it changes when the server restarts)
         self.instance: Optional[str] = None
         #: how many times a reply came from a new server instance (a restart) after the first
@@ -235,26 +243,99 @@ class ClientCore:
 
     # ---------------------------------------------------------------- requests
 
-    def prerequisites(self, command: str) -> List[str]:
-        """Calls to make first so that ``command``'s timeout can be sized (usually none)."""
+    def prerequisite(self, command: str, args: Optional[Dict[str, Any]] = None) -> Optional[str]:
+        """The call to make first so that ``command``'s timeout can be sized, or ``None``.
+
+        An acquisition needs ``hello`` once (the overheads, time scale and limits); then the
+        settings it depends on (scan for an image, EELS for spectra) only when this client
+        has not seen them and the instrument's caps would allow a wait longer than
+        :data:`UNREAD_SETTINGS_WAIT`: the first spectrum of a fresh client is sent at once,
+        sized for the longest exposure allowed, where it used to wait for a
+        ``get_eels_parameters`` first. Ask again after each call made (a reply may be
+        from a restarted server, whose settings are unknown again).
+        """
         if not command.startswith("acquire_"):
-            return []
-        calls = ["hello"] if self.timing is None else []
-        if command == "acquire_image" and self.scan is None:
-            calls.append("get_scan_parameters")
-        elif command.startswith("acquire_spectr") and self.eels is None:
-            calls.append("get_eels_parameters")
-        return calls
+            return None
+        if self.timing is None:
+            return "hello"
+        if command == "acquire_image":
+            needed = "get_scan_parameters" if self.scan is None else None
+        elif command.startswith("acquire_spectr"):
+            needed = "get_eels_parameters" if self.eels is None else None
+        else:
+            return None
+        if needed is None:
+            return None
+        worst = self._at_the_caps(command, args or {})
+        if worst is not None and self.timeout + INSTRUMENT_TIME_FACTOR * worst <= max(
+            UNREAD_SETTINGS_WAIT, self.timeout
+        ):
+            return None
+        return needed
+
+    def prerequisites(self, command: str, args: Optional[Dict[str, Any]] = None) -> List[str]:
+        """The calls :meth:`prerequisite` asks for now, in order (at most one today)."""
+        first = self.prerequisite(command, args)
+        return [] if first is None else [first]
+
+    def _caps(self) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+        """Scan and EELS settings at the instrument's caps (``hello``'s limits): the longest
+        an acquisition can take whatever the settings; ``None`` where the limits do not say."""
+        limits = self.limits
+        if not isinstance(limits, dict):
+            return None, None
+        scan: Optional[Dict[str, Any]] = None
+        eels: Optional[Dict[str, Any]] = None
+        with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
+            side = int(limits["image_size"][1])
+            scan = {
+                "width": side,
+                "height": side,
+                "dwell_time": float(limits["dwell_time"][1]),
+                "signals": list(limits.get("signals") or ()),
+            }
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            eels = {
+                "exposure": float(limits["max_exposure"]),
+                "channels": int(limits["sensor_channels"]),
+            }
+        return scan, eels
+
+    def _at_the_caps(self, command: str, args: Dict[str, Any]) -> Optional[float]:
+        """Seconds ``command`` takes at most with the settings not yet seen at their caps,
+        or ``None`` if the limits do not tell."""
+        scan, eels = self._settings(command)
+        if (command == "acquire_image" and scan is None) or (
+            command.startswith("acquire_spectr") and eels is None
+        ):
+            return None
+        try:
+            return acquisition_estimate(command, args, scan, eels, self.timing)[0]
+        except (TypeError, ValueError):
+            return None  # (arguments the server will refuse: read the settings as before)
+
+    def _settings(self, command: str) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+        """The scan and EELS settings to size ``command``'s wait with: those seen, else the
+        caps."""
+        if self.scan is not None and self.eels is not None:
+            return self.scan, self.eels
+        caps = self._caps()
+        return (
+            self.scan if self.scan is not None else caps[0],
+            self.eels if self.eels is not None else caps[1],
+        )
 
     def timeout_for(self, command: str, args: Dict[str, Any], timeout: Optional[float]) -> float:
-        """The call's timeout: the explicit one, or the default plus the acquisition's time."""
+        """The call's timeout: the explicit one, or the default plus the acquisition's time
+        (at the instrument's caps for settings this client has not seen)."""
         if timeout is not None:
             if timeout <= 0:
                 raise ValueError("timeout must be > 0 seconds")
             return float(timeout)
         if not command.startswith("acquire_"):
             return self.timeout
-        seconds = acquisition_estimate(command, args, self.scan, self.eels, self.timing)[0]
+        scan, eels = self._settings(command)
+        seconds = acquisition_estimate(command, args, scan, eels, self.timing)[0]
         return self.timeout + INSTRUMENT_TIME_FACTOR * seconds
 
     def request(
@@ -289,7 +370,7 @@ class ClientCore:
                 # A restarted server has its backend's default settings again: what this
                 # client knew of them no longer holds.
                 self.restarts += 1
-                self.scan = self.eels = self.timing = None
+                self.scan = self.eels = self.timing = self.limits = None
             self.instance = instance
         return reply
 
@@ -301,6 +382,8 @@ class ClientCore:
         if command == "hello":
             # (a server older than the timing field: the real microscope's generous guesses)
             self.timing = result.get("timing") or dict(_GUESSED_TIMING)
+            instrument = result.get("instrument")
+            self.limits = instrument.get("limits") if isinstance(instrument, dict) else None
         elif command in ("get_scan_parameters", "set_scan_parameters"):
             self.scan = result
         elif command in ("get_eels_parameters", "set_eels_parameters"):

@@ -131,7 +131,10 @@ class BridgeClient:
     ) -> Any:
         args = args or {}
         if timeout is None:
-            for first in self._core.prerequisites(command):
+            for _ in range(3):  # (hello, then a setting; a restart between them: once more)
+                first = self._core.prerequisite(command, args)
+                if first is None:
+                    break
                 self._call(first)
         seconds = self._core.timeout_for(command, args, timeout)
         rid, frames = self._core.request(command, args, seconds)

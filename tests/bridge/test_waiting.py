@@ -51,6 +51,58 @@ def test_a_reply_longer_than_a_slice_reaches_the_async_client(real_time_server):
     assert asyncio.run(run()) == (2, (3.0, 4.0))
 
 
+def sent_by(client) -> list:
+    """The (command, timeout) of each request ``client`` sends from now on."""
+    core, sent = client._core, []
+    request = core.request
+
+    def spy(command, args, timeout):
+        sent.append((command, timeout))
+        return request(command, args, timeout)
+
+    core.request = spy
+    return sent
+
+
+def test_a_first_spectrum_goes_at_once_its_wait_sized_for_the_longest_exposure(
+    real_time_server,
+):
+    """A fresh client used to read the EELS settings (a queued get_eels_parameters) before
+    its first spectrum, only to size the wait: hello's caps bound it (10 s exposure)."""
+    cap = real_time_server.backend.limits.max_exposure
+    with BridgeClient(real_time_server.endpoint) as dm:
+        sent = sent_by(dm)
+        dm.acquire_spectrum()
+        assert [c for c, _ in sent] == ["hello", "acquire_spectrum"]
+        assert sent[1][1] >= dm.timeout + 2 * cap  # long enough for any exposure allowed
+        sent.clear()
+        dm.acquire_spectrum()  # now the settings are known (from the reply)
+        assert sent == [("acquire_spectrum", dm.timeout + 2 * 0.12)]
+
+
+def test_a_first_long_acquisition_still_reads_its_settings_first(real_time_server):
+    """Three points at the longest exposure (10 s) would mean over a minute of waiting on a
+    hung server, and many points hours:
+    the settings are read first, as before (also by the asyncio client)."""
+
+    async def run():
+        async with AsyncBridgeClient(real_time_server.endpoint) as dm:
+            sent = sent_by(dm)
+            await dm.acquire_spectra_at_points(np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+            first = await dm.get_beam_position()
+            return sent, first, dm.timeout
+
+    sent, position, default = asyncio.run(run())
+    assert [c for c, _ in sent] == [
+        "hello",
+        "get_eels_parameters",
+        "acquire_spectra_at_points",
+        "get_beam_position",
+    ]
+    assert sent[2][1] == pytest.approx(default + 2 * 3 * 0.12)
+    assert position == (5.0, 6.0)
+
+
 @pytest.mark.transport("zmq")
 @pytest.mark.parametrize("timeout", [0.03, 0.25])  # shorter and longer than one slice
 def test_silence_ends_in_bridge_timeout_for_both_clients(timeout):
