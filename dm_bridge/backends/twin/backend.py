@@ -4,16 +4,16 @@
 forming HAADF images and EELS spectra from a sample model (:mod:`.samples`), taking the time
 the real instrument would (:mod:`.timing`), and keeping the truth apart: it is reachable only
 through :meth:`TwinBackend.get_truth` (the twin-only ``get_truth`` command) and the helper
-methods below, never in acquisition results.
+methods below, never in acquisition results. Its command-line options
+(``dm-bridge serve --backend twin``) are :mod:`.options`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -30,7 +30,8 @@ from ..base import (
 from .eels import SpectrumModel, add_noise, shift_channels
 from .geometry import DriftModel, ScanFrame
 from .imaging import NoiseModel, add_image_noise, noise_model_for_level
-from .samples import SAMPLES, Sample, make_sample
+from .options import TwinOptions, sample_parameters_from_arguments
+from .samples import Sample, make_sample
 from .timing import TimingModel
 from .truth import TargetBand, TruthFrame, build_truth
 
@@ -57,7 +58,7 @@ class _ImageRecord:
     count: int
 
 
-class TwinBackend(Backend):
+class TwinBackend(TwinOptions, Backend):
     """Digital twin of a STEM with HAADF detector and EELS spectrometer.
 
     Args:
@@ -186,60 +187,6 @@ class TwinBackend(Backend):
         self._images = 0
         self._truth_cache: Optional[Tuple[Any, Dict[str, Any]]] = None
         self._abandoned: Optional[threading.Thread] = None
-
-    # ------------------------------------------------------------------ CLI
-
-    @classmethod
-    def add_arguments(cls, parser: Any) -> None:
-        """Twin options of ``dm-bridge serve --backend twin``."""
-        super().add_arguments(parser)
-        parser.add_argument(
-            "--sample", choices=sorted(SAMPLES), default="graphene", help="simulated specimen"
-        )
-        parser.add_argument("--seed", type=int, default=0, help="seed of sample and noise")
-        parser.add_argument(
-            "--noise-level",
-            type=float,
-            default=None,
-            help="HAADF image noise in [0, 1] (default: physical dose)",
-        )
-        parser.add_argument("--beam-current", type=float, default=50.0, help="probe current, pA")
-        parser.add_argument("--drift", action="store_true", help="let the specimen drift")
-        parser.add_argument("--damage", action="store_true", help="let the beam knock atoms out")
-        parser.add_argument(
-            "--energy-drift", type=float, default=0.0, help="energy-scale drift, eV/s"
-        )
-        parser.add_argument(
-            "--energy-jitter",
-            type=float,
-            default=0.0,
-            help="random energy shift per spectrum, eV rms",
-        )
-        parser.add_argument(
-            "--sample-param",
-            action="append",
-            default=[],
-            metavar="NAME=VALUE",
-            help="a sample parameter, e.g. thickness=20 or hole_radius=[0.5,1]; "
-            "repeatable; values are JSON",
-        )
-
-    @classmethod
-    def options_from_arguments(cls, args: Any) -> Dict[str, Any]:
-        opts = super().options_from_arguments(args)
-        params = sample_parameters_from_arguments(args.sample_param or [])
-        opts.update(
-            sample=args.sample,
-            seed=args.seed,
-            noise_level=args.noise_level,
-            beam_current=args.beam_current,
-            drift=args.drift,
-            damage=args.damage,
-            energy_drift=args.energy_drift,
-            energy_jitter=args.energy_jitter,
-            sample_parameters=params,
-        )
-        return opts
 
     # ------------------------------------------------------------------ description
 
@@ -535,28 +482,6 @@ class TwinBackend(Backend):
             raise ValueError("give a band: this twin has no target_band")
         lo, hi = band
         return spectra[:, (axis >= lo) & (axis <= hi)].sum(axis=1)
-
-
-def sample_parameters_from_arguments(items: Iterable[str]) -> Dict[str, Any]:
-    """The sample parameters of repeated ``--sample-param NAME=VALUE`` options.
-
-    Values are JSON (``thickness=20``, ``hole_radius=[0.5,1]``: lists become tuples); a
-    value that is not JSON is kept as text.
-
-    Raises:
-        ValueError: an item without ``=`` or without a name.
-    """
-    params: Dict[str, Any] = {}
-    for item in items:
-        name, sep, raw = str(item).partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--sample-param wants NAME=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
-        params[name.strip()] = tuple(value) if isinstance(value, list) else value
-    return params
 
 
 def _detector_signal(signal: str, haadf: np.ndarray, reference: float) -> np.ndarray:
