@@ -36,7 +36,10 @@ def dcnn(
 
     For each of ``images`` survey images: the image goes to ``survey``; the ensemble's mean
     probability and per-pixel variance maps to ``dcnn_maps``; the atoms (``x``, ``y``,
-    probability, uncertainty, intensity) to ``atoms``; the agent's report to ``dcnn``. With
+    probability, uncertainty, intensity: the survey's own value at the atom, ``featureless``:
+    where the image shows nothing above its noise) to ``atoms``; the agent's report to
+    ``dcnn``, with ``plausible`` (False when the atom map is not: noise, vacuum, specks; the
+    reasons are in the report's ``plausibility``). With
     ``n_eels`` > 0, spectra at the agent's suggestions -- its ``target``: the most uncertain
     sites (to learn where the network is out of its depth), the brightest atoms (dopants) or
     the most confident ones -- go to ``primary``.
@@ -74,8 +77,9 @@ def dcnn(
         "dcnn", scan_engine, agent, eels_points, images, n_eels, signal, md, request, aligner
     )
     maps = Record("dcnn_maps", units={"mean": "", "variance": ""})  # atom probabilities
-    report = Record("dcnn")
-    # intensity: the survey's mean over each atom's footprint, in the survey's counts
+    report = Record("dcnn", hints=["n_atoms"])
+    # intensity: the survey's own mean over each atom's footprint, in its counts (an ABF
+    # image's dark columns too: the agent inverts only the copy the members see)
     atoms = Table("atoms", units={"x": "px", "y": "px", "intensity": "counts"})
 
     @bpp.stage_decorator([scan_engine])
@@ -94,7 +98,16 @@ def dcnn(
             )
             columns = agent.atoms()
             yield from record_table(atoms, image=np.full(len(columns["x"]), index), **columns)
-            yield from record(report, "dcnn", image=index, report=agent.report())
+            summary = agent.report()
+            check = summary.get("plausibility") or {}
+            yield from record(
+                report,
+                "dcnn",
+                image=index,
+                n_atoms=len(columns["x"]),
+                plausible=bool(check.get("ok", True)),
+                report=summary,
+            )
             if n_eels:
                 yield from eels_at_suggestions(agent, eels_points, n_eels, zero_loss=aligner)
             yield from bps.checkpoint()

@@ -9,11 +9,15 @@ HAADF), or the most *confident*. Positions come out as beam coordinates ``x`` = 
 
 The members were trained on bright columns (HAADF). An annular bright-field (ABF) or
 bright-field image, columns dark, is inverted first (``contrast``: :mod:`agents.contrast`);
-"brightest" then means the strongest columns, the darkest in the ABF image.
+"brightest" then means the strongest columns, the darkest in the ABF image. An atom's recorded
+``intensity`` is always the survey image's own value there (its units: counts for a raw
+detector), never that of the inverted copy; the ranking's :attr:`EnsembleAgent.strength` is
+the inverted one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Union
 
@@ -25,13 +29,16 @@ from ..contrast import ContrastDecision, check_contrast, orient, update_decision
 from ..device import check_device, describe, resolve_device
 from ..images import without_hot_pixels
 from ._runtime import as_image
-from .evidence import DEFAULT_MIN_SPACING
+from .evidence import DEFAULT_MIN_SPACING, atom_radius
 from .members import Ensemble
+from .plausibility import AtomMapCheck, check_atom_map
 from .predict import DEFAULT_MAX_FALSE, predict
 from .prediction import Prediction
 from .store import load_ensemble
 
 __all__ = ["TARGETS", "EnsembleAgent"]
+
+log = logging.getLogger("agents.ensemble")
 
 #: the atom classes ``suggest`` can aim at
 TARGETS = ("uncertain", "brightest", "confident")
@@ -105,10 +112,16 @@ class EnsembleAgent(Agent):
         self.contrast_decision: ContrastDecision | None = None
         self.predict_kwargs = predict_kwargs
         self.prediction: Prediction | None = None
+        #: the survey image's own intensity at each atom (its units), smoothed over the footprint
         self.intensity = np.empty(0)
+        #: how strong each atom's column is: ``intensity`` on bright columns, its negative on
+        #: dark ones (ABF/BF); what ``target="brightest"`` ranks by
+        self.strength = np.empty(0)
         self._suggested = np.empty((0, 2))
         self._observed = 0
         self.hot_pixels = 0
+        #: is the last image's atom map plausible, and why not (:mod:`.plausibility`)
+        self.plausibility: AtomMapCheck | None = None
 
     # ------------------------------------------------------------------ observe
 
@@ -132,21 +145,38 @@ class EnsembleAgent(Agent):
         self.contrast_decision = update_decision(
             self.contrast_decision, self.contrast, image, detector
         )
-        image = orient(image, self.contrast_decision.contrast)
+        oriented = orient(image, self.contrast_decision.contrast)
         self.prediction = predict(
             self.ensemble,
-            image,
+            oriented,
             num_threads=self.num_threads,
             device=self.device,
             **self.predict_kwargs,
         )
+        # read on the image as recorded: an ABF atom's intensity is the (low) counts there,
+        # not the negative counts of the inverted copy the members saw
         self.intensity = _atom_intensity(image, self.prediction)
+        dark = self.contrast_decision.contrast == "dark"
+        self.strength = -self.intensity if dark else self.intensity
+        # the members see atoms in anything (noise, vacuum): say when the map is not plausible
+        p = self.prediction
+        self.plausibility = check_atom_map(
+            oriented, p.atoms, atom_radius(p.area, p.probability), p.evidence
+        )
+        if not self.plausibility.ok:
+            log.warning(
+                "ensemble atoms implausible (%d atoms): %s",
+                len(p.atoms),
+                "; ".join(self.plausibility.reasons),
+            )
         self._suggested = np.empty((0, 2))
         self._observed += 1
         return self.prediction
 
     def atoms(self) -> dict[str, list[float]]:
-        """The current atoms as JSON-able columns: x, y, probability, uncertainty, intensity."""
+        """The current atoms as JSON-able columns: x, y, probability, uncertainty, intensity
+        (the survey image's own value at the atom, in its units, dark columns included) and
+        featureless (True where the image shows nothing above its noise: never suggested)."""
         p = self._require_prediction()
         xy = p.xy
         return {
@@ -155,6 +185,7 @@ class EnsembleAgent(Agent):
             "probability": p.probability.tolist(),
             "uncertainty": p.uncertainty.tolist(),
             "intensity": self.intensity.tolist(),
+            "featureless": self._featureless().tolist(),
         }
 
     # ------------------------------------------------------------------ suggest
@@ -163,8 +194,9 @@ class EnsembleAgent(Agent):
         """The next ``n`` atoms of the target class to put the beam on, best first.
 
         Atoms near a position already suggested for this image, or already measured, are
-        skipped, so repeated calls walk down the list. Fewer than ``n`` come back when the
-        image has no more atoms.
+        skipped, so repeated calls walk down the list. Atoms where the image shows nothing
+        above its noise (:attr:`plausibility`: noise maxima in vacuum, say) are never
+        suggested. Fewer than ``n`` come back when the image has no more atoms.
 
         Raises:
             RuntimeError: before the first :meth:`observe`.
@@ -174,17 +206,20 @@ class EnsembleAgent(Agent):
         p = self._require_prediction()
         score = {
             "uncertain": p.uncertainty,
-            "brightest": self.intensity,
+            "brightest": self.strength,
             "confident": p.probability,
         }[self.target]
         order = np.argsort(-score, kind="stable")
         xy = p.xy
         sep = self._separation(p)
         taken = np.concatenate([self._suggested, self.positions])
+        featureless = self._featureless()
         out: list[Suggestion] = []
         for i in order:
             if len(out) >= int(n):
                 break
+            if featureless[i]:
+                continue
             if len(taken) and np.min(np.hypot(*(taken - xy[i]).T)) < sep:
                 continue
             out.append(
@@ -212,6 +247,14 @@ class EnsembleAgent(Agent):
 
         d, _ = cKDTree(p.atoms).query(p.atoms, k=2)
         return 0.5 * float(np.median(d[:, 1]))
+
+    def _featureless(self) -> np.ndarray:
+        """Per atom: True where the image shows nothing above its noise."""
+        p = self._require_prediction()
+        check = self.plausibility
+        if check is None or len(check.featureless) != len(p.atoms):
+            return np.zeros(len(p.atoms), dtype=bool)
+        return check.featureless
 
     def _require_prediction(self) -> Prediction:
         if self.prediction is None:
@@ -263,6 +306,10 @@ class EnsembleAgent(Agent):
             "hot_pixels": self.hot_pixels,
             "suggested": len(self._suggested),
             "measured": len(self.values),
+            # is the atom map plausible (None before the first image), and why not
+            "plausibility": (
+                self.plausibility.as_dict() if self.plausibility is not None else None
+            ),
         }
         if self.prediction is not None:
             out.update(self.prediction.summary())

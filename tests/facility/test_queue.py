@@ -60,6 +60,9 @@ def test_standard_and_project_plans_run_from_json_and_land_in_the_catalog(
             ["scan_engine"],
             {"agent_kwargs": {"lattice": "graphene", "budget": 8, "n_initial": 6}},
         ),
+        # a dose that shows the columns: at the default dwell the 64² image is noise, and
+        # the ensemble sends no EELS to noise
+        ("mv", ["scan_engine.dwell_time", 2e-3], {}),
         (
             "dcnn",
             ["scan_engine", "ensemble"],

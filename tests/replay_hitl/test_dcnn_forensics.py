@@ -3,6 +3,7 @@ against the weights' checksum the run recorded (the weights are not in the run).
 
 from __future__ import annotations
 
+import bluesky.plan_stubs as bps
 import pytest
 
 from ophyd_stem.app.analysis.counterfactual import counterfactual
@@ -30,6 +31,9 @@ def dcnn_run(RE, catalog_env, tmp_path, monkeypatch):
     monkeypatch.setenv("OPHYD_STEM_CACHE", str(tmp_path / "cache"))
     save_ensemble(train_tiny(seed=1), "tiny")
     microscope = microscope_for(RE, "graphene", catalog_env.settings.assets_dir, seed=5)
+    # a dose that shows the columns: at the default dwell the 64² image is noise, whose
+    # "atoms" the agent flags and sends no EELS to
+    RE(bps.mv(microscope.scan.dwell_time, 2e-3))
     try:
         agent = EnsembleAgent("tiny", target="uncertain", num_threads=1)
         RE(dcnn(microscope.scan, agent, images=2, eels_points=microscope.eels_points, n_eels=2))

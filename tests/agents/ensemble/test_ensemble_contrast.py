@@ -31,8 +31,10 @@ def test_a_dark_column_image_gives_the_atoms_of_its_bright_twin(tiny_ensemble, s
         decided = agent.report()["contrast"]
         assert decided["contrast"] == "dark"
         assert decided["source"] == ("detector" if kwargs else "image")
-    # "brightest" means the strongest columns: the darkest ones in the ABF image
-    assert np.allclose(agent.intensity, bright.intensity - 5.0, atol=1e-4)
+    # "brightest" means the strongest columns: the darkest ones in the ABF image; the
+    # recorded intensity is the ABF image's own value there
+    assert np.allclose(agent.strength, bright.intensity - 5.0, atol=1e-4)
+    assert np.allclose(agent.intensity, 5.0 - bright.intensity, atol=1e-4)
 
 
 def test_auto_keeps_a_bright_image_as_it_is_and_records_the_choice(tiny_ensemble, survey):
