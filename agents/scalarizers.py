@@ -26,6 +26,13 @@ Raw spectra carry cosmic-ray spikes; ``despike:`` in front of any spec runs
 :func:`agents.despike.despike` (a Hampel filter) on each spectrum first. The spec, and so the
 run's record of its scalarizer, then says the values were despiked.
 
+A camera's dead channel (NaN or inf, on its own) would make every spectrum's number
+undefined; an isolated run of at most :data:`MAX_DEAD_RUN` such channels, with at least
+:data:`GOOD_AROUND` good channels on each side, is filled by linear interpolation along the
+energy axis first (:func:`fill_dead_channels`; how many, in a warning on the
+``agents.scalarizers`` logger). Longer runs, or dead channels close together (a band mostly
+undefined), are left undefined: that spectrum's number is NaN, which the agents skip.
+
 Writing your own: any function ``f(spectrum, energy_axis) -> float`` works where a scalarizer
 is expected; register a factory to make it available by name::
 
@@ -40,12 +47,19 @@ is expected; register a factory to make it available by name::
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any, Callable, Dict, Tuple, Union
 
 import numpy as np
 
 from .despike import despike
 
+log = logging.getLogger("agents.scalarizers")
+
+#: at most this many undefined channels in a row are filled (a dead channel or two)
+MAX_DEAD_RUN = 2
+#: ... and only with this many defined channels on each side (no band mostly undefined)
+GOOD_AROUND = 3
 __all__ = [
     "SCALARIZERS",
     "Scalarizer",
@@ -53,6 +67,7 @@ __all__ = [
     "band_slice",
     "edge_jump_ratio",
     "edge_signal",
+    "fill_dead_channels",
     "get_scalarizer",
     "peak_height_ratio",
     "peak_position",
@@ -84,7 +99,57 @@ def _check_spectrum(spectrum: Any, axis: np.ndarray) -> np.ndarray:
             f"spectrum has {spec.shape[-1] if spec.ndim else 0} channels on its last axis "
             f"but the energy axis has {axis.size}"
         )
+    if not np.all(np.isfinite(spec)):
+        spec, filled = fill_dead_channels(spec, axis)
+        if filled:
+            log.warning(
+                "filled %d isolated dead channel(s) (NaN/inf) by interpolation between their "
+                "neighbours; longer or crowded runs are left undefined",
+                filled,
+            )
     return spec
+
+
+def fill_dead_channels(spectrum: Any, energy_axis: Any) -> Tuple[np.ndarray, int]:
+    """Isolated undefined channels (NaN/inf) filled by linear interpolation along the axis.
+
+    A run of at most :data:`MAX_DEAD_RUN` undefined channels with :data:`GOOD_AROUND`
+    defined ones on each side is filled; anything else (a run at the axis' end, a longer
+    run, dead channels close together) stays undefined.
+
+    Args:
+        spectrum: counts, ``(n_channels,)`` or a stack ``(..., n_channels)``.
+        energy_axis: channel energies in eV, ``(n_channels,)``.
+
+    Returns:
+        ``(a float64 copy with the channels filled, how many were filled)``.
+
+    Example:
+        >>> filled, n = fill_dead_channels([1.0, 2, 3, np.nan, 5, 6, 7], np.arange(7.0))
+        >>> float(filled[3]), n
+        (4.0, 1)
+    """
+    axis = np.asarray(energy_axis, dtype=np.float64)
+    spec = np.array(spectrum, dtype=np.float64)
+    rows = spec.reshape(-1, spec.shape[-1])
+    filled = 0
+    for row in rows:
+        good = np.isfinite(row)
+        if good.all() or good.sum() < 2:
+            continue
+        # the runs of undefined channels, as [start, stop) pairs
+        edges = np.diff(np.concatenate([[0], (~good).astype(np.int8), [0]]))
+        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        fill = np.zeros(row.size, dtype=bool)
+        for a, b in zip(starts, stops):
+            if b - a > MAX_DEAD_RUN or a < GOOD_AROUND or b + GOOD_AROUND > row.size:
+                continue
+            if good[a - GOOD_AROUND : a].all() and good[b : b + GOOD_AROUND].all():
+                fill[a:b] = True
+        if fill.any():
+            row[fill] = np.interp(axis[fill], axis[good], row[good])
+            filled += int(fill.sum())
+    return spec, filled
 
 
 def _check_band(band: Any, axis: np.ndarray, what: str = "band") -> Band:

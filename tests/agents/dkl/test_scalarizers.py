@@ -248,3 +248,35 @@ def test_edge_signal_is_the_counts_above_the_power_law_background():
 )
 def test_every_built_in_spec_says_the_units_of_its_values(spec, units):
     assert get_scalarizer(spec).units == units
+
+
+def test_an_isolated_dead_channel_is_filled_and_a_mostly_dead_band_refused(shared_data, caplog):
+    """A NaN channel inside the band made the real line scan's spectrum give no number (the
+    agents skipped it); an isolated one is interpolated over (counted in a warning), a band
+    mostly undefined still gives NaN."""
+    import logging
+
+    pytest.importorskip("rsciio")
+    from rsciio.hspy import file_reader
+
+    from agents.scalarizers import get_scalarizer
+
+    signal = file_reader(str(shared_data / "LSMO_STO_linescan.hspy"))[0]
+    spectra = np.asarray(signal["data"], dtype=np.float64)  # (10, 512), 395-906 eV
+    axis = signal["axes"][1]["offset"] + signal["axes"][1]["scale"] * np.arange(512)
+    o_k = get_scalarizer("band:530:560")  # the O K edge
+    expected = o_k(spectra, axis)
+    dead = spectra.copy()
+    dead[:, 145] = np.nan  # one dead channel in the band (540 eV)
+    dead[3, 300] = np.inf  # and one outside it (695 eV)
+    with caplog.at_level(logging.WARNING, logger="agents.scalarizers"):
+        values = o_k(dead, axis)
+    assert np.all(np.isfinite(values))
+    np.testing.assert_allclose(values, expected, rtol=2e-3)
+    assert "filled 11 isolated dead channel(s)" in caplog.text
+
+    crowded = spectra.copy()
+    crowded[:, 140:165:2] = np.nan  # every other channel of the band: mostly undefined
+    crowded[:, 170:174] = np.nan  # and a run of 4
+    assert np.all(np.isnan(o_k(crowded, axis)))
+    assert np.all(np.isnan(get_scalarizer("band:565:575")(crowded, axis)))
