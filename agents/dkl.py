@@ -63,6 +63,26 @@ from .patches import MAX_CANDIDATES, default_step, default_window, extract_patch
 
 log = logging.getLogger(__name__)
 
+
+def featureless_survey(image: np.ndarray) -> Optional[str]:
+    """Why a survey image gives the patches' features nothing to go on, or None.
+
+    A constant image (a blanked beam, a detector that was off, an empty frame) makes every
+    patch the same: the model can only tell positions apart by the spectra, not by what the
+    survey shows there.
+    """
+    values = np.asarray(image, dtype=np.float64)
+    span = float(np.ptp(values)) if values.size else 0.0
+    if span <= 1e-9 * max(1.0, float(np.max(np.abs(values))) if values.size else 1.0):
+        return (
+            f"the survey image is constant ({float(values.flat[0]) if values.size else 0:g} "
+            "everywhere): every patch looks the same, so the survey says nothing about where to "
+            "measure; positions are drawn at random after the seeds (check the beam and the "
+            "survey detector)"
+        )
+    return None
+
+
 # the constants and helpers of the modules below, importable from here as before the split
 __all__ = [
     "CPU_MAX_TRAIN_POINTS",
@@ -189,6 +209,10 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
         if int(feature_dim) < 1:
             raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
         self.image = image
+        #: why the survey gives the feature extractor nothing to go on (None: it does)
+        self.survey_warning = featureless_survey(image)
+        if self.survey_warning:
+            log.warning("DKL: %s", self.survey_warning)
         self.window = default_window(image.shape) if window is None else int(window)
         if step is None and candidates is None:
             step = default_step(image.shape)
@@ -335,7 +359,9 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
             out.append(self.make_suggestion(x, y, source="seed", step=self.step))
         if len(out) == n:
             return out
-        if len(self.values) < MIN_POINTS_TO_FIT:
+        if len(self.values) < MIN_POINTS_TO_FIT or self.survey_warning:
+            # a featureless survey makes every candidate look alike to the model: its ties
+            # would walk the grid as a raster; random positions sample the field evenly
             return out + self._random_suggestions(n - len(out))
         if self._dirty or self._model is None:
             self.fit()
@@ -408,6 +434,8 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
             "n_candidates": len(self.candidates),
             "seeds_left": len(self._seeds),
             "contrast": dict(self.contrast_decision),
+            # a survey with no features to learn from (a constant image), said in words
+            "survey_warning": self.survey_warning,
             "best_value": best[0][2]["value"] if best else None,
             "best_position": [best[0][1]["x"], best[0][1]["y"]] if best else None,
             "acquisition": self.exploration,

@@ -344,3 +344,28 @@ def test_acquisition_functions_on_known_values():
     np.testing.assert_allclose(ei, [0.0833155, 0.3989423, 1.0], rtol=1e-5)
     with pytest.raises(ValueError, match="acquisition"):
         acquisition_values("pi", mean, std, 0.0)
+
+
+def test_a_constant_survey_is_said_and_sampled_at_random_not_as_a_raster(fast_dkl, caplog):
+    """A constant survey (beam blanked, detector off) gives the features nothing: the model's
+    ties walked the candidate grid as a raster, with no word of why."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="agents.dkl"):
+        agent = DKLAgent(np.full((32, 32), 7.0), **fast_dkl)
+    assert "survey image is constant" in caplog.text
+    report = agent.report()
+    assert "survey image is constant" in report["survey_warning"]
+    json.dumps(report)
+    rng = np.random.default_rng(0)
+    sources, rows = [], []
+    for _ in range(8):
+        s = agent.suggest(1)[0]
+        sources.append(s["source"])
+        rows.append(s["y"])
+        agent.ingest([[s["x"], s["y"]]], [float(rng.normal())])
+    assert set(sources[-3:]) == {"random"}  # after the seeds: random, never the model's ties
+    assert len(set(rows)) > 2  # spread over the field, not along its first rows
+    # a survey with features says nothing
+    survey = np.random.default_rng(1).normal(size=(32, 32))
+    assert DKLAgent(survey, **fast_dkl).report()["survey_warning"] is None
