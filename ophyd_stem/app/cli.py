@@ -90,9 +90,15 @@ def _command(
 def _catalog_arguments(parser: argparse.ArgumentParser) -> Any:
     group = parser.add_argument_group("catalog (default: the embedded local catalog)")
     group.add_argument(
-        "--catalog", help="Tiled URI of a catalog server (default: the embedded catalog)"
+        "--catalog",
+        help="Tiled URI of a catalog server (default: $OPHYD_STEM_CATALOG, the config file, "
+        "or the embedded catalog)",
     )
-    group.add_argument("--api-key", help="API key of that catalog (default: none)")
+    group.add_argument(
+        "--api-key",
+        help="API key of that catalog (default: $OPHYD_STEM_API_KEY, the config file, or "
+        "$TILED_API_KEY; the embedded catalog needs none)",
+    )
     group.add_argument(
         "--data-dir",
         help="data directory of the embedded catalog (default: $OPHYD_STEM_DATA_DIR, the "
@@ -104,16 +110,23 @@ def _catalog_arguments(parser: argparse.ArgumentParser) -> Any:
 def _session_arguments(parser: argparse.ArgumentParser) -> Any:
     group = parser.add_argument_group("microscope (default: the digital twin)")
     group.add_argument(
-        "--bridge", help="address of a DM bridge, e.g. tcp://host:5555 (default: the twin)"
+        "--bridge",
+        help="address of a DM bridge, e.g. tcp://host:5555 (default: $OPHYD_STEM_BRIDGE, the "
+        "config file, or the twin)",
     )
     group.add_argument(
-        "--server-key", help="the bridge's CurveZMQ public key file (default: none, loopback)"
+        "--server-key",
+        help="the bridge's CurveZMQ public key file (default: $OPHYD_STEM_SERVER_KEY, the "
+        "config file, or none: loopback)",
     )
     group.add_argument(
-        "--client-key", help="this client's CurveZMQ secret key file (default: none)"
+        "--client-key",
+        help="this client's CurveZMQ secret key file (default: $OPHYD_STEM_CLIENT_KEY, the "
+        "config file, or none)",
     )
     group.add_argument(
-        "--operator", help="recorded in every run (default: $OPHYD_STEM_OPERATOR or none)"
+        "--operator",
+        help="recorded in every run (default: $OPHYD_STEM_OPERATOR, the config file, or none)",
     )
     return _catalog_arguments(parser)
 

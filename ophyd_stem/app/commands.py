@@ -270,7 +270,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
             loading.result()
     # no thread is left at work here (the waiting line's included): the workflow's figures
     # can be drawn in forked children
-    text, png = run_report(run, Path(args.out), apart=True)
+    text, png = run_report(run, Path(args.out), apart=True, access=_catalog_access(args, run))
     print(text)
     print(f"figure: {png}")
     if args.latent:
@@ -280,6 +280,19 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
         print(f"latent trajectory: {trajectory_figure(unpack_run(run), Path(args.out))}")
     return 0
+
+
+def _catalog_access(args: argparse.Namespace, run: Any) -> list[str]:
+    """How to open the run's catalog link: it needs the catalog's API key (see
+    :func:`~ophyd_stem.app.analysis.report.catalog_access`)."""
+    from .analysis.report import catalog_access
+    from .config import load_config
+
+    config = load_config(catalog=args.catalog, api_key=args.api_key, data_dir=args.data_dir)
+    uid = run.metadata["start"]["uid"]
+    if config.catalog:
+        return catalog_access(uid, uri=config.catalog)
+    return catalog_access(uid, data_dir=_settings(args).data_dir)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

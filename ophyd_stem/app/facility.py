@@ -65,7 +65,9 @@ def add_serve_parser(
     )
     group = serve.add_argument_group("ports (0: any free one)")
     group.add_argument("--host", default="127.0.0.1", help="bind address of the re-manager")
-    group.add_argument("--redis-port", type=int, default=6379)
+    group.add_argument(
+        "--redis-port", type=int, default=6379, help="Redis, where the queue and its history live"
+    )
     group.add_argument("--control-port", type=int, default=60615, help="re-manager control")
     group.add_argument("--info-port", type=int, default=60625, help="re-manager console output")
     group.add_argument("--bridge-port", type=int, default=5555, help="with --twin-bridge")

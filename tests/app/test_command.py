@@ -50,11 +50,23 @@ def test_run_survey_then_grid_then_list_and_show(app_env, tmp_path):
     show = ophyd_stem(app_env, "show", uid_grid[:8], "--out", str(tmp_path / "figs"))
     assert show.returncode == 0, show.stderr
     assert "spectra     20 x 2048 channels" in show.stdout
-    # The catalog link it prints answers after the command: the server outlives commands.
+    # The catalog link it prints answers after the command (the server outlives commands),
+    # but not to a bare browser: the summary says where the key is and how to add it ...
     link = re.search(r"^  catalog\s+(http\S+)", show.stdout, re.M).group(1)
     settings = CatalogSettings(Path(app_env["OPHYD_STEM_DATA_DIR"]))
-    key = (settings.server_dir / "api_key").read_text().strip()
-    assert httpx.get(link, headers={"Authorization": f"Apikey {key}"}).status_code == 200
+    key_file = re.search(r"append \?api_key=KEY, the key in (\S+)\)", show.stdout).group(1)
+    assert Path(key_file) == settings.server_dir / "api_key"
+    key = Path(key_file).read_text().strip()
+    assert httpx.get(link).status_code == 401
+    assert httpx.get(f"{link}?api_key={key}").status_code == 200
+    assert key not in show.stdout
+    # ... and the Python line it prints opens the run, pasted as it is
+    python = re.search(r"^  in Python   (.+)$", show.stdout, re.M).group(1)
+    opened = subprocess.run(
+        [str(BIN / "python"), "-c", f"{python}; print(run.metadata['start']['uid'])"],
+        env=app_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert opened.stdout.strip() == uid_grid, opened.stderr[-2000:]
 
     export = ophyd_stem(app_env, "export", uid_grid[:8], "--out", str(tmp_path / "hspy"))
     assert export.returncode == 0, export.stderr

@@ -322,7 +322,11 @@ def test_the_zero_loss_summary_says_small_energies_in_mev():
     assert "walk +0.1 meV -> -0.1 meV" in line
     data.zero_loss = {"zlp": zlp * 250, "walk": np.array([0.029, 0.141])}
     (line,) = [line for line in correction_summary(data) if "zero loss" in line]
-    assert "eV rms as measured, walk +0.029 eV -> +0.141 eV" in line
+    assert "eV rms as measured, energy-scale walk +0.029 eV -> +0.141 eV" in line
+    # a walk that rounds to zero reads +0.0, not -0.0
+    data.zero_loss = {"zlp": zlp, "walk": np.array([1e-4, -4e-6])}
+    (line,) = [line for line in correction_summary(data) if "zero loss" in line]
+    assert "walk +0.1 meV -> +0.0 meV (first -> last batch)" in line
 
 
 def test_shows_summary_names_the_agent_that_decided():
@@ -332,3 +336,19 @@ def test_shows_summary_names_the_agent_that_decided():
     data = dkl_run(9, False)
     data.decisions["reports"] = [{"agent": "bandit", "config": {"policy": "thompson"}}] * 9
     assert "  agent       bandit (thompson)" in decision_summary(data)
+
+
+def test_a_grids_workflow_figure_is_titled_as_the_zero_loss_alignment_it_shows():
+    """A grid has no agent: its workflow figure is the zero-loss alignment, and its title
+    says so, with the sample, so the PNG read on its own says what it is."""
+    from ophyd_stem.app.views.figures import draw
+
+    data, _ = grid_run()
+    data.start["sample"] = "nanowire"
+    zlp = np.random.default_rng(1).normal(0, 4e-4, len(data.positions))
+    x, y = data.positions.T
+    data.zero_loss = {"zlp": zlp, "walk": np.zeros(len(zlp)), "x": x, "y": y}
+    fig = Figure()
+    draw(fig, data)
+    title = fig.get_suptitle()
+    assert title.startswith("spectrum_image on nanowire - scan 7 - 01234567: zero-loss align")

@@ -35,6 +35,8 @@ def test_every_option_says_its_default(command):
     for action in parser._actions:
         if not action.option_strings or isinstance(action, FLAGS):
             continue
+        # argparse prints nothing, not even the default, for an option without a help text
+        assert action.help, f"ophyd-stem {command} {action.option_strings[0]} has no help"
         text = formatter._get_help_string(action)
         assert "default" in text, f"ophyd-stem {command} {action.option_strings[0]}: {text!r}"
 
@@ -89,3 +91,21 @@ def test_device_and_compute_only_for_the_plans_they_act_on():
     assert {"--device", "--compute"} <= options(PARSERS["run dcnn"])
     args = build_parser().parse_args(["run", "grid"])
     assert (args.device, args.compute) == (None, None)  # the configuration's own default
+
+
+def test_options_read_from_the_environment_name_their_variable():
+    """An option that $OPHYD_STEM_... or the config file also sets says so: a help that
+    promised "the embedded catalog" while $OPHYD_STEM_CATALOG pointed elsewhere misled."""
+    from ophyd_stem.app.config import ENV
+
+    checked = 0
+    for command, parser in PARSERS.items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            name = next((s[2:].replace("-", "_") for s in action.option_strings), None)
+            if name not in ENV or name == "sample":  # run's --sample: each plan's own
+                continue
+            text = formatter._get_help_string(action)
+            assert f"${ENV[name]}" in text, f"ophyd-stem {command} {action.option_strings[0]}"
+            checked += 1
+    assert checked > 50

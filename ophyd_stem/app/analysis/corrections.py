@@ -369,10 +369,11 @@ def drift_truth(data: RunData, frames: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _energy(value: float, sign: str = "") -> str:
     """An energy as a person reads it: meV below 10 meV (a steady spectrometer's 0.4 meV
-    printed as '0.000 eV' read as no scatter at all, beside a figure saying 0.4 meV)."""
+    printed as '0.000 eV' read as no scatter at all, beside a figure saying 0.4 meV). No
+    '-0.0': a value that rounds to zero has no sign worth reading (+ 0.0 drops it)."""
     if abs(value) < 0.01:
-        return f"{1000 * value:{sign}.1f} meV"
-    return f"{value:{sign}.3f} eV"
+        return f"{round(1000 * value, 1) + 0.0:{sign}.1f} meV"
+    return f"{round(value, 3) + 0.0:{sign}.3f} eV"
 
 
 def correction_summary(data: RunData) -> list[str]:
@@ -398,7 +399,7 @@ def correction_summary(data: RunData) -> list[str]:
         trusted = np.asarray(rows.get("trusted", np.ones(len(zlp))), dtype=bool)
         lines.append(
             f"  zero loss   {int(trusted.sum())} of {len(zlp)} spectra aligned; peak "
-            f"{_energy(np.nanstd(zlp))} rms as measured, walk {_energy(walk[0], '+')} -> "
-            f"{_energy(walk[-1], '+')}"
+            f"{_energy(np.nanstd(zlp))} rms as measured, energy-scale walk "
+            f"{_energy(walk[0], '+')} -> {_energy(walk[-1], '+')} (first -> last batch)"
         )
     return lines

@@ -208,14 +208,14 @@ def trajectory_figure(data: RunData, out_dir: str | Path, **agent_kwargs: Any) -
     latent cluster, and the latent space with the run's trajectory; a PNG in ``out_dir``."""
     from matplotlib.figure import Figure
 
+    from ..views.decor import run_title
     from ..views.latent import draw_trajectory
 
     space = latent_space(data, **agent_kwargs)
     fig = Figure(figsize=(12, 5.2))
     draw_trajectory(fig, data, space)
     origin = "recorded latent map" if space["recorded"] else "rVAE trained on the survey now"
-    fig.suptitle(f"{data.plan_name} - scan {data.start.get('scan_id')} - {data.uid[:8]}: "
-                 f"trajectory in latent space ({origin})")  # fmt: skip
+    fig.suptitle(run_title(data.start, f"trajectory in latent space ({origin})", data.uid))
     fig.tight_layout()
     path = Path(out_dir) / f"latent-{data.uid[:8]}.png"
     path.parent.mkdir(parents=True, exist_ok=True)

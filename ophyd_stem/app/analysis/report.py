@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ..views.decor import TITLE_ROOM
+from ..views.decor import TITLE_ROOM, run_title
 from ..views.overview import overview
 
-__all__ = ["decision_summary", "run_report"]
+__all__ = ["catalog_access", "decision_summary", "run_report"]
 
 
 def _streams(run: Any) -> list[str]:
@@ -42,7 +42,9 @@ def _find_image(run: Any) -> tuple[str, str] | None:
     return None
 
 
-def run_report(run: Any, out_dir: Path, *, apart: bool = False) -> tuple[str, Path]:
+def run_report(
+    run: Any, out_dir: Path, *, apart: bool = False, access: list[str] | None = None
+) -> tuple[str, Path]:
     """Summarise ``run`` (a tiled Bluesky run) as text and write its figure to ``out_dir``.
 
     The figure (:func:`~ophyd_stem.app.views.overview.overview`) shows the survey image
@@ -56,6 +58,8 @@ def run_report(run: Any, out_dir: Path, *, apart: bool = False) -> tuple[str, Pa
             this one draws the overview: each figure takes a CPU core for a fraction of a
             second. Only for a process with no other thread at work (``ophyd-stem show``):
             a fork copies no thread, and a lock one holds would stay held in the child.
+        access: how to open the run's catalog link, printed under it
+            (:func:`catalog_access`); None: nothing more than the link.
 
     Returns:
         The text summary and the path of the PNG.
@@ -120,12 +124,12 @@ def run_report(run: Any, out_dir: Path, *, apart: bool = False) -> tuple[str, Pa
         fig = Figure()
         if not overview(fig, data, start.get("shape")):
             lines.insert(overview_line, "  (no survey image or spectra to draw)")
-        fig.suptitle(f"{start.get('plan_name')} - scan {start.get('scan_id')} - {uid[:8]}")
+        fig.suptitle(run_title(start))
         fig.tight_layout(rect=TITLE_ROOM)
         fig.savefig(png, dpi=90)
 
     _draw(draw_overview, later, apart)
-    lines += _where(run, image_ref)
+    lines += _where(run, image_ref, access or [])
     title = f"scan {start.get('scan_id')}: {start.get('plan_name')} on {start.get('sample')}"
     page = _write_html(
         out_dir / f"run-{start.get('scan_id')}-{uid[:8]}.html", title, lines, figures
@@ -242,12 +246,14 @@ def _agent_line(data: Any) -> str | None:
     return None
 
 
-def _where(run: Any, image_ref: tuple[str, str] | None) -> list[str]:
-    """Where the run's data lives: the catalog entry and the image files."""
+def _where(run: Any, image_ref: tuple[str, str] | None, access: list[str]) -> list[str]:
+    """Where the run's data lives: the catalog entry (and how to open it) and the image
+    files."""
     lines = []
     uri = getattr(run, "uri", None)
     if uri:
         lines.append(f"  catalog     {uri}")
+        lines += access
     if image_ref is not None:
         try:
             sources = run[image_ref[0]][image_ref[1]].data_sources()
@@ -257,6 +263,54 @@ def _where(run: Any, image_ref: tuple[str, str] | None) -> list[str]:
         for uri in files:
             lines.append(f"  image file  {uri.replace('file://localhost', '')}")
     return lines
+
+
+def catalog_access(uid: str, *, data_dir: Path | None = None, uri: str | None = None) -> list[str]:
+    """How to open the run that the ``catalog`` line links to, as lines of the summary.
+
+    The link alone answers HTTP 401 in a browser: every catalog this project starts asks
+    for an API key (the embedded one is a single-user Tiled server whose key lives in its
+    data directory, mode 0600; a facility's has per-user keys). So say where the key is and
+    how to add it, and give the line that opens the run from Python, which needs no key
+    typed by hand for the embedded catalog. The key itself is never printed: the summary
+    is also written to an HTML page meant to be copied and mailed.
+
+    Args:
+        uid: the run's uid (its first 8 characters are enough to find it).
+        data_dir: the embedded catalog's data directory (the key file is in it).
+        uri: a remote catalog's URI, when the run came from one (``data_dir`` is then
+            ignored).
+
+    Example:
+        >>> lines = catalog_access("639ba5b1-8387", data_dir=Path("/data/stem"))
+        >>> print(lines[0].strip())
+        (JSON; for a browser append ?api_key=KEY, the key in /data/stem/server/api_key)
+        >>> print(lines[1].split(";")[1])
+         run = open_catalog(settings=CatalogSettings('/data/stem'))['639ba5b1']
+    """
+    from ophyd_stem.catalog import CatalogSettings
+
+    indent = " " * 14
+    if uri is not None:
+        return [
+            f"{indent}(JSON; for a browser append ?api_key=KEY, your API key, if the "
+            "server asks for one)",
+            "  in Python   from ophyd_stem.catalog import open_catalog; "
+            f"run = open_catalog({uri!r}, api_key=KEY)[{uid[:8]!r}]",
+        ]
+    settings = CatalogSettings(data_dir)
+    if settings.data_dir == CatalogSettings().data_dir:
+        opener = "from ophyd_stem.catalog import open_catalog; run = open_catalog()"
+    else:  # another data directory than a bare open_catalog() would find
+        opener = (
+            "from ophyd_stem.catalog import CatalogSettings, open_catalog; run = "
+            f"open_catalog(settings=CatalogSettings({str(settings.data_dir)!r}))"
+        )
+    return [
+        f"{indent}(JSON; for a browser append ?api_key=KEY, the key in "
+        f"{settings.server_dir / 'api_key'})",
+        f"  in Python   {opener}[{uid[:8]!r}]",
+    ]
 
 
 def overview_caption(data: Any) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 
 from agents.runs import RunData
 
-from .decor import TITLE_ROOM, add_colorbar, show_image
+from .decor import TITLE_ROOM, add_colorbar, run_title, show_image
 
 __all__ = ["draw_drift", "draw_zero_loss", "has_zero_loss", "render_zero_loss"]
 
@@ -230,8 +230,7 @@ def render_zero_loss(data: RunData, path: str | Path, dpi: int = 80) -> Path:
 
     fig = Figure(figsize=(15, 4.6))
     draw_zero_loss(fig, data)
-    fig.suptitle(f"{data.plan_name} - scan {data.start.get('scan_id')} - {data.uid[:8]}: "
-                 "zero-loss alignment")  # fmt: skip
+    fig.suptitle(run_title(data.start, "zero-loss alignment", data.uid))
     fig.tight_layout(rect=TITLE_ROOM)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,12 +27,35 @@ __all__ = [
     "figure_problems",
     "nice_length",
     "panel_grid",
+    "run_title",
     "show_image",
 ]
 
 
 #: ``tight_layout(rect=...)`` that leaves room for the figure's title above the panels
 TITLE_ROOM = (0.0, 0.0, 1.0, 0.95)
+
+
+def run_title(start: Any, what: str = "", uid: str | None = None) -> str:
+    """A figure's title: which run (plan, sample, scan id, uid) and what the figure shows,
+    so a PNG mailed on its own still says what it is.
+
+    Args:
+        start: the run's start document (``plan_name``, ``sample``, ``scan_id``, ``uid``).
+        what: what the figure shows, after a colon; empty: nothing.
+        uid: the run's uid when ``start`` lacks it.
+
+    Example:
+        >>> run_title({"plan_name": "spectrum_image", "sample": "nanowire", "scan_id": 1,
+        ...            "uid": "639ba5b1-8387"}, "zero-loss alignment")
+        'spectrum_image on nanowire - scan 1 - 639ba5b1: zero-loss alignment'
+    """
+    sample = start.get("sample")
+    title = (
+        f"{start.get('plan_name')}" + (f" on {sample}" if sample else "")
+        + f" - scan {start.get('scan_id')} - {str(uid or start.get('uid', ''))[:8]}"
+    )  # fmt: skip
+    return f"{title}: {what}" if what else title
 
 
 def nice_length(field_nm: float, fraction: float = 0.2) -> float:

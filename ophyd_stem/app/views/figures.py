@@ -27,7 +27,7 @@ import numpy as np
 
 from agents.runs import RunData
 
-from .decor import TITLE_ROOM, add_colorbar, panel_grid, show_image
+from .decor import TITLE_ROOM, add_colorbar, panel_grid, run_title, show_image
 from .physics import draw_physics, physics_history
 from .spectra import (
     EXAMPLE_COLOURS,
@@ -384,8 +384,10 @@ def draw(fig: Any, data: RunData) -> dict[str, int]:
     else:
         drawn = _draw_adaptive(fig, data)
     _fit(fig)
+    # a grid has no agent: its workflow figure is the zero-loss alignment, and says so
+    what = "zero-loss alignment" if data.plan_name == "spectrum_image" else ""
     fig.suptitle(
-        f"{data.plan_name} - scan {data.start.get('scan_id')} - {data.uid[:8]}"
+        run_title(data.start, what, data.uid)
         + (f" ({data.exit_status})" if data.exit_status else "")
     )
     return drawn
