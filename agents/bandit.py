@@ -23,10 +23,16 @@ Everything random comes from one seeded generator, so the same seed and the same
 measurements give the same decisions (forensics replays them).
 
 Example:
-    >>> agent = BanditAgent(survey_image, arms="clusters", n_arms=6, seed=0)
-    >>> s = agent.suggest(1)[0]          # {"_id": 0, "x": .., "y": .., "arm": 3, ...}
-    >>> agent.ingest([[s["x"], s["y"]]], [value])
-    >>> agent.report()["arms"][3]        # {"pulls": 1, "mean": .., "std": ..}
+    >>> import numpy as np
+    >>> from agents.bandit import BanditAgent
+    >>> survey = np.zeros((32, 32)); survey[:, 16:] = 1.0     # vacuum | a bright film
+    >>> agent = BanditAgent(survey, arms="clusters", n_arms=2, seed=0)
+    >>> s = agent.suggest(1)[0]          # every arm is pulled once first
+    >>> s["arm"], s["source"]
+    (0, 'first pull')
+    >>> agent.ingest([[s["x"], s["y"]]], [5.0])     # the spectrum's scalarized value
+    >>> agent.report()["arms"][0]["pulls"], agent.report()["arms"][0]["mean"]
+    (1, 5.0)
 """
 
 from __future__ import annotations

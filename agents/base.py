@@ -11,10 +11,16 @@ The interface also satisfies bluesky-adaptive 1.0's ``Optimizer`` protocol *stru
 (``suggest(num_points) -> Sequence[Mapping]`` with an ``"_id"`` per suggestion,
 ``ingest(points: Sequence[Mapping])``, ``get_best_points()``) without importing that package:
 
+>>> import numpy as np
+>>> from agents.edges import EdgeAgent
+>>> survey = np.zeros((64, 64)); survey[:, 32:] = 1.0     # one straight interface
+>>> agent = EdgeAgent(survey, budget=10)
 >>> agent.suggest(2)
-[{'_id': 7, 'x': 12.0, 'y': 40.0, 'acquisition': 0.93}, {'_id': 8, ...}]
->>> agent.ingest([[12.0, 40.0]], [3.1])               # arrays: positions and values
->>> agent.ingest([{"_id": 7, "x": 12.0, "y": 40.0, "value": 3.1}])   # Optimizer form
+[{'_id': 0, 'x': 32.0, 'y': 1.0, ...}, {'_id': 1, 'x': 31.0, 'y': 8.0, ...}]
+>>> agent.ingest([[32.0, 1.0]], [3.1])                    # arrays: positions and values
+>>> agent.ingest([{"_id": 1, "x": 31.0, "y": 8.0, "value": 2.0}])   # Optimizer form
+>>> agent.get_best_points()
+[(0, {'x': 32.0, 'y': 1.0}, {'value': 3.1})]
 """
 
 from __future__ import annotations
@@ -59,11 +65,18 @@ class Agent(ABC):
     :meth:`get_best_points` and replay ("forensics") work the same for all agents.
 
     Example:
+        >>> from agents.base import Agent
         >>> class Raster(Agent):
         ...     def suggest(self, n=1):
         ...         return [self.make_suggestion(float(i), 0.0) for i in range(n)]
         ...     def report(self):
         ...         return {"measured": len(self.values)}
+        >>> raster = Raster()
+        >>> raster.suggest(2)
+        [{'_id': 0, 'x': 0.0, 'y': 0.0}, {'_id': 1, 'x': 1.0, 'y': 0.0}]
+        >>> raster.ingest([[0.0, 0.0]], [1.5])
+        >>> raster.report()
+        {'measured': 1}
     """
 
     #: name stored with the run's decisions

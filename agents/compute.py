@@ -23,8 +23,12 @@ start workers with ``CUDA_VISIBLE_DEVICES`` set, as dask-cuda does).
 Nothing here is a scheduler: dask places, runs and retries the jobs. dask is imported only
 when a cluster is asked for.
 
-Example:
-    >>> fan_out(pow, [1, 2, 3], compute="local:2", shared={"exp": 2})
+Example (the second line starts a cluster of two worker processes, seconds: the test suite
+does not run it):
+    >>> from agents.compute import fan_out
+    >>> fan_out(pow, [1, 2, 3], shared={"exp": 2})                    # in this process
+    [1, 4, 9]
+    >>> fan_out(pow, [1, 2, 3], compute="local:2", shared={"exp": 2})  # doctest: +SKIP
     [1, 4, 9]
 """
 
@@ -97,8 +101,9 @@ def local_cluster(n_workers: int) -> Any:
     - the scheduler's HTTP server (health and metrics, even without a dashboard) takes a
       free port instead of 8787, where two clusters would collide.
 
-    Example:
-        >>> client = distributed.Client(local_cluster(2))
+    Example (starts two worker processes: not run by the test suite):
+        >>> import distributed                                  # doctest: +SKIP
+        >>> client = distributed.Client(local_cluster(2))       # doctest: +SKIP
     """
     import dask
     from distributed import LocalCluster
@@ -177,7 +182,11 @@ def fan_out(
         whatever a job raised (the other jobs are cancelled).
 
     Example:
-        >>> fan_out(train_one, seeds, compute="local", shared={"data": data})
+        >>> done = []
+        >>> fan_out(round, [1.26, 2.71], shared={"ndigits": 1}, on_done=done.append)
+        [1.3, 2.7]
+        >>> done                                     # the index of each job as it finished
+        [0, 1]
     """
     items = list(items)
     shared = dict(shared or {})

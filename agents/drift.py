@@ -16,10 +16,17 @@ column, ``y`` = row; a site seen at ``p`` in the reference is found at ``p + dis
 later. Times are instrument seconds (the plan's clock), any origin.
 
 Example:
+    >>> import numpy as np
+    >>> from scipy import ndimage
+    >>> from agents.drift import DriftTracker
+    >>> survey = ndimage.gaussian_filter(np.random.default_rng(0).random((64, 64)), 2)
+    >>> later = np.roll(survey, (1, 2), axis=(0, 1))    # features 2 px right, 1 px down
     >>> tracker = DriftTracker(survey, every_points=20)
-    >>> tracker.measure(new_image, time=95.0)      # {"dx": 1.93, "dy": 0.48, ...}
-    >>> tracker.correct([[40.0, 12.0]], times=[100.0])
-    array([[41.98, 12.5 ]])
+    >>> m = tracker.measure(later, time=100.0)           # 100 s after the reference
+    >>> m["dx"], m["dy"]                                 # px, to the upsampled DFT's step
+    (1.95, 0.95)
+    >>> tracker.correct([[40.0, 12.0]], times=[150.0])   # where that site is at 150 s
+    array([[42.925, 13.425]])
 """
 
 from __future__ import annotations

@@ -15,11 +15,18 @@ carries each hypothesis' probability, evidence and physical parameters.
 
 Cost: one physics GP fit per hypothesis per step (three by default).
 
-Example:
-    >>> agent = HypothesisAgent(survey_image, seed=0)
+Example (the first spectra go to seed points and leave the odds even; once there are
+enough to fit, every step fits one GP per hypothesis and the probabilities move):
+    >>> import numpy as np
+    >>> from agents.hypotheses import HypothesisAgent
+    >>> survey = np.zeros((32, 32)); survey[:, 16:] = 1.0     # one straight edge
+    >>> agent = HypothesisAgent(survey, seed=0)
     >>> s = agent.suggest(1)[0]
-    >>> agent.ingest([[s["x"], s["y"]]], [value])
-    >>> agent.report()["hypotheses"]["step"]["probability"]      # 0.93, say
+    >>> s["source"], s["edge_distance"]                       # px from the edge
+    ('seed', -15.0)
+    >>> agent.ingest([[s["x"], s["y"]]], [5.0])               # the spectrum's value
+    >>> {k: round(h["probability"], 2) for k, h in agent.report()["hypotheses"].items()}
+    {'step': 0.33, 'peak': 0.33, 'flat': 0.33}
 """
 
 from __future__ import annotations

@@ -14,10 +14,17 @@ latent map of the survey (:meth:`LatentAgent.latent_map`: the latent coordinates
 angle of every candidate), and :func:`latent_trajectory` places any run's measured positions
 (a DKL run's, say) in the same latent space: the seed paper's Figure 4d.
 
-Example:
-    >>> agent = LatentAgent(survey_image, n_clusters=5, seed=0)
-    >>> agent.suggest(5)       # one spectrum per cluster, with its latent coordinates
-    >>> z = latent_trajectory(agent, dkl_positions)
+Example (the rVAE trains when the agent is made: one epoch on a tiny image here, a
+second or so; a real survey wants the default 20):
+    >>> import numpy as np
+    >>> from agents.latent import LatentAgent, latent_trajectory
+    >>> survey = np.zeros((32, 32)); survey[:, 16:] = 1.0     # vacuum | a bright film
+    >>> agent = LatentAgent(survey, n_clusters=2, epochs=1, seed=0, device="cpu")
+    >>> [(s["source"], s["cluster"]) for s in agent.suggest(2)]   # one per cluster
+    [('representative', 0), ('representative', 1)]
+    >>> where = latent_trajectory(agent, [[4.0, 4.0], [28.0, 4.0]])   # a run's positions
+    >>> where["z"].shape, sorted(where["cluster"].tolist())
+    ((2, 2), [0, 1])
 """
 
 from __future__ import annotations

@@ -18,10 +18,16 @@ The guide is an MLP encoder giving a Gaussian for each of them (amortised infere
 training is SVI (Trace_ELBO, Adam) over minibatches of patches. On a 128 x 128 survey with
 12 px patches every 4 px (~1,000 patches) it trains in a few seconds on one CPU thread.
 
-Example:
-    >>> vae = RotationInvariantVAE(window=12, latent_dim=2, seed=0)
-    >>> vae.fit_image(survey_image, step=4)
-    >>> z, angle = vae.encode_positions(survey_image, [[40.0, 12.0]])   # latent, rad
+Example (two epochs on a tiny image, a fraction of a second; a real survey wants the
+default 20):
+    >>> import numpy as np
+    >>> from agents.rvae import RotationInvariantVAE
+    >>> survey = np.zeros((32, 32)); survey[:, 16:] = 1.0
+    >>> vae = RotationInvariantVAE(window=12, latent_dim=2, epochs=2, seed=0)
+    >>> vae = vae.fit_image(survey, step=4)
+    >>> z, angle = vae.encode_positions(survey, [[8.0, 12.0], [24.0, 12.0]])
+    >>> z.shape, angle.shape                       # latent coordinates; angles, rad
+    ((2, 2), (2,))
 """
 
 from __future__ import annotations

@@ -23,9 +23,17 @@ ZLP position of each, so the alignment can be undone or redone.
 All energies in eV; spectra are ``(..., channels)`` with one energy axis.
 
 Example:
+    >>> import numpy as np
+    >>> from agents.zlp import ZeroLossAligner
+    >>> axis = np.linspace(-5, 15, 201)                       # eV, 0.1 eV channels
+    >>> peaks = np.array([[0.23], [-0.12]])                   # where each ZLP landed, eV
+    >>> spectra = 1e4 * np.exp(-0.5 * ((axis - peaks) / 0.3) ** 2)
     >>> aligner = ZeroLossAligner()
-    >>> aligned, zlp = aligner.align(spectra, energy_axis)   # zlp: eV per spectrum
-    >>> aligner.walk(zlp)                                     # median ZLP of the batch, eV
+    >>> aligned, zlp = aligner.align(spectra, axis)           # zlp: eV per spectrum
+    >>> zlp.round(3).tolist(), round(aligner.walk(zlp), 3)   # and the batch's median, eV
+    ([0.23, -0.12], 0.055)
+    >>> axis[aligned.argmax(axis=1)].tolist()                 # both peaks now at 0 eV
+    [0.0, 0.0]
 """
 
 from __future__ import annotations
@@ -171,7 +179,12 @@ class ZeroLossAligner:
             left as it is and flagged (a vacuum-free thick area, a saturated camera).
 
     Example:
-        >>> aligned, zlp = ZeroLossAligner().align(spectra, axis)
+        >>> import numpy as np
+        >>> axis = np.linspace(-5, 15, 201)                   # eV
+        >>> spectrum = 1e4 * np.exp(-0.5 * ((axis - 0.4) / 0.3) ** 2)
+        >>> aligned, zlp = ZeroLossAligner().align(spectrum[None], axis)
+        >>> zlp.round(3).tolist()
+        [0.4]
     """
 
     name = "zero_loss"

@@ -41,9 +41,20 @@ class EELSCamera(StandardReadable, Triggerable):
     (total counts), is hinted so BestEffortCallback and LiveGrid have something sensible to
     plot while a spectrum image is acquired.
 
-    Example:
-        >>> RE(bps.mv(eels.exposure, 0.05))
-        >>> RE(bp.count([eels], num=3))
+    Example (on the digital twin, in this process):
+        >>> import bluesky.plan_stubs as bps
+        >>> import bluesky.plans as bp
+        >>> from bluesky import RunEngine
+        >>> from ophyd_stem.sim import twin_microscope
+        >>> RE = RunEngine()
+        >>> eels = twin_microscope("graphene").eels
+        >>> RE(bps.mv(eels.exposure, 0.05))                          # s
+        ()
+        >>> events = []
+        >>> uids = RE(bp.count([eels], num=3), lambda name, doc: events.append(doc)
+        ...           if name == "event" else None)
+        >>> len(events), sorted(events[0]["data"])
+        (3, ['eels-instrument_time', 'eels-intensity', 'eels-spectrum'])
     """
 
     def __init__(self, handle: BridgeHandle, name: str = "") -> None:

@@ -36,17 +36,29 @@ class Microscope:
     scan engine itself takes part. They share one bridge connection.
 
     Args:
-        client: an asyncio bridge client (:class:`dm_bridge.client.AsyncBridgeClient`, or
+        client: an asyncio bridge client (:class:`dm_bridge.aio.AsyncBridgeClient`, or
             :class:`dm_bridge.local.AsyncLocalClient` for an in-process twin); ``None`` for
             ophyd-async mock mode.
         assets_dir: where survey images are written (the catalog's assets directory).
         path_provider: instead of ``assets_dir``, full control of file locations.
 
-    Example:
+    Example (a microscope's bridge, keys as ``dm-bridge keys`` wrote them: the test suite
+    cannot run it; on the digital twin :func:`ophyd_stem.sim.twin_microscope` does the same
+    in one call):
+        >>> import bluesky.plans as bp
+        >>> from bluesky import RunEngine
+        >>> from bluesky.run_engine import call_in_bluesky_event_loop
+        >>> from dm_bridge.aio import AsyncBridgeClient
+        >>> from ophyd_stem import Microscope
         >>> RE = RunEngine()
-        >>> microscope = Microscope(client, assets_dir="~/stem-data/assets")
-        >>> call_in_bluesky_event_loop(microscope.connect())
-        >>> RE(bp.count([microscope.eels]))
+        >>> client = AsyncBridgeClient(
+        ...     "tcp://microscope-pc:5555",
+        ...     server_public_key="keys/server.key",
+        ...     client_secret_key="keys/clients/me.key_secret",
+        ... )                                                            # doctest: +SKIP
+        >>> microscope = Microscope(client, assets_dir="~/stem-data/assets")  # doctest: +SKIP
+        >>> call_in_bluesky_event_loop(microscope.connect())                # doctest: +SKIP
+        >>> RE(bp.count([microscope.eels]))                                 # doctest: +SKIP
     """
 
     def __init__(

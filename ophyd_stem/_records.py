@@ -110,9 +110,22 @@ class Record(Device, Triggerable):
         hints: the fields worth plotting against time (BestEffortCallback plots those, and
             nothing when there are none: maps and reports are not for a line plot).
 
-    Example:
+    Example (inside a plan, ``plans.stubs.record(decisions, "decisions", x=..., ...)`` does
+    the last two steps):
+        >>> import bluesky.plan_stubs as bps
+        >>> from bluesky import RunEngine
+        >>> from ophyd_stem import Record
         >>> decisions = Record("decision", units={"value": "counts"}, hints=["value"])
-        >>> yield from plans.stubs.record(decisions, "decisions", x=12.0, y=40.5, step=3)
+        >>> def decide():
+        ...     yield from bps.open_run()
+        ...     decisions.load(x=12.0, y=40.5, value=3.1)
+        ...     yield from bps.trigger_and_read([decisions], name="decisions")
+        ...     yield from bps.close_run()
+        >>> events = []
+        >>> uids = RunEngine()(decide(), lambda name, doc: events.append(doc)
+        ...                    if name == "event" else None)
+        >>> events[0]["data"]
+        {'decision-x': 12.0, 'decision-y': 40.5, 'decision-value': 3.1}
     """
 
     def __init__(

@@ -281,9 +281,20 @@ class ScanEngine(StandardDetector):
     parameters and the calibration (pixel size in nm), so every run records how its images
     were taken.
 
-    Example:
-        >>> RE(bps.mv(scan.width, 256, scan.height, 256, scan.dwell_time, 4e-6))
-        >>> RE(bp.count([scan]))
+    Example (on the digital twin, in this process; the image goes to the assets folder of
+    ``$OPHYD_STEM_DATA_DIR``):
+        >>> import bluesky.plan_stubs as bps
+        >>> import bluesky.plans as bp
+        >>> from bluesky import RunEngine
+        >>> from ophyd_stem.sim import twin_microscope
+        >>> RE = RunEngine()
+        >>> scan = twin_microscope("graphene").scan
+        >>> RE(bps.mv(scan.width, 64, scan.height, 64, scan.dwell_time, 4e-6))   # px, s
+        ()
+        >>> names = []
+        >>> uids = RE(bp.count([scan]), lambda name, doc: names.append(name))
+        >>> names
+        ['start', 'descriptor', 'stream_resource', 'stream_datum', 'event', 'stop']
     """
 
     def __init__(self, handle: BridgeHandle, path_provider: PathProvider, name: str = "") -> None:

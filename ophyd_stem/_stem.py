@@ -127,10 +127,20 @@ class STEM(StandardReadable):
     beam was: ``bp.scan([eels, stem], stem.beam.x, 0, 100, 11)`` (Bluesky drops the motor
     there, since its parent is read anyway).
 
-    Example:
-        >>> RE(bps.mv(stem.beam.x, 12.5, stem.beam.y, 40))
-        >>> RE(bps.rd(stem.high_tension))
+    Example (on the digital twin, in this process):
+        >>> import bluesky.plan_stubs as bps
+        >>> from bluesky import RunEngine
+        >>> from bluesky.run_engine import call_in_bluesky_event_loop
+        >>> from ophyd_stem.sim import twin_microscope
+        >>> RE = RunEngine()
+        >>> stem = twin_microscope("graphene").stem
+        >>> RE(bps.mv(stem.beam.x, 12.5, stem.beam.y, 40))     # px of the scan field
+        ()
+        >>> call_in_bluesky_event_loop(stem.high_tension.get_value())   # kV
         60.0
+
+    (``RE(...)`` returns the uids of the runs a plan opened, none here; a plan's own
+    return value, ``bps.rd``'s say, stays inside the plan.)
     """
 
     def __init__(self, handle: BridgeHandle, name: str = "") -> None:

@@ -9,10 +9,17 @@ Three ways to run the instrument, from fastest to most realistic:
 ``"subprocess"``
     ``dm-bridge serve`` in its own process on loopback, exactly as on a microscope PC.
 
-Example (in a console where a RunEngine exists):
+Example (``mode="thread"`` puts a real bridge on a loopback port; ``"local"``, the
+default, needs none):
+    >>> import bluesky.plans as bp
+    >>> from bluesky import RunEngine
     >>> from ophyd_stem.sim import twin_microscope
+    >>> RE = RunEngine()                    # first: the devices connect in its event loop
     >>> microscope = twin_microscope("graphene", mode="thread")
-    >>> RE(bp.count([microscope.eels]))
+    >>> uids = RE(bp.count([microscope.eels]))
+    >>> len(uids)
+    1
+    >>> microscope.sim_bridge.close()       # the bridge's thread and port
 """
 
 from __future__ import annotations

@@ -6,11 +6,20 @@ watch an object with ophyd's ``subscribe(callback, run=True)`` / ``clear_sub(cal
 :class:`BridgeWatchdog` is such an object, whose value is ``True`` while the bridge answers
 ``status`` and ``False`` when it stops.
 
-Example:
+Example (a twin's bridge on a loopback port stands in for the microscope's):
+    >>> from bluesky import RunEngine
     >>> from bluesky.suspenders import SuspendBoolLow
-    >>> watchdog = BridgeWatchdog(lambda: BridgeClient(address, timeout=1.0))
+    >>> from dm_bridge.client import BridgeClient
+    >>> from ophyd_stem.sim import SimBridge
+    >>> from ophyd_stem.watchdog import BridgeWatchdog
+    >>> bridge = SimBridge("twin", mode="thread")
+    >>> watchdog = BridgeWatchdog(lambda: BridgeClient(bridge.address, timeout=1.0))
+    >>> RE = RunEngine()
     >>> RE.install_suspender(SuspendBoolLow(watchdog, sleep=2.0,
     ...     tripped_message="the DM bridge stopped answering"))
+    >>> watchdog.value                       # polled every second in a thread
+    True
+    >>> watchdog.stop(); bridge.close()
 """
 
 from __future__ import annotations

@@ -31,9 +31,12 @@ microscopist would mark. In SrTiO3 [001] those are the Sr and Ti-O columns; the 
 columns are invisible in HAADF (about 7 % of a Sr column) and are left out by default.
 
 Example:
-    >>> images, atoms = make_training_set(n_images=64, size=128, seed=1)
-    >>> images.shape, atoms[0][:2]
-    ((64, 128, 128), array([[ 3.1, 17.9], [ 5.2, 35.6]]))
+    >>> from ophyd_stem.app.training_data import make_training_set
+    >>> images, atoms = make_training_set(n_images=2, size=64, seed=1)
+    >>> images.shape, images.dtype        # the ensemble trains on 160 images of 128 px
+    ((2, 64, 64), dtype('float32'))
+    >>> atoms[0].shape[1]                 # each image's atoms: (row, col), px
+    2
 """
 
 from __future__ import annotations
@@ -160,7 +163,9 @@ def twin_image(
         ``(image (size, size) float32, atoms (N, 2) as (row, col), species codes (N,))``.
 
     Example:
-        >>> image, atoms, species = twin_image("graphene", noise_level=0.3, seed=4)
+        >>> image, atoms, species = twin_image("graphene", size=64, noise_level=0.3, seed=4)
+        >>> image.shape, atoms.shape          # atoms up to the margin outside the image
+        ((64, 64), (153, 2))
     """
     # imported here: the twin needs scipy and scikit-image, loaded only when images are made
     from dm_bridge.backends.twin import TwinBackend
@@ -263,7 +268,10 @@ def make_training_set(
         ValueError: an unknown sample or a bad range.
 
     Example:
-        >>> images, atoms = make_training_set(("graphene",), n_images=8, noise_levels=0.2)
+        >>> images, atoms = make_training_set(("graphene",), n_images=2, size=64,
+        ...                                   noise_levels=0.2)
+        >>> images.shape, len(atoms)
+        ((2, 64, 64), 2)
     """
     names = [_sample_name(s) for s in samples]
     if not names:

@@ -9,9 +9,12 @@ stderr, like the run's bar (:mod:`.progress`) and the twin's image bar. The bar 
 with the first count, so a wait that never starts (a bandit whose arms need no training)
 draws nothing. It has no bluesky import: ``train-ensemble`` uses it without a RunEngine.
 
-Example:
+Example (the bar goes to stderr; an agent's ``progress=`` argument takes the callback, as
+``LatentAgent(image, progress=progress)`` does):
+    >>> from ophyd_stem.app.waits import counting_bar
     >>> with counting_bar("rVAE training", unit="step") as progress:
-    ...     agent = LatentAgent(image, progress=progress)
+    ...     for done in range(1, 4):
+    ...         progress(done, 3)            # (steps done, steps in all)
 """
 
 from __future__ import annotations

@@ -8,11 +8,16 @@ unpacked here first (a catalog client does not travel to workers; the unpacked
 the same ensembles in their cache (DCNN runs) and, for counterfactual figures, a folder they
 can all write to.
 
-Example:
-    >>> reports = forensics_many([catalog[uid] for uid in uids], compute="local")
-    >>> [r.ok for r in reports]
+Example (needs runs in a catalog and starts a Dask cluster: the test suite does not run
+it; ``ophyd-stem replay -1 --forensics --counterfactual ucb`` does the same for one run):
+    >>> from ophyd_stem.app.analysis.batch import counterfactuals, forensics_many
+    >>> from ophyd_stem.catalog import open_catalog
+    >>> catalog = open_catalog()                                          # doctest: +SKIP
+    >>> reports = forensics_many([catalog[-2], catalog[-1]], compute="local")  # doctest: +SKIP
+    >>> [r.ok for r in reports]                                           # doctest: +SKIP
+    [True, True]
     >>> results = counterfactuals(catalog[-1], ["ucb:beta=9", "random", "raster"],
-    ...                           compute="local")
+    ...                           compute="local")                        # doctest: +SKIP
 """
 
 from __future__ import annotations

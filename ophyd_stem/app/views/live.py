@@ -7,12 +7,23 @@ on) or feed it a recorded run (``ophyd-stem replay UID --callbacks plot``).
 Headless (the Agg backend) the figure is written to PNG files; with a display it is shown
 and updated as the run goes (through bluesky's Qt teleporter when the backend is Qt).
 
-Example (console):
+Example (edge-guided EELS on the digital twin, 10 spectra; the console subscribes a view
+for you when plots are on):
+    >>> import bluesky.plan_stubs as bps
+    >>> from bluesky import RunEngine
+    >>> from ophyd_stem.app.views.live import LiveView
+    >>> from ophyd_stem.sim import twin_microscope
+    >>> from plans import edge_eels
+    >>> RE = RunEngine()
+    >>> microscope = twin_microscope("nanowire")
+    >>> RE(bps.mv(microscope.scan.width, 64, microscope.scan.height, 64))
+    ()
     >>> view = LiveView(out_dir="figures")         # PNGs at each step and at the end
-    >>> RE.subscribe(view)
-    >>> RE(adaptive_eels(...))
+    >>> token = RE.subscribe(view)
+    >>> uids = RE(edge_eels(microscope.scan, microscope.eels_points,
+    ...                     agent_kwargs={"budget": 10}))
     >>> view.last_png
-    PosixPath('figures/adaptive_eels-3-5d2a0c1e.png')
+    PosixPath('figures/edge_eels-1-....png')
 """
 
 from __future__ import annotations
