@@ -430,6 +430,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: Exception) -> str:
+    """An error as the user reads it. A run that is not in the catalog is a lookup the user
+    typed, not a program fault: its message alone (a KeyError's str() is the repr of its
+    argument, quotes and all), and where to look. Anything else keeps its type's name,
+    which says what kind of fault it was."""
+    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
+        message = exc.args[0]
+        if message.startswith(("no run", "the catalog holds", "scan_id 0")):
+            return f"{message} (`ophyd-stem runs` lists the runs)"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ophyd-stem`` command."""
     parser = build_parser()
@@ -446,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a clear line for the user; the traceback with --debug
         if os.environ.get("OPHYD_STEM_DEBUG"):
             raise
-        print(f"ophyd-stem: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"ophyd-stem: {_one_line(exc)}", file=sys.stderr)
         print("(set OPHYD_STEM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 

@@ -100,6 +100,12 @@ def test_bad_input_gives_one_clear_line(app_env):
     assert len(errors) == 1, result.stderr
     assert "does-not-exist" in errors[0]
     assert "Traceback" not in result.stderr
+    # a run that is not there is the user's lookup, not a fault: no "KeyError", no quotes
+    # around the sentence, and where to look
+    assert errors[0] == (
+        "ophyd-stem: no run with uid 'does-not-exist' in the catalog "
+        "(`ophyd-stem runs` lists the runs)"
+    )
     result = ophyd_stem(app_env, "run", "survey", "--size", "100000")
     assert result.returncode == 1
     assert "width" in result.stderr or "outside" in result.stderr

@@ -142,6 +142,9 @@ def test_edge_figure_has_no_empty_panels():
     titles = [ax.get_title() for ax in fig.axes if not hasattr(ax, "_colorbar")]
     assert len(titles) == 3  # survey, edge map, spectra: no "no model yet" panels
     assert not any("no model" in t for t in titles)
+    data.edge_report = {"method": "canny"}
+    _, fig = problems_of(draw, data)
+    assert "edge map (Canny)" in [ax.get_title() for ax in fig.axes]
 
 
 def dkl_run(steps: int, with_maps: bool) -> RunData:
@@ -327,6 +330,31 @@ def test_the_zero_loss_summary_says_small_energies_in_mev():
     data.zero_loss = {"zlp": zlp, "walk": np.array([1e-4, -4e-6])}
     (line,) = [line for line in correction_summary(data) if "zero loss" in line]
     assert "walk +0.1 meV -> +0.0 meV (first -> last batch)" in line
+    # one spectrum (LoG*'s EELS at its one dopant) has no scatter: where its peak was
+    data.zero_loss = {"zlp": np.array([-1.15e-4]), "walk": np.array([-1.15e-4])}
+    (line,) = [line for line in correction_summary(data) if "zero loss" in line]
+    assert line.endswith("1 of 1 spectra aligned; peak at -0.1 meV as measured")
+
+
+def test_the_zero_loss_figure_of_one_spectrum_says_where_its_peak_was():
+    """A zero-loss trace of one spectrum read '0.0 meV rms' over an axis of fractional
+    spectrum numbers (0.96 ... 1.04); it says where the one peak was, on whole numbers."""
+    from ophyd_stem.app.views.corrections import draw_zero_loss
+
+    data = run("logstar", positions=np.array([[30.0, 31.0]]))
+    data.spectra = np.array([spectrum(0.01)])
+    data.energy_axis = ENERGY
+    data.zero_loss = {"zlp": np.array([-1.15e-4]), "walk": np.array([-1.15e-4]),
+                      "x": np.array([30.0]), "y": np.array([31.0])}  # fmt: skip
+    fig = Figure()
+    draw_zero_loss(fig, data)
+    fig.canvas.draw()
+    (trace,) = [ax for ax in fig.axes if ax.get_xlabel().startswith("spectrum")]
+    assert trace.get_title() == "energy scale: one spectrum, peak at -0.1 meV"
+    ticks = [t for t in trace.get_xticks() if trace.get_xlim()[0] <= t <= trace.get_xlim()[1]]
+    assert ticks
+    assert all(float(t).is_integer() for t in ticks)
+    assert figure_problems(fig) == []
 
 
 def test_shows_summary_names_the_agent_that_decided():

@@ -397,9 +397,13 @@ def correction_summary(data: RunData) -> list[str]:
         zlp = np.asarray(rows["zlp"], float)
         walk = np.asarray(rows["walk"], float)
         trusted = np.asarray(rows.get("trusted", np.ones(len(zlp))), dtype=bool)
-        lines.append(
-            f"  zero loss   {int(trusted.sum())} of {len(zlp)} spectra aligned; peak "
-            f"{_energy(np.nanstd(zlp))} rms as measured, energy-scale walk "
-            f"{_energy(walk[0], '+')} -> {_energy(walk[-1], '+')} (first -> last batch)"
-        )
+        found = zlp[np.isfinite(zlp)]
+        if len(found) > 1:
+            scatter = f"peak {_energy(np.std(found))} rms as measured, energy-scale walk "
+            scatter += f"{_energy(walk[0], '+')} -> {_energy(walk[-1], '+')} (first -> last batch)"
+        elif len(found):  # one spectrum has no scatter (it read '0.0 meV rms') and no walk
+            scatter = f"peak at {_energy(found[0], '+')} as measured"
+        else:
+            scatter = "no peak found"
+        lines.append(f"  zero loss   {int(trusted.sum())} of {len(zlp)} spectra aligned; {scatter}")
     return lines

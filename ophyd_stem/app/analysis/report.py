@@ -118,7 +118,8 @@ def run_report(
             zero_loss = out_dir / f"run-{start.get('scan_id')}-{uid[:8]}-zero-loss.png"
             later.append(lambda: render_zero_loss(data, zero_loss))
             figures.append((zero_loss, ZERO_LOSS))
-            lines.append(f"  zero loss   {zero_loss}")
+            # not "zero loss": that is the summary's line of the alignment itself
+            lines.append(f"  zlp figure  {zero_loss}")
 
     def draw_overview() -> None:
         fig = Figure()

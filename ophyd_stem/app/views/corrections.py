@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from agents.runs import RunData
 
@@ -189,13 +190,24 @@ def draw_zero_loss(fig: Any, data: RunData) -> dict[str, int]:
         if (~trusted).any():
             ax.plot(n[~trusted], np.nan_to_num(zlp[~trusted]), "x", color="k",
                     label="not trusted (left as measured)")  # fmt: skip
-        ax.plot(n, 1e3 * np.asarray(rows["walk"], dtype=float), "-", color="tab:red", lw=1.5,
-                label="batch median (walk)",
+        # one spectrum (a LoG* run's EELS at its one dopant): a line of one point is not
+        # drawn, so mark it; its scatter is no number to print
+        ax.plot(n, 1e3 * np.asarray(rows["walk"], dtype=float), "-" if len(n) > 1 else "_",
+                ms=12, color="tab:red", lw=1.5, label="batch median (walk)",
                 gid="walk")  # fmt: skip
         ax.axhline(0.0, color="k", lw=0.5)
-        ax.set_xlabel("spectrum")
+        # spectra are counted: whole numbers, and room for the first and the last
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(0.5, len(n) + 0.5)
+        ax.set_xlabel("spectrum, in the order measured")
         ax.set_ylabel("zero-loss peak position (meV)")
-        ax.set_title(f"energy scale: {np.nanstd(zlp):.1f} meV rms as measured")
+        found = zlp[np.isfinite(zlp)]
+        if len(found) > 1:
+            ax.set_title(f"energy scale: {np.std(found):.1f} meV rms as measured")
+        else:
+            ax.set_title("energy scale: one spectrum" + (
+                f", peak at {found[0] + 0.0:+.1f} meV" if len(found) else ", no peak found"
+            ))  # fmt: skip
         ax.legend(fontsize=7)
         drawn["zlp_trace"] = len(zlp)
     if spectra:

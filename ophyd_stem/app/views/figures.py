@@ -309,7 +309,9 @@ def _draw_adaptive(fig: Any, data: RunData) -> dict[str, int]:
         ax = axes["edge_map"]
         show_image(fig, ax, data.edge_map, data.pixel_size)
         method = (data.edge_report or {}).get("method", "")
-        ax.set_title(f"edge map {method}".strip(), fontsize=10)
+        # the filter's name as people write it: "edge map (Canny)", not "edge map canny"
+        named = {"canny": "Canny", "gradient": "gradient magnitude"}.get(method, method)
+        ax.set_title(f"edge map ({named})" if named else "edge map", fontsize=10)
         drawn["edge_map"] = 1
     if "spectra" in axes:
         ax = axes["spectra"]
