@@ -60,7 +60,6 @@ PENDING = frozenset(
         "agents.logstar.scalespace.prepare_image",
         "agents.logstar.windows.WindowMap.parameter_map",
         "agents.logstar.windows.optimize_windows",
-        "agents.physics",
         "ophyd_stem.app.session",
         "plans.control",
         "plans.control.OperatorControl",
