@@ -434,9 +434,14 @@ def _one_line(exc: Exception) -> str:
     """An error as the user reads it. A run that is not in the catalog is a lookup the user
     typed, not a program fault: its message alone (a KeyError's str() is the repr of its
     argument, quotes and all), and where to look. Anything else keeps its type's name,
-    which says what kind of fault it was."""
+    which says what kind of fault it was; a device's failed move says its own error, not
+    the repr of the status object that carried it (bluesky's FailedStatus, raised from it)."""
+    while type(exc).__name__ == "FailedStatus" and isinstance(exc.__cause__, Exception):
+        exc = exc.__cause__
     if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
         message = exc.args[0]
+        if message.startswith("the catalog holds 0 run"):  # a new user's first `show -1`
+            return "the catalog holds no runs yet; try `ophyd-stem run survey`"
         if message.startswith(("no run", "the catalog holds", "scan_id 0")):
             return f"{message} (`ophyd-stem runs` lists the runs)"
     return f"{type(exc).__name__}: {exc}"
@@ -458,8 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a clear line for the user; the traceback with --debug
         if os.environ.get("OPHYD_STEM_DEBUG"):
             raise
-        print(f"ophyd-stem: {_one_line(exc)}", file=sys.stderr)
-        print("(set OPHYD_STEM_DEBUG=1 for the traceback)", file=sys.stderr)
+        message = _one_line(exc)
+        print(f"ophyd-stem: {message}", file=sys.stderr)
+        if message.split(" ", 1)[0].endswith(":"):  # "SomeError: ...": a fault, not a typo
+            print("(set OPHYD_STEM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
 

@@ -106,9 +106,11 @@ def test_bad_input_gives_one_clear_line(app_env):
         "ophyd-stem: no run with uid 'does-not-exist' in the catalog "
         "(`ophyd-stem runs` lists the runs)"
     )
+    assert "OPHYD_STEM_DEBUG" not in result.stderr  # no traceback to look for: a typo
     result = ophyd_stem(app_env, "run", "survey", "--size", "100000")
     assert result.returncode == 1
     assert "width" in result.stderr or "outside" in result.stderr
+    assert "AsyncStatus" not in result.stderr  # the device's error, not its status's repr
     result = ophyd_stem(app_env, "run", "dkl", "--device", "gpu")
     assert result.returncode == 1
     assert "device must be one of auto, cpu, cuda, cuda:N" in result.stderr

@@ -8,6 +8,8 @@ tests/replay_hitl/test_views.py and tests/app/test_command.py.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -115,6 +117,28 @@ def test_grid_overview_keeps_every_rule_and_shows_the_extremes():
     survey = next(ax for ax in fig.axes if "survey" in ax.get_title())
     assert not [c for c in survey.collections if c.get_gid() == "measured"]
     assert [p for p in survey.patches if p.get_gid() == "grid"]
+
+
+def test_the_example_circles_stand_out_from_the_measured_positions():
+    """The measured positions had the colour of the third example (orange): a DKL run's
+    best spectrum, measured among a crowd of points, had its circle hidden in them."""
+    from matplotlib.colors import same_color
+
+    from ophyd_stem.app.views.spectra import EXAMPLE_COLOURS
+
+    data, _ = grid_run()
+    keep = np.arange(0, 256, 9)  # few enough to be drawn as points
+    data.start["plan_name"] = "adaptive_eels"
+    data.positions, data.spectra = data.positions[keep], data.spectra[keep]
+    problems, fig = problems_of(lambda fig, d: overview(fig, d, None), data)
+    assert problems == []
+    survey = next(ax for ax in fig.axes if "survey" in ax.get_title())
+    (measured,) = [c for c in survey.collections if c.get_gid() == "measured"]
+    circles = [c for c in survey.collections if c.get_gid() == "example"]
+    assert len(circles) == 3
+    for colour in EXAMPLE_COLOURS:
+        assert not same_color(measured.get_facecolor()[0], colour), colour
+    assert all(c.get_zorder() > measured.get_zorder() for c in circles)
 
 
 def test_a_survey_alone_is_one_panel_with_its_scale_bar():
@@ -364,6 +388,20 @@ def test_shows_summary_names_the_agent_that_decided():
     data = dkl_run(9, False)
     data.decisions["reports"] = [{"agent": "bandit", "config": {"policy": "thompson"}}] * 9
     assert "  agent       bandit (thompson)" in decision_summary(data)
+
+
+def test_shows_best_value_carries_the_scalarizers_unit():
+    """'best value 19697' said nothing of what was measured: it carries the unit the
+    figures' axes give the scalarizer's values (none for a ratio)."""
+    from ophyd_stem.app.analysis.report import decision_summary
+
+    data = dkl_run(9, False)
+    data.start["plan_args"] = {"scalarizer": "band:20:30"}
+    (best,) = [line for line in decision_summary(data) if "best value" in line]
+    assert re.match(r"  best value  [0-9.e+]+ counts·eV at \(", best), best
+    data.start["plan_args"] = {"scalarizer": "ratio:20:30:40:50"}
+    (best,) = [line for line in decision_summary(data) if "best value" in line]
+    assert re.match(r"  best value  [0-9.e+]+ at \(", best), best
 
 
 def test_a_grids_workflow_figure_is_titled_as_the_zero_loss_alignment_it_shows():

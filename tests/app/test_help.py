@@ -109,3 +109,31 @@ def test_options_read_from_the_environment_name_their_variable():
             assert f"${ENV[name]}" in text, f"ophyd-stem {command} {action.option_strings[0]}"
             checked += 1
     assert checked > 50
+
+
+def test_a_run_that_is_not_there_is_said_as_a_sentence_with_what_to_do():
+    """What ``get_run`` raises for a run the user typed reads as a sentence (no 'KeyError',
+    no quotes around it), with where to look; an empty catalog says how to make a run;
+    any other fault keeps its type's name."""
+    from ophyd_stem.app.cli import _one_line
+
+    assert _one_line(KeyError("no run with scan_id 7 in the catalog")) == (
+        "no run with scan_id 7 in the catalog (`ophyd-stem runs` lists the runs)"
+    )
+    assert _one_line(KeyError("the catalog holds 0 run(s); there is no run -1")) == (
+        "the catalog holds no runs yet; try `ophyd-stem run survey`"
+    )
+    assert _one_line(KeyError("scan-haadf")) == "KeyError: 'scan-haadf'"
+    assert _one_line(ValueError("width must be <= 4096 px")) == (
+        "ValueError: width must be <= 4096 px"
+    )
+    # a failed move: the device's own error, not the repr of the status that carried it
+    from bluesky.utils import FailedStatus
+
+    class OutOfRange(ValueError):
+        pass
+
+    cause = OutOfRange("width = 100000 px is outside the allowed range [8, 4096] px")
+    with pytest.raises(FailedStatus) as failed:
+        raise FailedStatus("<AsyncStatus, device: scan-width, task: <coroutine ...>>") from cause
+    assert _one_line(failed.value) == f"OutOfRange: {cause}"

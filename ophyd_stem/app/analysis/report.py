@@ -196,7 +196,8 @@ def decision_summary(data: Any) -> list[str]:
         best = int(np.argmax(values))
         sources = collections.Counter(data.decisions.get("source", []))
         lines.append(
-            f"  best value  {values[best]:.5g} at ({data.decisions['x'][best]:.1f}, "
+            f"  best value  {values[best]:.5g}{_value_unit(data)} at "
+            f"({data.decisions['x'][best]:.1f}, "
             f"{data.decisions['y'][best]:.1f}) px, measurement {best + 1} of {len(values)} "
             f"(step {int(data.decisions['step'][best])})"
         )
@@ -231,6 +232,17 @@ def decision_summary(data: Any) -> list[str]:
                 + (after if len(after) <= 70 else after[:67] + "...")
             )
     return lines
+
+
+def _value_unit(data: Any) -> str:
+    """' counts·eV' after a value of the scalarizer in force at the end of the run (what the
+    figures' axes say), or nothing where the scalarizer's values have no unit (a ratio)."""
+    from ..views.figures import _scalarizer_in_force, scalarizer_label
+
+    label = scalarizer_label(_scalarizer_in_force(data)[0])
+    if label.endswith(")") and " (" in label:
+        return " " + label.rsplit(" (", 1)[1][:-1]
+    return ""
 
 
 def _agent_line(data: Any) -> str | None:

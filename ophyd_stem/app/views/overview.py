@@ -139,6 +139,11 @@ def overview(fig: Any, data: RunData, shape: Any = None) -> bool:
     return True
 
 
+#: where spectra were measured: a colour no example spectrum has, so the circle of the
+#: example drawn in orange did not vanish among orange dots (a DKL run's best spectrum)
+POSITIONS_COLOUR = "tab:cyan"
+
+
 def _positions(ax: Any, data: RunData, gridded: Any) -> None:
     """Where the spectra were measured, without hiding the specimen."""
     xy = data.positions
@@ -157,7 +162,7 @@ def _positions(ax: Any, data: RunData, gridded: Any) -> None:
                 fill=False,
                 ls="--",
                 lw=1.0,
-                ec="tab:orange",
+                ec=POSITIONS_COLOUR,
                 gid="grid",
                 label=f"{rows} x {cols} grid",
             )
@@ -167,7 +172,7 @@ def _positions(ax: Any, data: RunData, gridded: Any) -> None:
             xy[:, 0],
             xy[:, 1],
             s=10 if len(xy) <= _MANY_POINTS else 2,
-            c="tab:orange",
+            c=POSITIONS_COLOUR,
             gid="measured",
             label=f"{len(xy)} spectr{'um' if len(xy) == 1 else 'a'}",
         )
@@ -186,4 +191,5 @@ def _circle(ax: Any, data: RunData, indices: list[int]) -> None:
                 edgecolors=EXAMPLE_COLOURS[n % len(EXAMPLE_COLOURS)],
                 linewidths=2.0,
                 gid="example",
+                zorder=3,  # above the measured positions, which may crowd around it
             )
