@@ -27,6 +27,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
@@ -37,6 +38,35 @@ from .settings import CatalogSettings
 from .spool import RunSpool, spooled_runs
 
 __all__ = ["CatalogWriter", "WriterStatus"]
+
+
+def _flush_at_exit(writer: CatalogWriter) -> None:
+    """Close ``writer`` when the interpreter exits, *before* ``concurrent.futures`` stops
+    its executors. A plain ``atexit`` handler runs after that (``concurrent.futures``
+    registers its own stop with ``threading._register_atexit``, which runs first), so the
+    last documents of a session that ended right after a run (``ophyd-stem console -- -c``,
+    ``exit`` at once) failed with 'cannot schedule new futures after interpreter shutdown'
+    and the run stayed in the spool. Handlers registered there run last-registered first,
+    so this one, registered after ``concurrent.futures`` was imported, runs before its.
+    Held by a weak reference: a writer closed and dropped is not kept alive to the end.
+    """
+    ref = weakref.ref(writer)
+
+    def close() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._close_at_exit()
+
+    import concurrent.futures.thread  # noqa: F401  (its exit handler first, then ours)
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError("no threading._register_atexit in this Python")
+        register(close)
+    except RuntimeError:  # the interpreter is already shutting down, or an older Python
+        atexit.register(close)
+
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +216,7 @@ class CatalogWriter(WriterThread):
             target=self._run_forever, name="catalog-writer", daemon=True
         )
         self._thread.start()
-        atexit.register(self._close_at_exit)
+        _flush_at_exit(self)
 
     @classmethod
     def to_embedded(
@@ -374,7 +404,6 @@ class CatalogWriter(WriterThread):
             run.spool.close()
         for spool in list(self._spools.values()):
             spool.close()
-        atexit.unregister(self._close_at_exit)
         return done
 
     def _close_at_exit(self) -> None:

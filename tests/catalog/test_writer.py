@@ -211,3 +211,47 @@ def test_batched_writing_lands_the_same_data(
     assert_run_matches(catalog[uid], RE.documents, det, eels.produced, read_hdf5)
     with pytest.raises(ValueError, match="batch_size"):
         make_writer(shared_server.uri, shared_server.api_key, settings, batch_size=0)
+
+
+EXIT_RIGHT_AFTER_A_RUN = """
+import sys
+import bluesky.plans as bp
+from bluesky import RunEngine
+from ophyd.sim import det
+from ophyd_stem.catalog import CatalogSettings, CatalogWriter
+
+uri, key, data_dir = sys.argv[1:4]
+writer = CatalogWriter(uri, key, settings=CatalogSettings(data_dir))
+RE = RunEngine()
+RE.subscribe(writer)
+RE(bp.count([det]))  # a session's earlier run: the writer is connected
+assert writer.flush(60)
+(uid,) = RE(bp.count([det], num=3))
+print(uid)
+# and the session ends at once, as `ophyd-stem console -- -c '...'` or `exit` does
+"""
+
+
+def test_a_session_that_exits_right_after_a_run_still_stores_it(shared_server, settings):
+    """The writer flushed at exit after concurrent.futures had stopped its executors, so
+    the last documents failed ('cannot schedule new futures after interpreter shutdown')
+    and the run stayed in the spool: it is flushed before they stop."""
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-c", EXIT_RIGHT_AFTER_A_RUN, shared_server.uri,
+         shared_server.api_key, str(settings.data_dir)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-3000:]
+    uid = child.stdout.strip().splitlines()[-1]
+    assert "cannot schedule new futures" not in child.stderr, child.stderr[-3000:]
+    assert uid not in {run.run_uid for run in spooled_runs(settings.spool_dir)}
+    catalog = open_catalog(shared_server.uri, shared_server.api_key)
+    try:
+        run = catalog[uid]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        assert run.metadata["stop"]["num_events"] == {"primary": 3}
+    finally:
+        catalog.context.close()
