@@ -14,6 +14,7 @@ import collections
 import html
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -26,7 +27,7 @@ import numpy as np
 from ..views.decor import TITLE_ROOM, run_title
 from ..views.overview import overview
 
-__all__ = ["catalog_access", "decision_summary", "run_report"]
+__all__ = ["catalog_access", "decision_summary", "plan_line", "run_report"]
 
 
 def _streams(run: Any) -> list[str]:
@@ -71,7 +72,7 @@ def run_report(
     uid = start["uid"]
     lines = [
         f"run {uid}  (scan {start.get('scan_id')})",
-        f"  plan        {start.get('plan_name')} {start.get('plan_args', '')}",
+        f"  plan        {plan_line(start)}",
         f"  started     {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(start['time']))}",
         f"  sample      {start.get('sample')}   operator {start.get('operator', '-')}",
         f"  instrument  {start.get('instrument', {}).get('name', '-')}",
@@ -243,6 +244,30 @@ def _value_unit(data: Any) -> str:
     if label.endswith(")") and " (" in label:
         return " " + label.rsplit(" (", 1)[1][:-1]
     return ""
+
+
+def plan_line(start: dict[str, Any]) -> str:
+    """The plan and its arguments as a person reads them: ``name=value``, nothing unset,
+    a device by its name, not a Python dict with ``'ScanEngine(name="scan")'`` and
+    ``'agent': 'make_agent'`` in it (the factory the command passes: the ``agent`` line
+    names the agent that decided).
+
+    Example:
+        >>> plan_line({"plan_name": "survey",
+        ...            "plan_args": {"scan_engine": 'ScanEngine(name="scan")', "num": 1}})
+        'survey (scan_engine=scan, num=1)'
+        >>> plan_line({"plan_name": "spectrum_image",
+        ...            "plan_args": {"rows": 32, "cols": 32, "region": None}})
+        'spectrum_image (rows=32, cols=32)'
+    """
+    parts = []
+    for key, value in (start.get("plan_args") or {}).items():
+        if value is None or (key == "agent" and value == "make_agent"):
+            continue
+        device = re.fullmatch(r'\w+\(name="([^"]*)"\)', str(value))
+        parts.append(f"{key}={device.group(1) if device else value}")
+    name = str(start.get("plan_name"))
+    return f"{name} ({', '.join(parts)})" if parts else name
 
 
 def _agent_line(data: Any) -> str | None:
