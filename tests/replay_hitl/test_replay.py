@@ -97,7 +97,7 @@ def test_replay_command_table_plot_forensics_counterfactual(dkl_run, catalog_env
 def test_show_writes_the_workflow_figure_and_an_html_summary(dkl_run, catalog_env, tmp_path):
     result = _command(catalog_env, "show", dkl_run.uid[:8], "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert re.search(r"best value\s+\S+ at \(", result.stdout)
+    assert re.search(r"best value\s+\S+ counts·eV at \(", result.stdout)  # band:20:30's unit
     assert re.search(r"decisions\s+.*3 seed; scalarizer band:20:30", result.stdout)
     workflow = Path(re.search(r"workflow\s+(\S+\.png)", result.stdout).group(1))
     assert np.std(mpimg.imread(workflow)[..., :3]) > 0.05
