@@ -175,10 +175,11 @@ def adaptive_eels(
 
     Each step: the agent suggests ``batch`` positions; the spectra there go to ``primary``;
     the scalarizer turns each into a number the agent ingests; the step's decision (position,
-    value, the agent's acquisition value, predicted mean and uncertainty there, and its
-    report) goes to ``decisions``; every ``maps_every`` steps the predicted mean, uncertainty
-    and acquisition maps go to ``agent_maps``. Data and decisions both, so the run can be
-    replayed and audited.
+    value, the agent's acquisition value, predicted mean and uncertainty there, its report,
+    and ``survey_warning``: why the survey gives the agent nothing to learn from, e.g. a
+    constant image, "" when it does) goes to ``decisions``; every ``maps_every`` steps the
+    predicted mean, uncertainty and acquisition maps go to ``agent_maps``. Data and
+    decisions both, so the run can be replayed and audited.
 
     Parameters
     ----------
@@ -279,6 +280,9 @@ def adaptive_eels(
             values = np.atleast_1d(np.asarray(raw, dtype=np.float64))
             agent.ingest(acquisition.positions, values)
             report = agent.report()
+            # said beside the report, where a search or a summary sees it (DKL's word on a
+            # featureless survey: its choices are then random, not learnt)
+            survey_warning = str((report or {}).get("survey_warning") or "")
             for s, (x, y), value in zip(suggestions, acquisition.positions, values):
                 yield from record(
                     decisions,
@@ -291,6 +295,7 @@ def adaptive_eels(
                     predicted_mean=float(s.get("mean", np.nan)),
                     predicted_std=float(s.get("std", np.nan)),
                     source=str(s.get("source", "agent")),
+                    survey_warning=survey_warning,
                     report=report,
                 )
             if maps_every and (step % maps_every == 0 or step == steps):

@@ -42,7 +42,10 @@ def logstar(
     optimises (on the first image, or when the pixel size changed) or reuses the parameters
     the operator picked; the front goes to ``logstar_front`` (one event per point, the chosen
     one flagged), the atoms to ``atoms`` (``x`` = column, ``y`` = row, sigma, cluster), and the
-    agent's report (parameters, choice and who made it) to ``logstar``. With ``n_eels`` > 0,
+    agent's report (parameters, choice and who made it) to ``logstar``, with ``plausible``
+    (False when the atoms do not sit where the lattice puts them: a wrong calibration or
+    lattice) and ``reason`` (why not, in a few words with the pixel size the image suggests;
+    "" when plausible). With ``n_eels`` > 0,
     spectra at the agent's suggested atoms (its ``target`` class, e.g. the brightest: the
     dopants) go to ``primary``.
 
@@ -120,6 +123,10 @@ def logstar(
                     parameters=[p.params.as_dict() for p in points],
                     **{name: np.array([p.rewards[name] for p in points]) for name in names},
                 )
+            said = agent.report()
+            check = said.get("plausibility") or {}  # None: an agent without the check
+            plausible = bool(check.get("ok", True))
+            reason = "" if plausible else check.get("reason") or "implausible"
             yield from record(
                 report,
                 "logstar",
@@ -127,7 +134,9 @@ def logstar(
                 n_atoms=len(table["row"]),
                 optimised=bool(summary["optimised"]),
                 chosen=int(chosen),
-                report=agent.report(),
+                plausible=plausible,
+                reason=str(reason),
+                report=said,
             )
             if n_eels:
                 yield from eels_at_suggestions(

@@ -32,9 +32,16 @@ Two checks a user cannot easily do by eye run on every image:
 * plausibility (:mod:`~agents.logstar.plausibility`): do the found atoms sit on bright
   columns, with their neighbours where the rewards' lattice puts them? The count alone cannot
   tell (only the W columns of WS2 typed: the right count, in the wrong places). A failed check
-  is in ``report()["plausibility"]`` (so in the run) and is logged as a warning (and raised
-  as an :class:`~agents.logstar.plausibility.ImplausibleAtomsWarning` with
-  ``warn_implausible=True``).
+  is in ``report()["plausibility"]`` (so in the run: the plan records ``plausible`` and a
+  short ``reason`` with each image) and is logged as a warning on every image, by default,
+  with the pixel size the image itself suggests when it differs from the one used (the
+  real graphene image given 0.02 nm/px instead of its 0.0077: 1062 "atoms", and "the image
+  suggests 0.0077 nm/px"). It is raised as an
+  :class:`~agents.logstar.plausibility.ImplausibleAtomsWarning` too only with
+  ``warn_implausible=True``: a Python warning is shown once per place in a session (the next
+  implausible image would pass unsaid), and where warnings are errors (pytest's
+  ``filterwarnings = error``, a strict console) it would abort the run and lose the images
+  still to come.
 """
 
 from __future__ import annotations
@@ -96,7 +103,9 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
             ``distributed.Client`` (one window per worker; see :mod:`agents.compute`).
         warn_implausible: also raise an ``ImplausibleAtomsWarning`` (a Python warning) when
             an image's atoms fail the plausibility check or its calibration is contradicted;
-            either way the report says so and the ``agents.logstar`` logger warns.
+            either way the report says so and the ``agents.logstar`` logger warns (off by
+            default: a Python warning is shown once per session, or aborts a run where
+            warnings are errors).
         contrast: how the columns show: ``"bright"`` (HAADF/ADF: the image as it is),
             ``"dark"`` (ABF/BF: inverted before the atoms are looked for) or ``"auto"``:
             from the detector's name given to :meth:`observe`, else from the image (its

@@ -261,7 +261,28 @@ class ImageChecks:
         return orient(image, decision.contrast)
 
     def _check_atoms(self, prepared: np.ndarray, px: float) -> None:
-        """Whatever the rewards say: do the atoms sit where the lattice puts them?"""
-        self.plausibility = check_plausibility(
-            self.atoms, prepared, self.lattice, px, warn=self.warn_implausible
-        )
+        """Whatever the rewards say: do the atoms sit where the lattice puts them? When not,
+        the pixel size the image suggests goes with the logged warning (a wrong calibration
+        is the commonest cause), so the operator need not read the report to see it."""
+        check = check_plausibility(self.atoms, prepared, self.lattice, px, quiet=True)
+        if not check.ok:
+            self._suggest_pixel_size(check, prepared, px)
+            self._warn(check.message())
+        self.plausibility = check
+
+    def _suggest_pixel_size(self, check: Plausibility, image: np.ndarray, px: float) -> None:
+        """The pixel size the image itself suggests, when a given one was used: its lattice
+        reflections where they contradicted the calibration, else its atoms' spacing (on a
+        field too small for clear reflections) when that differs by more than
+        :data:`NEIGHBOURS_DISAGREE`. Run only on a failed check: a plausible image costs
+        nothing more."""
+        info = self.pixel_size_info
+        if info.get("source") != "given":
+            return  # read from this very image already: nothing else to suggest
+        fft = info.get("fft") or {}
+        if info.get("warning") and fft.get("pixel_size_nm"):
+            check.suggest_pixel_size(fft["pixel_size_nm"], "its lattice reflections")
+            return
+        neighbours = estimate_from_neighbours(image, self.lattice)
+        if neighbours is not None and abs(neighbours.pixel_size_nm / px - 1) > NEIGHBOURS_DISAGREE:
+            check.suggest_pixel_size(neighbours.pixel_size_nm, "its atoms' spacing")

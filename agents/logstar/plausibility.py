@@ -19,9 +19,13 @@ checks the chosen atoms against the image and the lattice, whatever the count sa
   per atom, so a grain boundary or a second grain does not count as an error), within a
   quarter of the nearest-neighbour distance.
 
-Below :data:`LIMITS` the check fails and says which test failed and by how much; fewer than
-:data:`MIN_ATOMS` atoms cannot be judged and fail too. It never changes the atoms; the agent
-puts it in its report (and so in the run) and logs a warning.
+Below :data:`LIMITS` the check fails and says which test failed and by how much, in a
+sentence per test (``warnings``) and in a few words for a run's record (``reason``); fewer
+than :data:`MIN_ATOMS` atoms cannot be judged and fail too. It never changes the atoms; the
+agent puts it in its report (and so in the run), with the pixel size the image itself
+suggests when that differs from the one used (a wrong calibration is the commonest cause:
+the real graphene image given as 0.02 nm/px instead of its 0.0077 gave 1062 "atoms"), and
+logs a warning.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 from scipy import ndimage
@@ -80,6 +84,12 @@ class Plausibility:
         n_atoms: atoms checked.
         lattice: the lattice's name.
         warnings: one sentence per failed test.
+        reasons: the same in a few words each (``"40 % of bright columns missed"``).
+        pixel_size_nm: the pixel size the atoms were judged at, nm.
+        suggested_pixel_size_nm: the pixel size the image itself suggests, nm, when it
+            differs from ``pixel_size_nm`` (set by the agent: :meth:`suggest_pixel_size`).
+        suggested_by: what suggests it (``"its lattice reflections"``, ``"its atoms'
+            spacing"``).
     """
 
     ok: bool
@@ -90,6 +100,49 @@ class Plausibility:
     n_atoms: int
     lattice: str
     warnings: List[str] = field(default_factory=list)
+    reasons: List[str] = field(default_factory=list)
+    pixel_size_nm: Optional[float] = None
+    suggested_pixel_size_nm: Optional[float] = None
+    suggested_by: Optional[str] = None
+
+    def fail(self, sentence: str, words: str) -> None:
+        """Record a failed test: a sentence for the operator, a few words for the run."""
+        self.ok = False
+        self.warnings.append(sentence)
+        self.reasons.append(words)
+
+    def suggest_pixel_size(self, pixel_size_nm: float, by: str) -> None:
+        """The image suggests ``pixel_size_nm`` (nm) instead of the one used (``by``: what
+        says so, e.g. ``"its lattice reflections"``)."""
+        self.suggested_pixel_size_nm = float(pixel_size_nm)
+        self.suggested_by = by
+
+    @property
+    def reason(self) -> str:
+        """Why the atoms are not plausible, in a few words ("" when they are): what a run
+        records beside its ``plausible`` flag, e.g. ``"40 % of bright columns missed; the
+        image suggests 0.0077 nm/px, not 0.02"``."""
+        if self.ok:
+            return ""
+        words = list(self.reasons) or ["implausible"]
+        if self.suggested_pixel_size_nm is not None and self.pixel_size_nm is not None:
+            words.append(
+                f"the image suggests {self.suggested_pixel_size_nm:.2g} nm/px, not "
+                f"{self.pixel_size_nm:.2g}"
+            )
+        return "; ".join(words)
+
+    def message(self) -> str:
+        """The logged warning: every failed test, and the pixel size the image suggests."""
+        text = "LoG* atoms implausible: " + "; ".join(self.warnings)
+        if self.suggested_pixel_size_nm is not None and self.pixel_size_nm is not None:
+            text += (
+                f". The image suggests {self.suggested_pixel_size_nm:.4g} nm/px (from "
+                f"{self.suggested_by or 'itself'}), not the {self.pixel_size_nm:.4g} nm/px "
+                "used: check the survey's calibration (pixel_size_nm='fft' takes the image's "
+                "own) or the lattice"
+            )
+        return text
 
     def as_dict(self) -> Dict[str, Any]:
         """JSON-able (strict JSON: a median offset that could not be measured, with no atom
@@ -105,6 +158,10 @@ class Plausibility:
             "lattice": self.lattice,
             "limits": dict(LIMITS),
             "warnings": list(self.warnings),
+            "reason": self.reason,
+            "pixel_size_nm": self.pixel_size_nm,
+            "suggested_pixel_size_nm": self.suggested_pixel_size_nm,
+            "suggested_by": self.suggested_by,
         }
 
 
@@ -164,7 +221,12 @@ def _on_lattice(points: np.ndarray, vectors: List[np.ndarray], tol: float) -> np
 
 
 def check_plausibility(
-    atoms: Any, image: Any, lattice: Lattice, pixel_size_nm: float, warn: bool = False
+    atoms: Any,
+    image: Any,
+    lattice: Lattice,
+    pixel_size_nm: float,
+    warn: bool = False,
+    quiet: bool = False,
 ) -> Plausibility:
     """Check found atoms against the image and the lattice the rewards assumed.
 
@@ -174,7 +236,9 @@ def check_plausibility(
         lattice: the lattice the rewards used.
         pixel_size_nm: the pixel size the rewards used, nm.
         warn: also issue an :class:`ImplausibleAtomsWarning` when the check fails (a failed
-            check is always logged as a warning on the ``agents.logstar`` logger).
+            check is logged as a warning on the ``agents.logstar`` logger).
+        quiet: neither log nor warn: the caller says it (the agent, once it has added the
+            pixel size the image suggests).
 
     Example:
         >>> lattice = get_lattice("WS2:W")
@@ -193,11 +257,13 @@ def check_plausibility(
     tol_column = max(2.0, min(TOLERANCE * nn_px, COLUMN_WIDTH_NM / px))
     if len(pts) < MIN_ATOMS:
         result = Plausibility(False, 0.0, float("nan"), 1.0, None, len(pts), lattice.name)
-        result.warnings.append(
+        result.pixel_size_nm = px
+        result.fail(
             f"only {len(pts)} atoms were found: too few to judge where they sit (the lattice "
-            f"{lattice.name} expects many more in a field this size?)"
+            f"{lattice.name} expects many more in a field this size?)",
+            f"only {len(pts)} atoms",
         )
-        return _finish(result, warn)
+        return _finish(result, warn, quiet)
 
     # the columns: local maxima of the image's curvature (a Laplacian of Gaussian over an
     # eighth of the spacing), not of its intensity: a dim column beside bright ones (S2
@@ -239,26 +305,29 @@ def check_plausibility(
         on_lattice=on_lattice,
         n_atoms=len(pts),
         lattice=lattice.name,
+        pixel_size_nm=px,
     )
     name = f"{lattice.name} (nearest neighbours {lattice.nn_distance_nm:.3f} nm = {nn_px:.1f} px)"
     if on_columns < LIMITS["on_columns"]:
-        result.warnings.append(
+        result.fail(
             f"only {100 * on_columns:.0f} % of the found atoms sit on a bright column "
             f"(median {result.median_offset_px:.1f} px away; tolerance {tol_column:.1f} px): "
-            f"the image may not show {name}"
+            f"the image may not show {name}",
+            f"{100 * on_columns:.0f} % of atoms on a column",
         )
     if missed > LIMITS["missed_bright"]:
-        result.warnings.append(
+        result.fail(
             f"{100 * missed:.0f} % of the image's bright columns have no atom on them: the "
-            f"atoms found may be a dimmer sublattice, or the lattice {name} misses columns"
+            f"atoms found may be a dimmer sublattice, or the lattice {name} misses columns",
+            f"{100 * missed:.0f} % of bright columns missed",
         )
     if on_lattice is not None and on_lattice < LIMITS["on_lattice"]:
-        result.warnings.append(
+        result.fail(
             f"the neighbours of only {100 * on_lattice:.0f} % of the atoms sit where {name} puts "
-            "them: check the lattice and the pixel size"
+            "them: check the lattice and the pixel size",
+            f"{100 * on_lattice:.0f} % of atoms with lattice neighbours",
         )
-    result.ok = not result.warnings
-    return _finish(result, warn)
+    return _finish(result, warn, quiet)
 
 
 def _maxima(image: np.ndarray, sigma: float, size: float) -> Any:
@@ -278,9 +347,9 @@ def _sample(image: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return image[r, c]
 
 
-def _finish(result: Plausibility, warn: bool) -> Plausibility:
-    if not result.ok:
-        message = "LoG* atoms implausible: " + "; ".join(result.warnings)
+def _finish(result: Plausibility, warn: bool, quiet: bool) -> Plausibility:
+    if not result.ok and not quiet:
+        message = result.message()
         log.warning(message)
         if warn:
             warnings.warn(message, ImplausibleAtomsWarning, stacklevel=3)

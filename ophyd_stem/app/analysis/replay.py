@@ -156,6 +156,8 @@ class RunTable(CallbackBase):
                 f"{data.get('image', ''):>4}  {'':7} {'':7}  {data.get('n_atoms', ''):>11}  "
                 f"atoms, front point #{data.get('chosen')}"
             )
+            if data.get("plausible") is False:  # recorded since runs say it
+                line += f"; NOT plausible: {data.get('reason')}"
         else:
             return
         self.rows += 1

@@ -210,6 +210,9 @@ def decision_summary(data: Any) -> list[str]:
         agent = _agent_line(data)
         if agent:
             lines.append(agent)
+        warning = _survey_warning(data)
+        if warning:
+            lines.append(f"  WARNING     {warning}")
     if len(data.edge_points):
         lines.append(f"  edge points {len(data.edge_points)} chosen along the edges")
     for record in data.logstar:
@@ -217,6 +220,9 @@ def decision_summary(data: Any) -> list[str]:
             f"  LoG* image {record.get('image')}: {record.get('n_atoms')} atoms, front point "
             f"#{record.get('chosen')}" + (" (optimised)" if record.get("optimised") else "")
         )
+        doubt = _logstar_doubt(record)
+        if doubt:
+            lines.append(f"  WARNING     LoG* image {record.get('image')} not plausible: {doubt}")
     if data.interventions:
         acts = [iv for iv in data.interventions if iv.get("who") != "agent"]
         kinds = collections.Counter(iv.get("kind") for iv in acts)
@@ -233,6 +239,30 @@ def decision_summary(data: Any) -> list[str]:
                 + (after if len(after) <= 70 else after[:67] + "...")
             )
     return lines
+
+
+def _survey_warning(data: Any) -> str:
+    """The agent's word on a survey it cannot learn from (DKL: a constant image), from the
+    decisions' ``survey_warning`` or, in runs from before that field, their reports."""
+    for warning in data.decisions.get("survey_warning") or []:
+        if warning:
+            return str(warning)
+    for report in data.decisions.get("reports") or []:
+        if isinstance(report, dict) and report.get("survey_warning"):
+            return str(report["survey_warning"])
+    return ""
+
+
+def _logstar_doubt(record: dict[str, Any]) -> str:
+    """Why a LoG* image's atoms are not plausible ("" when they are): the run's ``plausible``
+    and ``reason``, or, in runs from before those fields, the recorded report's check."""
+    if "plausible" in record:
+        return "" if record["plausible"] else str(record.get("reason") or "see its report")
+    report = record.get("report")
+    check = (report.get("plausibility") if isinstance(report, dict) else None) or {}
+    if check.get("ok", True):
+        return ""
+    return str(check.get("reason") or "; ".join(check.get("warnings") or []) or "see its report")
 
 
 def _value_unit(data: Any) -> str:
