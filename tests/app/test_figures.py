@@ -418,3 +418,28 @@ def test_a_grids_workflow_figure_is_titled_as_the_zero_loss_alignment_it_shows()
     draw(fig, data)
     title = fig.get_suptitle()
     assert title.startswith("spectrum_image on nanowire - scan 7 - 01234567: zero-loss align")
+
+
+def test_the_counterfactual_figure_says_what_its_dotted_lines_join():
+    """White dotted lines joined each recorded point to the alternative's choice at that
+    step, with nothing in the legend to say so; the title names the run as the others do."""
+    from types import SimpleNamespace
+
+    from ophyd_stem.app.views.counterfactual import draw_counterfactual
+
+    data = dkl_run(6, False)
+    recorded = data.positions
+    chosen = recorded + 5.0
+    result = SimpleNamespace(
+        recorded=recorded, chosen=chosen, agree=np.zeros(len(recorded), bool),
+        alternative="random",
+    )  # fmt: skip
+    fig = Figure()
+    ax = draw_counterfactual(fig, data, result)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels.count("same step, other choice") == 1
+    assert "recorded (6)" in labels
+    assert "random (6)" in labels
+    assert ax.get_title().endswith(": recorded vs random")
+    assert figure_problems(fig) == []

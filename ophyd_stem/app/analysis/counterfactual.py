@@ -391,54 +391,10 @@ def _run_zero_loss(data: RunData, name: str, options: dict[str, Any]) -> Counter
 def _figure(data: RunData, result: CounterfactualResult, path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 6.5))
-    ax = fig.subplots()
-    if data.survey_image is not None:
-        from ..views.decor import show_image
+    from ..views.counterfactual import draw_counterfactual
 
-        show_image(fig, ax, data.survey_image, data.pixel_size)
-    rec, alt = result.recorded, result.chosen[np.all(np.isfinite(result.chosen), axis=1)]
-    trajectory = data.plan_name == "adaptive_eels"
-    if trajectory:
-        ax.plot(rec[:, 0], rec[:, 1], "-", color="tab:orange", lw=0.8)
-        ax.plot(alt[:, 0], alt[:, 1], "--", color="tab:cyan", lw=0.8)
-        for (x0, y0), (x1, y1), same in zip(result.recorded, result.chosen, result.agree):
-            if not same and np.isfinite(x1):
-                ax.plot([x0, x1], [y0, y1], ":", color="w", lw=0.5)
-    ax.scatter(
-        rec[:, 0],
-        rec[:, 1],
-        s=24,
-        c="tab:orange",
-        edgecolors="k",
-        linewidths=0.4,
-        label=f"recorded ({len(rec)})",
-        gid="recorded",
-    )
-    ax.scatter(
-        alt[:, 0],
-        alt[:, 1],
-        s=30,
-        marker="x",
-        c="tab:cyan",
-        label=f"{result.alternative} ({len(alt)})",
-        gid="alternative",
-    )
-    if trajectory:
-        for i, (x, y) in enumerate(rec[:30]):
-            ax.annotate(
-                str(i + 1),
-                (x, y),
-                fontsize=6,
-                color="tab:orange",
-                xytext=(2, 2),
-                textcoords="offset points",
-            )
-    if data.survey_image is not None:
-        ax.set_xlim(-0.5, data.survey_image.shape[1] - 0.5)
-        ax.set_ylim(data.survey_image.shape[0] - 0.5, -0.5)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"{data.plan_name} {data.uid[:8]}: recorded vs {result.alternative}")
+    fig = Figure(figsize=(7, 6.5))
+    draw_counterfactual(fig, data, result)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
