@@ -150,13 +150,32 @@ class DKLAgent(DKLTraining, DKLExploration, Agent):
         exclude_measured: never suggest a candidate pixel that was already measured.
         device: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
-    Example:
-        >>> agent = DKLAgent(survey_image, n_seed=4, seed=1)   # window, step from the field
-        >>> for _ in range(10):
+    Example (four particles on a 32 x 32 survey, a signal on one of them; short fits,
+    ``train_iters=30, finetune_iters=5``, keep it under a second, the defaults train longer):
+        >>> import numpy as np
+        >>> from agents.dkl import DKLAgent
+        >>> yy, xx = np.mgrid[:32, :32]
+        >>> def particle(x, y, cx, cy):
+        ...     return np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 6.0)
+        >>> centres = [(8, 8), (24, 10), (12, 24), (26, 26)]
+        >>> survey = sum(particle(xx, yy, cx, cy) for cx, cy in centres)   # HAADF, say
+        >>> def measure(x, y):                  # the plasmon's intensity: one particle has it
+        ...     return float(particle(x, y, 24, 10))
+        >>> agent = DKLAgent(survey, n_seed=4, seed=1, train_iters=30, finetune_iters=5)
+        >>> agent.window, agent.grid_step          # px, from the field's size
+        (9, 1)
+        >>> sources = []
+        >>> for _ in range(8):
         ...     s = agent.suggest(1)[0]
         ...     agent.ingest([[s["x"], s["y"]]], [measure(s["x"], s["y"])])
-        >>> agent.set_exploration(acquisition="ucb", beta=9.0)
-        >>> maps = agent.predict_maps()   # mean / std images over the candidate grid
+        ...     sources.append(s["source"])
+        >>> sources                                # the seed points first, then the model's
+        ['seed', 'seed', 'seed', 'seed', 'model', 'model', 'model', 'model']
+        >>> agent.set_exploration(acquisition="ucb", beta=4.0)
+        {'name': 'ucb', 'xi': 0.01, 'beta': 4.0}
+        >>> maps = agent.predict_maps()            # images over the candidate grid
+        >>> sorted(maps), maps["mean"].shape
+        (['acquisition', 'mean', 'std', 'x', 'y'], (32, 32))
     """
 
     name = "dkl"

@@ -86,9 +86,20 @@ class DKLExploration:
         Returns:
             The acquisition settings now in force.
 
-        Example:
-            >>> agent.set_exploration(acquisition="ucb", beta=9.0)
-            {'name': 'ucb', 'xi': 0.01, 'beta': 9.0}
+        Example (a DKL agent on a small survey; nothing is trained to change settings):
+            >>> import numpy as np
+            >>> from agents.dkl import DKLAgent
+            >>> yy, xx = np.mgrid[:32, :32]
+            >>> survey = np.exp(-((xx - 12) ** 2 + (yy - 20) ** 2) / 6.0)   # one particle
+            >>> agent = DKLAgent(survey, seed=0)
+            >>> agent.set_exploration(acquisition="ei", xi=0.05)
+            {'name': 'ei', 'xi': 0.05, 'beta': 9.0}
+            >>> agent.set_exploration(acquisition="ucb", beta=-1.0)
+            Traceback (most recent call last):
+            ...
+            ValueError: beta must be a finite number >= 0, got -1.0
+            >>> agent.exploration                   # all or nothing: left as it was
+            {'name': 'ei', 'xi': 0.05, 'beta': 9.0}
         """
         # all or nothing: a bad value leaves the settings as they were
         before = self._acquisition, self._xi, self._beta

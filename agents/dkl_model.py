@@ -58,7 +58,15 @@ class PatchProjection:
         num_threads: torch threads for the decomposition (numpy's multi-threaded LAPACK
             took 100x longer on two busy cores).
 
-    Example:
+    Example (the 9 x 9 px patches of every pixel of a 64 x 64 lattice image):
+        >>> import numpy as np
+        >>> from agents.dkl_model import PatchProjection
+        >>> from agents.patches import extract_patches
+        >>> yy, xx = np.mgrid[:64, :64]
+        >>> survey = np.cos(xx / 3.0) * np.cos(yy / 3.0)     # a lattice of columns
+        >>> candidate_patches, xy = extract_patches(survey, window=9)
+        >>> candidate_patches.shape
+        (4096, 81)
         >>> project = PatchProjection(candidate_patches, n_components=16)
         >>> project(candidate_patches).shape
         (4096, 16)

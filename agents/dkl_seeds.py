@@ -208,8 +208,18 @@ def feature_seeds(
     Returns:
         Indices into ``candidates``, distinct, in the order to measure them.
 
-    Example:
-        >>> picks = feature_seeds(image, 13, xy, feats, 5, np.random.default_rng(0))
+    Example (four particles on a 32 x 32 survey; every pixel a candidate, its raw 9 x 9 px
+    patch its features):
+        >>> import numpy as np
+        >>> from agents.dkl_seeds import feature_seeds
+        >>> from agents.patches import extract_patches
+        >>> yy, xx = np.mgrid[:32, :32]
+        >>> centres = [(8, 8), (24, 10), (12, 24), (26, 26)]
+        >>> image = sum(np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 6.0) for cx, cy in centres)
+        >>> feats, xy = extract_patches(image, window=9)
+        >>> picks = feature_seeds(image, 9, xy, feats, 2, np.random.default_rng(0))
+        >>> xy[picks].tolist()                  # a particle's centre first, then a gap
+        [[8.0, 8.0], [18.0, 31.0]]
     """
     if order not in SEED_ORDERS:
         raise ValueError(f"order must be one of {SEED_ORDERS}, got {order!r}")

@@ -26,10 +26,6 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 #: reason, then taken off this list. Names are doctest's: the module, or module.object.
 PENDING = frozenset(
     {
-        "agents.dkl.DKLAgent",
-        "agents.dkl_exploration.DKLExploration.set_exploration",
-        "agents.dkl_model.PatchProjection",
-        "agents.dkl_seeds.feature_seeds",
         "agents.ensemble",
         "agents.ensemble._runtime.torch_threads",
         "agents.ensemble.agent.EnsembleAgent",
