@@ -67,6 +67,14 @@ def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
             lines.append("  plausible   the atoms sit on columns, where the lattice puts them")
         for text in check.get("warnings") or []:
             lines.append(f"  WARNING     {text}")
+        if check.get("suggested_pixel_size_nm") and check.get("pixel_size_nm"):
+            # the commonest cause of implausible atoms: say what to do about it
+            lines.append(
+                f"  WARNING     the image suggests {check['suggested_pixel_size_nm']:.4g} nm/px "
+                f"(from {check.get('suggested_by')}), not the {check['pixel_size_nm']:.4g} "
+                "nm/px used: check the survey's calibration, or take the image's own with "
+                "--pixel-size fft"
+            )
     return lines
 
 
@@ -203,9 +211,12 @@ def _seed_words(agent: Any) -> str:
 
 def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
     agent = args.agent
+    # a survey the agent cannot learn from (constant: beam blanked, detector off)
+    warning = getattr(agent, "survey_warning", None)
+    said = [f"  WARNING     {warning}"] if warning else []
     values = np.asarray(agent.values)
     if not len(values):
-        return ["  measured    nothing"]
+        return ["  measured    nothing", *said]
     best = int(np.argmax(values))
     x, y = agent.positions[best]
     lines = [
@@ -226,7 +237,7 @@ def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
             f"  truth       best measured position holds {100 * found.max() / target.max():.0f} % "
             f"of the true maximum" + (f" (>= 90 % from step {first})" if first else "")
         )
-    return lines
+    return lines + said
 
 
 #: what an atom's uncertainty is, in the run summary
