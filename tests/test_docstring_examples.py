@@ -26,20 +26,6 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 #: reason, then taken off this list. Names are doctest's: the module, or module.object.
 PENDING = frozenset(
     {
-        "agents.ensemble",
-        "agents.ensemble._runtime.torch_threads",
-        "agents.ensemble.agent.EnsembleAgent",
-        "agents.ensemble.calibration.calibrate_uncertainty",
-        "agents.ensemble.cpu_net.CPUNet",
-        "agents.ensemble.elit.iterative_training",
-        "agents.ensemble.maps.predict_members",
-        "agents.ensemble.members.Ensemble",
-        "agents.ensemble.predict.predict",
-        "agents.ensemble.store.load_ensemble",
-        "agents.ensemble.store.save_ensemble",
-        "agents.ensemble.train.TrainingSettings",
-        "agents.ensemble.train.train_ensemble",
-        "agents.ensemble.unet.UNetConfig",
         "agents.logstar",
         "agents.logstar.agent.LoGStarAgent",
         "agents.logstar.batch.optimize_each",

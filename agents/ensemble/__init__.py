@@ -10,13 +10,32 @@ unlabelled images. See docs/ensemble.md.
 Importing this package imports torch; ``import agents`` does not (it exports these names
 lazily).
 
-Example:
-    >>> from agents.ensemble import TrainingSettings, train_ensemble, save_ensemble
-    >>> ensemble = train_ensemble(images, atoms, TrainingSettings(members=5))
-    >>> save_ensemble(ensemble, "default")
-    >>> agent = EnsembleAgent("default", target="uncertain")
-    >>> agent.observe(survey_image)
-    >>> agent.suggest(3)
+Example (the workflow on a synthetic 64 x 64 lattice of columns, one of them brighter: a
+dopant; a tiny ensemble, one member of 2 levels trained 40 steps, trains in a second):
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> atoms = [(r, c) for r in range(4, 64, 8) for c in range(4, 64, 8)]     # (row, col), px
+    >>> image = sum(np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / 4.0) for r, c in atoms)
+    >>> image += 0.5 * np.exp(-((yy - 28) ** 2 + (xx - 36) ** 2) / 4.0)    # the dopant
+    >>> from agents.ensemble import EnsembleAgent, TrainingSettings, train_ensemble
+    >>> tiny = TrainingSettings(members=1, steps=40, levels=2, base_filters=4, crop_size=32)
+    >>> ensemble = train_ensemble([image], [atoms], tiny)
+    >>> agent = EnsembleAgent(ensemble, target="brightest")
+    >>> len(agent.observe(image).atoms)
+    64
+    >>> s = agent.suggest(1)[0]
+    >>> s["target"], round(s["x"]), round(s["y"])     # beam x = column, y = row: the dopant
+    ('brightest', 36, 28)
+
+The real thing (not run here: it trains for minutes): 5 members of 300 steps on the twin's
+labelled images, saved under a name in the cache folder, where the agent finds it:
+
+    >>> from agents.ensemble import save_ensemble
+    >>> from ophyd_stem.app.training_data import make_training_set
+    >>> images, atoms = make_training_set(n_images=64, size=256)      # doctest: +SKIP
+    >>> ensemble = train_ensemble(images, atoms, TrainingSettings(members=5))  # doctest: +SKIP
+    >>> save_ensemble(ensemble, "default")                            # doctest: +SKIP
+    >>> agent = EnsembleAgent("default", target="uncertain")          # doctest: +SKIP
 """
 
 from .agent import TARGETS, EnsembleAgent

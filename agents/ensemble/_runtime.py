@@ -119,8 +119,14 @@ def torch_threads(num_threads: int | None) -> Iterator[int]:
             :func:`default_num_threads`.
 
     Example:
-        >>> with torch_threads(2):
-        ...     net(x)
+        >>> import torch
+        >>> from agents.ensemble._runtime import torch_threads
+        >>> before = torch.get_num_threads()
+        >>> with torch_threads(1) as n:
+        ...     print(n, torch.get_num_threads())
+        1 1
+        >>> torch.get_num_threads() == before      # restored on the way out
+        True
     """
     n = default_num_threads() if num_threads is None else int(num_threads)
     if n < 1:

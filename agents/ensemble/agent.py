@@ -77,11 +77,25 @@ class EnsembleAgent(Agent):
         **predict_kwargs: passed to :func:`agents.ensemble.predict` (threshold, tile_size,
             precision...).
 
-    Example:
-        >>> agent = EnsembleAgent("default", target="uncertain")
-        >>> prediction = agent.observe(survey_image)
-        >>> agent.suggest(3)
-        [{'_id': 0, 'x': 41.2, 'y': 17.9, 'uncertainty': 0.031, ...}, ...]
+    Example (a synthetic 64 x 64 lattice with one brighter column, a dopant, and a tiny
+    ensemble trained on it in a second; ``EnsembleAgent("default")`` loads the ensemble saved
+    under that name instead, :func:`agents.ensemble.save_ensemble`):
+        >>> import numpy as np
+        >>> yy, xx = np.mgrid[:64, :64]
+        >>> atoms = [(r, c) for r in range(4, 64, 8) for c in range(4, 64, 8)]     # (row, col), px
+        >>> image = sum(np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / 4.0) for r, c in atoms)
+        >>> image += 0.5 * np.exp(-((yy - 28) ** 2 + (xx - 36) ** 2) / 4.0)   # the dopant
+        >>> from agents.ensemble import EnsembleAgent, TrainingSettings, train_ensemble
+        >>> tiny = TrainingSettings(members=1, steps=40, levels=2, base_filters=4, crop_size=32)
+        >>> agent = EnsembleAgent(train_ensemble([image], [atoms], tiny), target="brightest")
+        >>> prediction = agent.observe(image)
+        >>> len(prediction.atoms)
+        64
+        >>> s = agent.suggest(1)[0]
+        >>> round(s["x"]), round(s["y"])       # the dopant (beam x = column, y = row)
+        (36, 28)
+        >>> sorted(s)
+        ['_id', 'atom', 'intensity', 'probability', 'target', 'uncertainty', 'x', 'y']
     """
 
     name = "ensemble"

@@ -82,9 +82,23 @@ def calibrate_uncertainty(
         ValueError: counts that do not match, or no false (or no true) atom found in the
             images: then there is nothing to calibrate on; add noisier images.
 
-    Example:
-        >>> images, atoms = make_training_set(n_images=32, size=256, noise_levels=(0, 1), seed=7)
-        >>> calibrate_uncertainty(ensemble, images, atoms)
+    Example (a tiny ensemble trained a second on a clean synthetic lattice, calibrated on
+    noisy copies of it, where it finds false atoms; the real calibration images are the twin's,
+    ``make_training_set(n_images=32, size=256, noise_levels=(0, 1), seed=7)``):
+        >>> import numpy as np
+        >>> yy, xx = np.mgrid[:64, :64]
+        >>> atoms = [(r, c) for r in range(4, 64, 8) for c in range(4, 64, 8)]     # (row, col), px
+        >>> image = sum(np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / 4.0) for r, c in atoms)
+        >>> from agents.ensemble import TrainingSettings, calibrate_uncertainty, train_ensemble
+        >>> tiny = TrainingSettings(members=2, steps=40, levels=2, base_filters=4, crop_size=32)
+        >>> ensemble = train_ensemble([image], [atoms], tiny)
+        >>> rng = np.random.default_rng(1)
+        >>> noisy = [image + rng.normal(0.0, s, image.shape) for s in (0.3, 0.6, 0.9)]
+        >>> calibration = calibrate_uncertainty(ensemble, noisy, [atoms] * 3)
+        >>> calibration.fitted_on["images"], calibration.fitted_on["false_atoms"] > 0
+        (3, True)
+        >>> ensemble.predict(noisy[2]).uncertainty_method   # P(false) for each atom from now on
+        'calibrated'
     """
     imgs = as_image_list(images)
     atoms = list(atoms)

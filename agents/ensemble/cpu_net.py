@@ -123,10 +123,18 @@ class CPUNet:
     Raises:
         ValueError: a GroupNorm member (check with :func:`supports`).
 
-    Example:
+    Example (an untrained member: the rewrite computes the same logits):
+        >>> import torch
+        >>> from agents.ensemble import UNet, UNetConfig
+        >>> from agents.ensemble.cpu_net import CPUNet
+        >>> member = UNet(UNetConfig(levels=2, base_filters=4)).eval()
+        >>> image_tensor = torch.rand(1, 1, 32, 32)       # (B, 1, H, W), sides multiples of 4
         >>> net = CPUNet(member)
         >>> with torch.inference_mode():
-        ...     logits = net(image_tensor)          # (B, 1, H, W), H and W multiples of 8
+        ...     logits = net(image_tensor)
+        ...     same = torch.allclose(logits, member(image_tensor), atol=1e-5)
+        >>> logits.shape, same
+        (torch.Size([1, 1, 32, 32]), True)
     """
 
     def __init__(self, member: UNet) -> None:

@@ -210,9 +210,16 @@ def predict_members(
     Returns:
         float32 ``(K, H, W)`` probabilities, one map per member.
 
-    Example:
-        >>> probs = predict_members(ensemble, image, tile_size=256)
-        >>> probs.mean(0), probs.var(0)
+    Example (three untrained members, to show the shapes; tiles of 32 px over a 64 x 64
+    image):
+        >>> import numpy as np
+        >>> from agents.ensemble import Ensemble, UNet, UNetConfig, predict_members
+        >>> ensemble = Ensemble([UNet(UNetConfig(levels=1, base_filters=4)) for _ in range(3)])
+        >>> image = np.random.default_rng(0).random((64, 64))
+        >>> probs = predict_members(ensemble, image, tile_size=32)
+        >>> probs.shape, probs.dtype                # one map per member
+        ((3, 64, 64), dtype('float32'))
+        >>> mean, spread = probs.mean(0), probs.var(0)   # what the members agree on, and not
     """
     with torch_threads(num_threads):
         probs = _member_maps(

@@ -32,10 +32,15 @@ class Ensemble:
             :func:`agents.ensemble.train.train_ensemble` fills it in.
         name: the name it was saved or loaded under, if any.
 
-    Example:
-        >>> ensemble = train_ensemble(images, atoms, TrainingSettings(members=5))
-        >>> prediction = ensemble.predict(survey_image)
-        >>> prediction.atoms, prediction.uncertainty
+    Example (three untrained members; :func:`agents.ensemble.train_ensemble` makes trained
+    ones, and ``ensemble.predict(survey_image)`` then finds the atoms, its example shows):
+        >>> from agents.ensemble import Ensemble, UNet, UNetConfig
+        >>> config = UNetConfig(levels=2, base_filters=4)
+        >>> ensemble = Ensemble([UNet(config) for _ in range(3)], name="untrained")
+        >>> ensemble
+        <Ensemble 'untrained': 3 U-Nets, 2 levels, 4 filters, batch norm>
+        >>> len(ensemble), ensemble.calibration is None
+        (3, True)
     """
 
     def __init__(

@@ -128,8 +128,18 @@ def save_ensemble(
         FileExistsError: something is already there and ``overwrite`` is False.
         ValueError: no name given and the ensemble has none.
 
-    Example:
-        >>> save_ensemble(ensemble, "graphene-60kV")
+    Example (an untrained one-member ensemble saved in a folder of its own; a plain name
+    saves it in the cache folder instead, not run here):
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from agents.ensemble import Ensemble, UNet, UNetConfig, save_ensemble
+        >>> ensemble = Ensemble([UNet(UNetConfig(levels=1, base_filters=4))])
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> folder = save_ensemble(ensemble, Path(tmp.name) / "graphene-60kV")
+        >>> folder.name, sorted(p.name for p in folder.iterdir())
+        ('graphene-60kV', ['metadata.json', 'weights.pt'])
+        >>> tmp.cleanup()
+        >>> save_ensemble(ensemble, "graphene-60kV")                     # doctest: +SKIP
         PosixPath('/home/me/.cache/ophyd-stem/ensembles/graphene-60kV')
     """
     if name_or_path is None:
@@ -184,9 +194,23 @@ def load_ensemble(name_or_path: PathLike = DEFAULT_NAME) -> Ensemble:
         EnsembleNotFoundError: nothing saved there; the message says how to train one.
         ValueError: the files are there but damaged or not an ensemble.
 
-    Example:
-        >>> ensemble = load_ensemble("default")
-        >>> ensemble.metadata["data"], ensemble.metadata.get("metrics")
+    Example (saved and loaded again from a folder; ``load_ensemble("default")`` loads the
+    one ``ophyd-stem train-ensemble`` saved in the cache folder, not run here):
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from agents.ensemble import Ensemble, UNet, UNetConfig, load_ensemble, save_ensemble
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> folder = Path(tmp.name) / "tiny"
+        >>> folder = save_ensemble(Ensemble([UNet(UNetConfig(levels=1, base_filters=4))]), folder)
+        >>> load_ensemble(folder)
+        <Ensemble 'tiny': 1 U-Nets, 1 levels, 4 filters, batch norm>
+        >>> load_ensemble(folder.parent / "nothing")
+        Traceback (most recent call last):
+        ...
+        agents.ensemble.store.EnsembleNotFoundError: no ensemble at ...
+        >>> tmp.cleanup()
+        >>> ensemble = load_ensemble("default")                          # doctest: +SKIP
+        >>> ensemble.metadata["data"], ensemble.metadata.get("metrics")  # doctest: +SKIP
     """
     folder = ensemble_path(name_or_path)
     meta_file, weights_file = folder / METADATA_FILE, folder / WEIGHTS_FILE

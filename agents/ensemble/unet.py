@@ -41,7 +41,13 @@ class UNetConfig:
         dropout: dropout probability at the bottleneck (0 disables it).
 
     Example:
-        >>> UNet(UNetConfig(levels=2, base_filters=16))
+        >>> from agents.ensemble import UNet, UNetConfig
+        >>> config = UNetConfig(levels=2, base_filters=16)
+        >>> config
+        UNetConfig(levels=2, base_filters=16, norm='batch', dropout=0.0)
+        >>> config.size_multiple                  # image sides padded to a multiple of this
+        4
+        >>> net = UNet(config)                    # one member, untrained
     """
 
     levels: int = 3
