@@ -223,6 +223,18 @@ class ImageChecks:
         self.pixel_size_info = compare_calibration(estimate, px, self.lattice)
         if "warning" in self.pixel_size_info:
             self._warn(self.pixel_size_info["warning"])
+        own = self.pixel_size_nm
+        if own is not None and abs(px / own - 1) > 0.01:
+            # the image's calibration wins over the agent's own (which serves images without
+            # one, and lets a new magnification re-optimise): given to override a wrong
+            # calibration, the agent's would be passed over without a word
+            self.pixel_size_info["agent_pixel_size_nm"] = own
+            self.pixel_size_info["note"] = (
+                f"the image came calibrated {px:.5g} nm/px, which is used; the agent's own "
+                f"pixel size, {own:.5g} nm/px, serves only images without a calibration (to "
+                "take the image's lattice instead of a wrong calibration: pixel_size_nm='fft')"
+            )
+            log.warning(self.pixel_size_info["note"])
 
     def _warn(self, message: str) -> None:
         log.warning(message)

@@ -60,6 +60,12 @@ def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
     warning = (report.get("pixel_size") or {}).get("warning")
     if warning:
         lines.append(f"  WARNING     {warning}")
+    if info.get("agent_pixel_size_nm"):  # --pixel-size N: not used while images have one
+        lines.append(
+            f"  WARNING     --pixel-size {info['agent_pixel_size_nm']:.5g} was not used: the "
+            f"survey came calibrated {report['pixel_size_nm']:.5g} nm/px, which wins; "
+            "--pixel-size fft takes the image's own lattice instead"
+        )
     lines += _contrast_lines(report)
     check = report.get("plausibility") or {}
     if check:

@@ -73,3 +73,21 @@ def test_the_check_alone_can_be_quiet_and_says_its_reasons_in_a_few_words(caplog
     with caplog.at_level("WARNING", logger="agents.logstar"):
         check_plausibility(np.array([[10.0, 10.0]]), image, lattice, 0.01)
     assert "LoG* atoms implausible: only 1 atoms were found" in caplog.text
+
+
+def test_the_agents_own_pixel_size_passed_over_for_the_images_is_said(real_graphene, caplog):
+    """``ophyd-stem run logstar --pixel-size 0.0077`` on a survey calibrated 0.02 nm/px: the
+    image's calibration wins (as documented: the agent's serves images without one), and
+    that is now said instead of passing over the operator's number in silence."""
+    image, _, _ = real_graphene
+    agent = LoGStarAgent("graphene", pixel_size_nm=TRUE, budget=8, n_initial=6, n_clusters=0)
+    with caplog.at_level("WARNING", logger="agents.logstar"):
+        agent.observe(image[:128, :128], pixel_size_nm=WRONG)
+    info = agent.report()["pixel_size"]
+    assert agent.report()["pixel_size_nm"] == WRONG  # unchanged behaviour
+    assert info["agent_pixel_size_nm"] == TRUE
+    assert "the image came calibrated 0.02 nm/px, which is used" in info["note"]
+    assert info["note"] in caplog.text
+    # an image that comes with the agent's own pixel size: nothing to say
+    agent.observe(image[:128, :128], pixel_size_nm=TRUE)
+    assert "note" not in agent.report()["pixel_size"]
