@@ -21,16 +21,41 @@ stop document and everything measured so far.
 Every intervention (who, what, when, before and after) goes to the run's ``interventions``
 stream, so a replay shows it and forensics re-applies it to the agent in the same order.
 
-Example (in the console)::
+Example (the digital twin in this process, a 32 x 32 px field, two steps of a DKL agent
+with two seed points). At each pause the plan prints the step's suggestions and what to do
+(``step 1: the agent suggests (nothing is measured without approval): ...``) and the
+RunEngine raises ``RunEngineInterrupted`` with its pause message, the console's prompt
+comes back:
 
+    >>> import bluesky.plan_stubs as bps
+    >>> from bluesky import RunEngine
+    >>> from ophyd_stem.sim import twin_microscope
+    >>> from plans import OperatorControl, adaptive_eels
+    >>> RE = RunEngine()
+    >>> microscope = twin_microscope("nanoparticles", seed=2)
+    >>> RE(bps.mv(microscope.scan.width, 32, microscope.scan.height, 32))
+    ()
     >>> control = OperatorControl(mode="approve", operator="jane")
-    >>> RE(adaptive_eels(scan_engine, eels_points, "dkl", "band:20:30", steps=30,
-    ...                  control=control))
-    step 1: the agent suggests ... -- approve, veto or add, then RE.resume()
-    >>> control.pending
-    [{'index': 0, 'x': 40.0, 'y': 12.0, 'source': 'seed'}]
-    >>> control.veto(0); control.add(64, 64); control.approve()
-    >>> RE.resume()
+    >>> RE(adaptive_eels(microscope.scan, microscope.eels_points, "dkl", "band:20:30",
+    ...                  agent_kwargs={"n_seed": 2}, steps=2, control=control))
+    Traceback (most recent call last):
+    ...
+    bluesky.utils.RunEngineInterrupted: ...
+    >>> RE.state, control.pending                   # step 1 waits: nothing measured yet
+    ('paused', [{'index': 0, 'x': 26.0, 'y': 27.0, 'source': 'seed'}])
+    >>> control.veto(0)                             # not there...
+    []
+    >>> control.add(16, 16)                         # ...here (x, y: px of the field)
+    [{'index': 0, 'x': 16.0, 'y': 16.0, 'source': 'operator'}]
+    >>> _ = control.approve()
+    >>> RE.resume()                                 # measures (16, 16); step 2 waits
+    Traceback (most recent call last):
+    ...
+    bluesky.utils.RunEngineInterrupted: ...
+    >>> _ = control.approve()
+    >>> uids = RE.resume()                          # the last step: the run ends
+    >>> RE.state, len(uids)
+    ('idle', 1)
 
 The console methods (the operator's side) are in :mod:`plans._control_console`; the plan
 stubs that apply and record the acts (the RunEngine's side) are here.
@@ -115,12 +140,22 @@ class OperatorControl(_OperatorConsole):
     ``who=`` (default ``operator``), recorded with the act: a remote operator acting through
     the queueserver says who they are (:mod:`plans.operator`).
 
-    Example:
-        >>> control = OperatorControl(mode="free")
-        >>> RE(adaptive_eels(..., control=control))      # Ctrl-C: paused at the step's end
+    Example (the acts are queued here; the run lines need a console where Ctrl-C can be
+    pressed, so they are not run: the module's example runs a whole plan in approve mode).
+    Ctrl-C pauses the RunEngine at the end of the current step; both changes are applied
+    and recorded when it resumes, before the agent is next asked:
+        >>> from plans import OperatorControl
+        >>> control = OperatorControl(mode="free", operator="jane")
+        >>> control
+        OperatorControl(mode='free', operator='jane')
+        >>> RE(adaptive_eels(..., control=control))  # Ctrl-C: pause  # doctest: +SKIP
         >>> control.set_acquisition("ucb", beta=9)
         >>> control.set_scalarizer("band:5:15")
-        >>> RE.resume()
+        >>> control.set_scalarizer("band:5")
+        Traceback (most recent call last):
+        ...
+        ValueError: ...
+        >>> RE.resume()                  # both applied, recorded  # doctest: +SKIP
     """
 
     def __init__(

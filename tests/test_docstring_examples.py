@@ -43,8 +43,6 @@ PENDING = frozenset(
         "agents.logstar.windows.WindowMap.parameter_map",
         "agents.logstar.windows.optimize_windows",
         "ophyd_stem.app.session",
-        "plans.control",
-        "plans.control.OperatorControl",
     }
 )
 
