@@ -42,7 +42,6 @@ PENDING = frozenset(
         "agents.logstar.scalespace.prepare_image",
         "agents.logstar.windows.WindowMap.parameter_map",
         "agents.logstar.windows.optimize_windows",
-        "ophyd_stem.app.session",
     }
 )
 

@@ -28,10 +28,36 @@ Bluesky's plan.
 
 :func:`configure_session` does all of it, for scripts, tests and the command.
 
-Example (a script):
+Example (a script). At a microscope, ``configure_session(plots=False)`` starts the
+catalog's server and writes into your data directory; here, so that it runs anywhere in a
+second, the session writes no catalog, the twin (no bridge configured) runs in this process
+(``mode="local"``) and the data directory is a temporary folder:
+
+    >>> import tempfile
     >>> from ophyd_stem.app.session import configure_session
-    >>> session = configure_session(plots=False)
-    >>> session.RE(session.plans.survey(session.microscope.scan))
+    >>> data_dir = tempfile.TemporaryDirectory()
+    >>> session = configure_session(plots=False, progress=False, write_catalog=False,
+    ...                             mode="local", data_dir=data_dir.name)
+    >>> session.bec.disable_heading()      # (its blank lines, uid and time: not shown here)
+    >>> uids = session.RE(session.plans.survey(session.microscope.scan))
+    New stream: 'primary'
+    +-----------+------------+
+    |   seq_num |       time |
+    +-----------+------------+
+    |         1 | ...        |
+    +-----------+------------+
+    generator survey [...] (scan num: 1)
+    >>> len(uids), session.RE.md["scan_id"]
+    (1, 1)
+    >>> session.close()                    # True: everything was written
+    True
+    >>> data_dir.cleanup()
+
+The script as it runs at the microscope (not run here: it starts the catalog's server and
+writes into your data directory, ``~/.local/share/ophyd-stem`` unless configured):
+
+    >>> session = configure_session(plots=False)                     # doctest: +SKIP
+    >>> session.RE(session.plans.survey(session.microscope.scan))    # doctest: +SKIP
 """
 
 from __future__ import annotations
