@@ -265,7 +265,7 @@ def configure_base(
             session.writer = CatalogWriter.to_embedded(catalog_settings)
             session.catalog_uri = server.uri
             if server.owned and _in_queueserver():
-                _stop_when_this_process_ends(server)
+                _stop_when_this_process_ends(server, session.writer)
         RE.subscribe(session.writer)
     _export(session, user_ns, RE=RE, bec=bec, session=session)
     return session
@@ -280,16 +280,20 @@ def _in_queueserver() -> bool:
     return bool(is_re_worker_active())
 
 
-def _stop_when_this_process_ends(server: Any) -> None:
-    """Stop the catalog server this process started when the process ends.
+def _stop_when_this_process_ends(server: Any, writer: Any) -> None:
+    """Close the writer, then stop the catalog server this process started, when the process
+    ends.
 
     The re-manager's worker and ``qserver-list-plans-devices`` are multiprocessing children:
     they end without running ``atexit`` handlers, so the server's own stop-at-exit never runs
     and it would outlive them. multiprocessing's finalizers do run there (and at a normal
-    interpreter exit too).
+    interpreter exit too), higher ``exitpriority`` first, but *before* the writer's own
+    exit flush (at thread shutdown): that flush, finding its server stopped, would start it
+    again and leave it running. So the writer is closed first, here.
     """
     import multiprocessing.util
 
+    multiprocessing.util.Finalize(None, writer._close_at_exit, exitpriority=11)
     multiprocessing.util.Finalize(None, server.stop, exitpriority=10)
 
 
