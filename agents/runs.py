@@ -65,7 +65,9 @@ class RunData:
         survey_image: the first survey image of the plan's signal (2-D), or None.
         survey_images: every survey image of that signal, in order.
         survey_signal: the detector signal of the survey image (``"HAADF"``).
-        pixel_size: nm per survey pixel (None when not recorded).
+        pixel_size: nm per survey pixel: the one the plan was told (logstar's
+            ``pixel_size_nm``, a correction of a wrong calibration), else the scan's; None
+            when not recorded.
         positions: ``(N, 2)`` beam positions of the spectra (``primary``).
         spectra: ``(N, C)`` the spectra, as stored (float32 from the spectrometer).
         energy_axis: ``(C,)`` eV.
@@ -215,6 +217,11 @@ def _survey(data: RunData) -> None:
     data.survey_image = data.survey_images[0]
     data.survey_signal = signal
     pixel = survey.configuration.get("scan-pixel_size")
+    # a plan told the true pixel size (the scan's calibration was wrong: logstar's
+    # pixel_size_nm) analysed the images at it: so do replays, forensics and figures
+    told = data.plan_args.get("pixel_size_nm")
+    if isinstance(told, (int, float)) and not isinstance(told, bool) and told > 0:
+        pixel = told
     data.pixel_size = None if pixel is None else float(pixel)
 
 

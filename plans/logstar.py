@@ -33,6 +33,7 @@ def logstar(
     signal: str = "HAADF",
     control: Union[str, OperatorControl, None] = None,
     zero_loss: Optional[bool] = None,
+    pixel_size_nm: Optional[float] = None,
     md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
     """Find atoms without labels (LoG*), record the Pareto front and the operator's choice,
@@ -75,10 +76,19 @@ def logstar(
         Zero-loss alignment of the spectra (:mod:`plans.zero_loss`): None (default) on for
         low-loss spectra, True on, False off; ``primary`` keeps them as measured and
         ``zero_loss`` the shifts.
+    pixel_size_nm : float, optional
+        The survey's true pixel size, nm, where the microscope's calibration is known to be
+        wrong: used for every image instead of the calibration the scan reports (which the
+        agent would otherwise take over its own setting), and recorded in ``plan_args``, so
+        that replays and forensics use it too. None (default): the scan's calibration.
     md : dict, optional
     """
     if n_eels and eels_points is None:
         raise ValueError("n_eels > 0 needs the eels_points device")
+    if pixel_size_nm is not None and not (
+        isinstance(pixel_size_nm, (int, float)) and 0 < float(pixel_size_nm) < float("inf")
+    ):
+        raise ValueError(f"pixel_size_nm must be a positive number of nm, got {pixel_size_nm!r}")
     request = describe_request(agent, agent_kwargs)
     agent = forward_agent(agent, agent_kwargs)
     detector = survey_detector(agent, signal)  # ABF/BF: columns dark (contrast="auto")
@@ -88,6 +98,8 @@ def logstar(
     _md = forward_md(
         "logstar", scan_engine, agent, eels_points, images, n_eels, signal, md, request, aligner
     )
+    if pixel_size_nm is not None:  # the operator's correction of the scan's calibration
+        _md["plan_args"]["pixel_size_nm"] = float(pixel_size_nm)
     report = Record("logstar", hints=["n_atoms"])
     atoms = Table("atoms", units={"x": "px", "y": "px", "sigma": "px"})
     front = Table("logstar_front", stream="logstar_front")
@@ -99,7 +111,8 @@ def logstar(
             yield from read_survey_image(scan_engine)
             acquisition = scan_engine.last_acquisition
             image = survey_signal(scan_engine, signal)
-            summary = agent.observe(image, pixel_size_nm=acquisition.pixel_size, **detector)
+            px = acquisition.pixel_size if pixel_size_nm is None else float(pixel_size_nm)
+            summary = agent.observe(image, pixel_size_nm=px, **detector)
             if control is not None:  # the operator's pick on the front (recorded)
                 yield from control.review_front(index, agent)
             table = agent.atoms_table()

@@ -17,6 +17,7 @@ from .plan_options import (
     _dkl_settings,
     _edge_settings,
     _logstar_settings,
+    logstar_plan_pixel_size,
 )
 
 __all__: list[str] = []
@@ -69,10 +70,13 @@ def _build_logstar(session: Any, args: argparse.Namespace) -> Generator:
         progress=True,
         compute=session.config.compute,
     )
-    return (yield from _atom_plan(session, args, logstar, agent))
+    told = logstar_plan_pixel_size(args.pixel_size)
+    return (yield from _atom_plan(session, args, logstar, agent, **told))
 
 
-def _atom_plan(session: Any, args: argparse.Namespace, plan: Callable, agent: Any) -> Generator:
+def _atom_plan(
+    session: Any, args: argparse.Namespace, plan: Callable, agent: Any, **kwargs: Any
+) -> Generator:
     """An atom-finding plan (``logstar``, ``dcnn``) with its agent: the scan set up, the
     agent kept for the summary, EELS at the agent's atoms when the options ask for it, the
     survey detector's name passed on (an ABF survey shows the columns dark)."""
@@ -88,6 +92,7 @@ def _atom_plan(session: Any, args: argparse.Namespace, plan: Callable, agent: An
             eels_points=m.eels_points,
             n_eels=args.eels,
             signal=signal,
+            **kwargs,
         )
     )
 

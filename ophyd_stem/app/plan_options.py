@@ -104,7 +104,8 @@ def _logstar_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pixel-size",
         default=None,
-        help="nm per pixel, or 'fft' to take it from the image's lattice reflections "
+        help="nm per pixel, where the microscope's calibration is wrong (used instead of it "
+        "and recorded with the run), or 'fft' to take it from the image's lattice reflections "
         "(default: the survey image's calibration)",
     )
     parser.add_argument("--budget", type=int, default=40, help="LoG* trials per optimisation")
@@ -174,9 +175,21 @@ def _logstar_settings(args: argparse.Namespace, sample: str) -> dict[str, Any]:
         "n_clusters": args.clusters,
         "target": args.target,
         "seed": args.seed,
-        **_pixel_size_option(args.pixel_size),
+        **_agent_pixel_size(args.pixel_size),
         **_contrast_setting(args),
     }
+
+
+def _agent_pixel_size(value: str | None) -> dict[str, Any]:
+    """``--pixel-size fft`` is the agent's setting (it estimates the pixel size itself)."""
+    return _pixel_size_option(value) if value == "fft" else {}
+
+
+def logstar_plan_pixel_size(value: str | None) -> dict[str, Any]:
+    """``--pixel-size NUMBER`` is the plan's ``pixel_size_nm``: the survey's true pixel size,
+    used instead of the scan's calibration for every image and recorded in the run (given to
+    the agent, a survey's own calibration would win over it)."""
+    return {} if value in (None, "fft") else _pixel_size_option(value)
 
 
 def _pixel_size_option(value: str | None) -> dict[str, Any]:
@@ -198,6 +211,7 @@ def _queue_logstar(args: argparse.Namespace) -> list[QueueItem]:
         "n_eels": args.eels,
         "control": args.control,
         **_signal_kwargs(args),
+        **logstar_plan_pixel_size(args.pixel_size),
     }
     if args.eels:
         kwargs["eels_points"] = "eels_points"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 
 from agents.runs import unpack_run
 from dm_bridge.backends.recording_arrays import write_array_file
@@ -18,7 +19,9 @@ from ophyd_stem.sim import twin_microscope
 from .conftest import stored, stream_rows, uid_of
 
 
-def _logstar_on_the_real_image(RE, catalog_env, shared_data, tmp_path, pixel_size, read_back=True):
+def _logstar_on_the_real_image(
+    RE, catalog_env, shared_data, tmp_path, pixel_size, read_back=True, **plan_kwargs
+):
     """A run on a 128 px corner of the real image (a few hundred "atoms" to write at most),
     served by the replay backend as calibrated ``pixel_size`` nm/px."""
     from agents.logstar import LoGStarAgent
@@ -36,7 +39,7 @@ def _logstar_on_the_real_image(RE, catalog_env, shared_data, tmp_path, pixel_siz
     )
     try:
         agent = LoGStarAgent("graphene", budget=8, n_initial=6, n_clusters=0, seed=0)
-        RE(logstar(microscope.scan, agent))
+        RE(logstar(microscope.scan, agent, **plan_kwargs))
     finally:
         microscope.sim_bridge.close()
     return unpack_run(stored(catalog_env, uid_of(RE.documents))) if read_back else None
@@ -65,6 +68,34 @@ def test_a_logstar_run_with_a_wrong_calibration_is_flagged_in_the_catalog(
     _logstar_on_the_real_image(RE, catalog_env, shared_data, tmp_path, 0.0077, read_back=False)
     (image,) = stream_rows(RE.documents, "logstar")
     assert (image["logstar-plausible"], image["logstar-reason"]) == (True, "")
+
+
+def test_the_operator_corrects_a_wrong_calibration_and_the_run_keeps_the_correction(
+    RE, catalog_env, shared_data, tmp_path
+):
+    from ophyd_stem.app.analysis.forensics import forensics
+
+    # the microscope says 0.02 nm/px; the operator knows it is 0.0077 (the plan's
+    # pixel_size_nm, which `ophyd-stem run logstar --pixel-size 0.0077` passes)
+    data = _logstar_on_the_real_image(
+        RE, catalog_env, shared_data, tmp_path, 0.02, pixel_size_nm=0.0077
+    )
+    (image,) = data.logstar
+    assert image["plausible"] is True, image["reason"]
+    assert image["n_atoms"] < 80  # the corner's ~40 atoms, not the ~200 found at 0.02
+    assert data.plan_args["pixel_size_nm"] == 0.0077
+    assert data.pixel_size == 0.0077  # what replays, forensics and figures use
+    assert data.streams["survey"].configuration["scan-pixel_size"] == 0.02  # kept as recorded
+    report = forensics(data)  # the agent rebuilt on the recorded images reproduces the run
+    assert report.ok, report.text()
+
+
+def test_a_wrong_pixel_size_for_the_plan_is_refused_before_the_run(RE):
+    from plans import logstar
+
+    for bad in (0, -0.01, float("nan"), "0.0077"):
+        with pytest.raises(ValueError, match="pixel_size_nm must be a positive number"):
+            list(logstar(None, "logstar", pixel_size_nm=bad))
 
 
 def test_a_dkl_run_on_a_constant_survey_records_the_agents_warning(RE, catalog_env, tmp_path):
