@@ -60,11 +60,12 @@ def _summarize_logstar(session: Any, args: argparse.Namespace) -> list[str]:
     warning = (report.get("pixel_size") or {}).get("warning")
     if warning:
         lines.append(f"  WARNING     {warning}")
-    if info.get("agent_pixel_size_nm"):  # --pixel-size N: not used while images have one
+    if info.get("agent_pixel_size_nm"):  # the agent's own: not used while images have one
         lines.append(
-            f"  WARNING     --pixel-size {info['agent_pixel_size_nm']:.5g} was not used: the "
-            f"survey came calibrated {report['pixel_size_nm']:.5g} nm/px, which wins; "
-            "--pixel-size fft takes the image's own lattice instead"
+            f"  WARNING     the agent's pixel size {info['agent_pixel_size_nm']:.5g} nm/px was "
+            f"not used: the survey came calibrated {report['pixel_size_nm']:.5g} nm/px, which "
+            "wins; the plan's pixel_size_nm (--pixel-size N) corrects it, 'fft' takes the "
+            "image's own lattice"
         )
     lines += _contrast_lines(report)
     check = report.get("plausibility") or {}

@@ -30,13 +30,15 @@ def test_logstar_summary_says_the_pixel_size_the_image_suggests(shared_data):
     lines = _summarize_logstar(NO_TWIN, SimpleNamespace(agent=agent, eels=0))
     assert not [line for line in lines if "WARNING" in line], lines
 
-    # --pixel-size 0.0077 on a survey calibrated 0.02: the survey's wins, and it is said
+    # an agent made with 0.0077 (in a console) on a survey calibrated 0.02: the survey's
+    # wins, and it is said, with what corrects it
     agent = LoGStarAgent("graphene", pixel_size_nm=0.0077, budget=8, n_initial=6, n_clusters=0)
     agent.observe(corner, pixel_size_nm=0.02)
     lines = _summarize_logstar(NO_TWIN, SimpleNamespace(agent=agent, eels=0))
     assert (
-        "  WARNING     --pixel-size 0.0077 was not used: the survey came calibrated 0.02 nm/px, "
-        "which wins; --pixel-size fft takes the image's own lattice instead"
+        "  WARNING     the agent's pixel size 0.0077 nm/px was not used: the survey came "
+        "calibrated 0.02 nm/px, which wins; the plan's pixel_size_nm (--pixel-size N) corrects "
+        "it, 'fft' takes the image's own lattice"
     ) in lines
 
 
