@@ -21,29 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("agents", "plans", "ophyd_stem", "dm_bridge")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-#: examples still written as illustrations (undefined names), in files being changed by
-#: other work at the time this test came: each to be made to run, or marked +SKIP with the
-#: reason, then taken off this list. Names are doctest's: the module, or module.object.
-PENDING = frozenset(
-    {
-        "agents.logstar",
-        "agents.logstar.agent.LoGStarAgent",
-        "agents.logstar.batch.optimize_each",
-        "agents.logstar.calibration.lattice_reflections",
-        "agents.logstar.clustering.cluster_atoms",
-        "agents.logstar.optimizer.LoGStarOptimizer",
-        "agents.logstar.optimizer.optimize_log",
-        "agents.logstar.pareto.select_point",
-        "agents.logstar.plausibility.check_plausibility",
-        "agents.logstar.rewards.ErrorRate",
-        "agents.logstar.rewards.RewardContext",
-        "agents.logstar.scalespace.ImageScaleSpaces",
-        "agents.logstar.scalespace.ScaleSpace",
-        "agents.logstar.scalespace.prepare_image",
-        "agents.logstar.windows.WindowMap.parameter_map",
-        "agents.logstar.windows.optimize_windows",
-    }
-)
+#: examples still written as illustrations (undefined names), skipped until each is made to
+#: run or marked +SKIP with the reason; none left. Names are doctest's: the module, or
+#: module.object.
+PENDING: frozenset[str] = frozenset()
 
 
 def modules_with_examples() -> list[str]:

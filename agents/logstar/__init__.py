@@ -30,12 +30,21 @@ Modules, by job:
 Importing this package is cheap and torch-free; the names that need torch (the optimiser,
 the agent) load on first access.
 
-Example:
-    >>> from agents.logstar import LoGStarAgent
-    >>> agent = LoGStarAgent("graphene", pixel_size_nm=0.0079)
-    >>> agent.observe(survey_image)
-    >>> agent.select(weight=0.8, chooser="jane")
-    >>> agent.suggest(2)
+Example (a synthetic graphene survey with three heavy dopants; 8 trials, the Sobol start
+alone, keep it instant: a survey at the microscope wants the default 40):
+    >>> import numpy as np
+    >>> from agents.logstar import LoGStarAgent, get_lattice
+    >>> from agents.logstar.render import render_lattice
+    >>> graphene = get_lattice("graphene")
+    >>> image = render_lattice(graphene, (96, 96), 0.02, counts=200, seed=0)   # 0.02 nm/px
+    >>> yy, xx = np.mgrid[:96, :96]
+    >>> for row, col in [(9, 17), (34, 73), (44, 30)]:      # three heavy dopants, on columns
+    ...     image += np.exp(-((yy - row) ** 2 + (xx - col) ** 2) / 10.0)
+    >>> agent = LoGStarAgent("graphene", pixel_size_nm=0.02, budget=8, target="outliers")
+    >>> observed = agent.observe(image)          # optimises, picks the point at weight 0.5
+    >>> point = agent.select(weight=0.8, chooser="jane")    # fewer missed atoms, please
+    >>> [(s["x"], s["y"]) for s in agent.suggest(2)]        # the beam on two dopants
+    [(17.0, 9.0), (73.0, 34.0)]
 """
 
 from __future__ import annotations

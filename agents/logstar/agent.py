@@ -113,13 +113,26 @@ class LoGStarAgent(AtomTargets, LoGStarReport, ImageChecks, Agent):
             bright). Decided on the first image and kept for the next ones unless they
             name another detector; recorded in ``report()["contrast"]``.
 
-    Example:
-        >>> agent = LoGStarAgent("graphene", pixel_size_nm=0.0079, budget=40)
-        >>> agent.observe(survey_image)                  # optimises, picks weight 0.5
-        >>> agent.select(weight=0.8, chooser="jane")     # fewer missed atoms, please
-        >>> agent.suggest(3)                             # EELS at the 3 brightest dopants
-        [{'_id': 0, 'x': 97.0, 'y': 137.0, 'cluster': 1, ...}, ...]
-        >>> agent.observe(next_image)                    # same parameters, no optimisation
+    Example (a synthetic graphene survey with three heavy dopants; ``budget=8``, the Sobol
+    start alone, keeps it instant: a survey at the microscope wants the default 40):
+        >>> import numpy as np
+        >>> from agents.logstar import LoGStarAgent, get_lattice
+        >>> from agents.logstar.render import render_lattice
+        >>> graphene = get_lattice("graphene")
+        >>> image = render_lattice(graphene, (96, 96), 0.02, counts=200, seed=0)   # 0.02 nm/px
+        >>> yy, xx = np.mgrid[:96, :96]
+        >>> for row, col in [(9, 17), (34, 73), (44, 30)]:      # three heavy dopants, on columns
+        ...     image += np.exp(-((yy - row) ** 2 + (xx - col) ** 2) / 10.0)
+        >>> agent = LoGStarAgent("graphene", pixel_size_nm=0.02, budget=8, target="outliers")
+        >>> agent.observe(image)["optimised"]          # optimises, picks weight 0.5
+        True
+        >>> point = agent.select(weight=0.8, chooser="jane")   # fewer missed atoms, please
+        >>> agent.suggest(3)                           # EELS on the dopants (x, y: px)
+        [{'_id': 0, 'x': 17.0, 'y': 9.0, ...}, {'_id': 1, 'x': 73.0, 'y': 34.0, ...},
+         {'_id': 2, 'x': 30.0, 'y': 44.0, ...}]
+        >>> next_image = render_lattice(graphene, (96, 96), 0.02, counts=200, seed=1)
+        >>> agent.observe(next_image)["optimised"]     # same parameters, no optimisation
+        False
     """
 
     name = "logstar"

@@ -112,9 +112,20 @@ def optimize_each(
     Returns:
         One :class:`~agents.logstar.optimizer.OptimizationResult` per image, in order.
 
-    Example:
-        >>> results = optimize_each(frames, "graphene", 0.0079, budget=32, compute="local")
-        >>> [r.front[0].params for r in results]
+    Example (two synthetic graphene frames, 8 trials each: the Sobol start only, instant; a
+    real series wants 32 or more, and ``compute="local"`` runs them on a Dask cluster of
+    this machine's cores, not run here):
+        >>> from agents.logstar import get_lattice
+        >>> from agents.logstar.batch import optimize_each
+        >>> from agents.logstar.render import render_lattice
+        >>> frames = [render_lattice(get_lattice("graphene"), (64, 64), 0.02, counts=200, seed=s)
+        ...           for s in (0, 1)]
+        >>> results = optimize_each(frames, "graphene", 0.02, budget=8)
+        >>> [len(r.trials) for r in results]        # one optimisation, one front per frame
+        [8, 8]
+        >>> best = [r.front[0].params for r in results]
+        >>> results = optimize_each(frames, "graphene", 0.02, budget=32,
+        ...                         compute="local")                     # doctest: +SKIP
     """
     from .library import get_lattice
     from .params import SearchSpace

@@ -111,7 +111,7 @@ def lattice_reflections(lattice: Lattice, g_max: float) -> Tuple[np.ndarray, np.
     Example:
         >>> from agents.logstar.lattice import graphene
         >>> g, w = lattice_reflections(graphene(), 10.0)
-        >>> [round(1 / x, 4) for x in g[:2]], [round(v, 2) for v in w[:2]]
+        >>> [round(float(1 / x), 4) for x in g[:2]], [round(float(v), 2) for v in w[:2]]
         ([0.213, 0.123], [0.25, 1.0])
     """
     cell = np.asarray(lattice.cell, dtype=float)

@@ -130,9 +130,26 @@ def cluster_atoms(
     Raises:
         ValueError: fewer atoms than classes, or bad sizes.
 
-    Example:
-        >>> clusters = cluster_atoms(image, atoms, n_clusters=2, nn_distance_px=14.2)
-        >>> clusters.counts          # e.g. [130, 3]: carbon and the bright dopants
+    Example (a synthetic square lattice, 0.4 nm at 0.04 nm/px, with three bright dopants;
+    a 3 px patch sees the column itself: with the default patch, one column wide, the row of
+    atoms cut by this small image's edge made a class of its own):
+        >>> import numpy as np
+        >>> from agents.logstar import Lattice, LoGParameters
+        >>> from agents.logstar.clustering import cluster_atoms
+        >>> from agents.logstar.render import render_lattice
+        >>> from agents.logstar.scalespace import ScaleSpace, prepare_image
+        >>> square = Lattice.from_unit_cell("square", (0.4, 0.4), 90.0, [(0.0, 0.0)])
+        >>> image = render_lattice(square, (64, 64), 0.04)
+        >>> params = LoGParameters(min_sigma=1.0, max_sigma=2.0, threshold=0.05)
+        >>> atoms = ScaleSpace(prepare_image(image)).detect(params)
+        >>> yy, xx = np.mgrid[:64, :64]
+        >>> for row, col in atoms[[5, 20, 40], :2]:        # three of them brighter: dopants
+        ...     image += 0.8 * np.exp(-((yy - row) ** 2 + (xx - col) ** 2) / 2.5)
+        >>> clusters = cluster_atoms(prepare_image(image), atoms, n_clusters=2, patch_size=3)
+        >>> clusters.counts.tolist()       # the lattice, and the dopants (class 1: brighter)
+        [46, 3]
+        >>> np.flatnonzero(clusters.labels == 1).tolist()
+        [5, 20, 40]
     """
     from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture

@@ -204,11 +204,16 @@ class LoGStarOptimizer:
         detector: ``"scale_space"`` (cached, the default) or ``"blob_log"`` (plain
             ``skimage.feature.blob_log`` per trial; same results, slower: the baseline).
 
-    Example:
-        >>> opt = LoGStarOptimizer([survey_image], "graphene", pixel_size_nm=0.0079)
-        >>> result = opt.run(budget=48, seed=0)
-        >>> result.front[0].rewards
-        {'quality_count': 0.01, 'error_rate': 0.0}
+    Example (a synthetic graphene survey; 12 trials, 8 of them the Sobol start, then one BO
+    round of 4: about a second, where a survey wants 48):
+        >>> from agents.logstar import get_lattice
+        >>> from agents.logstar.optimizer import LoGStarOptimizer
+        >>> from agents.logstar.render import render_lattice
+        >>> survey_image = render_lattice(get_lattice("graphene"), (96, 96), 0.02, counts=200)
+        >>> opt = LoGStarOptimizer([survey_image], "graphene", pixel_size_nm=0.02)
+        >>> result = opt.run(budget=12, seed=0)
+        >>> len(result.trials), sorted(result.front[0].rewards)    # both rewards: lower is better
+        (12, ['error_rate', 'quality_count'])
     """
 
     def __init__(
@@ -477,8 +482,13 @@ def optimize_log(
     ``min_separation``, ``border``, ``prepared``, ``detector``), else to
     :meth:`LoGStarOptimizer.run`.
 
-    Example:
-        >>> result = optimize_log([survey_image], "graphene", pixel_size_nm=0.0079, budget=32)
+    Example (a synthetic graphene survey; 8 trials are the Sobol start alone, instant, where
+    a survey wants 32 or more):
+        >>> from agents.logstar import get_lattice
+        >>> from agents.logstar.optimizer import optimize_log
+        >>> from agents.logstar.render import render_lattice
+        >>> survey_image = render_lattice(get_lattice("graphene"), (64, 64), 0.02, counts=200)
+        >>> result = optimize_log([survey_image], "graphene", pixel_size_nm=0.02, budget=8)
         >>> len(result.front) >= 1
         True
     """

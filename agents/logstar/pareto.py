@@ -157,10 +157,16 @@ def select_point(
         ValueError: empty front, both or neither of ``index``/``weight``, out-of-range index,
             bad weights.
 
-    Example:
+    Example (a front of three points, made by hand; the optimiser's is ``result.front``):
+        >>> from agents.logstar import LoGParameters, ParetoPoint, select_point
+        >>> params = LoGParameters(min_sigma=1.5, max_sigma=3.0, threshold=0.05)
+        >>> front = [ParetoPoint(i, params, {"quality_count": qc, "error_rate": er}, atoms=[])
+        ...          for i, (qc, er) in enumerate([(0.01, 0.2), (0.05, 0.05), (0.2, 0.0)])]
         >>> choice = select_point(front, weight=0.7, chooser="jane")
-        >>> choice.method, choice.chooser
-        ('weight', 'jane')
+        >>> choice.index, choice.method, choice.chooser
+        (1, 'weight', 'jane')
+        >>> select_point(front, weight=1.0).index, select_point(front, weight=0.0).index
+        (0, 2)
     """
     if len(front) == 0:
         raise ValueError("the Pareto front is empty: run an optimisation first")

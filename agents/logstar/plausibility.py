@@ -240,11 +240,23 @@ def check_plausibility(
         quiet: neither log nor warn: the caller says it (the agent, once it has added the
             pixel size the image suggests).
 
-    Example:
-        >>> lattice = get_lattice("WS2:W")
-        >>> check = check_plausibility(agent.atoms, image, lattice, 0.01)  # doctest: +SKIP
-        >>> check.ok, check.warnings                                       # doctest: +SKIP
-        (False, ['only 41 % of the found atoms sit on a bright column ...'])
+    Example (a synthetic graphene image: the columns found with LoG pass, atoms put at
+    random do not):
+        >>> import numpy as np
+        >>> from agents.logstar import LoGParameters, get_lattice
+        >>> from agents.logstar.plausibility import check_plausibility
+        >>> from agents.logstar.render import render_lattice
+        >>> from agents.logstar.scalespace import ScaleSpace, prepare_image
+        >>> lattice = get_lattice("graphene")
+        >>> image = render_lattice(lattice, (96, 96), 0.02)
+        >>> params = LoGParameters(min_sigma=1.5, max_sigma=3.0, threshold=0.05)
+        >>> atoms = ScaleSpace(prepare_image(image)).detect(params)
+        >>> check_plausibility(atoms, image, lattice, 0.02).ok
+        True
+        >>> anywhere = np.random.default_rng(0).uniform(0, 96, (len(atoms), 2))
+        >>> check = check_plausibility(anywhere, image, lattice, 0.02)
+        >>> check.ok, check.warnings[0]
+        (False, 'only 29 % of the found atoms sit on a bright column ...')
     """
     px = check_pixel_size(pixel_size_nm)
     img = np.asarray(image, dtype=np.float64)

@@ -74,9 +74,10 @@ class RewardContext:
         border_px: width of the edge band the rewards ignore, pixels.
 
     Example:
+        >>> from agents.logstar import RewardContext, graphene
         >>> ctx = RewardContext.build(graphene(), pixel_size_nm=0.01, shape=(128, 128), border=0)
-        >>> round(ctx.expected_count, 1), round(ctx.nn_distance_px, 1)
-        (62.6, 14.2)
+        >>> round(ctx.expected_count, 1), round(ctx.nn_distance_px, 1)   # atoms; px
+        (62.5, 14.2)
     """
 
     lattice: Lattice
@@ -170,10 +171,13 @@ class ErrorRate:
         min_separation: overrides the context's distance, as a fraction of the
             nearest-neighbour distance (``None`` uses ``context.min_separation_px``).
 
-    Example:
+    Example (two of three atoms 1 px apart; ER is their number over the expected count):
+        >>> import numpy as np
+        >>> from agents.logstar import ErrorRate, RewardContext, graphene
         >>> ctx = RewardContext.build(graphene(), 0.01, (64, 64), border=0)
-        >>> ErrorRate()(np.array([[10, 10, 1], [11, 10, 1], [40, 40, 1]]), None, ctx) * 41.7
-        2.0...
+        >>> atoms = np.array([[10, 10, 1], [11, 10, 1], [40, 40, 1]])    # row, col, sigma
+        >>> round(ErrorRate()(atoms, None, ctx) * ctx.expected_count, 6)
+        2.0
     """
 
     name = "error_rate"

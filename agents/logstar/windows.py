@@ -129,7 +129,13 @@ class WindowMap:
     def parameter_map(self, name: str) -> np.ndarray:
         """One parameter (or reward) over the window grid, e.g. ``"min_sigma"``.
 
-        Example:
+        Example (a synthetic 128 x 128 graphene survey in 64 px windows every 32 px; 8 trials
+        a window, the Sobol start alone):
+            >>> from agents.logstar import get_lattice
+            >>> from agents.logstar.render import render_lattice
+            >>> from agents.logstar.windows import optimize_windows
+            >>> image = render_lattice(get_lattice("graphene"), (128, 128), 0.02)
+            >>> wm = optimize_windows(image, "graphene", 0.02, window=64, stride=32, budget=8)
             >>> wm.parameter_map("threshold").shape
             (3, 3)
         """
@@ -219,10 +225,19 @@ def optimize_windows(
             (:mod:`agents.compute`).
         run_kwargs: passed to :meth:`LoGStarOptimizer.run` (``n_initial``, ``batch_size``...).
 
-    Example:
-        >>> wm = optimize_windows(survey_image, "graphene", 0.0079, window=128, stride=64)
+    Example (a synthetic 128 x 128 graphene survey at 0.02 nm/px in 64 px windows every
+    32 px; 8 trials a window, the Sobol start alone, where a survey wants the default 24):
+        >>> from agents.logstar import get_lattice
+        >>> from agents.logstar.render import render_lattice
+        >>> from agents.logstar.windows import apply_windows, optimize_windows
+        >>> survey_image = render_lattice(get_lattice("graphene"), (128, 128), 0.02)
+        >>> wm = optimize_windows(survey_image, "graphene", 0.02, window=64, stride=32, budget=8)
+        >>> wm.grid_shape
+        (3, 3)
         >>> atoms = apply_windows(survey_image, wm, mode="local", lattice="graphene",
-        ...                       pixel_size_nm=0.0079)
+        ...                       pixel_size_nm=0.02)
+        >>> atoms.shape[1]                        # row, col, sigma: full-image pixels
+        3
     """
     from .batch import run_jobs
 
