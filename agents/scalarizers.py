@@ -100,14 +100,27 @@ def _check_spectrum(spectrum: Any, axis: np.ndarray) -> np.ndarray:
             f"but the energy axis has {axis.size}"
         )
     if not np.all(np.isfinite(spec)):
+        dead = frozenset(np.flatnonzero((~np.isfinite(spec.reshape(-1, spec.shape[-1]))).any(0)))
         spec, filled = fill_dead_channels(spec, axis)
         if filled:
-            log.warning(
-                "filled %d isolated dead channel(s) (NaN/inf) by interpolation between their "
-                "neighbours; longer or crowded runs are left undefined",
+            # a camera's dead channel is dead in every spectrum of a run: said once for the
+            # channels it is in, not once per spectrum (a line per point of a DKL run)
+            global _last_dead
+            level = logging.DEBUG if dead == _last_dead else logging.WARNING
+            _last_dead = dead
+            log.log(
+                level,
+                "filled %d isolated dead channel(s) (NaN/inf; channel(s) %s) by interpolation "
+                "between their neighbours; longer or crowded runs are left undefined (said once "
+                "while the same channels are dead)",
                 filled,
+                ", ".join(str(c) for c in sorted(dead)[:8]) + (" ..." if len(dead) > 8 else ""),
             )
     return spec
+
+
+#: the channels last said to be dead (the warning is not repeated for the same ones)
+_last_dead: frozenset = frozenset()
 
 
 def fill_dead_channels(spectrum: Any, energy_axis: Any) -> Tuple[np.ndarray, int]:

@@ -250,7 +250,9 @@ def test_every_built_in_spec_says_the_units_of_its_values(spec, units):
     assert get_scalarizer(spec).units == units
 
 
-def test_an_isolated_dead_channel_is_filled_and_a_mostly_dead_band_refused(shared_data, caplog):
+def test_an_isolated_dead_channel_is_filled_and_a_mostly_dead_band_refused(
+    shared_data, caplog, monkeypatch
+):
     """A NaN channel inside the band made the real line scan's spectrum give no number (the
     agents skipped it); an isolated one is interpolated over (counted in a warning), a band
     mostly undefined still gives NaN."""
@@ -259,8 +261,10 @@ def test_an_isolated_dead_channel_is_filled_and_a_mostly_dead_band_refused(share
     pytest.importorskip("rsciio")
     from rsciio.hspy import file_reader
 
+    from agents import scalarizers
     from agents.scalarizers import get_scalarizer
 
+    monkeypatch.setattr(scalarizers, "_last_dead", frozenset())  # nothing said before
     signal = file_reader(str(shared_data / "LSMO_STO_linescan.hspy"))[0]
     spectra = np.asarray(signal["data"], dtype=np.float64)  # (10, 512), 395-906 eV
     axis = signal["axes"][1]["offset"] + signal["axes"][1]["scale"] * np.arange(512)
@@ -273,7 +277,13 @@ def test_an_isolated_dead_channel_is_filled_and_a_mostly_dead_band_refused(share
         values = o_k(dead, axis)
     assert np.all(np.isfinite(values))
     np.testing.assert_allclose(values, expected, rtol=2e-3)
-    assert "filled 11 isolated dead channel(s)" in caplog.text
+    assert "filled 11 isolated dead channel(s) (NaN/inf; channel(s) 145, 300)" in caplog.text
+    # the same dead channels in the next spectra (a camera's): said once, not per spectrum
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="agents.scalarizers"):
+        for spectrum in dead[:3, :]:  # channel 145 dead in each
+            o_k(spectrum, axis)
+    assert caplog.text.count("dead channel") == 1
 
     crowded = spectra.copy()
     crowded[:, 140:165:2] = np.nan  # every other channel of the band: mostly undefined
