@@ -71,4 +71,8 @@ def test_docstring_examples_run(name, tmp_path, monkeypatch):
             failures.append("".join(report))
     assert not failures, "\n".join(failures)
     if not ran:
-        pytest.skip(f"{name}: every example needs a microscope or server, or is pending")
+        why = "or is pending" if any(t.name in PENDING for t in tests) else "(marked +SKIP)"
+        pytest.skip(
+            f"{name}: every example needs a microscope, a server, a cluster or minutes of "
+            f"training {why}"
+        )
