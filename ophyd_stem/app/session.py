@@ -294,7 +294,18 @@ def _stop_when_this_process_ends(server: Any, writer: Any) -> None:
     import multiprocessing.util
 
     multiprocessing.util.Finalize(None, writer._close_at_exit, exitpriority=11)
-    multiprocessing.util.Finalize(None, server.stop, exitpriority=10)
+    multiprocessing.util.Finalize(None, _stop_servers_started_here, (server,), exitpriority=10)
+
+
+def _stop_servers_started_here(server: Any) -> None:
+    """``server``, and any other server of its data directory this process started (a
+    health check timed out on a busy machine and a second one was spawned)."""
+    from ophyd_stem.catalog import EmbeddedServer
+
+    for started in {
+        id(s): s for s in [server, *EmbeddedServer.started_here(server.settings)]
+    }.values():
+        started.stop()
 
 
 def configure_devices(

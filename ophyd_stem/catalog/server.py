@@ -63,6 +63,8 @@ __all__ = [
 ]
 
 _HOST = "127.0.0.1"
+#: the servers this process spawned (the handles: a health check may fail on a busy machine)
+_SPAWNED: list = []
 #: environment variable: seconds without a request before the embedded server stops (0: never)
 IDLE_TIMEOUT_ENV = "OPHYD_STEM_CATALOG_IDLE"
 DEFAULT_IDLE_TIMEOUT = 1800.0
@@ -208,6 +210,19 @@ class EmbeddedServer:
             return server
         return None
 
+    @classmethod
+    def started_here(cls, settings: Optional[CatalogSettings] = None) -> list[EmbeddedServer]:
+        """The servers of this data directory that this process started and that still run:
+        usually one, but a health check that timed out on a busy machine makes the next
+        ``start`` (another thread's, say) spawn a second. Whoever stops "the server this
+        process started" stops these."""
+        data_dir = (settings or CatalogSettings()).data_dir
+        return [
+            server
+            for server in _SPAWNED
+            if server.settings.data_dir == data_dir and server._process.poll() is None
+        ]
+
     def healthy(self, timeout: float = 2.0) -> bool:
         """True when the server answers, accepts the API key and serves this data directory."""
         if self._process is not None and self._process.poll() is not None:
@@ -278,6 +293,7 @@ class EmbeddedServer:
                     if "address already in use" not in str(error).lower():
                         raise
                     continue
+                _SPAWNED.append(server)
                 if stop_at_exit:
                     atexit.register(server._stop_at_exit)
                     server._atexit_registered = True

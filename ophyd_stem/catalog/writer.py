@@ -235,10 +235,17 @@ class CatalogWriter(WriterThread):
 
         settings = settings or CatalogSettings()
         server = EmbeddedServer.start(settings)
+        made: list = []  # the writer, once made (its thread may ask for the uri before)
 
         def current_uri() -> str:
             # The server may have died or stopped when idle: reuse or restart it (it may
-            # come back on another port).
+            # come back on another port). Never once the writer is closing: at a process's
+            # end its server is stopped right after, and a writer thread still connecting
+            # (its warm-up) would start a new one that outlives the process
+            if made and made[0]._closing.is_set():
+                raise _runs.CatalogUnreachable(
+                    "the catalog writer is closing: its embedded server is not started again"
+                )
             try:
                 return EmbeddedServer.start(settings).uri
             except Exception as error:
@@ -250,7 +257,9 @@ class CatalogWriter(WriterThread):
             EmbeddedServer.find(settings)  # a request: the server is in use, not idle
 
         kwargs.setdefault("keepalive", keepalive)
-        return cls(current_uri, server.api_key, settings=settings, **kwargs)
+        writer = cls(current_uri, server.api_key, settings=settings, **kwargs)
+        made.append(writer)
+        return writer
 
     # -- RunEngine side ------------------------------------------------------------------
 

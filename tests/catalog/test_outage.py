@@ -164,3 +164,39 @@ def test_catalog_down_until_the_session_ends_then_import_spool(
     assert EmbeddedServer.find(outage_settings) is None
     assert not (outage_settings.server_dir / "server.json").exists()
     assert outage_settings.catalog_db.exists()
+
+
+def test_a_closing_writer_never_starts_its_embedded_server_again(tmp_path, new_settings):
+    # at a queueserver process's end its writer is closed, then its server stopped: a writer
+    # thread still connecting (its warm-up) must not start a server that outlives the process
+    settings = new_settings(tmp_path / "closing")
+    writer = CatalogWriter.to_embedded(settings)
+    try:
+        assert writer.close(timeout=30.0)
+    finally:
+        assert stop_server(settings)
+    with pytest.raises(Exception, match="closing"):
+        writer._uri()  # what the thread asks for when it (re)connects
+    assert EmbeddedServer.find(settings) is None  # nothing started again
+
+
+def test_every_server_this_process_started_is_stopped_with_it(tmp_path, new_settings, monkeypatch):
+    # a health check that timed out on a busy machine makes the next start spawn a second
+    # server for the same data directory: the process's end must stop both, not only the
+    # handle its session kept (test_listing_the_profiles_plans_... found one left running)
+    from ophyd_stem.app.session import _stop_servers_started_here
+
+    settings = new_settings(tmp_path / "twice")
+    first = EmbeddedServer.start(settings)
+    with monkeypatch.context() as patch:
+        patch.setattr(EmbeddedServer, "find", classmethod(lambda cls, settings=None: None))
+        second = EmbeddedServer.start(settings)
+    try:
+        assert first.pid != second.pid
+        assert {s.pid for s in EmbeddedServer.started_here(settings)} == {first.pid, second.pid}
+        _stop_servers_started_here(first)
+        assert EmbeddedServer.started_here(settings) == []
+        assert EmbeddedServer.find(settings) is None
+    finally:
+        first.stop()
+        second.stop()
