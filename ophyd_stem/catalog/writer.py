@@ -212,6 +212,16 @@ class CatalogWriter(WriterThread):
         self._closing = threading.Event()
         self._closed = False
 
+        # bluesky-tiled-plugins imported here, in the thread that makes the writer, before
+        # the writer's own thread starts: imported there while this thread goes on importing
+        # (a console's start, a session opening the catalog: tiled loads the run clients
+        # from entry points), two threads each inside a module the other needs left
+        # 'CatalogOfBlueskyRuns' partially initialized, and the writer refused every run
+        # (seen in full test runs, test_console_starts_and_counts_the_eels_camera). A
+        # failure here is left to the first document, which tries again.
+        with contextlib.suppress(Exception):
+            _runs.import_bluesky_tiled_plugins()
+
         self._thread = threading.Thread(
             target=self._run_forever, name="catalog-writer", daemon=True
         )
