@@ -3,7 +3,9 @@
 A request header is parsed by the C scanner without hooks when it is the common small kind,
 and by a parser with hooks otherwise, which says exactly what the protocol refuses although
 JSON allows it (a repeated key, a number too large for a float64). Headers are written by one
-C encoder made once. The messages themselves are :mod:`dm_bridge.protocol`'s.
+C encoder made once. The fields every header has (protocol version, request id) are checked
+here; the messages themselves are :mod:`dm_bridge.protocol_requests`' and
+:mod:`dm_bridge.protocol_replies`' (both re-exported by :mod:`dm_bridge.protocol`).
 
 Standard library only, Python 3.8 syntax: this module runs inside DigitalMicrograph.
 """
@@ -18,7 +20,36 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .errors import BadRequest
-from .protocol_frames import FRAME_REF, Buffer, _frame_of
+from .protocol_frames import FRAME_REF, MAX_INTEGER, Buffer, _frame_of, as_integer
+
+# --------------------------------------------------------------------------- header fields
+
+#: version of this wire protocol; a server answers ``version_mismatch`` to any other
+PROTOCOL_VERSION = 1
+
+#: a request id is a short string or an integer
+MAX_ID_LENGTH = 256
+
+
+def _valid_id(value: Any) -> bool:
+    """Whether ``value`` may be a request id: an integer of at most 63 bits (or a float with
+    an integral value up to 2**53) or a string of at most :data:`MAX_ID_LENGTH` characters."""
+    kind = type(value)
+    if kind is int:
+        return -MAX_INTEGER <= value <= MAX_INTEGER
+    if kind is str:
+        return len(value) <= MAX_ID_LENGTH
+    return as_integer(value) is not None
+
+
+def _cached(cache: Dict[Any, Any], key: Any, value: Any) -> Any:
+    """Keep ``value`` (a piece of a small header) under ``key``; the cache is bounded, since
+    a client may send any command name."""
+    if len(cache) >= 256:
+        cache.clear()
+    cache[key] = value
+    return value
+
 
 # ------------------------------------------------------------------------------------ JSON
 

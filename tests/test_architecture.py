@@ -21,6 +21,8 @@ SERVER_SIDE = [
     "dm_bridge/protocol.py",
     "dm_bridge/protocol_frames.py",
     "dm_bridge/protocol_header.py",
+    "dm_bridge/protocol_replies.py",
+    "dm_bridge/protocol_requests.py",
     "dm_bridge/transport.py",
     "dm_bridge/commands.py",
     "dm_bridge/keys.py",

@@ -1,9 +1,9 @@
 """The small-call fast paths of the wire format say exactly what the general code says.
 
-Small headers are written from cached pieces (``dm_bridge/protocol.py``) and read by the C
-JSON scanner without hooks (``dm_bridge/protocol_header.py``); these tests hold them to the
-general encoder and to the parser with hooks, which refuses repeated keys and numbers too
-large for a float64.
+Small headers are written from cached pieces (``dm_bridge/protocol_requests.py`` and
+``protocol_replies.py``) and read by the C JSON scanner without hooks
+(``dm_bridge/protocol_header.py``); these tests hold them to the general encoder and to the
+parser with hooks, which refuses repeated keys and numbers too large for a float64.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dm_bridge import protocol, protocol_frames, protocol_header
+from dm_bridge import protocol_frames, protocol_header, protocol_replies
 from dm_bridge.errors import BadRequest
 from dm_bridge.protocol import (
     RequestError,
@@ -205,7 +205,7 @@ WITH_ARRAYS = st.recursive(
 )
 def test_replies_with_arrays_are_the_general_header_and_frames(result, rid, command, instance):
     try:
-        general = protocol._encode_reply_general(rid, result, 0.25, command, instance)
+        general = protocol_replies._encode_reply_general(rid, result, 0.25, command, instance)
     except ValueError as refused:  # (keys that collide as text: both paths refuse alike)
         with pytest.raises(ValueError, match=str(refused)[:30]):
             encode_reply(rid, result, 0.25, command, instance)
