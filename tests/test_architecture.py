@@ -38,6 +38,7 @@ SERVER_SIDE = [
     "dm_bridge/backends/minimal.py",
     "dm_bridge/backends/digitalmicrograph.py",
     "dm_bridge/backends/dm_calibration.py",
+    "dm_bridge/backends/dm_eels.py",
     "dm_bridge/backends/dm_session.py",
     "dm_bridge/backends/dm_options.py",
     # The clients and the command keep the same rules, so one DigitalMicrograph can drive

@@ -7,7 +7,9 @@ created), so ``dm-bridge serve --backend dm --help`` lists its options on any ma
 Every DM call goes through :class:`~.dm_session.DMSession` (its docstring tables which DM
 call does which job; calls are timed as instrument time and DM's failures become
 :class:`~dm_bridge.errors.InstrumentError` with DM's message); every pixel <-> DigiScan
-conversion goes through :class:`~.dm_calibration.DigiScanFrame`. Read-back: ``get_*``
+conversion goes through :class:`~.dm_calibration.DigiScanFrame`. This module is the backend
+itself and its DigiScan side (survey images, beam placement); the spectrometer's commands (EELS
+parameters, spectra) are the mixin :class:`~.dm_eels.DMSpectrometer`. Read-back: ``get_*``
 report what DM's tags and calls say (the last survey's ``DigiScan:`` tags and calibration,
 the last spectrum's tags, the live energy loss), not what was last set -- except for a
 parameter set since the last acquisition, which DM can only confirm by acquiring.
@@ -55,10 +57,10 @@ from .dm_calibration import (
     EELS_TAGS,
     DigiScanFrame,
     dimension_calibration,
-    energy_to_ev,
     length_to_nm,
     read_tag,
 )
+from .dm_eels import DMSpectrometer
 from .dm_options import DEFAULT_SIGNALS, DigitalMicrographOptions, check_signals
 from .dm_session import PROCESSING, DMSession
 
@@ -67,7 +69,7 @@ __all__ = ["DEFAULT_SIGNALS", "DigitalMicrographBackend"]
 log = logging.getLogger(__name__)
 
 
-class DigitalMicrographBackend(DigitalMicrographOptions, Backend):
+class DigitalMicrographBackend(DigitalMicrographOptions, DMSpectrometer, Backend):
     """The microscope itself, driven from inside DigitalMicrograph.
 
     Args:
@@ -378,119 +380,8 @@ class DigitalMicrographBackend(DigitalMicrographOptions, Backend):
             )
         return report
 
-    # ---------------------------------------------------------------- EELS
-
-    def _do_set_eels_parameters(self, params: EELSParameters) -> None:
-        old = self._eels
-        if not math.isclose(params.dispersion, old.dispersion, rel_tol=1e-9):
-            known = "read back" if self._last_spectrum is not None else "assumed: no spectrum yet"
-            raise Unsupported(
-                "the dispersion is selected on the spectrometer in DigitalMicrograph "
-                f"(now {old.dispersion:g} eV/channel, {known}); select it there, the next "
-                "spectrum reads it back"
-            )
-        if self._energy_requested:
-            with self.session.call("set the energy loss (IFSetEnergyLoss)"):
-                self._apply_energy_loss(params.energy_offset)
-        self._dirty_eels |= {
-            f.name
-            for f in fields(EELSParameters)
-            if getattr(params, f.name) != getattr(old, f.name)
-        }
-
-    def set_eels_parameters(self, **changes: Any) -> Dict[str, Any]:
-        # Only an energy offset the client names moves the spectrometer: merging would
-        # otherwise send our cached value back and undo a change the operator made in DM.
-        self._energy_requested = "energy_offset" in changes
-        try:
-            return super().set_eels_parameters(**changes)
-        finally:
-            self._energy_requested = False
-
-    def _apply_energy_loss(self, energy_offset: float) -> None:
-        try:  # compare with DM, not with our cache: the operator may have moved it
-            current: Optional[float] = self.session.energy_loss()
-        except Exception as exc:
-            log.info("IFGetEnergyLoss failed (%s); setting the energy loss regardless", exc)
-            current = None
-        if current is None or not math.isclose(current, energy_offset, abs_tol=1e-9):
-            self.session.set_energy_loss(energy_offset)
-
-    def _eels_from_spectrum(self) -> Dict[str, Any]:
-        """EELS parameters as the last spectrum's tags state them (unless set since)."""
-        image = self._last_spectrum
-        tags = image.GetTagGroup()
-        found = {
-            "exposure": read_tag(tags, EELS_TAGS["exposure"]),
-            "dispersion": read_tag(tags, EELS_TAGS["dispersion"]),
-            "binning": read_tag(tags, EELS_TAGS["binning"], "long"),
-            "energy_offset": read_tag(tags, EELS_TAGS["energy_loss"]),
-            "channels": int(np.shape(image.GetNumArray())[-1]),
-        }
-        if found["dispersion"] is None and found["binning"]:
-            # no spectrometer tags: the energy calibration still states eV per channel
-            _, scale, unit = dimension_calibration(image, 0)
-            per_channel = energy_to_ev(scale, unit)
-            found["dispersion"] = per_channel / found["binning"] if per_channel else None
-        return {k: v for k, v in found.items() if v is not None and k not in self._dirty_eels}
-
-    def _do_read_eels_parameters(self, assumed: EELSParameters) -> EELSParameters:
-        found: Dict[str, Any] = {}
-        with self.session.call("read the EELS parameters"):
-            if self._last_spectrum is not None:
-                found = self._eels_from_spectrum()
-            try:
-                found["energy_offset"] = self.session.energy_loss()  # live
-            except Exception as exc:
-                log.info("IFGetEnergyLoss failed (%s); energy offset from the last spectrum", exc)
-        return replace(assumed, **found)
-
-    def _read_area(self, camera: Any) -> Tuple[int, int, int]:
-        if self._eels_rows is not None:
-            return self._eels_rows[0], self._eels_rows[1], 0
-        top, left, bottom, _ = self.session.default_read_area(camera)
-        return top, bottom, left
-
-    def _do_acquire_spectrum(
-        self, eels: EELSParameters, position: Tuple[float, float]
-    ) -> SpectrumAcquisition:
-        with self.session.call("acquire an EELS spectrum") as watch:
-            camera = self.session.camera(self._camera_id)
-            top, bottom, left = self._read_area(camera)
-            right = left + eels.channels * eels.binning
-            image = camera.AcquireImage(
-                eels.exposure,
-                eels.binning,
-                self._vbin,
-                self.session.processing_code(self._processing),
-                top,
-                left,
-                bottom,
-                right,
-            )
-            data = np.array(image.GetNumArray(), dtype=np.float64)
-            origin, scale, unit = dimension_calibration(image, 0)
-            # rows of the read-out area sum to the spectrum (DM's own spectrum readout)
-            spectrum = data.reshape(-1, data.shape[-1]).sum(axis=0) if data.ndim > 1 else data
-            if spectrum.shape != (eels.channels,):
-                raise InstrumentError(
-                    f"the camera returned {spectrum.shape[0]} channels, expected {eels.channels}"
-                )
-            self._last_spectrum = image
-            self._dirty_eels.clear()
-            self._eels = replace(eels, **self._eels_from_spectrum())
-        ev_per_channel = energy_to_ev(scale, unit)
-        if ev_per_channel:
-            axis = (np.arange(eels.channels, dtype=np.float64) - origin) * ev_per_channel
-            axis_source = "spectrum calibration"
-        else:  # an uncalibrated camera image: fall back to the read-back settings
-            axis, axis_source = energy_axis(self._eels), "EELS parameters"
-        return SpectrumAcquisition(
-            spectra=spectrum.astype(np.float32),
-            energy_axis=axis,
-            instrument_time=watch.seconds,
-            metadata={"energy_axis_source": axis_source, "read_area": [top, left, bottom, right]},
-        )
+    # ---------------------------------------------------------------- spectra at points
+    # (the beam's and the spectrometer's (:class:`~.dm_eels.DMSpectrometer`) jobs together)
 
     def _do_acquire_spectra_at_points(
         self, eels: EELSParameters, points: np.ndarray
