@@ -47,257 +47,27 @@ offset from the image centre) is a plausible model, not a measurement.
 Test hooks (not part of DM): ``_instrument`` (state, ``calls``, ``threads`` that called
 into DM, ``fail`` to make a named function raise DM-style, ``during_scan`` callback) and
 ``_reset()``.
+
+Where each part is: this module is DM's API (the module functions, the microscope and camera
+objects, the DM-script functions); DM's data objects (tag groups, images) are
+:mod:`_dmobjects`, the simulated instrument's state and what its DigiScan frames record
+:mod:`_dminstrument`, the DM-script interpreter :mod:`_dmscript`. All of DM's names are here,
+as ``import DigitalMicrograph as DM`` sees them; tests load the four files by path
+(tests/bridge/dm/conftest.py).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
-import math
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
+from _dminstrument import _Instrument
+from _dmobjects import NewTagGroup, Py_Image, Py_TagGroup  # noqa: F401  (DM's names)
 from _dmscript import ScriptError, run_script
 
-# ---------------------------------------------------------------------------- tag groups
-
-
-class Py_TagGroup:
-    """DM tag group: nested labels, paths joined with ``:``."""
-
-    def __init__(self) -> None:
-        self._tags: Dict[str, Any] = {}
-
-    def _walk(self, path: str, create: bool = False) -> Tuple[Optional[Py_TagGroup], str]:
-        parts = path.split(":")
-        group: Optional[Py_TagGroup] = self
-        for part in parts[:-1]:
-            child = group._tags.get(part)
-            if not isinstance(child, Py_TagGroup):
-                if not create:
-                    return None, parts[-1]
-                child = group._tags[part] = Py_TagGroup()
-            group = child
-        return group, parts[-1]
-
-    def _get(self, path: str) -> Tuple[bool, Any]:
-        group, label = self._walk(path)
-        if group is None or label not in group._tags:
-            return False, None
-        return True, group._tags[label]
-
-    def _set(self, path: str, value: Any) -> None:
-        group, label = self._walk(path, create=True)
-        group._tags[label] = value
-
-    def GetTagAsFloat(self, path: str) -> Tuple[bool, float]:
-        found, value = self._get(path)
-        if not found or isinstance(value, (str, Py_TagGroup)):
-            return False, 0.0
-        return True, float(value)
-
-    GetTagAsDouble = GetTagAsFloat
-
-    def GetTagAsLong(self, path: str) -> Tuple[bool, int]:
-        found, value = self._get(path)
-        if not found or isinstance(value, (str, Py_TagGroup)):
-            return False, 0
-        return True, int(value)
-
-    def GetTagAsBoolean(self, path: str) -> Tuple[bool, bool]:
-        found, value = self._get(path)
-        if not found or isinstance(value, (str, Py_TagGroup)):
-            return False, False
-        return True, bool(value)
-
-    def GetTagAsString(self, path: str) -> Tuple[bool, str]:
-        found, value = self._get(path)
-        if not found or isinstance(value, Py_TagGroup):
-            return False, ""
-        return True, str(value)
-
-    def GetTagAsTagGroup(self, path: str) -> Tuple[bool, Optional[Py_TagGroup]]:
-        found, value = self._get(path)
-        return (True, value) if found and isinstance(value, Py_TagGroup) else (False, None)
-
-    def SetTagAsFloat(self, path: str, value: float) -> None:
-        self._set(path, float(value))
-
-    SetTagAsDouble = SetTagAsFloat
-
-    def SetTagAsLong(self, path: str, value: int) -> None:
-        self._set(path, int(value))
-
-    SetTagAsShort = SetTagAsLong
-
-    def SetTagAsBoolean(self, path: str, value: bool) -> None:
-        self._set(path, bool(value))
-
-    def SetTagAsString(self, path: str, value: str) -> None:
-        self._set(path, str(value))
-
-    def SetTagAsTagGroup(self, path: str, value: Py_TagGroup) -> None:
-        self._set(path, value)
-
-    def DoesTagExist(self, path: str) -> bool:
-        return self._get(path)[0]
-
-    def DeleteTagWithLabel(self, label: str) -> None:
-        self._tags.pop(label, None)
-
-    def IsList(self) -> bool:
-        return False
-
-    def CountTags(self) -> int:
-        return len(self._tags)
-
-    def paths(self, prefix: str = "") -> List[str]:
-        """All leaf paths (test helper, not DM API)."""
-        out = []
-        for label, value in self._tags.items():
-            if isinstance(value, Py_TagGroup):
-                out += value.paths(prefix + label + ":")
-            else:
-                out.append(prefix + label)
-        return out
-
-
-def NewTagGroup() -> Py_TagGroup:
-    return Py_TagGroup()
-
-
-# ---------------------------------------------------------------------------- images
-
-
-class Py_Image:
-    """DM image: numpy data (rows, columns), tags, per-dimension calibration."""
-
-    def __init__(self, data: np.ndarray, name: str = "") -> None:
-        self._data = data
-        self._tags = Py_TagGroup()
-        self._calibration = [[0.0, 1.0, ""] for _ in range(data.ndim)]
-        self._id = next(_instrument.image_ids)
-        self._name = name
-        self.shown = False
-        _instrument.images[self._id] = self
-
-    def GetNumArray(self) -> np.ndarray:
-        return self._data  # a view: like DM, writes go to the image
-
-    def GetTagGroup(self) -> Py_TagGroup:
-        return self._tags
-
-    def GetID(self) -> int:
-        return self._id
-
-    def GetName(self) -> str:
-        return self._name
-
-    def SetName(self, name: str) -> None:
-        self._name = str(name)
-
-    def ShowImage(self) -> None:
-        self.shown = True
-        _instrument.front = self
-
-    def _dim(self, dim: int) -> List[Any]:
-        # DM's dimension 0 is x (columns): numpy's last axis
-        if not 0 <= dim < len(self._calibration):
-            raise RuntimeError(
-                f"Dimension {dim} out of range for a {len(self._calibration)}-D image"
-            )
-        return self._calibration[dim]
-
-    def GetDimensionCalibration(self, dim: int, calibration_flags: int) -> Tuple[float, float, Any]:
-        origin, scale, units = self._dim(dim)
-        return origin, scale, (b"\xb5m" if units == "µm" else units)
-
-    def SetDimensionCalibration(
-        self, dim: int, origin: float, scale: float, units: str, calibration_flags: int
-    ) -> None:
-        self._dim(dim)[:] = [float(origin), float(scale), str(units)]
-
-    def GetDimensionScale(self, dim: int) -> float:
-        return self._dim(dim)[1]
-
-    def GetDimensionOrigin(self, dim: int) -> float:
-        return self._dim(dim)[0]
-
-    def GetDimensionUnitString(self, dim: int) -> str:
-        return self._dim(dim)[2]
-
-
 # ---------------------------------------------------------------------------- the instrument
-
-
-class _Instrument:
-    """The simulated microscope and DM session behind the module (test-visible state)."""
-
-    def __init__(self) -> None:
-        self.calls: List[Tuple[str, tuple]] = []
-        self.scripts: List[str] = []
-        self.fail: Dict[str, str] = {}
-        self.images: Dict[int, Py_Image] = {}
-        self.image_ids = itertools.count(1001)
-        self.front: Optional[Py_Image] = None
-        self.persistent = Py_TagGroup()
-        # DigiScan
-        self.ds_params: Dict[int, Dict[str, Any]] = {}
-        self.ds_ids = itertools.count(7)
-        self.dialog_enabled = True
-        self.scan_control = False
-        self.beam_ds = (0.0, 0.0)  # DigiScan's position register
-        self.beam_physical_ds: Optional[Tuple[float, float]] = None  # where the beam really is
-        self.ds_field_center = (123.0, -77.0)  # DS position of the field centre
-        self.ds_full_range = 32768.0  # DS units across the field (x)
-        self.ds_aspect = 1.0  # y step / x step (non-square pixels when != 1)
-        self.write_pixel_steps = True  # False: only spacings, like older DigiScan tags
-        self.write_digiscan_tags = True
-        self.field_of_view_nm = 40.0
-        self.min_pixel_time_us = 0.5  # DigiScan clips dwell times below this
-        self.threads: set = set()  # every thread that called into DM (it must be one)
-        self.acquiring = False
-        self.stop_requested = False
-        self.pending_scan: Optional[Tuple[Dict[int, Any], Dict[str, Any]]] = None
-        self.scan_polls = 0
-        self.frame_polls = 2  # polls of DSIsAcquisitionActive a frame lasts (a long one: more)
-        self.during_scan: Optional[Callable[[], None]] = None
-        self.last_field: Optional[Dict[str, Any]] = None
-        # microscope, spectrometer, camera
-        self.high_tension_v = 200000.0
-        self.has_blanker = True
-        self.blanked = False
-        self.energy_loss = 0.0
-        self.dispersion = 0.25
-        self.zlp_column = 200.0  # sensor column of the zero-loss peak at energy loss 0
-        self.sensor = (512, 2048)  # rows, columns
-        self.default_read_area = (130, 0, 390, 2048)  # top, left, bottom, right
-        self.active_camera_id = 3
-        self.prepared = False
-        self.write_eels_tags = True
-
-    def names(self, start: int = 0) -> List[str]:
-        """Names of the calls recorded since index ``start``."""
-        return [name for name, _ in self.calls[start:]]
-
-    # -- the DigiScan geometry DM itself uses (independent of the bridge's code)
-    def ds_matrix(self, field: Dict[str, Any]) -> np.ndarray:
-        step = self.ds_full_range / field["width"]
-        theta = math.radians(field["rotation"])
-        rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-        return step * rot @ np.diag([1.0, self.ds_aspect])
-
-    def pixel_of(self, ds: Tuple[float, float]) -> Tuple[float, float]:
-        """Pixel position (centre-of-pixel convention) of a DS position in the last field."""
-        field = self.last_field
-        m = self.ds_matrix(field)
-        p = np.linalg.solve(m, np.subtract(ds, self.ds_field_center)) + field["center"]
-        return float(p[0]), float(p[1])
-
-    def ds_of(self, field: Dict[str, Any], x: float, y: float) -> Tuple[float, float]:
-        d = self.ds_matrix(field) @ (np.array([x, y]) - field["center"])
-        return float(self.ds_field_center[0] + d[0]), float(self.ds_field_center[1] + d[1])
 
 
 _instrument = _Instrument()
@@ -332,7 +102,7 @@ def CreateImage(array: np.ndarray) -> Py_Image:
     array = np.asarray(array)
     if not array.flags.c_contiguous or array.dtype == object:
         raise RuntimeError("CreateImage: the array must be C-contiguous numeric data")
-    return Py_Image(array.copy())
+    return Py_Image(array.copy(), _instrument)
 
 
 @_recorded
@@ -430,12 +200,6 @@ def DS_DialogEnabled(enabled: bool) -> None:
     _instrument.dialog_enabled = bool(enabled)
 
 
-def _survey_pattern(field: Dict[str, Any], signal_index: int) -> np.ndarray:
-    rows = np.arange(field["height"])[:, None]
-    cols = np.arange(field["width"])[None, :]
-    return (rows * field["width"] + cols + 100000 * (signal_index + 1)).astype(np.uint32)
-
-
 @_recorded
 def DS_StartAcquisition(param_id: int, continuous: bool, synchronous: bool) -> None:
     params = _params(param_id)
@@ -449,7 +213,9 @@ def DS_StartAcquisition(param_id: int, continuous: bool, synchronous: bool) -> N
     targets = {}
     for index, (depth, image_id) in params["signals"].items():
         image = (
-            Py_Image(np.zeros((h, w), np.uint32)) if image_id == 0 else inst.images.get(image_id)
+            Py_Image(np.zeros((h, w), np.uint32), inst)
+            if image_id == 0
+            else inst.images.get(image_id)
         )
         if image is None:
             raise RuntimeError(f"DigiScan: no image with ID {image_id}")
@@ -481,8 +247,8 @@ def _finish_scan() -> None:
         h = field["height"]
         rows = h // 2 if inst.stop_requested else h  # a stopped frame is incomplete
         for index, image in targets.items():
-            image.GetNumArray()[:rows] = _survey_pattern(field, index)[:rows]
-            _tag_survey(image, field, index)
+            image.GetNumArray()[:rows] = inst.survey_pattern(field, index)[:rows]
+            inst.tag_survey(image, field, index)
     finally:
         inst.acquiring = False
     inst.last_field = field
@@ -500,33 +266,6 @@ def _acquisition_active() -> float:
         return 1.0
     _finish_scan()
     return 0.0
-
-
-def _tag_survey(image: Py_Image, field: Dict[str, Any], signal_index: int) -> None:
-    inst = _instrument
-    tags = image.GetTagGroup()
-    m = inst.ds_matrix(field)
-    if inst.write_digiscan_tags:
-        for axis, key in ((0, "Horizontal"), (1, "Vertical")):
-            tags.SetTagAsFloat(f"DigiScan:{key} DS Offset", inst.ds_field_center[axis])
-            tags.SetTagAsFloat(f"DigiScan:{key} Image Center", float(field["center"][axis]))
-            tags.SetTagAsFloat(f"DigiScan:{key} Spacing", float(np.hypot(*m[:, axis])))
-        if inst.write_pixel_steps:
-            tags.SetTagAsFloat("DigiScan:Horizontal Pixel Step", float(m[0, 0]))
-            tags.SetTagAsFloat("DigiScan:Horizontal Perpendicular Pixel Step", float(m[1, 0]))
-            tags.SetTagAsFloat("DigiScan:Vertical Pixel Step", float(m[1, 1]))
-            tags.SetTagAsFloat("DigiScan:Vertical Perpendicular Pixel Step", float(m[0, 1]))
-        tags.SetTagAsFloat("DigiScan:Rotation", field["rotation"])
-        tags.SetTagAsFloat("DigiScan:Sample Time", field["pixel_time"])
-        tags.SetTagAsFloat("DigiScan:Image Height", float(field["height"]))
-        tags.SetTagAsLong("DigiScan:Signal Index", signal_index)
-    tags.SetTagAsFloat("Microscope Info:Voltage", inst.high_tension_v)
-    tags.SetTagAsString("Microscope Info:Illumination Mode", "STEM")
-    scale, units = inst.field_of_view_nm / field["width"], "nm"
-    if inst.field_of_view_nm >= 1000.0:
-        scale, units = scale / 1000.0, "µm"
-    image.SetDimensionCalibration(0, 0.0, scale, units, 0)
-    image.SetDimensionCalibration(1, 0.0, scale * inst.ds_aspect, units, 0)
 
 
 @_recorded
@@ -647,7 +386,7 @@ def _acquire_camera_image(
     data = np.repeat(binned[None, :] * bin_y / (bottom - top), n_rows, axis=0)
     if processing == 1:
         data = data + 250.0  # the camera's dark level is still in unprocessed data
-    image = Py_Image(data.astype(np.float32))
+    image = Py_Image(data.astype(np.float32), inst)
     image.SetDimensionCalibration(
         0,
         (inst.zlp_column - left - inst.energy_loss / inst.dispersion) / bin_x,

@@ -12,6 +12,8 @@ import pytest
 from dm_bridge.backends.digitalmicrograph import DigitalMicrographBackend
 
 FAKE_DIR = Path(__file__).resolve().parents[2] / "dm_fake"
+#: the fake's files, each after those it imports (the module itself last)
+FAKE_MODULES = ("_dmscript", "_dmobjects", "_dminstrument", "DigitalMicrograph")
 
 
 def _load(name: str) -> Any:
@@ -25,8 +27,9 @@ def _load(name: str) -> Any:
 @pytest.fixture
 def dm() -> Iterator[Any]:
     """A fresh fake DigitalMicrograph (new microscope state) importable as the real one."""
-    saved = {name: sys.modules.get(name) for name in ("_dmscript", "DigitalMicrograph")}
-    _load("_dmscript")
+    saved = {name: sys.modules.get(name) for name in FAKE_MODULES}
+    for name in FAKE_MODULES[:-1]:  # its parts first: it imports them by name
+        _load(name)
     module = _load("DigitalMicrograph")
     try:
         yield module
