@@ -31,7 +31,15 @@ undefined; an isolated run of at most :data:`MAX_DEAD_RUN` such channels, with a
 :data:`GOOD_AROUND` good channels on each side, is filled by linear interpolation along the
 energy axis first (:func:`fill_dead_channels`; how many, in a warning on the
 ``agents.scalarizers`` logger). Longer runs, or dead channels close together (a band mostly
-undefined), are left undefined: that spectrum's number is NaN, which the agents skip.
+undefined), are left undefined: that spectrum's number is NaN, which the agents skip. So is
+a number the spectrum cannot give: a ratio of peaks at or below zero, the position of a peak
+in a flat band, an edge whose pre-edge window is mostly at or below zero (no power-law
+background: no beam, or a dark reference over-subtracted; see :mod:`agents.core_loss`).
+
+Where things are: this module names the scalarizers (specs, the registry);
+:mod:`agents.band_scalars` holds the band and peak ones, :mod:`agents.core_loss` the edge
+ones, :mod:`agents.spectrum_checks` what they all check first. Everything stays importable
+from here.
 
 Writing your own: any function ``f(spectrum, energy_axis) -> float`` works where a scalarizer
 is expected; register a factory to make it available by name::
@@ -47,20 +55,18 @@ is expected; register a factory to make it available by name::
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any, Callable, Dict, Tuple, Union
 
 import numpy as np
 
+from .band_scalars import band_intensity, peak_height_ratio, peak_position
+from .core_loss import edge_jump_ratio, edge_signal
 from .despike import despike
+from .spectrum_checks import GOOD_AROUND, MAX_DEAD_RUN, band_slice, fill_dead_channels
 
-log = logging.getLogger("agents.scalarizers")
-
-#: at most this many undefined channels in a row are filled (a dead channel or two)
-MAX_DEAD_RUN = 2
-#: ... and only with this many defined channels on each side (no band mostly undefined)
-GOOD_AROUND = 3
 __all__ = [
+    "GOOD_AROUND",
+    "MAX_DEAD_RUN",
     "SCALARIZERS",
     "Scalarizer",
     "band_intensity",
@@ -76,328 +82,6 @@ __all__ = [
 
 #: ``f(spectrum, energy_axis) -> float`` (or one value per spectrum for a stack)
 Scalarizer = Callable[[Any, Any], Union[float, np.ndarray]]
-
-Band = Tuple[float, float]
-
-
-# ------------------------------------------------------------------ validation helpers
-
-
-def _check_axis(energy_axis: Any) -> np.ndarray:
-    axis = np.asarray(energy_axis, dtype=np.float64)
-    if axis.ndim != 1 or axis.size < 2:
-        raise ValueError(f"energy axis must be 1-D with at least 2 channels, got {axis.shape}")
-    if not np.all(np.isfinite(axis)) or not np.all(np.diff(axis) > 0):
-        raise ValueError("energy axis must be finite and strictly increasing (eV per channel)")
-    return axis
-
-
-def _check_spectrum(spectrum: Any, axis: np.ndarray) -> np.ndarray:
-    spec = np.asarray(spectrum, dtype=np.float64)
-    if spec.ndim == 0 or spec.shape[-1] != axis.size:
-        raise ValueError(
-            f"spectrum has {spec.shape[-1] if spec.ndim else 0} channels on its last axis "
-            f"but the energy axis has {axis.size}"
-        )
-    if not np.all(np.isfinite(spec)):
-        dead = frozenset(np.flatnonzero((~np.isfinite(spec.reshape(-1, spec.shape[-1]))).any(0)))
-        spec, filled = fill_dead_channels(spec, axis)
-        if filled:
-            # a camera's dead channel is dead in every spectrum of a run: said once for the
-            # channels it is in, not once per spectrum (a line per point of a DKL run)
-            global _last_dead
-            level = logging.DEBUG if dead == _last_dead else logging.WARNING
-            _last_dead = dead
-            log.log(
-                level,
-                "filled %d isolated dead channel(s) (NaN/inf; channel(s) %s) by interpolation "
-                "between their neighbours; longer or crowded runs are left undefined (said once "
-                "while the same channels are dead)",
-                filled,
-                ", ".join(str(c) for c in sorted(dead)[:8]) + (" ..." if len(dead) > 8 else ""),
-            )
-    return spec
-
-
-#: the channels last said to be dead (the warning is not repeated for the same ones)
-_last_dead: frozenset = frozenset()
-
-
-def fill_dead_channels(spectrum: Any, energy_axis: Any) -> Tuple[np.ndarray, int]:
-    """Isolated undefined channels (NaN/inf) filled by linear interpolation along the axis.
-
-    A run of at most :data:`MAX_DEAD_RUN` undefined channels with :data:`GOOD_AROUND`
-    defined ones on each side is filled; anything else (a run at the axis' end, a longer
-    run, dead channels close together) stays undefined.
-
-    Args:
-        spectrum: counts, ``(n_channels,)`` or a stack ``(..., n_channels)``.
-        energy_axis: channel energies in eV, ``(n_channels,)``.
-
-    Returns:
-        ``(a float64 copy with the channels filled, how many were filled)``.
-
-    Example:
-        >>> filled, n = fill_dead_channels([1.0, 2, 3, np.nan, 5, 6, 7], np.arange(7.0))
-        >>> float(filled[3]), n
-        (4.0, 1)
-    """
-    axis = np.asarray(energy_axis, dtype=np.float64)
-    spec = np.array(spectrum, dtype=np.float64)
-    rows = spec.reshape(-1, spec.shape[-1])
-    filled = 0
-    for row in rows:
-        good = np.isfinite(row)
-        if good.all() or good.sum() < 2:
-            continue
-        # the runs of undefined channels, as [start, stop) pairs
-        edges = np.diff(np.concatenate([[0], (~good).astype(np.int8), [0]]))
-        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-        fill = np.zeros(row.size, dtype=bool)
-        for a, b in zip(starts, stops):
-            if b - a > MAX_DEAD_RUN or a < GOOD_AROUND or b + GOOD_AROUND > row.size:
-                continue
-            if good[a - GOOD_AROUND : a].all() and good[b : b + GOOD_AROUND].all():
-                fill[a:b] = True
-        if fill.any():
-            row[fill] = np.interp(axis[fill], axis[good], row[good])
-            filled += int(fill.sum())
-    return spec, filled
-
-
-def _check_band(band: Any, axis: np.ndarray, what: str = "band") -> Band:
-    try:
-        start, stop = (float(v) for v in band)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be (start, stop) in eV, got {band!r}") from None
-    if not (np.isfinite(start) and np.isfinite(stop)) or start >= stop:
-        raise ValueError(f"{what} must have start < stop (eV), got {start:g}-{stop:g} eV")
-    # half a channel of slack: a band given as the axis' own end points must be accepted
-    half = 0.5 * float(np.min(np.diff(axis)))
-    if start < axis[0] - half or stop > axis[-1] + half:
-        raise ValueError(
-            f"{what} {start:g}-{stop:g} eV lies outside the energy axis {axis[0]:g}-{axis[-1]:g} eV"
-        )
-    return start, stop
-
-
-def band_slice(energy_axis: Any, start: float, stop: float) -> slice:
-    """The channels whose energies lie in ``[start, stop]`` eV, as a slice.
-
-    Raises:
-        ValueError: the band is empty, reversed, outside the axis or holds no channel.
-
-    Example:
-        >>> band_slice(np.arange(10.0), 2, 4)
-        slice(2, 5, None)
-    """
-    axis = _check_axis(energy_axis)
-    start, stop = _check_band((start, stop), axis)
-    lo = int(np.searchsorted(axis, start, side="left"))
-    hi = int(np.searchsorted(axis, stop, side="right"))
-    if hi <= lo:
-        raise ValueError(
-            f"band {start:g}-{stop:g} eV holds no channel of the energy axis "
-            f"(channel width {axis[1] - axis[0]:g} eV)"
-        )
-    return slice(lo, hi)
-
-
-def _scalar_or_array(values: np.ndarray) -> Union[float, np.ndarray]:
-    return float(values) if np.ndim(values) == 0 else values
-
-
-# ------------------------------------------------------------------ the scalarizers
-
-
-def band_intensity(spectrum: Any, energy_axis: Any, start: float, stop: float) -> Any:
-    """Intensity integrated over an energy band (counts x eV).
-
-    The spectrum is taken as piecewise linear between channels and integrated exactly from
-    ``start`` to ``stop``, so partial channels at the band edges count in proportion and the
-    result does not jump when the band moves by less than a channel.
-
-    Args:
-        spectrum: counts, ``(n_channels,)`` or a stack ``(..., n_channels)``.
-        energy_axis: channel energies in eV, ``(n_channels,)``.
-        start, stop: band limits in eV, inside the axis.
-
-    Returns:
-        A float for one spectrum, an array of shape ``spectrum.shape[:-1]`` for a stack.
-
-    Example:
-        >>> e = np.linspace(0, 100, 1001)
-        >>> band_intensity(np.ones_like(e), e, 20, 30)
-        10.0
-    """
-    axis = _check_axis(energy_axis)
-    spec = _check_spectrum(spectrum, axis)
-    start, stop = _check_band((start, stop), axis)
-    start, stop = max(start, axis[0]), min(stop, axis[-1])
-    inside = (axis > start) & (axis < stop)
-    knots = np.concatenate([[start], axis[inside], [stop]])
-    # linear interpolation at the band ends, vectorised over the stack
-    values = np.concatenate(
-        [
-            _interp_last(spec, axis, start)[..., None],
-            spec[..., inside],
-            _interp_last(spec, axis, stop)[..., None],
-        ],
-        axis=-1,
-    )
-    widths = np.diff(knots)
-    total = np.sum(0.5 * (values[..., 1:] + values[..., :-1]) * widths, axis=-1)
-    return _scalar_or_array(total)
-
-
-def _interp_last(spec: np.ndarray, axis: np.ndarray, energy: float) -> np.ndarray:
-    """Linear interpolation of every spectrum of a stack at one energy."""
-    i = int(np.clip(np.searchsorted(axis, energy) - 1, 0, axis.size - 2))
-    t = (energy - axis[i]) / (axis[i + 1] - axis[i])
-    return (1.0 - t) * spec[..., i] + t * spec[..., i + 1]
-
-
-def peak_height_ratio(spectrum: Any, energy_axis: Any, numerator: Band, denominator: Band) -> Any:
-    """Ratio of the highest counts in two bands: ``max(numerator band) / max(denominator band)``.
-
-    A denominator peak at or below zero has no meaningful ratio: that spectrum gets ``nan``
-    (an agent refuses non-finite values, so the plan reports it rather than learning from it).
-
-    Example:
-        >>> e = np.linspace(0, 100, 101)
-        >>> s = np.where((e > 20) & (e < 30), 6.0, 1.0) + np.where(e > 60, 2.0, 0.0)
-        >>> peak_height_ratio(s, e, (20, 30), (60, 70))
-        2.0
-    """
-    axis = _check_axis(energy_axis)
-    spec = _check_spectrum(spectrum, axis)
-    top = spec[..., band_slice(axis, *_check_band(numerator, axis, "numerator band"))]
-    bottom = spec[..., band_slice(axis, *_check_band(denominator, axis, "denominator band"))]
-    num, den = top.max(axis=-1), bottom.max(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-    return _scalar_or_array(ratio)
-
-
-def peak_position(
-    spectrum: Any, energy_axis: Any, start: float, stop: float, method: str = "parabolic"
-) -> Any:
-    """Energy (eV) of the peak inside a band, to a fraction of a channel.
-
-    Args:
-        method: ``"parabolic"`` fits a parabola through the highest channel and its two
-            neighbours (exact for a locally quadratic peak, good for sharp peaks);
-            ``"centroid"`` is the intensity-weighted mean energy of the band above its lowest
-            value (robust for broad, noisy peaks, but pulled by asymmetric tails).
-
-    Example:
-        >>> e = np.linspace(0, 40, 401)
-        >>> s = np.exp(-0.5 * ((e - 15.03) / 1.5) ** 2)
-        >>> round(peak_position(s, e, 10, 20), 2)
-        15.03
-    """
-    axis = _check_axis(energy_axis)
-    spec = _check_spectrum(spectrum, axis)
-    band = band_slice(axis, start, stop)
-    energies, counts = axis[band], spec[..., band]
-    if method == "centroid":
-        weights = counts - counts.min(axis=-1, keepdims=True)
-        total = weights.sum(axis=-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            centre = np.where(total > 0, (weights * energies).sum(axis=-1) / total, np.nan)
-        return _scalar_or_array(centre)
-    if method != "parabolic":
-        raise ValueError(f"peak position method must be 'parabolic' or 'centroid', got {method!r}")
-    if energies.size < 3:
-        raise ValueError("a parabolic peak position needs at least 3 channels in the band")
-    i = np.clip(np.argmax(counts, axis=-1), 1, energies.size - 2)
-    left = np.take_along_axis(counts, (i - 1)[..., None], axis=-1)[..., 0]
-    mid = np.take_along_axis(counts, i[..., None], axis=-1)[..., 0]
-    right = np.take_along_axis(counts, (i + 1)[..., None], axis=-1)[..., 0]
-    curvature = left - 2.0 * mid + right
-    with np.errstate(divide="ignore", invalid="ignore"):
-        shift = np.where(curvature < 0, 0.5 * (left - right) / curvature, 0.0)
-    shift = np.clip(shift, -0.5, 0.5)
-    # the axis may be non-uniform: interpolate the fractional index onto it
-    centre = np.interp(i + shift, np.arange(energies.size), energies)
-    return _scalar_or_array(centre)
-
-
-def _power_law_background(
-    spec: np.ndarray, axis: np.ndarray, pre_edge: Band, post_edge: Band
-) -> Tuple[slice, np.ndarray]:
-    """Egerton's background: ``A * E**-r`` fitted to the pre-edge window (a straight line in
-    log-log, least squares), extrapolated under the post-edge window.
-
-    Returns the post-edge channels and the background there, ``(..., n_post)``.
-    """
-    pre = band_slice(axis, *_check_band(pre_edge, axis, "pre-edge window"))
-    post = band_slice(axis, *_check_band(post_edge, axis, "post-edge window"))
-    if pre.stop - pre.start < 2:
-        raise ValueError("the pre-edge window needs at least 2 channels for a power-law fit")
-    if axis[pre.stop - 1] >= axis[post.start]:
-        raise ValueError("the pre-edge window must end below the post-edge window")
-    if axis[pre.start] <= 0:
-        raise ValueError("a power-law background needs positive energies in the pre-edge window")
-    log_e = np.log(axis[pre])
-    counts = spec[..., pre]
-    floor = 1e-12 * max(float(np.max(np.abs(counts))), 1e-300)
-    log_c = np.log(np.maximum(counts, floor))
-    # vectorised least squares of log_c = log_a - r * log_e for every spectrum of the stack
-    de = log_e - log_e.mean()
-    slope = ((log_c - log_c.mean(axis=-1, keepdims=True)) * de).sum(axis=-1) / (de @ de)
-    intercept = log_c.mean(axis=-1) - slope * log_e.mean()
-    background = np.exp(intercept[..., None] + slope[..., None] * np.log(axis[post]))
-    return post, background
-
-
-def edge_jump_ratio(spectrum: Any, energy_axis: Any, pre_edge: Band, post_edge: Band) -> Any:
-    """Core-loss edge jump ratio: post-edge counts over the extrapolated background.
-
-    Egerton's recipe: fit a power law ``A * E**-r`` to the pre-edge window (a straight line in
-    log-log, least squares), extrapolate it under the post-edge window, and divide the counts
-    there by the background: ``sum(counts) / sum(A * E**-r)`` over the post-edge channels.
-    A ratio of 1 means no edge. Pre-edge counts at or below zero (noise in a dark window) are
-    clipped to a small positive floor before the logarithm.
-
-    Args:
-        pre_edge: ``(start, stop)`` eV of the background window, below the edge onset.
-        post_edge: ``(start, stop)`` eV of the window above the edge onset.
-
-    Example:
-        >>> e = np.linspace(300, 600, 601)
-        >>> s = 1e9 * e**-3.0 * np.where(e >= 450, 2.0, 1.0)
-        >>> round(edge_jump_ratio(s, e, (350, 440), (460, 500)), 6)
-        2.0
-    """
-    axis = _check_axis(energy_axis)
-    spec = _check_spectrum(spectrum, axis)
-    post, background = _power_law_background(spec, axis, pre_edge, post_edge)
-    ratio = spec[..., post].sum(axis=-1) / background.sum(axis=-1)
-    return _scalar_or_array(ratio)
-
-
-def edge_signal(spectrum: Any, energy_axis: Any, pre_edge: Band, post_edge: Band) -> Any:
-    """Core-loss edge signal: counts above the extrapolated power-law background (counts x eV).
-
-    The quantity of an elemental map: the background ``A * E**-r`` is fitted to the pre-edge
-    window and extrapolated (as in :func:`edge_jump_ratio`); what lies above it is integrated
-    over the post-edge window, channel by channel times the channel width. Zero means no edge;
-    unlike the jump ratio it grows with the amount of the element under the beam, so "90 %
-    of the strongest signal" means 90 % of the element, not of element plus background.
-
-    Example:
-        >>> e = np.linspace(300, 600, 601)             # 0.5 eV channels
-        >>> s = 1e9 * e**-3.0 + np.where(e >= 450, 10.0, 0.0)
-        >>> round(edge_signal(s, e, (350, 440), (460, 500)), 6)   # 10 counts x 40.5 eV
-        405.0
-    """
-    axis = _check_axis(energy_axis)
-    spec = _check_spectrum(spectrum, axis)
-    post, background = _power_law_background(spec, axis, pre_edge, post_edge)
-    widths = np.gradient(axis)[post]
-    signal = ((spec[..., post] - background) * widths).sum(axis=-1)
-    return _scalar_or_array(signal)
 
 
 # ------------------------------------------------------------------ registry

@@ -261,10 +261,10 @@ def test_an_isolated_dead_channel_is_filled_and_a_mostly_dead_band_refused(
     pytest.importorskip("rsciio")
     from rsciio.hspy import file_reader
 
-    from agents import scalarizers
+    from agents import spectrum_checks
     from agents.scalarizers import get_scalarizer
 
-    monkeypatch.setattr(scalarizers, "_last_dead", frozenset())  # nothing said before
+    monkeypatch.setattr(spectrum_checks, "_last_dead", frozenset())  # nothing said before
     signal = file_reader(str(shared_data / "LSMO_STO_linescan.hspy"))[0]
     spectra = np.asarray(signal["data"], dtype=np.float64)  # (10, 512), 395-906 eV
     axis = signal["axes"][1]["offset"] + signal["axes"][1]["scale"] * np.arange(512)
