@@ -38,9 +38,14 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+
+from .spectrum_checks import MAX_DEAD_RUN, fill_dead_channels
+
+log = logging.getLogger("agents.zlp")
 
 __all__ = ["METHODS", "ZeroLossAligner", "is_low_loss", "locate_zero_loss", "shift_spectra"]
 
@@ -52,6 +57,23 @@ def _axis(energy_axis: Any) -> np.ndarray:
     if axis.ndim != 1 or axis.size < 5 or not np.all(np.diff(axis) > 0):
         raise ValueError("energy axis must be 1-D, at least 5 channels, strictly increasing eV")
     return axis
+
+
+def _without_dead_channels(flat: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Isolated NaN/inf channels filled from their neighbours (as the scalarizers do): one
+    dead channel on the zero-loss peak made the whole spectrum's position NaN, and the
+    spectrum was left unaligned."""
+    if np.all(np.isfinite(flat)):
+        return flat
+    filled, n = fill_dead_channels(flat, axis)
+    if n:
+        log.warning(
+            "zero-loss alignment: filled %d isolated dead channel(s) (NaN/inf, runs of at most "
+            "%d) by interpolation between their neighbours before locating the peak",
+            n,
+            MAX_DEAD_RUN,
+        )
+    return filled
 
 
 def is_low_loss(energy_axis: Any, margin: float = 1.0) -> bool:
@@ -77,7 +99,8 @@ def locate_zero_loss(
         channel of the window is its first or last and still rising outward (the axis's own
         end, or beyond ``+-search``): the peak lies outside what was searched, and its tail
         is not its centre. A saturated peak (a flat top of equal channels, the camera
-        clipped) is placed at the middle of its flat top.
+        clipped) is placed at the middle of its flat top. An isolated dead channel (NaN/inf)
+        is filled from its neighbours first (:func:`agents.spectrum_checks.fill_dead_channels`).
 
     Raises:
         ValueError: bad axis or method, 0 eV not on the axis, or a spectrum with no counts
@@ -95,7 +118,7 @@ def locate_zero_loss(
             f"0 eV +- {search} eV is not on the axis ({axis[0]:.2f} to {axis[-1]:.2f} eV): "
             "zero-loss alignment needs low-loss spectra"
         )
-    flat = spec.reshape(-1, axis.size)
+    flat = _without_dead_channels(spec.reshape(-1, axis.size), axis)
     part = flat[:, window]
     if np.any(part.max(axis=1) <= 0):
         raise ValueError("a spectrum has no counts near 0 eV: no zero-loss peak to align on")
@@ -221,13 +244,17 @@ class ZeroLossAligner:
 
         A spectrum without counts near 0 eV (the beam blanked, a hole in the camera's
         readout) has no peak to align on: its position is NaN and it is left unshifted, so
-        one empty spectrum never stops an acquisition.
+        one empty spectrum never stops an acquisition. An isolated dead channel (NaN/inf) is
+        filled from its neighbours first (a warning on the ``agents.zlp`` logger), in the
+        aligned spectra too; the raw spectra stay as measured.
         """
         axis = _axis(energy_axis)
         spec = np.asarray(spectra)
         if spec.ndim == 0 or spec.shape[-1] != axis.size:
             raise ValueError(f"spectra have {spec.shape[-1:]} channels, the axis {axis.size}")
         flat = spec.reshape(-1, axis.size)
+        if not np.all(np.isfinite(flat)):
+            flat = _without_dead_channels(flat.astype(np.float64), axis)
         window = np.abs(axis) <= self.search
         if np.count_nonzero(window) < 3:  # not a low-loss axis: say so as locate_zero_loss does
             locate_zero_loss(flat[:1], axis, self.search, self.method)
