@@ -34,8 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
+from ..structure import (
+    FEATURELESS,
+    atom_contrast,
+    clearest_structure,
+    structure_map,
+)
 from .evidence import CONFIDENT
 
 __all__ = [
@@ -46,12 +51,6 @@ __all__ = [
     "structure_map",
 ]
 
-#: below this ratio of the image's local structure to its noise a place reads as featureless
-#: (pure noise: about 1 over a window)
-FEATURELESS = 1.4
-#: the window the structure is judged over, in atom radii (and at least MIN_WINDOW px)
-WINDOW_RADII = 8.0
-MIN_WINDOW = 32
 #: the atom map fails when more of the field than ``featureless_field`` is featureless, more
 #: atoms than ``atoms_in_featureless`` sit in featureless places, fewer than
 #: ``whole_atoms`` are seen as whole atoms by the members, or the atoms stand out from the
@@ -62,8 +61,6 @@ LIMITS = {
     "whole_atoms": 0.5,
     "contrast_snr": 1.0,
 }
-#: the scales (times the atoms' radius) the structure is read at; the clearest one is used
-SCALES = (1.0, 1.5, 2.0, 3.0)
 #: a member's view of an atom counts as whole from this share of an atom's disc up
 WHOLE_FRACTION = 0.6
 
@@ -113,57 +110,6 @@ class AtomMapCheck:
         }
 
 
-def _noise_sigma(image: np.ndarray, size: int) -> np.ndarray:
-    """Local pixel noise: from the squared differences of neighbouring pixels (each has twice
-    the noise variance), averaged over a ``size`` window; smooth contrast adds next to
-    nothing to them."""
-    dy = np.diff(image, axis=0, append=image[-1:, :])
-    dx = np.diff(image, axis=1, append=image[:, -1:])
-    # the appended edge row/column differs by 0: count only the real differences
-    ny = np.ones_like(image)
-    ny[-1, :] = 0
-    nx = np.ones_like(image)
-    nx[:, -1] = 0
-    total = ndimage.uniform_filter(dy * dy + dx * dx, size, mode="reflect")
-    count = ndimage.uniform_filter(ny + nx, size, mode="reflect")
-    return np.sqrt(np.maximum(total / np.maximum(count, 1e-12), 0.0) / 2.0)
-
-
-def _band_gain(sigma: float) -> float:
-    """The noise sigma :func:`structure_map`'s filter leaves of white noise of sigma 1: the
-    root sum of squares of its response to one pixel."""
-    reach = int(np.ceil(4 * sigma)) + 2
-    impulse = np.zeros((2 * reach + 1, 2 * reach + 1))
-    impulse[reach, reach] = 1.0
-    return float(np.sqrt(np.sum(ndimage.gaussian_laplace(impulse, sigma, mode="constant") ** 2)))
-
-
-def structure_map(image: Any, radius: float, window: int | None = None) -> np.ndarray:
-    """Per pixel: the image's structure at the atom scale over what its noise alone gives.
-
-    The local standard deviation of the image's Laplacian of Gaussian at ``radius`` px (its
-    curvature at the atoms' size), over a window of
-    :data:`WINDOW_RADII` radii (at least :data:`MIN_WINDOW` px; or ``window`` px), divided
-    by the local pixel noise times the smoothing's noise gain. White noise reads 1; columns
-    above the noise read more.
-    """
-    img = np.asarray(image, dtype=np.float64)
-    sigma = max(1.0, float(radius))
-    size = int(window) if window else int(max(MIN_WINDOW, round(WINDOW_RADII * sigma)))
-    # the image's curvature at the atoms' size (a Laplacian of Gaussian): a slow background
-    # (a thickness or illumination ramp across a vacuum) is no structure, and an edge (a
-    # flake's) shows only within a few sigma of it
-    band = ndimage.gaussian_laplace(img, sigma, mode="reflect")
-    mean = ndimage.uniform_filter(band, size, mode="reflect")
-    square = ndimage.uniform_filter(band * band, size, mode="reflect")
-    spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
-    gain = _band_gain(sigma)  # what it leaves of white noise of sigma 1
-    noise = _noise_sigma(img, size) * gain
-    floor = 1e-12 * max(1.0, float(np.max(np.abs(img))))
-    # a constant field has neither structure nor noise: featureless (0)
-    return np.where(noise > floor, spread / np.maximum(noise, floor), 0.0)
-
-
 def check_atom_map(
     image: Any,
     atoms: np.ndarray,
@@ -184,18 +130,9 @@ def check_atom_map(
     """
     img = np.asarray(image, dtype=np.float64)
     pts = np.asarray(atoms, dtype=np.float64).reshape(-1, 2)
-    # the scale the columns show best at: the members' footprint radius depends on their
-    # training (a small one misses broad, noisy columns: the real graphene image read half
-    # featureless at 2 px, not at 3.5-4 px); noise reads ~1 at every scale
-    # the same window at every scale, so a wider one does not win by reaching further
+    # the scale the columns show best at (agents.structure)
+    ratio, scale, window = clearest_structure(img, radius)
     base = max(1.0, float(radius))
-    window = int(max(MIN_WINDOW, round(WINDOW_RADII * base)))
-    ratio, scale = None, base
-    for factor in SCALES:
-        candidate = structure_map(img, base * factor, window)
-        if ratio is None or np.median(candidate) > np.median(ratio):
-            ratio, scale = candidate, base * factor
-    assert ratio is not None
     flat = ratio < FEATURELESS
     featureless_field = float(flat.mean())
     n = len(pts)
@@ -216,17 +153,8 @@ def check_atom_map(
 
     contrast = None
     if n:
-        sigma = base  # the atoms' own size: a wider smoothing blurs the lattice away
-        smooth = ndimage.gaussian_filter(img, sigma, mode="reflect")
-        at = ndimage.map_coordinates(smooth, pts.T, order=1, mode="nearest")
-        # against the local background (a window around each atom), in the local noise: a
-        # field half vacuum, half sample must not make the sample's atoms look bright
-        background = ndimage.uniform_filter(smooth, window, mode="reflect")
-        noise = _noise_sigma(img, window) / (2.0 * np.sqrt(np.pi) * sigma)
-        lift = at - ndimage.map_coordinates(background, pts.T, order=1, mode="nearest")
-        local_noise = ndimage.map_coordinates(noise, pts.T, order=1, mode="nearest")
-        floor = 1e-12 * max(1.0, float(np.max(np.abs(img))))
-        contrast = float(np.median(lift / np.maximum(local_noise, floor)))
+        # at the atoms' own size: a wider smoothing blurs the lattice away
+        contrast = float(np.median(atom_contrast(img, pts, base, window)))
 
     result = AtomMapCheck(
         ok=True,
