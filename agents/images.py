@@ -134,8 +134,10 @@ def without_hot_pixels(image: np.ndarray) -> tuple[np.ndarray, int]:
     around them; atomic columns span several pixels and stay close to their neighbourhood's
     median, so they are left alone. A pixel counts as hot when it departs from its 3 x 3
     median by more than :data:`HOT_PIXEL_NOISE_UNITS` robust noise units *and* by more than
-    half the image's 0.5-99.5 percentile range: an image without such pixels comes back
-    unchanged (the same array).
+    half the image's 0.5-99.5 percentile range, and stands that far apart from all its eight
+    neighbours but one (a block of equal pixels, as in an image sampled finer than it was
+    recorded, is no spike): an image without such pixels comes back unchanged (the same
+    array).
 
     Args:
         image: 2-D float image, finite.
@@ -149,8 +151,31 @@ def without_hot_pixels(image: np.ndarray) -> tuple[np.ndarray, int]:
     excess = np.abs(image - median)
     noise = 1.4826 * float(np.median(excess))
     low, high = np.percentile(image, (0.5, 99.5))
-    hot = excess > max(HOT_PIXEL_NOISE_UNITS * noise, 0.5 * float(high - low))
+    limit = max(HOT_PIXEL_NOISE_UNITS * noise, 0.5 * float(high - low))
+    hot = excess > limit
+    if hot.any():
+        hot = _isolated(image, hot, limit)
     n = int(hot.sum())
     if n == 0:
         return image, 0
     return np.where(hot, median, image), n
+
+
+def _isolated(image: np.ndarray, hot: np.ndarray, limit: float) -> np.ndarray:
+    """Of the ``hot`` candidates, those that stand apart (by more than ``limit``) from all
+    their eight neighbours but one (a spike may cover two pixels).
+
+    An image sampled finer than its recording (upsampled 2 x: every pixel a 2 x 2 block)
+    has next to no pixel-to-pixel noise, so the 3 x 3 median test alone took 1,655 pixels
+    of the real graphene image's noisy blocks for hot pixels: a block has three equal
+    neighbours, a hot pixel none."""
+    rows, cols = np.nonzero(hot)
+    padded = np.pad(image, 1, mode="edge")
+    shifts = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
+    apart = np.stack(
+        [np.abs(image[rows, cols] - padded[rows + 1 + dr, cols + 1 + dc]) for dr, dc in shifts]
+    )
+    keep = np.sort(apart, axis=0)[1] > limit  # the second nearest value: one partner allowed
+    out = np.zeros_like(hot)
+    out[rows[keep], cols[keep]] = True
+    return out

@@ -34,6 +34,7 @@ from .members import Ensemble
 from .plausibility import AtomMapCheck, check_atom_map
 from .predict import DEFAULT_MAX_FALSE, predict
 from .prediction import Prediction
+from .scale import bin_factor, binned, unbinned
 from .store import load_ensemble
 
 __all__ = ["TARGETS", "EnsembleAgent"]
@@ -74,6 +75,12 @@ class EnsembleAgent(Agent):
             image (its column skewness over 6-24 px; an image that does not say stays
             bright). Kept for the next images unless they name another detector;
             recorded in :meth:`config` as asked and in :meth:`report` as decided.
+        rescale: bin an image whose lattice repeats over more than
+            :data:`~agents.ensemble.scale.MAX_PERIOD` px (columns far larger than the members
+            learned: a finer sampling, a higher magnification) before prediction, by the
+            smallest whole factor that brings the repeat under it; the atoms come back on
+            the image's own pixels (:mod:`agents.ensemble.scale`; the factor and repeat:
+            ``report()["binned"]``). ``False``: predict on the image as it is.
         **predict_kwargs: passed to :func:`agents.ensemble.predict` (threshold, tile_size,
             precision...).
 
@@ -109,6 +116,7 @@ class EnsembleAgent(Agent):
         num_threads: int | None = None,
         device: str = "auto",
         contrast: str = "auto",
+        rescale: bool = True,
         **predict_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -124,6 +132,10 @@ class EnsembleAgent(Agent):
         self.device = resolve_device(self.device_request)
         self.contrast = check_contrast(contrast)
         self.contrast_decision: ContrastDecision | None = None
+        self.rescale = bool(rescale)
+        #: the last image's binning before prediction (1: none) and its lattice repeat, px
+        self.bin_factor = 1
+        self.column_period: float | None = None
         self.predict_kwargs = predict_kwargs
         self.prediction: Prediction | None = None
         #: the survey image's own intensity at each atom (its units), smoothed over the footprint
@@ -160,13 +172,25 @@ class EnsembleAgent(Agent):
             self.contrast_decision, self.contrast, image, detector
         )
         oriented = orient(image, self.contrast_decision.contrast)
-        self.prediction = predict(
+        # columns far larger than the members learned: each column's texture read as several
+        # atoms (the real graphene image sampled 2 x finer: 4,755 "atoms" of 140); bin first
+        self.bin_factor, self.column_period = bin_factor(oriented) if self.rescale else (1, None)
+        if self.bin_factor > 1:
+            log.info(
+                "ensemble: the lattice repeats every %.0f px, more than the members learned: "
+                "the image is binned %d x %d before prediction",
+                self.column_period,
+                self.bin_factor,
+                self.bin_factor,
+            )
+        prediction = predict(
             self.ensemble,
-            oriented,
+            binned(oriented, self.bin_factor),
             num_threads=self.num_threads,
             device=self.device,
             **self.predict_kwargs,
         )
+        self.prediction = unbinned(prediction, self.bin_factor, oriented.shape)
         # read on the image as recorded: an ABF atom's intensity is the (low) counts there,
         # not the negative counts of the inverted copy the members saw
         self.intensity = _atom_intensity(image, self.prediction)
@@ -295,6 +319,7 @@ class EnsembleAgent(Agent):
             "calibration": calibration.to_dict() if calibration is not None else None,
             "device": self.device_request,
             "contrast": self.contrast,
+            "rescale": self.rescale,
         }
 
     def report(self) -> dict[str, Any]:
@@ -318,6 +343,8 @@ class EnsembleAgent(Agent):
             "images_observed": self._observed,
             # isolated extreme pixels of the last image, replaced before prediction
             "hot_pixels": self.hot_pixels,
+            # the last image's binning before prediction (columns far larger than learned)
+            "binned": {"factor": self.bin_factor, "column_period_px": self.column_period},
             "suggested": len(self._suggested),
             "measured": len(self.values),
             # is the atom map plausible (None before the first image), and why not

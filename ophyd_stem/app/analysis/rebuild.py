@@ -265,6 +265,8 @@ def _dcnn_factory(data: RunData, **overrides: Any) -> tuple[Callable[[Any], Any]
         "min_separation": config.get("min_separation"),
         # runs from before the contrast option took every image as it came: bright columns
         "contrast": config.get("contrast", "bright"),
+        # ... and predicted on every image as it came, whatever its columns' size
+        "rescale": config.get("rescale", False),
         **predict,
         **overrides,
     }
