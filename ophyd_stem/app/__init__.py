@@ -9,8 +9,8 @@ Where each job is:
 - **the command**: :mod:`.cli` (options), :mod:`.commands` (what each does), :mod:`.logs`;
   ``ophyd-stem run``'s plans: :mod:`.registry`, :mod:`.plan_options`, :mod:`.plan_builds`,
   :mod:`.run_summaries`, :mod:`.workflows`, :mod:`.correction_workflows`;
-- **the session** (console and command alike): :mod:`.session`, :mod:`.config`,
-  :mod:`.progress`;
+- **the session** (console and command alike): :mod:`.session` (with :mod:`.session_base`
+  and :mod:`.session_devices`), :mod:`.config`, :mod:`.progress`;
 - **facility mode** (docs/facility.md): :mod:`.facility` (``ophyd-stem serve``),
   :mod:`.facility_processes` (Redis, catalog, bridge, re-manager as processes),
   :mod:`.facility_catalog` (the catalog on PostgreSQL), :mod:`.queue` (the re-manager's

@@ -184,7 +184,7 @@ def test_every_server_this_process_started_is_stopped_with_it(tmp_path, new_sett
     # a health check that timed out on a busy machine makes the next start spawn a second
     # server for the same data directory: the process's end must stop both, not only the
     # handle its session kept (test_listing_the_profiles_plans_... found one left running)
-    from ophyd_stem.app.session import _stop_servers_started_here
+    from ophyd_stem.app.session_base import _stop_servers_started_here
 
     settings = new_settings(tmp_path / "twice")
     first = EmbeddedServer.start(settings)
