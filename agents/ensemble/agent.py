@@ -27,7 +27,7 @@ from scipy import ndimage
 from ..base import Agent, Suggestion
 from ..contrast import ContrastDecision, check_contrast, orient, update_decision
 from ..device import check_device, describe, resolve_device
-from ..images import without_hot_pixels
+from ..images import with_clipped_levelled, without_hot_pixels
 from ._runtime import as_image
 from .evidence import DEFAULT_MIN_SPACING, atom_radius
 from .members import Ensemble
@@ -146,6 +146,8 @@ class EnsembleAgent(Agent):
         self._suggested = np.empty((0, 2))
         self._observed = 0
         self.hot_pixels = 0
+        #: pixels of the last image at the detector's full scale, levelled before prediction
+        self.clipped_pixels = 0
         #: is the last image's atom map plausible, and why not (:mod:`.plausibility`)
         self.plausibility: AtomMapCheck | None = None
 
@@ -168,10 +170,13 @@ class EnsembleAgent(Agent):
         # a hot pixel or X-ray spike is a one-pixel blob: with 40 of them (0.05 %) on the
         # real graphene image, 4 of the 5 most uncertain "atoms" suggested were hot pixels
         image, self.hot_pixels = without_hot_pixels(image)
+        # a patch where the detector was full (a thick particle) must not set the scale the
+        # members see the lattice at: levelled to the rest's 99.5th percentile
+        levelled, self.clipped_pixels = with_clipped_levelled(image)
         self.contrast_decision = update_decision(
-            self.contrast_decision, self.contrast, image, detector
+            self.contrast_decision, self.contrast, levelled, detector
         )
-        oriented = orient(image, self.contrast_decision.contrast)
+        oriented = orient(levelled, self.contrast_decision.contrast)
         # columns far larger than the members learned: each column's texture read as several
         # atoms (the real graphene image sampled 2 x finer: 4,755 "atoms" of 140); bin first
         self.bin_factor, self.column_period = bin_factor(oriented) if self.rescale else (1, None)
@@ -343,6 +348,8 @@ class EnsembleAgent(Agent):
             "images_observed": self._observed,
             # isolated extreme pixels of the last image, replaced before prediction
             "hot_pixels": self.hot_pixels,
+            # pixels of a clipped plateau (the detector full), levelled before prediction
+            "clipped_pixels": self.clipped_pixels,
             # the last image's binning before prediction (columns far larger than learned)
             "binned": {"factor": self.bin_factor, "column_period_px": self.column_period},
             "suggested": len(self._suggested),

@@ -29,7 +29,13 @@ import scipy.ndimage as ndi
 from scipy.spatial import cKDTree
 from skimage.util import img_as_float
 
-from ..images import one_frame, stack_hint, survey_image_array, without_hot_pixels
+from ..images import (
+    one_frame,
+    stack_hint,
+    survey_image_array,
+    with_clipped_levelled,
+    without_hot_pixels,
+)
 from .params import LoGParameters, check_sigma_step
 
 __all__ = [
@@ -88,6 +94,8 @@ def prepare_image(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np
     arr = as_float_image(image).astype(np.float64, copy=False)
     # a camera's hot pixels would be found as atoms: single pixels, replaced by their median
     arr, _ = without_hot_pixels(arr)
+    # a patch where the detector was full must not set the scale (agents.images)
+    arr, _ = with_clipped_levelled(arr)
     lo, hi = np.percentile(arr, [low, high])
     if not hi > lo:
         return np.zeros_like(arr)
