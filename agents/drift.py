@@ -31,12 +31,15 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .base import as_positions
 from .images import survey_image_array, without_hot_pixels
+
+log = logging.getLogger(__name__)
 
 __all__ = ["NORMALISATIONS", "DriftTracker", "phase_correlation"]
 
@@ -120,6 +123,16 @@ def phase_correlation(
     return {"dx": float(-shift[1]), "dy": float(-shift[0]), "peak": peak}
 
 
+def _constant(image: Any) -> Optional[str]:
+    """Why a drift frame has nothing to correlate (None when it has)."""
+    values = np.asarray(image)
+    if values.size and np.issubdtype(values.dtype, np.number):
+        finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+        if finite.size and not np.ptp(finite) > 0:
+            return f"the drift image is constant ({float(finite.flat[0]):g} everywhere)"
+    return None
+
+
 class DriftTracker:
     """Drift of the features since a reference image, and the beam positions that follow it.
 
@@ -165,6 +178,11 @@ class DriftTracker:
         if ref.ndim < 2 or min(ref.shape[-2:]) < 8:
             raise ValueError(f"reference must be a 2-D image of at least 8 x 8, got {ref.shape}")
         ref = survey_image_array(ref, what="drift reference", min_size=8)
+        if not np.ptp(ref) > 0:
+            raise ValueError(
+                "the drift reference image is constant: it has no features to follow (is the "
+                "beam blanked or the survey detector off?)"
+            )
         if every_points < 0 or every_seconds < 0 or first_points < 0:
             raise ValueError("every_points, every_seconds and first_points must be >= 0")
         if upsample < 1 or velocity_window < 1:
@@ -219,12 +237,22 @@ class DriftTracker:
 
         Returns:
             ``{"time", "dx", "dy", "peak", "used", "vx", "vy"}``: displacement in px,
-            correlation peak, whether it was trusted, and the velocity estimate in px/s.
+            correlation peak, whether it was trusted, and the velocity estimate in px/s. A
+            constant frame (nothing to correlate) is recorded untrusted with peak 0 and a
+            logged warning; the drift known so far stands.
         """
-        est = phase_correlation(
-            self.reference, image, upsample=self.upsample, normalisation=self.normalisation
-        )
-        used = est["peak"] >= self.min_peak
+        blank = _constant(image)
+        if blank is not None:
+            # a frame with nothing to correlate (the beam blanked for a moment, a detector
+            # glitch) says nothing about the drift: recorded untrusted, the run goes on with
+            # the drift known so far (it stopped the run with "a constant image ...")
+            log.warning("drift: %s; the correction keeps the drift measured so far", blank)
+            est = {"dx": 0.0, "dy": 0.0, "peak": 0.0}
+        else:
+            est = phase_correlation(
+                self.reference, image, upsample=self.upsample, normalisation=self.normalisation
+            )
+        used = blank is None and est["peak"] >= self.min_peak
         entry = {"time": float(time), **est, "used": bool(used)}
         self.history.append(entry)
         vx, vy = self.velocity()

@@ -34,6 +34,31 @@ def test_drift_is_measured_on_frames_with_undefined_pixels():
     assert estimate["used"]
 
 
+def test_a_blank_drift_frame_is_untrusted_and_the_run_goes_on(caplog):
+    """A frame with the beam blanked for a moment (or a detector glitch) is constant:
+    measure() raised "a constant image has no features to correlate" and stopped the run."""
+    import logging
+
+    from agents.drift import DriftTracker
+
+    image = _graphene()
+    tracker = DriftTracker(image)
+    first = tracker.measure(np.roll(image, (2, 0), axis=(0, 1)), time=10.0)
+    assert first["used"]
+    caplog.set_level(logging.WARNING, logger="agents.drift")
+    blank = tracker.measure(np.zeros(image.shape, dtype=np.uint16), time=20.0)
+    assert blank["used"] is False
+    assert blank["peak"] == 0.0
+    assert (blank["vx"], blank["vy"]) == (first["vx"], first["vy"])  # the drift known so far
+    assert "constant" in caplog.text
+    later = tracker.measure(np.roll(image, (4, 0), axis=(0, 1)), time=30.0)
+    assert later["used"]
+    assert later["dy"] == pytest.approx(4.0, abs=0.1)
+    # a blank reference is a setup error, said at once
+    with pytest.raises(ValueError, match="reference image is constant"):
+        DriftTracker(np.full((64, 64), 7.0))
+
+
 AXIS = np.arange(-10.0, 30.0, 0.05)
 
 
