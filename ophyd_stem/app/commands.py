@@ -163,13 +163,26 @@ def _store_runs(session: Any, uids: Any, timeout: float) -> bool:
 
 
 def _print_run_summary(session: Any, uid: str, wall: float, instrument: float, ok: bool) -> None:
+    from .analysis.report import catalog_access, run_link
+
     config = session.config
     data_dir = session.settings.data_dir
-    where = config.catalog or f"{session.catalog_uri} (embedded; data in {data_dir})"
     source = config.bridge or session.instrument_label or f"digital twin, sample {config.sample}"
     print(f"run {uid}")
     print(f"  instrument  {source}")
-    print(f"  catalog     {where}")
+    # The run's own address, and how to open it: the server's address alone is not the run,
+    # and every catalog asks for an API key (a bare link answers 401 in a browser).
+    uri = config.catalog or session.catalog_uri
+    if uri:
+        where = "" if config.catalog else f"  (embedded; data in {data_dir})"
+        where += "" if ok else "  (once stored)"
+        print(f"  catalog     {run_link(uri, uid)}{where}")
+        access = (
+            catalog_access(uid, uri=uri)
+            if config.catalog
+            else catalog_access(uid, data_dir=data_dir)
+        )
+        print("\n".join(access))
     print(f"  images      {session.settings.assets_dir}")
     print(
         f"  microscope  would have taken {_format_duration(instrument)} "
@@ -235,13 +248,15 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs in the catalog yet; try `ophyd-stem run survey`")
         return 0
-    print(f"{'scan':>5}  {'uid':8}  {'time':19}  {'plan':16}  {'sample':14}  {'events':>7}  status")
+    # What each run acquired (spectra, survey images), not its events: a low-loss run records
+    # a zero-loss alignment row per spectrum, which an event count would add to the spectra.
+    header = f"{'scan':>5}  {'uid':8}  {'time':19}  {'plan':16}  {'sample':14}  {'acquired':20}"
+    print(f"{header}  status")
     for run in runs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.time))
-        events = "" if run.num_events is None else run.num_events
         print(
             f"{run.scan_id!s:>5}  {run.uid[:8]}  {when:19}  {run.plan_name or '':16.16}  "
-            f"{run.sample or '':14.14}  {events!s:>7}  {run.state}"
+            f"{run.sample or '':14.14}  {run.acquired:20}  {run.state}"
         )
     if any(run.waiting and not run.writing for run in runs):
         print("spooled runs wait in the data directory: `ophyd-stem import-spool` writes them")

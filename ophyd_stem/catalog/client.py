@@ -7,13 +7,21 @@ import dataclasses
 import json
 import numbers
 from dataclasses import dataclass
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import _runs
 from .settings import CatalogSettings
 from .spool import claim, decode_document, spooled_runs
 
 __all__ = ["RunSummary", "get_run", "open_catalog", "recent_runs"]
+
+#: streams whose events are survey images (one per event, every signal of that scan in it):
+#: the survey before spectra, the drift-tracking images of drift-corrected runs
+IMAGE_STREAMS = frozenset({"survey", "drift_images"})
+#: detectors (the microscope's device names, ``ophyd_stem.Microscope``) whose ``primary``
+#: events are spectra, or images
+SPECTRUM_DETECTORS = frozenset({"eels", "eels_points"})
+IMAGE_DETECTORS = frozenset({"scan"})
 
 
 def open_catalog(
@@ -101,11 +109,15 @@ class RunSummary:
         plan_name: e.g. ``"count"``, ``"grid_scan"``.
         sample: the ``sample`` metadata (None when not given).
         time: start time, seconds since the epoch.
-        num_events: events in all streams (None while the run is in progress).
+        num_events: events in all streams, records computed from the measurements included
+            (None while the run is in progress); :attr:`acquired` says what was acquired.
         exit_status: ``"success"``, ``"abort"``, ``"fail"``, or None while running.
         waiting: documents of the run in the local spool that the catalog lacks (None: none).
         writing: True while a live session is writing the run (it holds its spool).
         in_catalog: False for a run only the spool holds (the catalog never got it).
+        events: events by stream (``{"survey": 1, "primary": 20, "zero_loss": 20}``); None
+            while the run is in progress.
+        detectors: the run's detectors, as its start document names them.
     """
 
     uid: str
@@ -118,6 +130,60 @@ class RunSummary:
     waiting: Optional[int] = None
     writing: bool = False
     in_catalog: bool = True
+    events: Optional[Dict[str, int]] = None
+    detectors: Tuple[str, ...] = ()
+
+    @property
+    def spectra(self) -> Optional[int]:
+        """Spectra the run acquired: its ``primary`` events when an EELS device is among its
+        detectors (0 otherwise); None while in progress or when the detectors do not say."""
+        if self.events is None:
+            return None
+        if SPECTRUM_DETECTORS.intersection(self.detectors):
+            return self.events.get("primary", 0)
+        return 0 if self._primary_images() or "primary" not in self.events else None
+
+    @property
+    def images(self) -> Optional[int]:
+        """Scans (survey images, each with all its signals) the run acquired: the events of
+        its image streams, and of ``primary`` when only the scan engine detected; None
+        while in progress."""
+        if self.events is None:
+            return None
+        n = sum(count for name, count in self.events.items() if name in IMAGE_STREAMS)
+        return n + (self.events.get("primary", 0) if self._primary_images() else 0)
+
+    def _primary_images(self) -> bool:
+        return bool(self.detectors) and IMAGE_DETECTORS.issuperset(self.detectors)
+
+    @property
+    def acquired(self) -> str:
+        """What the run acquired, in a microscopist's words: ``"20 spectra, 1 image"``.
+
+        Records computed from the measurements (the zero-loss alignment of each spectrum,
+        the agent's decisions, atom positions) are not counted: they are rows of other
+        streams, not acquisitions. A ``primary`` stream of other detectors is counted as
+        events (``"3 events"``). Empty while the run is in progress.
+
+        Example:
+            >>> run = RunSummary("9d2e", 4, "spectrum_image", "graphene", 0.0, 41, "success",
+            ...                  events={"survey": 1, "primary": 20, "zero_loss": 20},
+            ...                  detectors=("scan", "eels_points"))
+            >>> run.acquired
+            '20 spectra, 1 image'
+        """
+        if self.events is None:
+            return ""
+        spectra, images = self.spectra, self.images or 0
+        parts = []
+        if spectra is None:
+            n = self.events.get("primary", 0)
+            parts.append(f"{n} event" + ("" if n == 1 else "s"))
+        elif spectra:
+            parts.append(f"{spectra} spectr" + ("um" if spectra == 1 else "a"))
+        if images:
+            parts.append(f"{images} image" + ("" if images == 1 else "s"))
+        return ", ".join(parts) or "nothing"
 
     @property
     def state(self) -> str:
@@ -151,7 +217,14 @@ def _summary(run: Any) -> RunSummary:
         time=float(start.get("time", 0.0)),
         num_events=None if num_events is None else int(sum(num_events.values())),
         exit_status=stop.get("exit_status"),
+        events=None if num_events is None else {str(k): int(v) for k, v in num_events.items()},
+        detectors=_names(start.get("detectors")),
     )
+
+
+def _names(value: Any) -> Tuple[str, ...]:
+    """The start document's ``detectors`` as names (nothing, for anything but a list)."""
+    return tuple(str(name) for name in value) if isinstance(value, (list, tuple)) else ()
 
 
 def recent_runs(

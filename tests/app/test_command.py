@@ -44,8 +44,10 @@ def test_run_survey_then_grid_then_list_and_show(app_env, tmp_path):
     lines = [line for line in runs.stdout.splitlines() if uid_grid[:8] in line]
     assert len(lines) == 1
     assert "spectrum_image" in lines[0]
-    assert " 41 " in lines[0]  # 1 survey event + 20 spectra + their 20 zero-loss alignments
-    assert uid_survey[:8] in runs.stdout
+    # what was acquired, not 41 events (their 20 zero-loss alignments are records, not spectra)
+    assert "  20 spectra, 1 image  " in lines[0]
+    (line,) = [line for line in runs.stdout.splitlines() if uid_survey[:8] in line]
+    assert "  1 image  " in line
 
     show = ophyd_stem(app_env, "show", uid_grid[:8], "--out", str(tmp_path / "figs"))
     assert show.returncode == 0, show.stderr
@@ -60,6 +62,10 @@ def test_run_survey_then_grid_then_list_and_show(app_env, tmp_path):
     assert httpx.get(link).status_code == 401
     assert httpx.get(f"{link}?api_key={key}").status_code == 200
     assert key not in show.stdout
+    # the summary after the run links the same run, with the same help (not the bare server)
+    assert re.search(r"^  catalog\s+(http\S+)", grid.stdout, re.M).group(1) == link
+    assert f"append ?api_key=KEY, the key in {key_file})" in grid.stdout
+    assert key not in grid.stdout
     # ... and the Python line it prints opens the run, pasted as it is
     python = re.search(r"^  in Python   (.+)$", show.stdout, re.M).group(1)
     opened = subprocess.run(

@@ -27,7 +27,7 @@ import numpy as np
 from ..views.decor import TITLE_ROOM, run_title
 from ..views.overview import overview
 
-__all__ = ["catalog_access", "decision_summary", "plan_line", "run_report"]
+__all__ = ["catalog_access", "decision_summary", "plan_line", "run_link", "run_report"]
 
 
 def _streams(run: Any) -> list[str]:
@@ -331,6 +331,27 @@ def _where(run: Any, image_ref: tuple[str, str] | None, access: list[str]) -> li
         for uri in files:
             lines.append(f"  image file  {uri.replace('file://localhost', '')}")
     return lines
+
+
+def run_link(catalog_uri: str, uid: str) -> str:
+    """The run's own address in the catalog (its metadata, JSON), as ``ophyd-stem show``
+    prints it: the catalog's address alone is a server, not the run.
+
+    Args:
+        catalog_uri: the catalog's address: a Tiled server (``http://host:8000``, runs at its
+            root) or its container of runs (``https://host/api/v1/metadata/stem``).
+        uid: the run's uid.
+
+    Example:
+        >>> run_link("http://127.0.0.1:8000", "639ba5b1-8387")
+        'http://127.0.0.1:8000/api/v1/metadata/639ba5b1-8387'
+        >>> run_link("https://tiled.example.org/api/v1/metadata/stem/", "639ba5b1-8387")
+        'https://tiled.example.org/api/v1/metadata/stem/639ba5b1-8387'
+    """
+    base = catalog_uri.rstrip("/")
+    if "/api/v1/metadata" in base:
+        return f"{base}/{uid}"
+    return f"{base}/api/v1/metadata/{uid}"
 
 
 def catalog_access(uid: str, *, data_dir: Path | None = None, uri: str | None = None) -> list[str]:
