@@ -21,6 +21,7 @@ from typing import Any
 if "torch" not in sys.modules:  # OpenMP reads it once, when torch loads
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from . import scalarizer_auto  # noqa: F401  (registers the "auto" scalarizer; numpy only)
 from .base import Agent, Suggestion, as_positions
 
 __all__ = ["Agent", "Suggestion", "as_positions"]

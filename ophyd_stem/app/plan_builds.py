@@ -38,6 +38,30 @@ def _setup_scan(session: Any, args: argparse.Namespace) -> Generator:
         yield from bps.mv(*moves)
 
 
+def scalarizer_for_window(microscope: Any, spec: str) -> Generator[Any, Any, str]:
+    """The scalarizer spec with ``auto`` (alone or after ``despike:``) made ``band:20:30``
+    when the spectrometer's energy window covers that plasmon band, so the run records the
+    band it used; otherwise as it is, and the plan's ``auto`` chooses from the first spectra
+    (the strongest core-loss edge; :mod:`agents.scalarizer_auto`)."""
+    import bluesky.plan_stubs as bps
+
+    from agents.scalarizer_auto import LOW_LOSS_BAND
+
+    head, _, last = spec.rpartition(":")
+    if last != "auto":
+        return spec
+    eels = microscope.eels
+    offset = yield from bps.rd(eels.energy_offset)  # eV
+    dispersion = yield from bps.rd(eels.dispersion)  # eV/channel
+    binning = yield from bps.rd(eels.binning)
+    channels = yield from bps.rd(eels.channels)
+    top = offset + dispersion * binning * (channels - 1)
+    low, high = LOW_LOSS_BAND
+    if min(offset, top) <= low and max(offset, top) >= high:
+        return f"{head}:band:{low:g}:{high:g}" if head else f"band:{low:g}:{high:g}"
+    return spec
+
+
 def _build_survey(session: Any, args: argparse.Namespace) -> Generator:
     from plans import survey
 
@@ -132,10 +156,12 @@ def _build_edge(session: Any, args: argparse.Namespace) -> Generator:
 
 def _build_dkl(session: Any, args: argparse.Namespace) -> Generator:
     from agents.dkl import DKLAgent
-    from agents.scalarizers import get_scalarizer
+    from agents.scalarizer_auto import scalarizer_from_spec
     from plans import adaptive_eels
 
-    scalarizer = get_scalarizer(_dkl_scalarizer(args))
+    # (the summary reads the spec in force: "auto" made a band where the window has it)
+    args.scalarizer = yield from scalarizer_for_window(session.microscope, _dkl_scalarizer(args))
+    scalarizer = args.scalarizer_in_force = scalarizer_from_spec(args.scalarizer)
 
     def make_agent(image, detector=None):
         # the plan names the survey detector: HAADF columns bright, ABF dark (seed points)

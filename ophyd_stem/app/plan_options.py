@@ -269,9 +269,11 @@ def _dkl_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--scalarizer",
-        default="band:20:30",
+        default="auto",
         help="what to maximise, e.g. band:20:30 or edge:420:450:455:475 (eV); "
-        "despike:<spec> removes cosmic-ray spikes first",
+        "despike:<spec> removes cosmic-ray spikes first; auto: the plasmon band 20-30 eV "
+        "where the spectrometer's window has it, else the strongest core-loss edge of the "
+        "first spectra",
     )
     parser.add_argument(
         "--despike",

@@ -216,6 +216,12 @@ def _seed_words(agent: Any) -> str:
     return words
 
 
+def scalarizer_words(args: argparse.Namespace, spec: str) -> str:
+    """The scalarizer spec, and what ``auto`` chose when it did (``auto: edge:...``)."""
+    chosen = getattr(getattr(args, "scalarizer_in_force", None), "resolved", None)
+    return f"{spec}: {chosen}" if chosen and chosen != spec else spec
+
+
 def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
     agent = args.agent
     # a survey the agent cannot learn from (constant: beam blanked, detector off)
@@ -228,7 +234,7 @@ def _summarize_dkl(session: Any, args: argparse.Namespace) -> list[str]:
     x, y = agent.positions[best]
     lines = [
         f"  best        {values[best]:.4g} at ({x:.1f}, {y:.1f}) px, "
-        f"step {best + 1} of {len(values)} ({_dkl_scalarizer(args)})",
+        f"step {best + 1} of {len(values)} ({scalarizer_words(args, _dkl_scalarizer(args))})",
         f"  agent       window {agent.window} px, candidates every {agent.grid_step} px "
         f"({len(agent.candidates)}), {args.seeds} seed points " + _seed_words(agent),
     ]

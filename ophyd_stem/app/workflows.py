@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .plan_builds import _setup_scan
+from .plan_builds import _setup_scan, scalarizer_for_window
 from .plan_options import QueueItem, _scan_arguments, _setup_item
 from .registry import PlanEntry, register
 from .run_summaries import _band_truth, _twin_truth
@@ -33,12 +33,16 @@ def _adaptive_arguments(parser: argparse.ArgumentParser, steps: int = 30) -> Non
     _scan_arguments(parser, 128)
     parser.add_argument("--steps", type=int, default=steps, help="spectra the agent chooses")
     parser.add_argument(
-        "--scalarizer", default="band:20:30", help="what to maximise, e.g. band:20:30 (eV)"
+        "--scalarizer",
+        default="auto",
+        help="what to maximise, e.g. band:20:30 or edge:420:450:455:475 (eV); auto: the "
+        "plasmon band 20-30 eV where the spectrometer's window has it, else the strongest "
+        "core-loss edge of the first spectra",
     )
 
 
 def _run_adaptive(session: Any, args: argparse.Namespace, make) -> Generator:
-    from agents.scalarizers import get_scalarizer
+    from agents.scalarizer_auto import scalarizer_from_spec
     from plans import adaptive_eels
 
     def make_agent(image):
@@ -47,9 +51,11 @@ def _run_adaptive(session: Any, args: argparse.Namespace, make) -> Generator:
 
     yield from _setup_scan(session, args)
     m = session.microscope
+    args.scalarizer = yield from scalarizer_for_window(m, args.scalarizer)
+    args.scalarizer_in_force = scalarizer_from_spec(args.scalarizer)
     return (
         yield from adaptive_eels(
-            m.scan, m.eels_points, make_agent, get_scalarizer(args.scalarizer), steps=args.steps
+            m.scan, m.eels_points, make_agent, args.scalarizer_in_force, steps=args.steps
         )
     )
 
@@ -244,7 +250,10 @@ def _latent_arguments(parser: argparse.ArgumentParser) -> None:
     _scan_arguments(parser, 128)
     parser.add_argument("--eels", type=int, default=10, help="spectra to take")
     parser.add_argument(
-        "--scalarizer", default="band:20:30", help="value recorded with each spectrum (eV band)"
+        "--scalarizer",
+        default="auto",
+        help="value recorded with each spectrum, e.g. band:20:30 (eV); auto: that band where "
+        "the spectrometer's window has it, else the strongest core-loss edge",
     )
     parser.add_argument("--clusters", type=int, default=5, help="latent-space clusters")
     parser.add_argument(
@@ -269,6 +278,7 @@ def _build_latent(session: Any, args: argparse.Namespace) -> Generator:
 
     yield from _setup_scan(session, args)
     m = session.microscope
+    args.scalarizer = yield from scalarizer_for_window(m, args.scalarizer)
     return (
         yield from latent_eels(
             m.scan, m.eels_points, make_agent, n_eels=args.eels, scalarizer=args.scalarizer

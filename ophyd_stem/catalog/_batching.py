@@ -62,6 +62,13 @@ def _distinct_dims(internal_dims: Any) -> Any:
     return dims
 
 
+#: arrays of more values than this go to the run's array storage (zarr) instead of its
+#: event table: none do there, since a catalog on SQLite has no column type for an array
+#: (TiledWriter's default, 16, lost every run recording a small array per event: the
+#: agent's maps over a 10-position line scan, say)
+TABLE_ARRAY_SIZE = 0
+
+
 class BatchingRunWriter:
     """Writes one Bluesky run to a Tiled catalog; events and frames wait for :meth:`flush`.
 
@@ -86,7 +93,9 @@ class BatchingRunWriter:
         import_bluesky_tiled_plugins()
         from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer, _RunWriter
 
-        self._run_writer = _RunWriter(client.include_data_sources(), batch_size=_NEVER)
+        self._run_writer = _RunWriter(
+            client.include_data_sources(), batch_size=_NEVER, max_array_size=TABLE_ARRAY_SIZE
+        )
         self._run_writer._internal_dims = _distinct_dims(self._run_writer._internal_dims)
         self._normalizer = RunNormalizer()
         self._normalizer.subscribe(self._run_writer)

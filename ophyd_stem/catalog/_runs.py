@@ -240,7 +240,9 @@ def per_document_writer_factory(client: Any) -> DocumentCallback:
     import_bluesky_tiled_plugins()
     from bluesky_tiled_plugins import TiledWriter
 
-    return TiledWriter(client, batch_size=1)
+    from ._batching import TABLE_ARRAY_SIZE
+
+    return TiledWriter(client, batch_size=1, max_array_size=TABLE_ARRAY_SIZE)
 
 
 def find_run(client: Any, run_uid: str) -> Any:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,20 +109,14 @@ def import_spool(
     try:
         # the embedded catalog keeps its event tables in SQLite: a run it cannot store is
         # said so at once, rather than after tiled has retried the refusal for half a minute
-        _import_all(client, runs, report, verify, sqlite=uri is None and owned)
+        _import_all(client, runs, report, verify)
     finally:
         if owned:
             client.context.close()
     return report
 
 
-class _Unstorable(_runs.CatalogError):
-    """The run holds what the catalog cannot store (found before writing)."""
-
-
-def _import_all(
-    client: Any, runs: list, report: ImportReport, verify: bool, sqlite: bool = False
-) -> None:
+def _import_all(client: Any, runs: list, report: ImportReport, verify: bool) -> None:
     for run in runs:
         with claim(run) as ours:
             if not ours:
@@ -132,8 +125,6 @@ def _import_all(
             documents: List[Tuple[str, dict]] = []
             try:
                 documents = list(read_documents(run.path))
-                if sqlite and _table_arrays(documents):
-                    raise _Unstorable("the embedded catalog cannot store it")
                 outcome = _import_one(client, run.path, run.run_uid, verify, documents)
             except Exception as error:
                 if isinstance(error, _runs.CatalogAuthError) or (
@@ -173,50 +164,16 @@ def _answers(client: Any) -> bool:
     return False
 
 
-#: arrays of this many values or fewer go to a stream's event table (bluesky-tiled-plugins'
-#: ``MAX_ARRAY_SIZE``), where a catalog on SQLite has no column type for them
-_TABLE_ARRAY_SIZE = 16
-
-
-def _table_arrays(documents: List[Tuple[str, dict]]) -> List[Tuple[str, str, list]]:
-    """``(stream, data key, shape)`` of the small arrays recorded in the runs' event tables
-    (an older layout: latent_eels recorded its latent coordinates as ``decision-z``)."""
-    found = []
-    for name, doc in documents:
-        if name != "descriptor":
-            continue
-        for key, spec in (doc.get("data_keys") or {}).items():
-            shape = list(spec.get("shape") or [])
-            if spec.get("external") or not shape or None in shape:
-                continue
-            if 0 < math.prod(shape) <= _TABLE_ARRAY_SIZE:
-                found.append((str(doc.get("name")), key, shape))
-    return found
-
-
 def _why(path: Path, documents: List[Tuple[str, dict]], error: BaseException) -> str:
     """Which spool file failed and why, in a microscopist's words."""
     start = documents[0][1] if documents and documents[0][0] == "start" else {}
     run = f"scan {start.get('scan_id')}, {start.get('plan_name')}" if start else "a run"
     what = _runs.describe(error)
-    if isinstance(error, _Unstorable):
-        text = f"spool file {path} ({run}): {what}"
-    elif isinstance(error, _runs.CatalogError) or not documents:
+    if isinstance(error, _runs.CatalogError) or not documents:
         return what if str(path) in what else f"spool file {path} ({run}): {what}"
-    else:
-        with contextlib.suppress(AttributeError, RuntimeError):  # no request: not HTTP
-            what += f" to {error.request.method} {Path(error.request.url.path).name}"
-        text = f"spool file {path} ({run}): the catalog refused it ({what})"
-    arrays = _table_arrays(documents)
-    if arrays:
-        listed = ", ".join(f"{key!r} in {stream!r} ({math.prod(shape)} values)"
-                           for stream, key, shape in arrays)  # fmt: skip
-        text += (
-            f": small arrays recorded per event ({listed}) go to the stream's event table, "
-            "which a catalog on SQLite has no column type for; written by an older version "
-            "of the plan (today's plans record each value as a number of its own)"
-        )
-    return text
+    with contextlib.suppress(AttributeError, RuntimeError):  # no request: not HTTP
+        what += f" to {error.request.method} {Path(error.request.url.path).name}"
+    return f"spool file {path} ({run}): the catalog refused it ({what})"
 
 
 def _import_one(

@@ -4,8 +4,10 @@ it, and ``replay_microscope(path, survey=...)`` in the console."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dm_bridge.backends.recording_arrays import write_array_file
 
@@ -123,3 +125,22 @@ def test_a_spectrum_without_a_number_does_not_stop_a_run_on_a_recording(RE, tmp_
     assert all((int(y), int(x)) in dead for x, y in unusable)
     assert agents[0].report()["n_unusable"] == len(unusable)
     assert len({(x, y) for x, y, _ in rows}) == 12  # no pixel twice
+
+
+LSMO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "LSMO_STO_linescan.hspy"
+
+
+@pytest.mark.skipif(not LSMO.is_file(), reason=f"real data missing: {LSMO}")
+def test_dkl_on_a_real_core_loss_line_scan_chooses_an_edge_and_is_stored(app_env, tmp_path):
+    """The default scalarizer on a real recording whose window (395-906 eV) has no plasmon
+    band: once an error at the first spectrum ("band 20-30 eV lies outside the energy
+    axis"); and a 10-position line scan's agent maps (10 values each) once went to the
+    catalog's event table, which SQLite cannot hold: the run stayed in the spool."""
+    run = ophyd_stem(app_env, "run", "dkl", "--replay", str(LSMO), "--steps", "4")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "stored      yes" in run.stdout
+    chosen = re.search(r"\(despike:auto: despike:edge:([\d.:]+)\)", run.stdout)
+    assert chosen is not None, run.stdout
+    onset = np.mean([float(e) for e in chosen.group(1).split(":")[1:3]])
+    # an edge of the interface's elements: Ti L2,3 456, O K 532, Mn L2,3 640, La M4,5 832 eV
+    assert min(abs(onset - edge) for edge in (456, 532, 640, 832)) < 15, onset

@@ -71,6 +71,8 @@ def scalarizer_label(spec: str | None) -> str:
         return f"peak position in {ranges[0]} (eV)"
     if name == "jump" and len(ranges) == 2:
         return f"edge jump ratio {ranges[1]} over {ranges[0]}"
+    if name == "edge" and len(ranges) == 2:
+        return f"edge signal {ranges[1]} above background (counts·eV)"
     return str(spec)
 
 
