@@ -43,8 +43,13 @@ NM_PER_UNIT = {
     "angstrom": 0.1,
     "pm": 1e-3,
 }
-#: default name of a survey image whose detector the file does not tell
-DEFAULT_SIGNAL = "HAADF"
+#: name of a survey image whose detector the file does not tell (and of one synthesised
+#: from the spectra): no detector's name, so that nobody takes its contrast from the name.
+#: It was "HAADF": a real ABF image saved without metadata (columns dark) then had the atom
+#: finders and DKL's seed points look for bright columns, i.e. between the atoms; with no
+#: name they read the contrast from the image itself (agents.contrast). Name the detector
+#: with ``signal=`` (``dm-bridge serve --signal ABF``) where the file does not.
+DEFAULT_SIGNAL = "survey"
 
 
 class RecordingError(InstrumentError, ValueError):

@@ -211,8 +211,10 @@ def _seed_words(agent: Any) -> str:
     if config["seed_points"] == "features" and config.get("seed_order") == "objects":
         decision = agent.contrast_decision  # a DKLAgent's: decided when it was made
         words += f", the {decision['contrast']} columns or particles first"
-        if decision.get("detector"):
+        if decision.get("source") == "detector":
             words += f" ({decision['detector']} survey)"
+        elif decision.get("source") in ("image", "ambiguous"):
+            words += f" ({decision.get('why')})"
     return words
 
 

@@ -294,5 +294,5 @@ def test_a_queued_command_that_fails_says_why_and_leaves_nothing_queued(queue):
     shell = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert shell.returncode == 4, shell.stdout + shell.stderr
     assert "adaptive_eels failed" in shell.stderr
-    assert "known: band" in shell.stderr
+    assert "known: auto, band" in shell.stderr
     assert queue.status()["items_in_queue"] == 0

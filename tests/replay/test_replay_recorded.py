@@ -216,3 +216,17 @@ def test_single_spectrum_with_a_survey_is_served_everywhere(shared_data):
         assert np.array_equal(spectrum, raw["data"])
     notes = replay.describe()["recording"]["notes"]
     assert "spans the survey field" in notes["position_mapping_x"]
+
+
+def test_an_unnamed_abf_survey_names_no_detector_and_reads_dark(shared_data):
+    """The real ABF file says nothing of its detector. Served as "HAADF" (until 2026-12-05),
+    the agents took the columns for bright (the name decides over the image): DKL's seed
+    points and the atom finders went between the atoms. Unnamed, the image decides."""
+    from agents.contrast import decide_contrast
+
+    replay = ReplayBackend(shared_data / "stem_abf_data.hspy")
+    (name,) = replay.get_scan_parameters()["signals"]
+    assert name == "survey"
+    assert "not named in the file" in json.dumps(replay.describe())
+    decision = decide_contrast("auto", replay.acquire_image().images[name], detector=name)
+    assert (decision.contrast, decision.source) == ("dark", "image")
