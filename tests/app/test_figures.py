@@ -443,3 +443,11 @@ def test_the_counterfactual_figure_says_what_its_dotted_lines_join():
     assert "random (6)" in labels
     assert ax.get_title().endswith(": recorded vs random")
     assert figure_problems(fig) == []
+
+
+def test_a_survey_whose_detector_is_not_named_is_called_survey_once():
+    from ophyd_stem.app.views.decor import survey_name
+
+    assert survey_name("HAADF") == "HAADF survey"
+    assert survey_name("survey") == "survey"  # not "survey survey"
+    assert survey_name(None) == "survey"

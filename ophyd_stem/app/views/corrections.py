@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 
 from agents.runs import RunData
 
-from .decor import TITLE_ROOM, add_colorbar, run_title, show_image
+from .decor import TITLE_ROOM, add_colorbar, run_title, show_image, survey_name
 
 __all__ = ["draw_drift", "draw_zero_loss", "has_zero_loss", "render_zero_loss"]
 
@@ -180,7 +180,7 @@ def draw_zero_loss(fig: Any, data: RunData) -> dict[str, int]:
             drawn["zlp_map"] = len(zlp)
         elif len(data.positions):
             ax.scatter(*data.positions.T, s=4, c="tab:orange", gid="positions")
-            ax.set_title(f"{data.survey_signal} survey, {len(data.positions)} spectra")
+            ax.set_title(f"{survey_name(data.survey_signal)}, {len(data.positions)} spectra")
     if aligned:
         ax = axes.pop(0)
         zlp = 1e3 * np.asarray(rows["zlp"], dtype=float)  # meV

@@ -29,6 +29,7 @@ __all__ = [
     "panel_grid",
     "run_title",
     "show_image",
+    "survey_name",
 ]
 
 
@@ -222,3 +223,9 @@ def figure_problems(fig: Any) -> list[str]:
             if getattr(points, "get_array", lambda: None)() is not None:
                 problems += _colorbar_problems(title, mapped.get(id(points)))
     return problems
+
+
+def survey_name(signal: str | None) -> str:
+    """How a figure names the survey: ``"HAADF survey"``; ``"survey"`` alone where the
+    detector is not named (a recording that does not say serves it as ``"survey"``)."""
+    return "survey" if not signal or signal == "survey" else f"{signal} survey"

@@ -27,7 +27,7 @@ import numpy as np
 
 from agents.runs import RunData
 
-from .decor import TITLE_ROOM, add_colorbar, panel_grid, run_title, show_image
+from .decor import TITLE_ROOM, add_colorbar, panel_grid, run_title, show_image, survey_name
 from .physics import draw_physics, physics_history
 from .spectra import (
     EXAMPLE_COLOURS,
@@ -216,7 +216,7 @@ def _survey_panel(fig: Any, ax: Any, data: RunData, drawn: dict[str, int]) -> No
             label="next",
         )
         drawn["next"] = len(nxt)
-    ax.set_title(f"{data.survey_signal} survey, {len(xy)} measured points", fontsize=10)
+    ax.set_title(f"{survey_name(data.survey_signal)}, {len(xy)} measured points", fontsize=10)
     ax.set_xlim(-0.5, image.shape[1] - 0.5)
     ax.set_ylim(image.shape[0] - 0.5, -0.5)
     _legend(ax, loc="upper right", fontsize=7)

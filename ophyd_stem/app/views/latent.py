@@ -20,7 +20,7 @@ import numpy as np
 from agents.runs import RunData
 
 from .corrections import _survey
-from .decor import add_colorbar, add_scale_bar
+from .decor import add_colorbar, add_scale_bar, survey_name
 
 __all__ = ["draw_latent", "draw_trajectory"]
 
@@ -68,7 +68,7 @@ def draw_latent(fig: Any, data: RunData) -> dict[str, int]:
                 ax.annotate(str(i + 1), (x, y), fontsize=7, color="w",
                             xytext=(3, 3), textcoords="offset points")  # fmt: skip
             drawn["eels"] = len(measured)
-        ax.set_title(f"{data.survey_signal} survey, EELS by latent cluster")
+        ax.set_title(f"{survey_name(data.survey_signal)}, EELS by latent cluster")
     if latent is None:
         return drawn
     x, y = np.asarray(latent["x"], float), np.asarray(latent["y"], float)

@@ -24,7 +24,7 @@ import numpy as np
 
 from agents.runs import RunData
 
-from .decor import panel_grid, show_image
+from .decor import panel_grid, show_image, survey_name
 from .spectra import (
     EXAMPLE_COLOURS,
     example_indices,
@@ -99,7 +99,7 @@ def overview(fig: Any, data: RunData, shape: Any = None) -> bool:
     if "survey" in axes:
         ax = axes["survey"]
         show_image(fig, ax, image, data.pixel_size)
-        ax.set_title(f"{data.survey_signal} survey", fontsize=10)
+        ax.set_title(survey_name(data.survey_signal), fontsize=10)
         _positions(ax, data, gridded)
         ax.set_xlim(-0.5, image.shape[1] - 0.5)
         ax.set_ylim(image.shape[0] - 0.5, -0.5)
