@@ -39,7 +39,14 @@ from ._metadata import POSITION_DIMENSIONS, decision_record, with_scan_field
 from ._queue import AGENT, CONTROL, FLYER, READABLE, SCALARIZER, queue_parameters
 from .control import OperatorControl
 from .operator import resolve_control
-from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table, survey_signal
+from .stubs import (
+    acquire_spectra_at_points,
+    instrument_signal,
+    read_survey_image,
+    record,
+    record_table,
+    survey_signal,
+)
 from .zero_loss import ZeroLossStep
 
 __all__ = ["adaptive_eels", "edge_eels"]
@@ -59,7 +66,7 @@ def edge_eels(
     *,
     agent_kwargs: Optional[dict[str, Any]] = None,
     scalarizer: Union[str, Scalarizer, None] = None,
-    signal: str = "HAADF",
+    signal: Optional[str] = None,
     zero_loss: Optional[bool] = None,
     md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
@@ -82,8 +89,10 @@ def edge_eels(
     scalarizer : str or callable, optional
         A scalarizer spec (``"band:5:15"``) or ``scalarizer(spectra, energy_axis) -> values``,
         recorded per point.
-    signal : str
+    signal : str, optional
         The survey signal the edges are found in.
+        Default (None): HAADF when the scan records it, else its first detector
+        (``"survey"`` for a recording whose detector is not named).
     zero_loss : bool, optional
         Zero-loss alignment (:mod:`plans.zero_loss`): None (default) on for low-loss spectra,
         True on, False off. The scalarizer sees aligned spectra; ``primary`` keeps them as
@@ -92,6 +101,7 @@ def edge_eels(
     make_agent = image_agent(agent, agent_kwargs)
     scalarizer = scalarizer_of(scalarizer)
     aligner = ZeroLossStep(zero_loss)
+    signal = yield from instrument_signal(scan_engine, signal)
     _md = {
         "plan_name": "edge_eels",
         "plan_args": {
@@ -167,7 +177,7 @@ def adaptive_eels(
     batch: int = 1,
     maps_every: int = 5,
     control: Union[str, OperatorControl, None] = None,
-    signal: str = "HAADF",
+    signal: Optional[str] = None,
     zero_loss: Optional[bool] = None,
     md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
@@ -208,8 +218,10 @@ def adaptive_eels(
         ``prepare(step, agent)`` and ``review(step, suggestions, agent)`` run before and after
         the agent suggests, and ``scalarize`` applies the scalarizer in force. None: the agent
         runs freely.
-    signal : str
+    signal : str, optional
         The survey signal the agent sees.
+        Default (None): HAADF when the scan records it, else its first detector
+        (``"survey"`` for a recording whose detector is not named).
     zero_loss : bool, optional
         Zero-loss alignment (:mod:`plans.zero_loss`): None (default) on for low-loss spectra,
         True on, False off. The scalarizer sees aligned spectra; ``primary`` keeps them as
@@ -221,6 +233,7 @@ def adaptive_eels(
     scalarizer = scalarizer_of(scalarizer)
     control = resolve_control(control)
     aligner = ZeroLossStep(zero_loss)
+    signal = yield from instrument_signal(scan_engine, signal)
     _md = {
         "plan_name": "adaptive_eels",
         "plan_args": {

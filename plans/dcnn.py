@@ -13,7 +13,14 @@ from ophyd_stem import Record, Table
 from ._agents import describe_request, forward_agent, survey_detector
 from ._metadata import forward_md, with_scan_field
 from ._queue import AGENT, OPTIONAL_FLYER, READABLE, queue_parameters
-from .stubs import eels_at_suggestions, read_survey_image, record, record_table, survey_signal
+from .stubs import (
+    eels_at_suggestions,
+    instrument_signal,
+    read_survey_image,
+    record,
+    record_table,
+    survey_signal,
+)
 from .zero_loss import ZeroLossStep
 
 __all__ = ["dcnn"]
@@ -28,7 +35,7 @@ def dcnn(
     images: int = 1,
     eels_points: Optional[Flyable] = None,
     n_eels: int = 0,
-    signal: str = "HAADF",
+    signal: Optional[str] = None,
     zero_loss: Optional[bool] = None,
     md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
@@ -58,9 +65,11 @@ def dcnn(
         Needed when ``n_eels`` > 0.
     n_eels : int
         Spectra per image.
-    signal : str
+    signal : str, optional
         The survey signal the ensemble sees; its name goes to the agent, whose
         ``contrast="auto"`` takes an ABF or BF image (columns dark) inverted.
+        Default (None): HAADF when the scan records it, else its first detector
+        (``"survey"`` for a recording whose detector is not named).
     zero_loss : bool, optional
         Zero-loss alignment of the spectra (:mod:`plans.zero_loss`): None (default) on for
         low-loss spectra, True on, False off; ``primary`` keeps them as measured and
@@ -71,6 +80,7 @@ def dcnn(
         raise ValueError("n_eels > 0 needs the eels_points device")
     request = describe_request(agent, agent_kwargs)
     agent = forward_agent(agent, agent_kwargs)
+    signal = yield from instrument_signal(scan_engine, signal)
     detector = survey_detector(agent, signal)  # ABF/BF: columns dark (contrast="auto")
     aligner = ZeroLossStep(zero_loss)
     _md = forward_md(

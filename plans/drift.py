@@ -29,7 +29,14 @@ from ophyd_stem import Record, Table
 from ._metadata import POSITION_DIMENSIONS, with_scan_field
 from ._metadata import decision_record as make_decision_record
 from ._queue import FLYER, READABLE, queue_parameters
-from .stubs import acquire_spectra_at_points, read_survey_image, record, record_table, survey_signal
+from .stubs import (
+    acquire_spectra_at_points,
+    instrument_signal,
+    read_survey_image,
+    record,
+    record_table,
+    survey_signal,
+)
 from .zero_loss import ZeroLossStep
 
 __all__ = ["acquire_spectra_tracking_drift", "drift_corrected_edge_eels"]
@@ -150,7 +157,7 @@ def drift_corrected_edge_eels(
     first_points: int = 3,
     correct: bool = True,
     normalisation: str = "cross",
-    signal: str = "HAADF",
+    signal: Optional[str] = None,
     zero_loss: Optional[bool] = None,
     md: Optional[Dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
@@ -176,8 +183,10 @@ def drift_corrected_edge_eels(
     normalisation : str
         ``"cross"`` (cross-correlation, robust on noisy images) or ``"phase"`` (phase
         correlation): see :func:`agents.drift.phase_correlation`.
-    signal : str
+    signal : str, optional
         The survey signal the edges are found in and the drift is measured on.
+        Default (None): HAADF when the scan records it, else its first detector
+        (``"survey"`` for a recording whose detector is not named).
     zero_loss : bool, optional
         Zero-loss alignment of the spectra (:mod:`plans.zero_loss`): None (default) on for
         low-loss spectra, True on, False off.
@@ -189,6 +198,7 @@ def drift_corrected_edge_eels(
         raise ValueError("budget must be >= 1")
     if every_points <= 0 and every_seconds <= 0:
         raise ValueError("give every_points or every_seconds (> 0): when to re-measure drift")
+    signal = yield from instrument_signal(scan_engine, signal)
     plan_args = {
         "budget": budget,
         "method": method,

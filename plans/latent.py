@@ -29,7 +29,13 @@ from ophyd_stem import Record
 from ._agents import AgentFactory, Scalarizer, describe_request, image_agent, scalarizer_of
 from ._metadata import POSITION_DIMENSIONS, decision_record, with_scan_field
 from ._queue import AGENT, FLYER, READABLE, SCALARIZER, queue_parameters
-from .stubs import acquire_spectra_at_points, read_survey_image, record, survey_signal
+from .stubs import (
+    acquire_spectra_at_points,
+    instrument_signal,
+    read_survey_image,
+    record,
+    survey_signal,
+)
 from .zero_loss import ZeroLossStep
 
 __all__ = ["latent_eels"]
@@ -44,7 +50,7 @@ def latent_eels(
     agent_kwargs: Optional[dict[str, Any]] = None,
     n_eels: int = 10,
     scalarizer: Union[str, Scalarizer, None] = None,
-    signal: str = "HAADF",
+    signal: Optional[str] = None,
     zero_loss: Optional[bool] = None,
     md: Optional[dict[str, Any]] = None,
 ) -> MsgGenerator[str]:
@@ -64,8 +70,10 @@ def latent_eels(
     scalarizer : str or callable, optional
         A scalarizer spec (``"band:20:30"``) or ``scalarizer(spectra, energy_axis)``; its
         value is recorded with each decision.
-    signal : str
+    signal : str, optional
         The survey signal the latent space is learnt from.
+        Default (None): HAADF when the scan records it, else its first detector
+        (``"survey"`` for a recording whose detector is not named).
     zero_loss : bool, optional
         Zero-loss alignment (:mod:`plans.zero_loss`): None (default) on for low-loss spectra.
     """
@@ -74,6 +82,7 @@ def latent_eels(
     make_agent = image_agent(agent, agent_kwargs)
     scalarizer = scalarizer_of(scalarizer)
     aligner = ZeroLossStep(zero_loss)
+    signal = yield from instrument_signal(scan_engine, signal)
     _md = {
         "plan_name": "latent_eels",
         "plan_args": {

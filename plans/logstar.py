@@ -15,7 +15,14 @@ from ._metadata import forward_md, with_scan_field
 from ._queue import AGENT, CONTROL, OPTIONAL_FLYER, READABLE, queue_parameters
 from .control import OperatorControl
 from .operator import resolve_control
-from .stubs import eels_at_suggestions, read_survey_image, record, record_table, survey_signal
+from .stubs import (
+    eels_at_suggestions,
+    instrument_signal,
+    read_survey_image,
+    record,
+    record_table,
+    survey_signal,
+)
 from .zero_loss import ZeroLossStep
 
 __all__ = ["logstar"]
@@ -30,7 +37,7 @@ def logstar(
     images: int = 1,
     eels_points: Optional[Flyable] = None,
     n_eels: int = 0,
-    signal: str = "HAADF",
+    signal: Optional[str] = None,
     control: Union[str, OperatorControl, None] = None,
     zero_loss: Optional[bool] = None,
     pixel_size_nm: Optional[float] = None,
@@ -65,9 +72,11 @@ def logstar(
         Needed when ``n_eels`` > 0.
     n_eels : int
         Spectra per image at the suggested atoms.
-    signal : str
+    signal : str, optional
         Detector signal whose image is analysed; its name goes to the agent, whose
         ``contrast="auto"`` takes an ABF or BF image (columns dark) inverted.
+        Default (None): HAADF when the scan records it, else its first detector
+        (``"survey"`` for a recording whose detector is not named).
     control : plans.OperatorControl or "free" or "approve", optional
         The operator's hand (a mode name: the session's shared control): its front pick
         (``control.pick_front``) is applied to each image, and in approve mode the plan
@@ -91,6 +100,7 @@ def logstar(
         raise ValueError(f"pixel_size_nm must be a positive number of nm, got {pixel_size_nm!r}")
     request = describe_request(agent, agent_kwargs)
     agent = forward_agent(agent, agent_kwargs)
+    signal = yield from instrument_signal(scan_engine, signal)
     detector = survey_detector(agent, signal)  # ABF/BF: columns dark (contrast="auto")
     control = resolve_control(control)
     # the agent's settings and state at the start go in too, so forensics can rebuild it

@@ -13,6 +13,7 @@ __all__ = [
     "acquire_spectra_at_points",
     "eels_at_suggestions",
     "grid_positions",
+    "instrument_signal",
     "read_survey_image",
     "record",
     "record_table",
@@ -90,6 +91,16 @@ def acquire_spectra_at_points(
 def read_survey_image(scan_engine: Any, stream_name: str = "survey") -> MsgGenerator[str]:
     """Trigger the scan engine once and read it into ``stream_name`` (one event)."""
     return (yield from bps.trigger_and_read([scan_engine], name=stream_name))
+
+
+def instrument_signal(scan_engine: Any, signal: str | None) -> MsgGenerator[str]:
+    """``signal``, or where it is None the instrument's own: HAADF when its scan records
+    HAADF, else its first detector (a recording whose detector is not named: ``"survey"``,
+    whose contrast the agents then read from the image, not from a name it does not have)."""
+    if signal is not None:
+        return signal
+    signals = list((yield from bps.rd(scan_engine.signals)) or [])
+    return "HAADF" if "HAADF" in signals or not signals else str(signals[0])
 
 
 def survey_signal(scan_engine: Any, signal: str) -> np.ndarray:

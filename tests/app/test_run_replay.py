@@ -144,3 +144,27 @@ def test_dkl_on_a_real_core_loss_line_scan_chooses_an_edge_and_is_stored(app_env
     onset = np.mean([float(e) for e in chosen.group(1).split(":")[1:3]])
     # an edge of the interface's elements: Ti L2,3 456, O K 532, Mn L2,3 640, La M4,5 832 eV
     assert min(abs(onset - edge) for edge in (456, 532, 640, 832)) < 15, onset
+
+
+ABF = LSMO.parent / "stem_abf_data.hspy"
+
+
+@pytest.mark.skipif(not (LSMO.is_file() and ABF.is_file()), reason="real data missing")
+def test_a_plan_in_the_console_takes_a_survey_whose_detector_is_not_named(RE, tmp_path):
+    """The plans' default signal was "HAADF": on a recording whose survey names no detector
+    (the real ABF file; served as "survey") a console plan then stopped ('the survey image
+    has no HAADF signal'). Now the default is the instrument's: HAADF when it records one,
+    else its first detector."""
+    from ophyd_stem.app.analysis.replay import replay_microscope
+    from plans import edge_eels
+
+    microscope = replay_microscope(LSMO, survey=ABF, assets_dir=tmp_path / "assets")
+    starts = []
+    try:
+        RE(
+            edge_eels(microscope.scan, microscope.eels_points, agent_kwargs={"budget": 3}),
+            lambda name, doc: starts.append(doc) if name == "start" else None,
+        )
+    finally:
+        microscope.sim_bridge.close()
+    assert starts[0]["plan_args"]["signal"] == "survey"
