@@ -71,9 +71,10 @@ def scalarizer_of(scalarizer: Union[str, Scalarizer, None]) -> Optional[Scalariz
     """
     if scalarizer is None or callable(scalarizer):
         return scalarizer
-    from agents.scalarizers import get_scalarizer  # numpy only
+    # numpy only; "auto" and "despike:auto" as the object that says what it chose
+    from agents.scalarizer_auto import scalarizer_from_spec
 
-    return get_scalarizer(scalarizer)
+    return scalarizer_from_spec(scalarizer)
 
 
 def describe_request(agent: Any, kwargs: Optional[dict[str, Any]]) -> dict[str, Any]:

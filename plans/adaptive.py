@@ -293,6 +293,10 @@ def adaptive_eels(
             values = np.atleast_1d(np.asarray(raw, dtype=np.float64))
             agent.ingest(acquisition.positions, values)
             report = agent.report()
+            # what "auto" chose (agents.scalarizer_auto), where figures and replays find it
+            chosen = getattr(scalarizer, "resolved", None)
+            if chosen is not None:
+                report = {**(report or {}), "scalarizer": chosen}
             # said beside the report, where a search or a summary sees it (DKL's word on a
             # featureless survey: its choices are then random, not learnt)
             survey_warning = str((report or {}).get("survey_warning") or "")

@@ -451,3 +451,14 @@ def test_a_survey_whose_detector_is_not_named_is_called_survey_once():
     assert survey_name("HAADF") == "HAADF survey"
     assert survey_name("survey") == "survey"  # not "survey survey"
     assert survey_name(None) == "survey"
+
+
+def test_a_despiked_scalarizer_keeps_its_windows_and_unit():
+    """``despike:`` in front once hid the windows (no shading) and the unit (the summary's
+    best value had none)."""
+    from ophyd_stem.app.views.figures import scalarizer_bands, scalarizer_label
+
+    spec = "despike:edge:421:451:455:485"
+    assert scalarizer_bands(spec) == [(421.0, 451.0), (455.0, 485.0)]
+    assert scalarizer_label(spec) == "despiked edge signal 455-485 eV above background (counts·eV)"
+    assert scalarizer_label("despike:auto") == "despike:auto"

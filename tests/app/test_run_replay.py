@@ -144,6 +144,11 @@ def test_dkl_on_a_real_core_loss_line_scan_chooses_an_edge_and_is_stored(app_env
     onset = np.mean([float(e) for e in chosen.group(1).split(":")[1:3]])
     # an edge of the interface's elements: Ti L2,3 456, O K 532, Mn L2,3 640, La M4,5 832 eV
     assert min(abs(onset - edge) for edge in (456, 532, 640, 832)) < 15, onset
+    # the choice is recorded with the decisions: show (and the figures) name it
+    uid = re.search(r"^run ([0-9a-f-]{36})", run.stdout, re.M).group(1)
+    show = ophyd_stem(app_env, "show", uid[:8], "--out", str(tmp_path / "figs"))
+    assert show.returncode == 0, show.stderr[-2000:]
+    assert f"scalarizer despike:auto: despike:edge:{chosen.group(1)}" in show.stdout
 
 
 ABF = LSMO.parent / "stem_abf_data.hspy"

@@ -205,7 +205,7 @@ def decision_summary(data: Any) -> list[str]:
         lines.append(
             "  decisions   "
             + ", ".join(f"{n} {k}" for k, n in sorted(sources.items()))
-            + f"; scalarizer {data.plan_args.get('scalarizer')}"
+            + f"; scalarizer {_scalarizer_words(data)}"
         )
         agent = _agent_line(data)
         if agent:
@@ -263,6 +263,15 @@ def _logstar_doubt(record: dict[str, Any]) -> str:
     if check.get("ok", True):
         return ""
     return str(check.get("reason") or "; ".join(check.get("warnings") or []) or "see its report")
+
+
+def _scalarizer_words(data: Any) -> str:
+    """The run's scalarizer, and what ``auto`` chose where it did (``despike:auto:
+    despike:edge:421:451:455:485``)."""
+    from ..views.figures import auto_choice
+
+    asked, chosen = str(data.plan_args.get("scalarizer")), auto_choice(data)
+    return f"{asked}: {chosen}" if chosen else asked
 
 
 def _value_unit(data: Any) -> str:

@@ -42,13 +42,19 @@ __all__ = ["draw", "render", "run_values", "scalarizer_bands", "scalarizer_label
 log = logging.getLogger(__name__)
 
 
+def _undespiked(spec: str) -> str:
+    """A spec without its ``despike:`` prefix."""
+    spec = str(spec)
+    return spec[len("despike:") :] if spec.startswith("despike:") else spec
+
+
 def scalarizer_bands(spec: str | None) -> list[tuple[float, float]]:
     """The energy bands (eV) a scalarizer spec looks at: ``"band:20:30"`` -> ``[(20, 30)]``,
     ``"ratio:20:30:40:50"`` -> two bands; ``[]`` for a custom function."""
     if not spec:
         return []
     numbers = []
-    for field in str(spec).split(":")[1:]:
+    for field in _undespiked(spec).split(":")[1:]:
         try:
             numbers.append(float(field))
         except ValueError:
@@ -60,6 +66,9 @@ def scalarizer_label(spec: str | None) -> str:
     """What a scalarizer's values are, with their unit, for axes and colour bars."""
     if not spec:
         return "value"
+    if _undespiked(spec) != str(spec):  # the same values, read after spikes were removed
+        inner = scalarizer_label(_undespiked(spec))
+        return str(spec) if inner == _undespiked(spec) else f"despiked {inner}"
     name = str(spec).split(":", 1)[0]
     bands = scalarizer_bands(spec)
     ranges = [f"{lo:g}-{hi:g} eV" for lo, hi in bands]
@@ -76,9 +85,18 @@ def scalarizer_label(spec: str | None) -> str:
     return str(spec)
 
 
+def auto_choice(data: RunData) -> str | None:
+    """What an ``auto`` scalarizer chose (recorded with the decisions' reports), or None
+    (another scalarizer, or a run from before 2026-12-05)."""
+    if str(data.plan_args.get("scalarizer")).split(":")[-1] != "auto":
+        return None
+    reports = data.decisions.get("reports", [])
+    return next((str(r["scalarizer"]) for r in reports if r and r.get("scalarizer")), None)
+
+
 def _scalarizer_in_force(data: RunData) -> tuple[str | None, list[int]]:
     """The scalarizer's name now, and the measurement counts at which it changed."""
-    name = data.plan_args.get("scalarizer")
+    name = auto_choice(data) or data.plan_args.get("scalarizer")
     changes = []
     steps = np.asarray(data.decisions.get("step", []))
     for iv in data.interventions:

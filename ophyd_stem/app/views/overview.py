@@ -18,6 +18,7 @@ spectra
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -132,7 +133,9 @@ def overview(fig: Any, data: RunData, shape: Any = None) -> bool:
         plot_examples(ax, data.energy_axis, data.spectra, examples, labels)
         circled = " (circled where measured)" if len(data.positions) else ""
         span = f": lowest to highest {short}" if len(examples) > 1 else ""
-        ax.set_title(f"EELS{span}{circled}", fontsize=10)
+        # (wrapped: a long quantity, "despiked edge signal 455-485 eV above background",
+        # ran past the figure's edge)
+        ax.set_title(textwrap.fill(f"EELS{span}{circled}", 55), fontsize=10)
         for name in ("survey", "map"):
             if name in axes:
                 _circle(axes[name], data, examples)
