@@ -38,7 +38,13 @@ _MAD_TO_SIGMA = 1.4826
 
 
 def _neighbourhood(spec: np.ndarray, width: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Median and robust standard deviation of the ``width`` channels around each channel."""
+    """Median and robust standard deviation of the ``width`` channels around each channel.
+
+    Spectra of whole numbers are counts: their spread is at least Poisson's,
+    ``sqrt(max(median, 1))``. At a count or two per channel most neighbourhoods hold equal
+    values, their median absolute deviation is 0, and every channel above the median was a
+    "spike": 778 of 5,120 channels of the real line scan at ~1 count per channel.
+    """
     half = width // 2
     windows = sliding_window_view(spec, width, axis=-1)
     median = np.median(windows, axis=-1)
@@ -50,6 +56,8 @@ def _neighbourhood(spec: np.ndarray, width: int) -> Tuple[np.ndarray, np.ndarray
     # a perfectly flat neighbourhood has no spread: any count above it is an outlier, but
     # float round-off is not
     floor = 1e-9 * np.maximum(np.abs(median), 1e-300)
+    if np.array_equal(spec, np.round(spec)):  # counts (NaN is not a whole number)
+        floor = np.maximum(floor, np.sqrt(np.maximum(median, 1.0)))
     return median, np.maximum(_MAD_TO_SIGMA * mad, floor)
 
 
