@@ -462,3 +462,27 @@ def test_a_despiked_scalarizer_keeps_its_windows_and_unit():
     assert scalarizer_bands(spec) == [(421.0, 451.0), (455.0, 485.0)]
     assert scalarizer_label(spec) == "despiked edge signal 455-485 eV above background (counts·eV)"
     assert scalarizer_label("despike:auto") == "despike:auto"
+
+
+def test_a_line_scans_strip_says_its_scale_below_instead_of_covering_itself():
+    """A 10 x 1 survey (the real line scan's) was covered by the scale bar and its label,
+    circles of measured positions included."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ophyd_stem.app.views.decor import figure_problems, show_image
+
+    fig, ax = plt.subplots()
+    try:
+        bar = show_image(fig, ax, np.arange(10.0)[None, :], 3.15)
+        assert bar is None or bar.get_gid() != "scalebar"
+        assert ax.get_xlabel() == "scale: 31.5 nm across (3.15 nm/px)"
+        assert not [a for a in ax.artists if a.get_gid() == "scalebar"]
+        assert figure_problems(fig) == []
+        fig2, ax2 = plt.subplots()  # a square survey keeps its bar
+        show_image(fig2, ax2, np.ones((10, 10)), 3.15)
+        assert [a for a in ax2.artists if a.get_gid() == "scalebar"]
+    finally:
+        plt.close("all")

@@ -84,7 +84,8 @@ def add_scale_bar(ax: Any, pixel_size_nm: float | None, width_px: float | None =
         width_px: the image width, px (default: the axes' x range).
 
     Returns:
-        The scale bar artist, or None when the pixel size is not known.
+        The scale bar artist, or None when the pixel size is not known or the image is a
+        strip less than an eighth as tall as wide (a line scan: the x label says the scale).
     """
     from matplotlib import patheffects
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
@@ -96,6 +97,17 @@ def add_scale_bar(ax: Any, pixel_size_nm: float | None, width_px: float | None =
     if width_px is None:
         lo, hi = ax.get_xlim()
         width_px = abs(hi - lo)
+    bottom, top = ax.get_ylim()
+    if abs(top - bottom) < width_px / 8:
+        # a line scan's strip (10 x 1 positions): a bar and its label would cover it
+        ax.set_xlabel(
+            f"scale: {_length_label(float(f'{width_px * pixel_size_nm:.3g}'))} across "
+            f"({pixel_size_nm:.3g} nm/px)",
+            fontsize=8,
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return None
     length_nm = nice_length(width_px * pixel_size_nm)
     bar = AnchoredSizeBar(
         ax.transData,
@@ -190,7 +202,7 @@ def figure_problems(fig: Any) -> list[str]:
 
     * every visible panel holds data (an image, lines, points, bars);
     * every image or map has a scale bar (``gid == "scalebar"``) unless its axes say the
-      pixel size was not recorded;
+      pixel size was not recorded, or say the scale below a strip (``"scale: ..."``);
     * every map (an image whose ``gid`` starts ``"map:"``) and every set of points coloured
       through a colour map has a colour bar whose label is not empty.
     """
@@ -210,7 +222,8 @@ def figure_problems(fig: Any) -> list[str]:
             continue
         if ax.images:
             bars = [a for a in ax.artists if a.get_gid() == "scalebar"]
-            if not bars and "not recorded" not in ax.get_xlabel():
+            said = ax.get_xlabel()  # (no pixel size; or a strip, its scale said below it)
+            if not bars and "not recorded" not in said and not said.startswith("scale:"):
                 problems.append(f"{title!r}: image without a scale bar")
         for im in ax.images:
             gid = im.get_gid() or ""
