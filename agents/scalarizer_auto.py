@@ -35,7 +35,13 @@ import numpy as np
 from .despike import despike
 from .scalarizers import get_scalarizer, register_scalarizer
 
-__all__ = ["LOW_LOSS_BAND", "AutoScalarizer", "scalarizer_from_spec", "strongest_edge"]
+__all__ = [
+    "LOW_LOSS_BAND",
+    "AutoScalarizer",
+    "plasmon_band",
+    "scalarizer_from_spec",
+    "strongest_edge",
+]
 
 log = logging.getLogger("agents.scalarizer_auto")
 
@@ -51,6 +57,16 @@ _WINDOW_EV = 30.0
 _STEP_EV = 5.0
 #: least eV above zero for a power-law background (the zero-loss peak is not an edge)
 _CORE_LOSS_FROM = 50.0
+
+
+def plasmon_band(first_ev: float, last_ev: float) -> Optional[str]:
+    """``"band:20:30"`` (:data:`LOW_LOSS_BAND`) when a spectrometer window from ``first_ev``
+    to ``last_ev`` (eV, either way round) covers it, else None: ``auto``'s first rule, also
+    applied before a run where the window is known."""
+    low, high = LOW_LOSS_BAND
+    if min(first_ev, last_ev) <= low and max(first_ev, last_ev) >= high:
+        return f"band:{low:g}:{high:g}"
+    return None
 
 
 def _windows(axis: np.ndarray) -> tuple[float, float]:
@@ -137,34 +153,36 @@ class AutoScalarizer:
 
     def choose(self, spectra: Any, energy_axis: Any) -> str:
         """The spec for these spectra and axis (see the module for the rules)."""
+        return self._choice(spectra, energy_axis)[0]
+
+    @staticmethod
+    def _choice(spectra: Any, energy_axis: Any) -> tuple[str, str]:
+        """The spec, and which rule chose it (for the log)."""
         axis = np.asarray(energy_axis, dtype=float)
         if axis.ndim != 1 or axis.size < 2:
             raise ValueError(f"energy axis must be 1-D with at least 2 channels, got {axis.shape}")
-        low, high = LOW_LOSS_BAND
-        if axis[0] <= low and axis[-1] >= high:
-            return f"band:{low:g}:{high:g}"
+        band = plasmon_band(axis[0], axis[-1])
+        if band is not None:
+            return band, "the window covers the plasmon band"
         onset = strongest_edge(spectra, axis)
         if onset is not None:
             width, gap = _windows(axis)
             return (
                 f"edge:{onset - gap - width:.4g}:{onset - gap:.4g}:"
-                f"{onset + gap:.4g}:{onset + gap + width:.4g}"
+                f"{onset + gap:.4g}:{onset + gap + width:.4g}",
+                "the strongest edge of the first spectra",
             )
-        return f"band:{axis[0]:.6g}:{axis[-1]:.6g}"
+        return (
+            f"band:{axis[0]:.6g}:{axis[-1]:.6g}",
+            "no edge stands out of the noise: the whole window's counts",
+        )
 
     def __call__(self, spectrum: Any, energy_axis: Any) -> Any:
         if self.despiked:
             spectrum = despike(spectrum)
         if self._inner is None:
-            spec = self.choose(spectrum, energy_axis)
+            spec, why = self._choice(spectrum, energy_axis)
             axis = np.asarray(energy_axis, dtype=float)
-            why = (
-                "the window covers the plasmon band"
-                if spec.startswith("band:20:")
-                else "the strongest edge of the first spectra"
-                if spec.startswith("edge:")
-                else "no edge stands out of the noise: the whole window's counts"
-            )
             log.info(
                 "scalarizer auto: %s for the window %.4g-%.4g eV (%s)",
                 spec,

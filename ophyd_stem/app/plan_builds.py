@@ -45,7 +45,7 @@ def scalarizer_for_window(microscope: Any, spec: str) -> Generator[Any, Any, str
     (the strongest core-loss edge; :mod:`agents.scalarizer_auto`)."""
     import bluesky.plan_stubs as bps
 
-    from agents.scalarizer_auto import LOW_LOSS_BAND
+    from agents.scalarizer_auto import plasmon_band
 
     head, _, last = spec.rpartition(":")
     if last != "auto":
@@ -55,11 +55,10 @@ def scalarizer_for_window(microscope: Any, spec: str) -> Generator[Any, Any, str
     dispersion = yield from bps.rd(eels.dispersion)  # eV/channel
     binning = yield from bps.rd(eels.binning)
     channels = yield from bps.rd(eels.channels)
-    top = offset + dispersion * binning * (channels - 1)
-    low, high = LOW_LOSS_BAND
-    if min(offset, top) <= low and max(offset, top) >= high:
-        return f"{head}:band:{low:g}:{high:g}" if head else f"band:{low:g}:{high:g}"
-    return spec
+    band = plasmon_band(offset, offset + dispersion * binning * (channels - 1))
+    if band is None:
+        return spec
+    return f"{head}:{band}" if head else band
 
 
 def _build_survey(session: Any, args: argparse.Namespace) -> Generator:

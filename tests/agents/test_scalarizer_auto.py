@@ -83,3 +83,11 @@ def test_no_edge_in_the_noise_gives_the_whole_window_and_a_spike_is_no_edge():
 def test_auto_takes_no_fields():
     with pytest.raises(ValueError, match="auto takes no fields"):
         get_scalarizer("auto:20")
+
+
+def test_the_plasmon_band_rule_is_one_rule_for_a_window_before_and_during_a_run():
+    from agents.scalarizer_auto import plasmon_band
+
+    assert plasmon_band(-10.0, 90.0) == plasmon_band(90.0, -10.0) == "band:20:30"
+    assert plasmon_band(25.0, 400.0) is None  # half the band outside the window
+    assert plasmon_band(395.0, 906.0) is None
